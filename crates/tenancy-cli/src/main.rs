@@ -1,0 +1,2 @@
+//! The `tenancy` binary (placeholder).
+fn main() {}

@@ -1,0 +1,392 @@
+//! Configuration (SPEC X3): `tenancy.yaml` under a `tenancy:` key, with
+//! environment overrides `TENANCY__SECTION__KEY`.
+//!
+//! Every setting has a default, so an empty or missing file is valid.
+//!
+//! ```yaml
+//! tenancy:
+//!   resolution:
+//!     resolvers: [jwt_claim, header, subdomain, path]  # run in priority order
+//!     header_name: X-Tenant-Id
+//!     jwt_claim: tenant_id
+//!     membership_claim: tenants
+//!     base_domain: app.com          # none (default) disables `subdomain`
+//!     reserved_subdomains: [www]
+//!     path_pattern: /tenants/{tenant_id}/
+//!   validation:
+//!     cache_ttl_secs: 300
+//!     negative_ttl_secs: 5
+//!     cache_capacity: 10000
+//!   lifecycle:
+//!     isolation_strategy: row_level # row_level | schema | database
+//!     auto_provision: true
+//!     deprovision_policy: keep      # keep | archive | drop
+//!     migrations_dir: migrations
+//!   overrides:
+//!     cache_ttl_secs: 60
+//!     cache_capacity: 10000
+//!     defaults: { rate_limit.rps: 100 }
+//!   auth:
+//!     jwt_secret: change-me         # HS256; or jwt_public_key_pem / _file for RS256
+//!     leeway_secs: 0
+//!   server:
+//!     bind: 127.0.0.1:8080
+//!   rate_limit:
+//!     default_rps: 100
+//!     plans: { free: 10, pro: 1000 }
+//!   integration:
+//!     redis_url: redis://127.0.0.1:6379
+//! ```
+//!
+//! Environment: `TENANCY__VALIDATION__CACHE_TTL_SECS=60`,
+//! `TENANCY__RESOLUTION__RESOLVERS=header,path` (lists are comma
+//! separated), `TENANCY__AUTH__JWT_SECRET=…`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::ConfigMap;
+
+/// A configuration that cannot be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A setting has a value that cannot be used.
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid {
+        /// The setting, as a dotted path below `tenancy`.
+        key: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// The file or environment could not be read or parsed.
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+}
+
+/// The whole configuration. Every field has a documented default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// How requests name their tenant.
+    pub resolution: ResolutionConfig,
+    /// The validator's cache.
+    pub validation: ValidationConfig,
+    /// Creation, isolation and removal of tenants.
+    pub lifecycle: LifecycleConfig,
+    /// Per-tenant config overrides.
+    pub overrides: OverridesConfig,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// The `tenancy serve` HTTP server.
+    pub server: ServerConfig,
+    /// Per-tenant rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// External services (Redis, NATS).
+    pub integration: IntegrationConfig,
+}
+
+/// `resolution.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResolutionConfig {
+    /// Resolvers to run (default: all four built-ins; they run by priority).
+    pub resolvers: Vec<String>,
+    /// Header read by `header` (default `X-Tenant-Id`).
+    pub header_name: String,
+    /// Claim read by `jwt_claim` (default `tenant_id`).
+    pub jwt_claim: String,
+    /// Claim listing the tenants a user belongs to (default `tenants`).
+    pub membership_claim: String,
+    /// Base domain for `subdomain` (default none: `subdomain` is off).
+    pub base_domain: Option<String>,
+    /// Labels that never name a tenant (default `[www]`).
+    pub reserved_subdomains: Vec<String>,
+    /// Pattern for `path` (default `/tenants/{tenant_id}/`).
+    pub path_pattern: String,
+}
+
+impl Default for ResolutionConfig {
+    fn default() -> Self {
+        Self {
+            resolvers: ["jwt_claim", "header", "subdomain", "path"].map(String::from).to_vec(),
+            header_name: "X-Tenant-Id".into(),
+            jwt_claim: "tenant_id".into(),
+            membership_claim: "tenants".into(),
+            base_domain: None,
+            reserved_subdomains: vec!["www".into()],
+            path_pattern: "/tenants/{tenant_id}/".into(),
+        }
+    }
+}
+
+/// `validation.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// How long a looked-up tenant stays cached (default 300 s).
+    pub cache_ttl_secs: u64,
+    /// How long "no such tenant" stays cached (default 5 s).
+    pub negative_ttl_secs: u64,
+    /// Most entries held (default 10,000).
+    pub cache_capacity: u64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl_secs: 300,
+            negative_ttl_secs: 5,
+            cache_capacity: 10_000,
+        }
+    }
+}
+
+/// What happens to a tenant's schema or database when it is deactivated
+/// or deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeprovisionPolicy {
+    /// Leave everything in place (default).
+    #[default]
+    Keep,
+    /// Rename it to an archive name.
+    Archive,
+    /// Drop it.
+    Drop,
+}
+
+/// `lifecycle.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// `row_level` (default), `schema` or `database`.
+    pub isolation_strategy: String,
+    /// Provision isolation when a tenant is created (default true). When
+    /// false, new tenants stay `Provisioning` until provisioned explicitly.
+    pub auto_provision: bool,
+    /// What deactivate and delete do to a tenant's isolation (default keep).
+    pub deprovision_policy: DeprovisionPolicy,
+    /// The application's per-tenant migrations (default none).
+    pub migrations_dir: Option<PathBuf>,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            isolation_strategy: "row_level".into(),
+            auto_provision: true,
+            deprovision_policy: DeprovisionPolicy::Keep,
+            migrations_dir: None,
+        }
+    }
+}
+
+/// `overrides.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverridesConfig {
+    /// How long a tenant's overrides stay cached (default 60 s).
+    pub cache_ttl_secs: u64,
+    /// Most tenants cached (default 10,000).
+    pub cache_capacity: u64,
+    /// Application defaults that tenants may override (default empty).
+    pub defaults: ConfigMap,
+}
+
+impl Default for OverridesConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl_secs: 60,
+            cache_capacity: 10_000,
+            defaults: ConfigMap::new(),
+        }
+    }
+}
+
+/// A secret string: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `auth.*`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 shared secret (default none).
+    pub jwt_secret: Option<Secret>,
+    /// RS256 public key, PEM text (default none).
+    pub jwt_public_key_pem: Option<String>,
+    /// RS256 public key, path to a PEM file (default none).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss`, if set (default none).
+    pub issuer: Option<String>,
+    /// Required `aud`, if set (default none).
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds (default 0).
+    pub leeway_secs: u64,
+}
+
+/// `server.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub bind: String,
+    /// Bearer token for the admin API (default none: one is generated and
+    /// printed at start).
+    pub admin_token: Option<Secret>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            admin_token: None,
+        }
+    }
+}
+
+/// `rate_limit.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second for a tenant with no plan or override (default 100).
+    pub default_rps: u32,
+    /// Requests per second by plan name (default empty).
+    pub plans: BTreeMap<String, u32>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            default_rps: 100,
+            plans: BTreeMap::new(),
+        }
+    }
+}
+
+/// `integration.*`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrationConfig {
+    /// Redis for shared rate limits (default none: in-process).
+    pub redis_url: Option<String>,
+    /// NATS for publishing tenant events (default none).
+    pub nats_url: Option<String>,
+}
+
+impl TenancyConfig {
+    /// The file read by [`TenancyConfig::load`].
+    pub const DEFAULT_FILE: &'static str = "tenancy.yaml";
+
+    /// Loads `tenancy.yaml` from the working directory if it exists, then
+    /// applies `TENANCY__…` environment overrides, then validates.
+    pub fn load() -> Result<Self, ConfigError> {
+        let default = Path::new(Self::DEFAULT_FILE);
+        Self::load_from(default.exists().then_some(default))
+    }
+
+    /// Loads the given YAML file (it must exist) or none, then applies
+    /// environment overrides, then validates.
+    pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env = std::env::vars().filter(|(k, _)| k.starts_with("TENANCY__"));
+        Self::load_with_env(file, env)
+    }
+
+    /// Like [`TenancyConfig::load_from`] with an explicit environment (for
+    /// tests and embedding).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist: create it or drop --config",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path).format(config::FileFormat::Yaml).required(true),
+            );
+        }
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("TENANCY")
+                .prefix_separator("__")
+                .separator("__")
+                .keep_prefix(true)
+                .list_separator(",")
+                .with_list_parse_key("tenancy.resolution.resolvers")
+                .with_list_parse_key("tenancy.resolution.reserved_subdomains")
+                .source(Some(env)),
+        );
+        let raw = builder.build().map_err(load_error)?;
+        let config: TenancyConfig = match raw.get::<TenancyConfig>("tenancy") {
+            Ok(c) => c,
+            Err(config::ConfigError::NotFound(_)) => TenancyConfig::default(),
+            Err(e) => return Err(load_error(e)),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that deserialization cannot: known names, non-zero
+    /// durations, patterns.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::resolve::ResolverChain::from_config(&self.resolution)?;
+        let positive = [
+            ("validation.cache_ttl_secs", self.validation.cache_ttl_secs),
+            ("validation.negative_ttl_secs", self.validation.negative_ttl_secs),
+            ("validation.cache_capacity", self.validation.cache_capacity),
+            ("overrides.cache_ttl_secs", self.overrides.cache_ttl_secs),
+            ("overrides.cache_capacity", self.overrides.cache_capacity),
+            ("rate_limit.default_rps", u64::from(self.rate_limit.default_rps)),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        for (plan, rps) in &self.rate_limit.plans {
+            if *rps == 0 {
+                return Err(ConfigError::Invalid {
+                    key: format!("rate_limit.plans.{plan}"),
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load_error(err: config::ConfigError) -> ConfigError {
+    // config-rs names the key in its messages ("… for key `tenancy.x.y`").
+    ConfigError::Load(err.to_string())
+}

@@ -1,0 +1,52 @@
+//! The domain of the `tenancy` toolkit, with no web or SQL dependency.
+//!
+//! - [`tenant`]: the tenant model (ids, slugs, status, commands).
+//! - [`store`]: the [`TenantStore`] and [`ConfigStore`] traits;
+//!   [`MemoryStore`] implements both.
+//! - [`resolve`]: which tenant a request names ([`ResolverChain`]).
+//! - [`validate`]: whether it may be served ([`Validator`], cached).
+//! - [`context`]: the current tenant of a task.
+//! - [`lifecycle`] and [`events`]: creating and changing tenants, with events.
+//! - [`overrides`]: per-tenant config on top of application defaults.
+//! - [`isolation`]: the strategy traits, registry and provisioner.
+//! - [`config`]: `tenancy.yaml` + `TENANCY__*` environment.
+//!
+//! Most users depend on the `tenancy` facade crate instead, which
+//! re-exports this crate and adds the web layer.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tenancy_core::{LifecycleService, MemoryStore, NewTenant, TenantRef, Validator};
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let store = Arc::new(MemoryStore::new());
+//! let validator = Validator::new(store.clone(), &Default::default());
+//! let lifecycle = LifecycleService::new(store).invalidates(validator.clone());
+//! let acme = lifecycle.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
+//! assert!(validator.validate(&TenantRef::new("acme")).await.is_ok());
+//! lifecycle.suspend(&acme.id, Some("unpaid")).await.unwrap();
+//! assert!(validator.validate(&TenantRef::new("acme")).await.is_err());
+//! # });
+//! ```
+
+pub mod config;
+pub mod context;
+pub mod events;
+pub mod isolation;
+pub mod lifecycle;
+mod memory;
+pub mod overrides;
+pub mod resolve;
+pub mod store;
+pub mod tenant;
+pub mod validate;
+
+pub use config::{ConfigError, DeprovisionPolicy, TenancyConfig};
+pub use events::{EventBus, EventSink, TenantEvent};
+pub use isolation::{IsolationError, IsolationRegistry, IsolationStrategy, Provisioner, RowLevel};
+pub use lifecycle::{LifecycleError, LifecycleService};
+pub use memory::MemoryStore;
+pub use overrides::{CachedConfigStore, ConfigValueError, TenantConfigService};
+pub use resolve::{ResolutionContext, Resolver, ResolverChain, VerifiedClaims};
+pub use store::{ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore};
+pub use tenant::{InvalidSlug, InvalidTenantId, NewTenant, Slug, TenantId, TenantInfo, TenantRef, TenantStatus, TenantUpdate};
+pub use validate::{Rejection, Validator};

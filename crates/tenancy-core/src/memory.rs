@@ -1,0 +1,196 @@
+//! [`MemoryStore`]: tenants and config overrides in process memory (SPEC S3).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use crate::store::{ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore, validate_config_key};
+use crate::tenant::{NewTenant, TenantId, TenantInfo, TenantStatus, TenantUpdate};
+
+/// A [`TenantStore`] and [`ConfigStore`] held in memory: for tests, examples
+/// and single-process deployments. Cloning shares the same data.
+///
+/// ```
+/// use tenancy_core::{MemoryStore, NewTenant, TenantStore};
+/// # tokio_test_block_on(async {
+/// let store = MemoryStore::new();
+/// let acme = store.create(NewTenant::new("acme", "Acme")?).await?;
+/// assert_eq!(store.find("acme").await?.map(|t| t.id), Some(acme.id));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tenants: HashMap<TenantId, TenantInfo>,
+    slugs: HashMap<String, TenantId>,
+    config: HashMap<TenantId, ConfigMap>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps inconsistent
+        // (every write is a single insert/remove), so poisoning is ignored.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("tenants", &self.read().tenants.len())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TenantStore for MemoryStore {
+    async fn get(&self, id: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
+        Ok(self.read().tenants.get(id).cloned())
+    }
+
+    async fn get_by_slug(&self, slug: &str) -> Result<Option<TenantInfo>, StoreError> {
+        let inner = self.read();
+        Ok(inner.slugs.get(slug).and_then(|id| inner.tenants.get(id)).cloned())
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<TenantPage, StoreError> {
+        let inner = self.read();
+        let mut matching: Vec<&TenantInfo> = inner
+            .tenants
+            .values()
+            .filter(|t| query.include_inactive || t.is_active())
+            .collect();
+        matching.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        let total = matching.len() as u64;
+        let items = matching
+            .into_iter()
+            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.limit.min(ListQuery::MAX_LIMIT)).unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        Ok(TenantPage { items, total })
+    }
+
+    async fn create(&self, tenant: NewTenant) -> Result<TenantInfo, StoreError> {
+        let info = tenant.into_info(Utc::now());
+        let mut inner = self.write();
+        if inner.slugs.contains_key(info.slug.as_str()) {
+            return Err(StoreError::DuplicateSlug(info.slug.to_string()));
+        }
+        if inner.tenants.contains_key(&info.id) {
+            return Err(StoreError::DuplicateId(info.id.to_string()));
+        }
+        inner.slugs.insert(info.slug.to_string(), info.id.clone());
+        inner.tenants.insert(info.id.clone(), info.clone());
+        Ok(info)
+    }
+
+    async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<TenantInfo, StoreError> {
+        let mut inner = self.write();
+        let Some(current) = inner.tenants.get(id) else {
+            return Err(StoreError::NotFound(id.to_string()));
+        };
+        let old_slug = current.slug.clone();
+        if let Some(slug) = &update.slug
+            && *slug != old_slug
+            && inner.slugs.contains_key(slug.as_str())
+        {
+            return Err(StoreError::DuplicateSlug(slug.to_string()));
+        }
+        let mut updated = current.clone();
+        update.apply_to(&mut updated, Utc::now());
+        if updated.slug != old_slug {
+            inner.slugs.remove(old_slug.as_str());
+            inner.slugs.insert(updated.slug.to_string(), id.clone());
+        }
+        inner.tenants.insert(id.clone(), updated.clone());
+        Ok(updated)
+    }
+
+    async fn set_status(
+        &self,
+        id: &TenantId,
+        status: TenantStatus,
+        reason: Option<&str>,
+    ) -> Result<TenantInfo, StoreError> {
+        let mut inner = self.write();
+        let Some(tenant) = inner.tenants.get_mut(id) else {
+            return Err(StoreError::NotFound(id.to_string()));
+        };
+        if !tenant.status.can_become(status) {
+            return Err(StoreError::InvalidTransition {
+                id: id.to_string(),
+                from: tenant.status,
+                to: status,
+            });
+        }
+        tenant.status = status;
+        tenant.status_reason = reason.map(str::to_owned);
+        tenant.updated_at = Utc::now();
+        Ok(tenant.clone())
+    }
+
+    async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let mut inner = self.write();
+        inner.config.remove(id);
+        match inner.tenants.remove(id) {
+            Some(t) => {
+                inner.slugs.remove(t.slug.as_str());
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConfigStore for MemoryStore {
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.read().config.get(tenant).and_then(|m| m.get(key)).cloned())
+    }
+
+    async fn get_all(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
+        Ok(self.read().config.get(tenant).cloned().unwrap_or_default())
+    }
+
+    async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+        validate_config_key(key)?;
+        let mut inner = self.write();
+        if !inner.tenants.contains_key(tenant) {
+            return Err(StoreError::NotFound(tenant.to_string()));
+        }
+        inner.config.entry(tenant.clone()).or_default().insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .write()
+            .config
+            .get_mut(tenant)
+            .is_some_and(|m| m.remove(key).is_some()))
+    }
+}

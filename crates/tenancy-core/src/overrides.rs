@@ -1,0 +1,217 @@
+//! Per-tenant configuration (SPEC O1–O2): application defaults that each
+//! tenant may override.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use moka::future::Cache;
+use serde::de::DeserializeOwned;
+
+use crate::config::OverridesConfig;
+use crate::events::{EventBus, TenantEvent};
+use crate::store::{ConfigMap, ConfigStore, StoreError, validate_config_key};
+use crate::tenant::TenantId;
+
+/// A [`ConfigStore`] decorator that caches each tenant's whole override map
+/// with a TTL; a write through it invalidates that tenant's entry (SPEC O1).
+///
+/// Writes made by other processes are seen after the TTL, or at once when
+/// something calls [`CachedConfigStore::invalidate`] (the Postgres change
+/// listener does).
+#[derive(Clone)]
+pub struct CachedConfigStore {
+    inner: Arc<dyn ConfigStore>,
+    cache: Cache<TenantId, Arc<ConfigMap>>,
+}
+
+impl CachedConfigStore {
+    /// Caches `inner` with the TTL and size of `config`.
+    pub fn new(inner: Arc<dyn ConfigStore>, config: &OverridesConfig) -> Self {
+        Self {
+            inner,
+            cache: Cache::builder()
+                .max_capacity(config.cache_capacity)
+                .time_to_live(Duration::from_secs(config.cache_ttl_secs))
+                .build(),
+        }
+    }
+
+    /// A tenant's whole override map, from the cache when present.
+    pub async fn overrides(&self, tenant: &TenantId) -> Result<Arc<ConfigMap>, StoreError> {
+        self.cache
+            .try_get_with_by_ref(tenant, async { self.inner.get_all(tenant).await.map(Arc::new) })
+            .await
+            .map_err(|e: Arc<StoreError>| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Forgets one tenant's overrides.
+    pub async fn invalidate(&self, tenant: &TenantId) {
+        self.cache.invalidate(tenant).await;
+    }
+
+    /// Forgets every tenant's overrides.
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+#[async_trait]
+impl ConfigStore for CachedConfigStore {
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.overrides(tenant).await?.get(key).cloned())
+    }
+
+    async fn get_all(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
+        Ok((*self.overrides(tenant).await?).clone())
+    }
+
+    async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+        let result = self.inner.set(tenant, key, value).await;
+        self.invalidate(tenant).await;
+        result
+    }
+
+    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
+        let result = self.inner.delete(tenant, key).await;
+        self.invalidate(tenant).await;
+        result
+    }
+}
+
+impl std::fmt::Debug for CachedConfigStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedConfigStore")
+            .field("cached", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A typed read of an override that holds the wrong type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigValueError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The value does not deserialize into the requested type.
+    #[error("config key `{key}` holds {value}, which is not the expected type: {reason}")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// The stored value.
+        value: serde_json::Value,
+        /// The deserializer's message.
+        reason: String,
+    },
+}
+
+/// Application defaults + per-tenant overrides (SPEC O2).
+///
+/// ```
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use tenancy_core::{MemoryStore, NewTenant, TenantStore, TenantConfigService};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let acme = store.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
+/// let defaults = [("theme".to_string(), json!("light"))].into_iter().collect();
+/// let config = TenantConfigService::new(Arc::new(store), defaults);
+/// assert_eq!(config.get(&acme.id, "theme").await.unwrap(), Some(json!("light")));
+/// config.set(&acme.id, "theme", json!("dark")).await.unwrap();
+/// assert_eq!(config.get_as::<String>(&acme.id, "theme").await.unwrap().as_deref(), Some("dark"));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct TenantConfigService {
+    store: Arc<dyn ConfigStore>,
+    defaults: Arc<ConfigMap>,
+    bus: Option<EventBus>,
+}
+
+impl TenantConfigService {
+    /// Overrides from `store` on top of `defaults`.
+    pub fn new(store: Arc<dyn ConfigStore>, defaults: ConfigMap) -> Self {
+        Self {
+            store,
+            defaults: Arc::new(defaults),
+            bus: None,
+        }
+    }
+
+    /// Publishes [`TenantEvent::ConfigChanged`] on `bus` for every write.
+    pub fn with_bus(mut self, bus: EventBus) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// The application defaults.
+    pub fn defaults(&self) -> &ConfigMap {
+        &self.defaults
+    }
+
+    /// The tenant's override for `key`, else the default, else `None`.
+    pub async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        match self.store.get(tenant, key).await? {
+            Some(value) => Ok(Some(value)),
+            None => Ok(self.defaults.get(key).cloned()),
+        }
+    }
+
+    /// [`TenantConfigService::get`], deserialized into `T`.
+    pub async fn get_as<T: DeserializeOwned>(&self, tenant: &TenantId, key: &str) -> Result<Option<T>, ConfigValueError> {
+        let Some(value) = self.get(tenant, key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|e| ConfigValueError::WrongType {
+                key: key.to_owned(),
+                value,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Sets the tenant's override for `key` and publishes `ConfigChanged`.
+    pub async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+        validate_config_key(key)?;
+        self.store.set(tenant, key, value.clone()).await?;
+        self.announce(tenant, key, Some(value)).await;
+        Ok(())
+    }
+
+    /// Removes the tenant's override for `key` (the default applies again).
+    pub async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
+        let existed = self.store.delete(tenant, key).await?;
+        if existed {
+            self.announce(tenant, key, None).await;
+        }
+        Ok(existed)
+    }
+
+    /// Defaults merged with the tenant's overrides (the tenant wins).
+    pub async fn effective(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
+        let mut merged = (*self.defaults).clone();
+        merged.extend(self.store.get_all(tenant).await?);
+        Ok(merged)
+    }
+
+    async fn announce(&self, tenant: &TenantId, key: &str, value: Option<serde_json::Value>) {
+        if let Some(bus) = &self.bus {
+            bus.publish(TenantEvent::ConfigChanged {
+                tenant_id: tenant.clone(),
+                key: key.to_owned(),
+                value,
+            })
+            .await;
+        }
+    }
+}
+
+impl std::fmt::Debug for TenantConfigService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantConfigService")
+            .field("defaults", &self.defaults.len())
+            .finish_non_exhaustive()
+    }
+}

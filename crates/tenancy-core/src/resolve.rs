@@ -1,0 +1,504 @@
+//! Resolution (SPEC R1–R6): which tenant does this request name?
+//!
+//! A [`ResolutionContext`] is an immutable, borrowed snapshot of the
+//! request. Each [`Resolver`] looks at it and may answer a [`TenantRef`]
+//! (an id or a slug, still unverified). A [`ResolverChain`] asks its
+//! resolvers in priority order (lower first) and the first answer wins; an
+//! optional override runs before all of them.
+//!
+//! ```
+//! use tenancy_core::resolve::{HeaderResolver, ResolutionContext, ResolverChain};
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let chain = ResolverChain::new().with(HeaderResolver::default());
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("x-tenant-id", "acme".parse().unwrap());
+//! let ctx = ResolutionContext::new(&http::Method::GET, None, "/notes", None, &headers);
+//! assert_eq!(chain.resolve(&ctx).await.unwrap().as_str(), "acme");
+//! # });
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{HeaderMap, HeaderName, Method};
+
+use crate::config::{ConfigError, ResolutionConfig};
+use crate::tenant::TenantRef;
+
+/// Claims of a token whose signature and expiry were verified.
+///
+/// Only verified claims ever reach resolvers (SPEC R5): an authentication
+/// layer inserts this type into the request extensions after verifying a
+/// token, or the built-in JWT verifier of the web crate does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerifiedClaims(serde_json::Map<String, serde_json::Value>);
+
+impl VerifiedClaims {
+    /// Wraps claims that the caller has verified.
+    pub fn new(claims: serde_json::Map<String, serde_json::Value>) -> Self {
+        Self(claims)
+    }
+
+    /// One claim.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.get(key)
+    }
+
+    /// All claims.
+    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0
+    }
+
+    /// The tenants the user belongs to, from the claim `key` (a list of
+    /// tenant ids or slugs). `None` when the claim is absent; a claim that is
+    /// not a list of strings counts as an empty membership (fail closed).
+    pub fn memberships<'a>(&'a self, key: &str) -> Option<Vec<&'a str>> {
+        let value = self.0.get(key)?;
+        Some(match value {
+            serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).collect(),
+            serde_json::Value::String(one) => vec![one.as_str()],
+            _ => Vec::new(),
+        })
+    }
+}
+
+/// An immutable snapshot of the request that resolvers read (SPEC R1).
+///
+/// It borrows from the request, so building one costs nothing.
+#[derive(Clone, Copy)]
+pub struct ResolutionContext<'a> {
+    method: &'a Method,
+    host: Option<&'a str>,
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    claims: Option<&'a VerifiedClaims>,
+}
+
+impl<'a> ResolutionContext<'a> {
+    /// A context for a request. `host` is the `Host` (or forwarded host)
+    /// without any change; resolvers strip the port themselves.
+    pub fn new(
+        method: &'a Method,
+        host: Option<&'a str>,
+        path: &'a str,
+        query: Option<&'a str>,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        Self {
+            method,
+            host,
+            path,
+            query,
+            headers,
+            claims: None,
+        }
+    }
+
+    /// Adds verified claims.
+    pub fn with_claims(mut self, claims: Option<&'a VerifiedClaims>) -> Self {
+        self.claims = claims;
+        self
+    }
+
+    /// The HTTP method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The host the client addressed, if known.
+    pub fn host(&self) -> Option<&'a str> {
+        self.host
+    }
+
+    /// The path, not percent-decoded.
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The query string, without `?`.
+    pub fn query(&self) -> Option<&'a str> {
+        self.query
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// Verified token claims, if an authentication step verified a token.
+    pub fn claims(&self) -> Option<&'a VerifiedClaims> {
+        self.claims
+    }
+}
+
+impl fmt::Debug for ResolutionContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolutionContext")
+            .field("method", self.method)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("has_claims", &self.claims.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds a tenant reference in a request (SPEC R1).
+///
+/// Implement it for your own sources (a query parameter, a cookie, an API
+/// key table) and add it with [`ResolverChain::with`].
+///
+/// ```
+/// use async_trait::async_trait;
+/// use tenancy_core::resolve::{ResolutionContext, Resolver};
+/// use tenancy_core::TenantRef;
+///
+/// /// `?tenant=acme`
+/// struct QueryParam;
+///
+/// #[async_trait]
+/// impl Resolver for QueryParam {
+///     fn name(&self) -> &str { "query" }
+///     fn priority(&self) -> i32 { 50 }
+///     async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+///         ctx.query()?
+///             .split('&')
+///             .find_map(|pair| pair.strip_prefix("tenant="))
+///             .map(TenantRef::new)
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Resolver: Send + Sync + 'static {
+    /// A short name for logs and config (`"header"`).
+    fn name(&self) -> &str;
+
+    /// Order in the chain: lower runs first.
+    fn priority(&self) -> i32;
+
+    /// The tenant this request names, if this resolver finds one.
+    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef>;
+}
+
+/// Reads the tenant from a claim of a verified token (`tenant_id` by
+/// default; priority 10).
+#[derive(Debug, Clone)]
+pub struct JwtClaimResolver {
+    claim: String,
+}
+
+impl JwtClaimResolver {
+    /// Name in config.
+    pub const NAME: &'static str = "jwt_claim";
+
+    /// Reads claim `claim`.
+    pub fn new(claim: impl Into<String>) -> Self {
+        Self { claim: claim.into() }
+    }
+}
+
+impl Default for JwtClaimResolver {
+    fn default() -> Self {
+        Self::new("tenant_id")
+    }
+}
+
+#[async_trait]
+impl Resolver for JwtClaimResolver {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn priority(&self) -> i32 {
+        10
+    }
+    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        match ctx.claims()?.get(&self.claim)? {
+            serde_json::Value::String(s) if !s.is_empty() => Some(TenantRef::new(s)),
+            serde_json::Value::Number(n) => Some(TenantRef::new(&n.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the tenant from a header (`X-Tenant-Id` by default; priority 20).
+///
+/// A header that is present but not visible ASCII still counts as a
+/// (malformed) answer, so it is refused rather than skipped.
+#[derive(Debug, Clone)]
+pub struct HeaderResolver {
+    header: HeaderName,
+}
+
+impl HeaderResolver {
+    /// Name in config.
+    pub const NAME: &'static str = "header";
+
+    /// Reads header `header`.
+    pub fn new(header: HeaderName) -> Self {
+        Self { header }
+    }
+}
+
+impl Default for HeaderResolver {
+    fn default() -> Self {
+        Self::new(HeaderName::from_static("x-tenant-id"))
+    }
+}
+
+#[async_trait]
+impl Resolver for HeaderResolver {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn priority(&self) -> i32 {
+        20
+    }
+    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        let value = ctx.headers().get(&self.header)?;
+        match value.to_str() {
+            Ok("") => None,
+            Ok(s) => Some(TenantRef::new(s.trim())),
+            Err(_) => Some(TenantRef::new(&String::from_utf8_lossy(value.as_bytes()))),
+        }
+    }
+}
+
+/// Reads the tenant from the first label of the host under a base domain:
+/// `acme.app.com` → `acme` with base `app.com` (priority 30).
+///
+/// Hosts outside the base domain, the bare base domain and reserved labels
+/// (`www` by default) give no answer. A deeper name (`a.b.app.com`) answers
+/// `a.b`, which no tenant can match, so it is refused.
+#[derive(Debug, Clone)]
+pub struct SubdomainResolver {
+    suffix: String,
+    reserved: Vec<String>,
+}
+
+impl SubdomainResolver {
+    /// Name in config.
+    pub const NAME: &'static str = "subdomain";
+
+    /// Resolves under `base_domain` (such as `app.com`).
+    pub fn new(base_domain: &str) -> Self {
+        Self {
+            suffix: format!(".{}", base_domain.trim_matches('.').to_ascii_lowercase()),
+            reserved: vec!["www".to_owned()],
+        }
+    }
+
+    /// Replaces the labels that never name a tenant.
+    pub fn reserved<I: IntoIterator<Item = S>, S: Into<String>>(mut self, labels: I) -> Self {
+        self.reserved = labels.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+#[async_trait]
+impl Resolver for SubdomainResolver {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn priority(&self) -> i32 {
+        30
+    }
+    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        let host = ctx.host()?;
+        if host.starts_with('[') {
+            return None; // an IPv6 literal has no subdomain
+        }
+        let host = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.len() <= self.suffix.len() {
+            return None;
+        }
+        let split = host.len() - self.suffix.len();
+        if !host.is_char_boundary(split) || !host[split..].eq_ignore_ascii_case(&self.suffix) {
+            return None;
+        }
+        let label = &host[..split];
+        if self.reserved.iter().any(|r| r.eq_ignore_ascii_case(label)) {
+            return None;
+        }
+        if label.bytes().any(|b| b.is_ascii_uppercase()) {
+            Some(TenantRef::new(&label.to_ascii_lowercase()))
+        } else {
+            Some(TenantRef::new(label))
+        }
+    }
+}
+
+/// Reads the tenant from a path segment, by a pattern such as
+/// `/tenants/{tenant_id}/` (the default; priority 40).
+#[derive(Debug, Clone)]
+pub struct PathResolver {
+    prefix: String,
+}
+
+impl PathResolver {
+    /// Name in config.
+    pub const NAME: &'static str = "path";
+    /// The placeholder a pattern must contain once.
+    pub const PLACEHOLDER: &'static str = "{tenant_id}";
+
+    /// Parses a pattern: a path that starts with `/` and contains
+    /// `{tenant_id}` once, as a whole segment.
+    pub fn new(pattern: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            key: "resolution.path_pattern".into(),
+            reason: format!("{reason} (got \"{pattern}\"; example: \"/tenants/{{tenant_id}}/\")"),
+        };
+        let Some((prefix, rest)) = pattern.split_once(Self::PLACEHOLDER) else {
+            return Err(invalid("the pattern must contain {tenant_id}"));
+        };
+        if !prefix.starts_with('/') || !prefix.ends_with('/') {
+            return Err(invalid("{tenant_id} must be a whole path segment after a leading '/'"));
+        }
+        if rest.contains(Self::PLACEHOLDER) {
+            return Err(invalid("{tenant_id} may appear only once"));
+        }
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return Err(invalid("{tenant_id} must be followed by '/' or the end"));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+impl Default for PathResolver {
+    fn default() -> Self {
+        Self {
+            prefix: "/tenants/".to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Resolver for PathResolver {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn priority(&self) -> i32 {
+        40
+    }
+    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        let rest = ctx.path().strip_prefix(self.prefix.as_str())?;
+        let segment = rest.split('/').next().unwrap_or(rest);
+        (!segment.is_empty()).then(|| TenantRef::new(segment))
+    }
+}
+
+/// Resolvers in priority order; the first answer wins (SPEC R3).
+#[derive(Clone, Default)]
+pub struct ResolverChain {
+    resolvers: Vec<Arc<dyn Resolver>>,
+    override_hook: Option<Arc<dyn Resolver>>,
+}
+
+impl ResolverChain {
+    /// An empty chain (it never resolves anything).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The chain named by `config.resolvers`, with their settings.
+    ///
+    /// An unknown name is an error that names it. `subdomain` without a
+    /// `base_domain` is skipped (disabled), as the SPEC says.
+    pub fn from_config(config: &ResolutionConfig) -> Result<Self, ConfigError> {
+        let mut chain = Self::new();
+        for name in &config.resolvers {
+            match name.as_str() {
+                JwtClaimResolver::NAME => {
+                    chain = chain.with(JwtClaimResolver::new(&config.jwt_claim));
+                }
+                HeaderResolver::NAME => {
+                    let header = HeaderName::try_from(config.header_name.as_str()).map_err(|_| {
+                        ConfigError::Invalid {
+                            key: "resolution.header_name".into(),
+                            reason: format!("\"{}\" is not a valid HTTP header name", config.header_name),
+                        }
+                    })?;
+                    chain = chain.with(HeaderResolver::new(header));
+                }
+                SubdomainResolver::NAME => {
+                    if let Some(base) = config.base_domain.as_deref().filter(|b| !b.is_empty()) {
+                        chain = chain.with(
+                            SubdomainResolver::new(base).reserved(config.reserved_subdomains.iter().cloned()),
+                        );
+                    }
+                }
+                PathResolver::NAME => {
+                    chain = chain.with(PathResolver::new(&config.path_pattern)?);
+                }
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "resolution.resolvers".into(),
+                        reason: format!(
+                            "unknown resolver \"{other}\": expected jwt_claim, header, subdomain or path \
+                             (add custom resolvers in code with ResolverChain::with)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Adds a resolver, keeping priority order (stable for equal priorities).
+    pub fn with(mut self, resolver: impl Resolver) -> Self {
+        self.push(Arc::new(resolver));
+        self
+    }
+
+    /// Adds a shared resolver, keeping priority order.
+    pub fn push(&mut self, resolver: Arc<dyn Resolver>) {
+        let at = self
+            .resolvers
+            .partition_point(|r| r.priority() <= resolver.priority());
+        self.resolvers.insert(at, resolver);
+    }
+
+    /// Sets the override hook (SPEC R6): it runs before every resolver, and
+    /// its answer, when it gives one, wins whatever the priorities.
+    pub fn override_with(mut self, resolver: impl Resolver) -> Self {
+        self.override_hook = Some(Arc::new(resolver));
+        self
+    }
+
+    /// The resolvers' names in the order they run.
+    pub fn names(&self) -> Vec<&str> {
+        self.resolvers.iter().map(|r| r.name()).collect()
+    }
+
+    /// The first answer: the override's, else the resolvers' in order.
+    pub async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        if let Some(hook) = &self.override_hook
+            && let Some(found) = hook.resolve(ctx).await
+        {
+            tracing::trace!(resolver = hook.name(), "tenant resolved by override");
+            return Some(found);
+        }
+        for resolver in &self.resolvers {
+            if let Some(found) = resolver.resolve(ctx).await {
+                tracing::trace!(resolver = resolver.name(), "tenant resolved");
+                return Some(found);
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Debug for ResolverChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolverChain")
+            .field("resolvers", &self.names())
+            .field("override", &self.override_hook.as_ref().map(|h| h.name()))
+            .finish()
+    }
+}

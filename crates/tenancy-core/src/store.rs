@@ -1,0 +1,269 @@
+//! Storage traits for tenants and their config overrides (SPEC S2).
+//!
+//! [`TenantStore`] and [`ConfigStore`] are object safe so one store can be
+//! shared as `Arc<dyn TenantStore>` by the validator, the lifecycle service
+//! and the admin API. [`MemoryStore`](crate::MemoryStore) implements both;
+//! the SQL crate adds `SqliteStore` and `PgStore`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::tenant::{InvalidSlug, NewTenant, TenantId, TenantInfo, TenantStatus, TenantUpdate};
+
+/// A tenant's config overrides: key → JSON value.
+pub type ConfigMap = BTreeMap<String, serde_json::Value>;
+
+/// What went wrong in a store. Each variant says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No tenant has this id or slug.
+    #[error("tenant \"{0}\" not found: check the id or slug (`tenancy tenants list --all`)")]
+    NotFound(String),
+    /// Another tenant already uses this slug.
+    #[error("slug \"{0}\" is already used by another tenant: choose another slug")]
+    DuplicateSlug(String),
+    /// Another tenant already uses this id.
+    #[error("tenant id \"{0}\" already exists: choose another id or let the store generate one")]
+    DuplicateId(String),
+    /// The slug breaks the slug rules.
+    #[error(transparent)]
+    InvalidSlug(#[from] InvalidSlug),
+    /// The config key breaks the key rules.
+    #[error(transparent)]
+    InvalidConfigKey(#[from] InvalidConfigKey),
+    /// A status change that is not allowed (e.g. suspending a tenant that
+    /// is still provisioning).
+    #[error("tenant \"{id}\" cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The tenant.
+        id: String,
+        /// Its current status.
+        from: TenantStatus,
+        /// The refused target status.
+        to: TenantStatus,
+    },
+    /// The backing store cannot be reached or failed.
+    #[error("tenant store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Wraps any backend error as [`StoreError::Unavailable`].
+    pub fn unavailable(err: impl std::fmt::Display) -> Self {
+        Self::Unavailable(err.to_string())
+    }
+}
+
+/// Which tenants [`TenantStore::list`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Include tenants that are not `Active`.
+    pub include_inactive: bool,
+    /// Rows to skip.
+    pub offset: u64,
+    /// Rows to return at most (capped at [`ListQuery::MAX_LIMIT`]).
+    pub limit: u64,
+}
+
+impl ListQuery {
+    /// The largest page size a store returns.
+    pub const MAX_LIMIT: u64 = 1000;
+
+    /// Active tenants, first page of 100.
+    pub fn active() -> Self {
+        Self {
+            include_inactive: false,
+            offset: 0,
+            limit: 100,
+        }
+    }
+
+    /// All tenants, first page of 100.
+    pub fn all() -> Self {
+        Self {
+            include_inactive: true,
+            ..Self::active()
+        }
+    }
+
+    /// Sets the page.
+    pub fn page(mut self, offset: u64, limit: u64) -> Self {
+        self.offset = offset;
+        self.limit = limit.min(Self::MAX_LIMIT);
+        self
+    }
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self::active()
+    }
+}
+
+/// One page of tenants, ordered by creation time then id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TenantPage {
+    /// The tenants of this page.
+    pub items: Vec<TenantInfo>,
+    /// How many tenants match the query in all.
+    pub total: u64,
+}
+
+/// Persistent tenant records (SPEC S2).
+///
+/// Implementations must keep slugs unique, generate ids when none is
+/// given, refuse status changes that [`TenantStatus::can_become`] refuses,
+/// and stamp `updated_at` on every change.
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    /// The tenant with this id.
+    async fn get(&self, id: &TenantId) -> Result<Option<TenantInfo>, StoreError>;
+
+    /// The tenant with this slug.
+    async fn get_by_slug(&self, slug: &str) -> Result<Option<TenantInfo>, StoreError>;
+
+    /// A page of tenants.
+    async fn list(&self, query: ListQuery) -> Result<TenantPage, StoreError>;
+
+    /// Stores a new tenant in status `Provisioning`.
+    async fn create(&self, tenant: NewTenant) -> Result<TenantInfo, StoreError>;
+
+    /// Changes the fields given in `update`.
+    async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<TenantInfo, StoreError>;
+
+    /// Moves a tenant to `status`, recording `reason`.
+    async fn set_status(
+        &self,
+        id: &TenantId,
+        status: TenantStatus,
+        reason: Option<&str>,
+    ) -> Result<TenantInfo, StoreError>;
+
+    /// Removes a tenant and its config overrides. Returns whether it existed.
+    async fn delete(&self, id: &TenantId) -> Result<bool, StoreError>;
+
+    /// Whether the store answers (SPEC W4).
+    async fn check(&self) -> Result<(), StoreError> {
+        self.list(ListQuery::all().page(0, 1)).await.map(|_| ())
+    }
+
+    /// Finds a tenant by id, else by slug (SPEC R4).
+    async fn find(&self, reference: &str) -> Result<Option<TenantInfo>, StoreError> {
+        if let Ok(id) = TenantId::new(reference)
+            && let Some(tenant) = self.get(&id).await?
+        {
+            return Ok(Some(tenant));
+        }
+        self.get_by_slug(reference).await
+    }
+
+    /// `set_status(id, Active, None)`.
+    async fn activate(&self, id: &TenantId) -> Result<TenantInfo, StoreError> {
+        self.set_status(id, TenantStatus::Active, None).await
+    }
+
+    /// `set_status(id, Inactive, None)`.
+    async fn deactivate(&self, id: &TenantId) -> Result<TenantInfo, StoreError> {
+        self.set_status(id, TenantStatus::Inactive, None).await
+    }
+
+    /// `set_status(id, Suspended, reason)`.
+    async fn suspend(&self, id: &TenantId, reason: Option<&str>) -> Result<TenantInfo, StoreError> {
+        self.set_status(id, TenantStatus::Suspended, reason).await
+    }
+}
+
+/// Per-tenant config overrides: key → JSON value (SPEC S2, O1).
+#[async_trait]
+pub trait ConfigStore: Send + Sync + 'static {
+    /// One key of a tenant's overrides.
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// All of a tenant's overrides.
+    async fn get_all(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError>;
+
+    /// Sets one override.
+    async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError>;
+
+    /// Removes one override. Returns whether it existed.
+    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+impl<T: TenantStore + ?Sized> TenantStore for Arc<T> {
+    async fn get(&self, id: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
+        (**self).get(id).await
+    }
+    async fn get_by_slug(&self, slug: &str) -> Result<Option<TenantInfo>, StoreError> {
+        (**self).get_by_slug(slug).await
+    }
+    async fn list(&self, query: ListQuery) -> Result<TenantPage, StoreError> {
+        (**self).list(query).await
+    }
+    async fn create(&self, tenant: NewTenant) -> Result<TenantInfo, StoreError> {
+        (**self).create(tenant).await
+    }
+    async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<TenantInfo, StoreError> {
+        (**self).update(id, update).await
+    }
+    async fn set_status(
+        &self,
+        id: &TenantId,
+        status: TenantStatus,
+        reason: Option<&str>,
+    ) -> Result<TenantInfo, StoreError> {
+        (**self).set_status(id, status, reason).await
+    }
+    async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
+        (**self).delete(id).await
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        (**self).check().await
+    }
+    async fn find(&self, reference: &str) -> Result<Option<TenantInfo>, StoreError> {
+        (**self).find(reference).await
+    }
+}
+
+#[async_trait]
+impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        (**self).get(tenant, key).await
+    }
+    async fn get_all(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
+        (**self).get_all(tenant).await
+    }
+    async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+        (**self).set(tenant, key, value).await
+    }
+    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
+        (**self).delete(tenant, key).await
+    }
+}
+
+/// Checks a config key: 1–128 characters of `[A-Za-z0-9_.-]`.
+pub fn validate_config_key(key: &str) -> Result<(), InvalidConfigKey> {
+    let ok = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidConfigKey {
+            key: crate::tenant::printable_prefix(key),
+        })
+    }
+}
+
+/// A config key that is not 1–128 characters of `[A-Za-z0-9_.-]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config key \"{key}\": use 1-128 characters of letters, digits, '_', '.' or '-'")]
+pub struct InvalidConfigKey {
+    /// The offending key, escaped and shortened.
+    pub key: String,
+}
