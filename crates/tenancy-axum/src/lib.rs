@@ -1,0 +1,37 @@
+//! The web side of the `tenancy` toolkit, for axum and tower.
+//!
+//! - [`TenantLayer`]: resolves and validates the tenant of every request,
+//!   never rejects, records the outcome, scopes the task-local tenant and
+//!   the tracing span.
+//! - [`Tenant`]: the extractor (`Option<Tenant>` too).
+//! - [`RequireTenantLayer`]: a guard for whole routers.
+//! - [`Problem`]: RFC 9457 problem+json bodies for every error.
+//! - [`JwtVerifier`] (feature `jwt`): HS256/RS256 bearer token verification.
+//!
+//! | Situation | Status | `code` |
+//! |---|---|---|
+//! | no tenant named | 401 | `tenant_required` |
+//! | bearer token invalid or expired | 401 | `invalid_token` |
+//! | malformed reference | 403 | `malformed_tenant` |
+//! | unknown tenant | 403 | `unknown_tenant` |
+//! | inactive / suspended / provisioning | 403 | `tenant_not_active` |
+//! | not among the token's memberships | 403 | `not_a_member` |
+//! | tenant store down | 503 | `tenant_store_unavailable` |
+//!
+//! See the `tenancy` facade crate for the one-call setup.
+
+mod extract;
+mod guard;
+#[cfg(feature = "jwt")]
+mod jwt;
+mod layer;
+mod outcome;
+mod problem;
+
+pub use extract::Tenant;
+pub use guard::{GuardFuture, RequireTenant, RequireTenantLayer};
+#[cfg(feature = "jwt")]
+pub use jwt::{JwtError, JwtVerifier};
+pub use layer::{TenantLayer, TenantService};
+pub use outcome::{TenantError, TenantState};
+pub use problem::{PROBLEM_JSON, Problem};

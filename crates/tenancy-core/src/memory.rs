@@ -168,15 +168,15 @@ impl TenantStore for MemoryStore {
 
 #[async_trait]
 impl ConfigStore for MemoryStore {
-    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get_config(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         Ok(self.read().config.get(tenant).and_then(|m| m.get(key)).cloned())
     }
 
-    async fn get_all(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
+    async fn all_config(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
         Ok(self.read().config.get(tenant).cloned().unwrap_or_default())
     }
 
-    async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+    async fn set_config(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
         validate_config_key(key)?;
         let mut inner = self.write();
         if !inner.tenants.contains_key(tenant) {
@@ -186,7 +186,7 @@ impl ConfigStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
+    async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
         Ok(self
             .write()
             .config

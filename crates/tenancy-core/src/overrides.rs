@@ -40,7 +40,7 @@ impl CachedConfigStore {
     /// A tenant's whole override map, from the cache when present.
     pub async fn overrides(&self, tenant: &TenantId) -> Result<Arc<ConfigMap>, StoreError> {
         self.cache
-            .try_get_with_by_ref(tenant, async { self.inner.get_all(tenant).await.map(Arc::new) })
+            .try_get_with_by_ref(tenant, async { self.inner.all_config(tenant).await.map(Arc::new) })
             .await
             .map_err(|e: Arc<StoreError>| StoreError::Unavailable(e.to_string()))
     }
@@ -58,22 +58,22 @@ impl CachedConfigStore {
 
 #[async_trait]
 impl ConfigStore for CachedConfigStore {
-    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get_config(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         Ok(self.overrides(tenant).await?.get(key).cloned())
     }
 
-    async fn get_all(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
+    async fn all_config(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
         Ok((*self.overrides(tenant).await?).clone())
     }
 
-    async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
-        let result = self.inner.set(tenant, key, value).await;
+    async fn set_config(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+        let result = self.inner.set_config(tenant, key, value).await;
         self.invalidate(tenant).await;
         result
     }
 
-    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
-        let result = self.inner.delete(tenant, key).await;
+    async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
+        let result = self.inner.delete_config(tenant, key).await;
         self.invalidate(tenant).await;
         result
     }
@@ -152,7 +152,7 @@ impl TenantConfigService {
 
     /// The tenant's override for `key`, else the default, else `None`.
     pub async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        match self.store.get(tenant, key).await? {
+        match self.store.get_config(tenant, key).await? {
             Some(value) => Ok(Some(value)),
             None => Ok(self.defaults.get(key).cloned()),
         }
@@ -175,14 +175,14 @@ impl TenantConfigService {
     /// Sets the tenant's override for `key` and publishes `ConfigChanged`.
     pub async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
         validate_config_key(key)?;
-        self.store.set(tenant, key, value.clone()).await?;
+        self.store.set_config(tenant, key, value.clone()).await?;
         self.announce(tenant, key, Some(value)).await;
         Ok(())
     }
 
     /// Removes the tenant's override for `key` (the default applies again).
     pub async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
-        let existed = self.store.delete(tenant, key).await?;
+        let existed = self.store.delete_config(tenant, key).await?;
         if existed {
             self.announce(tenant, key, None).await;
         }
@@ -192,7 +192,7 @@ impl TenantConfigService {
     /// Defaults merged with the tenant's overrides (the tenant wins).
     pub async fn effective(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
         let mut merged = (*self.defaults).clone();
-        merged.extend(self.store.get_all(tenant).await?);
+        merged.extend(self.store.all_config(tenant).await?);
         Ok(merged)
     }
 

@@ -1,0 +1,82 @@
+//! What the [`TenantLayer`](crate::TenantLayer) found out about a request,
+//! stored in its extensions for extractors and guards.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use tenancy_core::{Rejection, TenantInfo};
+
+use crate::problem::Problem;
+
+/// The tenancy outcome of one request.
+#[derive(Debug, Clone)]
+pub enum TenantState {
+    /// A valid, active tenant (and, if the request carried memberships, one
+    /// the user belongs to).
+    Resolved(Arc<TenantInfo>),
+    /// The request did not name a tenant, or it named one that may not be
+    /// served, or its token failed verification.
+    Refused(TenantError),
+}
+
+impl TenantState {
+    /// The tenant, if resolved.
+    pub fn tenant(&self) -> Option<&Arc<TenantInfo>> {
+        match self {
+            Self::Resolved(t) => Some(t),
+            Self::Refused(_) => None,
+        }
+    }
+}
+
+/// Why a request has no usable tenant. Converts into the response the
+/// SPEC prescribes (M3): 401 when no tenant was named or the token is
+/// invalid, 403 when the tenant may not be served, 503 when the store is
+/// down.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenantError {
+    /// No resolver found a tenant in the request.
+    #[error("no tenant identified: send the X-Tenant-Id header, a tenant subdomain, a /tenants/{{id}}/ path or a token with a tenant claim")]
+    NotIdentified,
+    /// A bearer token was present but failed verification.
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(String),
+    /// The named tenant may not be served.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The route needs a tenant but the [`TenantLayer`](crate::TenantLayer)
+    /// is not installed in front of it (a programming error).
+    #[error("tenancy is not set up for this route: add TenantLayer to the router")]
+    LayerMissing,
+}
+
+impl TenantError {
+    /// The problem this error answers with.
+    pub fn to_problem(&self) -> Problem {
+        let (status, code) = match self {
+            Self::NotIdentified => (StatusCode::UNAUTHORIZED, "tenant_required"),
+            Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::Rejected(Rejection::Malformed) => (StatusCode::FORBIDDEN, "malformed_tenant"),
+            Self::Rejected(Rejection::Unknown) => (StatusCode::FORBIDDEN, "unknown_tenant"),
+            Self::Rejected(Rejection::NotActive(_)) => (StatusCode::FORBIDDEN, "tenant_not_active"),
+            Self::Rejected(Rejection::NotMember) => (StatusCode::FORBIDDEN, "not_a_member"),
+            Self::Rejected(Rejection::StoreUnavailable) => (StatusCode::SERVICE_UNAVAILABLE, "tenant_store_unavailable"),
+            Self::Rejected(_) => (StatusCode::FORBIDDEN, "tenant_refused"),
+            Self::LayerMissing => (StatusCode::INTERNAL_SERVER_ERROR, "tenancy_not_configured"),
+        };
+        let problem = Problem::new(status, code, self.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            problem.retry_after(1)
+        } else {
+            problem
+        }
+    }
+}
+
+impl IntoResponse for TenantError {
+    fn into_response(self) -> Response {
+        self.to_problem().into_response()
+    }
+}
