@@ -93,7 +93,9 @@ pub struct TenancyConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResolutionConfig {
-    /// Resolvers to run (default: all four built-ins; they run by priority).
+    /// Resolvers to run (default: all four built-ins; they run by
+    /// priority). A list, or a comma-separated string (for the environment).
+    #[serde(deserialize_with = "list_or_csv")]
     pub resolvers: Vec<String>,
     /// Header read by `header` (default `X-Tenant-Id`).
     pub header_name: String,
@@ -104,6 +106,7 @@ pub struct ResolutionConfig {
     /// Base domain for `subdomain` (default none: `subdomain` is off).
     pub base_domain: Option<String>,
     /// Labels that never name a tenant (default `[www]`).
+    #[serde(deserialize_with = "list_or_csv")]
     pub reserved_subdomains: Vec<String>,
     /// Pattern for `path` (default `/tenants/{tenant_id}/`).
     pub path_pattern: String,
@@ -339,17 +342,16 @@ impl TenancyConfig {
                 .prefix_separator("__")
                 .separator("__")
                 .keep_prefix(true)
-                .list_separator(",")
-                .with_list_parse_key("tenancy.resolution.resolvers")
-                .with_list_parse_key("tenancy.resolution.reserved_subdomains")
                 .source(Some(env)),
         );
         let raw = builder.build().map_err(load_error)?;
-        let config: TenancyConfig = match raw.get::<TenancyConfig>("tenancy") {
-            Ok(c) => c,
-            Err(config::ConfigError::NotFound(_)) => TenancyConfig::default(),
-            Err(e) => return Err(load_error(e)),
-        };
+        // Deserializing from the root lets error messages name the full key.
+        #[derive(Deserialize)]
+        struct Root {
+            #[serde(default)]
+            tenancy: TenancyConfig,
+        }
+        let config = raw.try_deserialize::<Root>().map_err(load_error)?.tenancy;
         config.validate()?;
         Ok(config)
     }
@@ -384,6 +386,25 @@ impl TenancyConfig {
         }
         Ok(())
     }
+}
+
+/// Accepts `[a, b]` or `"a,b"`.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(items) => items,
+        ListOrCsv::Csv(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 fn load_error(err: config::ConfigError) -> ConfigError {
