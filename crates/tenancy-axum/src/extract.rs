@@ -43,7 +43,10 @@ impl Deref for Tenant {
 }
 
 fn state(parts: &Parts) -> Result<&TenantState, TenantError> {
-    parts.extensions.get::<TenantState>().ok_or(TenantError::LayerMissing)
+    parts
+        .extensions
+        .get::<TenantState>()
+        .ok_or(TenantError::LayerMissing)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Tenant {
@@ -60,7 +63,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Tenant {
     type Rejection = TenantError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         match state(parts)? {
             TenantState::Resolved(t) => Ok(Some(Tenant(t.clone()))),
             TenantState::Refused(TenantError::NotIdentified) => Ok(None),

@@ -117,9 +117,13 @@ impl JwtVerifier {
     /// Verifies signature, algorithm, `exp` (required), `nbf`, and `iss`/
     /// `aud` when configured; returns the claims.
     pub fn verify(&self, token: &str) -> Result<VerifiedClaims, JwtError> {
-        jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &self.key, &self.validation)
-            .map(|data| VerifiedClaims::new(data.claims))
-            .map_err(|e| JwtError(e.to_string()))
+        jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &self.key,
+            &self.validation,
+        )
+        .map(|data| VerifiedClaims::new(data.claims))
+        .map_err(|e| JwtError(e.to_string()))
     }
 }
 

@@ -38,7 +38,9 @@ impl TenantState {
 #[non_exhaustive]
 pub enum TenantError {
     /// No resolver found a tenant in the request.
-    #[error("no tenant identified: send the X-Tenant-Id header, a tenant subdomain, a /tenants/{{id}}/ path or a token with a tenant claim")]
+    #[error(
+        "no tenant identified: send the X-Tenant-Id header, a tenant subdomain, a /tenants/{{id}}/ path or a token with a tenant claim"
+    )]
     NotIdentified,
     /// A bearer token was present but failed verification.
     #[error("invalid bearer token: {0}")]
@@ -62,7 +64,9 @@ impl TenantError {
             Self::Rejected(Rejection::Unknown) => (StatusCode::FORBIDDEN, "unknown_tenant"),
             Self::Rejected(Rejection::NotActive(_)) => (StatusCode::FORBIDDEN, "tenant_not_active"),
             Self::Rejected(Rejection::NotMember) => (StatusCode::FORBIDDEN, "not_a_member"),
-            Self::Rejected(Rejection::StoreUnavailable) => (StatusCode::SERVICE_UNAVAILABLE, "tenant_store_unavailable"),
+            Self::Rejected(Rejection::StoreUnavailable) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "tenant_store_unavailable")
+            }
             Self::Rejected(_) => (StatusCode::FORBIDDEN, "tenant_refused"),
             Self::LayerMissing => (StatusCode::INTERNAL_SERVER_ERROR, "tenancy_not_configured"),
         };

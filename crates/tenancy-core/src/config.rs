@@ -115,7 +115,9 @@ pub struct ResolutionConfig {
 impl Default for ResolutionConfig {
     fn default() -> Self {
         Self {
-            resolvers: ["jwt_claim", "header", "subdomain", "path"].map(String::from).to_vec(),
+            resolvers: ["jwt_claim", "header", "subdomain", "path"]
+                .map(String::from)
+                .to_vec(),
             header_name: "X-Tenant-Id".into(),
             jwt_claim: "tenant_id".into(),
             membership_claim: "tenants".into(),
@@ -333,7 +335,9 @@ impl TenancyConfig {
                 )));
             }
             builder = builder.add_source(
-                config::File::from(path).format(config::FileFormat::Yaml).required(true),
+                config::File::from(path)
+                    .format(config::FileFormat::Yaml)
+                    .required(true),
             );
         }
         let env: std::collections::HashMap<String, String> = env.into_iter().collect();
@@ -362,11 +366,17 @@ impl TenancyConfig {
         crate::resolve::ResolverChain::from_config(&self.resolution)?;
         let positive = [
             ("validation.cache_ttl_secs", self.validation.cache_ttl_secs),
-            ("validation.negative_ttl_secs", self.validation.negative_ttl_secs),
+            (
+                "validation.negative_ttl_secs",
+                self.validation.negative_ttl_secs,
+            ),
             ("validation.cache_capacity", self.validation.cache_capacity),
             ("overrides.cache_ttl_secs", self.overrides.cache_ttl_secs),
             ("overrides.cache_capacity", self.overrides.cache_capacity),
-            ("rate_limit.default_rps", u64::from(self.rate_limit.default_rps)),
+            (
+                "rate_limit.default_rps",
+                u64::from(self.rate_limit.default_rps),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

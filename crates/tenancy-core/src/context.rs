@@ -54,7 +54,10 @@ pub async fn with_tenant<F: Future>(id: TenantId, fut: F) -> F::Output {
 
 /// Runs `fut` with the validated `tenant` as the current tenant (what the
 /// web layer does for each request).
-pub fn with_tenant_info<F: Future>(tenant: Arc<TenantInfo>, fut: F) -> impl Future<Output = F::Output> {
+pub fn with_tenant_info<F: Future>(
+    tenant: Arc<TenantInfo>,
+    fut: F,
+) -> impl Future<Output = F::Output> {
     CURRENT.scope(
         Scope {
             id: tenant.id.clone(),
@@ -106,7 +109,10 @@ mod tests {
     #[tokio::test]
     async fn inner_scope_shadows_and_restores() {
         with_tenant(id("outer"), async {
-            with_tenant(id("inner"), async { assert_eq!(current(), Some(id("inner"))) }).await;
+            with_tenant(id("inner"), async {
+                assert_eq!(current(), Some(id("inner")))
+            })
+            .await;
             assert_eq!(current(), Some(id("outer")));
         })
         .await;

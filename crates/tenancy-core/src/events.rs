@@ -98,7 +98,10 @@ impl TenantEvent {
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     /// Delivers one event.
-    async fn deliver(&self, event: &TenantEvent) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    async fn deliver(
+        &self,
+        event: &TenantEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// The in-process event bus (a tokio broadcast), plus optional sinks.

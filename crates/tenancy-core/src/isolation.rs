@@ -53,7 +53,11 @@ pub trait IsolationStrategy: Send + Sync + 'static {
     async fn provision(&self, tenant: &TenantInfo) -> Result<(), IsolationError>;
 
     /// Applies `policy` to the tenant's isolation.
-    async fn deprovision(&self, tenant: &TenantInfo, policy: DeprovisionPolicy) -> Result<(), IsolationError>;
+    async fn deprovision(
+        &self,
+        tenant: &TenantInfo,
+        policy: DeprovisionPolicy,
+    ) -> Result<(), IsolationError>;
 
     /// Whether the strategy's backend answers (SPEC W4).
     async fn check(&self) -> Result<(), IsolationError> {
@@ -79,7 +83,11 @@ impl IsolationStrategy for RowLevel {
     async fn provision(&self, _tenant: &TenantInfo) -> Result<(), IsolationError> {
         Ok(())
     }
-    async fn deprovision(&self, _tenant: &TenantInfo, _policy: DeprovisionPolicy) -> Result<(), IsolationError> {
+    async fn deprovision(
+        &self,
+        _tenant: &TenantInfo,
+        _policy: DeprovisionPolicy,
+    ) -> Result<(), IsolationError> {
         Ok(())
     }
 }
@@ -112,7 +120,10 @@ impl IsolationRegistry {
             known.sort_unstable();
             ConfigError::Invalid {
                 key: "lifecycle.isolation_strategy".into(),
-                reason: format!("no strategy \"{name}\" is registered (known: {})", known.join(", ")),
+                reason: format!(
+                    "no strategy \"{name}\" is registered (known: {})",
+                    known.join(", ")
+                ),
             }
         })
     }
@@ -133,7 +144,9 @@ impl Default for IsolationRegistry {
 
 impl std::fmt::Debug for IsolationRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IsolationRegistry").field("strategies", &self.names()).finish()
+        f.debug_struct("IsolationRegistry")
+            .field("strategies", &self.names())
+            .finish()
     }
 }
 

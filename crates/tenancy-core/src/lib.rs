@@ -48,5 +48,8 @@ pub use memory::MemoryStore;
 pub use overrides::{CachedConfigStore, ConfigValueError, TenantConfigService};
 pub use resolve::{ResolutionContext, Resolver, ResolverChain, VerifiedClaims};
 pub use store::{ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore};
-pub use tenant::{InvalidSlug, InvalidTenantId, NewTenant, Slug, TenantId, TenantInfo, TenantRef, TenantStatus, TenantUpdate};
+pub use tenant::{
+    InvalidSlug, InvalidTenantId, NewTenant, Slug, TenantId, TenantInfo, TenantRef, TenantStatus,
+    TenantUpdate,
+};
 pub use validate::{Rejection, Validator};

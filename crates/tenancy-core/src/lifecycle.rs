@@ -135,23 +135,35 @@ impl LifecycleService {
                 source,
             });
         }
-        let active = self.store.set_status(&tenant.id, TenantStatus::Active, None).await?;
+        let active = self
+            .store
+            .set_status(&tenant.id, TenantStatus::Active, None)
+            .await?;
         self.forget(&active).await;
-        self.bus.publish(TenantEvent::Created { tenant: active.clone() }).await;
+        self.bus
+            .publish(TenantEvent::Created {
+                tenant: active.clone(),
+            })
+            .await;
         Ok(active)
     }
 
     /// Changes the given fields.
-    pub async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<TenantInfo, LifecycleError> {
+    pub async fn update(
+        &self,
+        id: &TenantId,
+        update: TenantUpdate,
+    ) -> Result<TenantInfo, LifecycleError> {
         let previous = self.require(id).await?;
         let tenant = self.store.update(id, update).await?;
         self.forget(&previous).await;
         self.forget(&tenant).await;
-        self.bus.publish(TenantEvent::Updated {
-            tenant: tenant.clone(),
-            previous,
-        })
-        .await;
+        self.bus
+            .publish(TenantEvent::Updated {
+                tenant: tenant.clone(),
+                previous,
+            })
+            .await;
         Ok(tenant)
     }
 
@@ -175,9 +187,16 @@ impl LifecycleService {
                     source,
                 })?;
         }
-        let tenant = self.store.set_status(id, TenantStatus::Active, None).await?;
+        let tenant = self
+            .store
+            .set_status(id, TenantStatus::Active, None)
+            .await?;
         self.forget(&tenant).await;
-        self.bus.publish(TenantEvent::Activated { tenant: tenant.clone() }).await;
+        self.bus
+            .publish(TenantEvent::Activated {
+                tenant: tenant.clone(),
+            })
+            .await;
         Ok(tenant)
     }
 
@@ -187,26 +206,41 @@ impl LifecycleService {
         if current.status == TenantStatus::Inactive {
             return Ok(current);
         }
-        let tenant = self.store.set_status(id, TenantStatus::Inactive, None).await?;
+        let tenant = self
+            .store
+            .set_status(id, TenantStatus::Inactive, None)
+            .await?;
         self.forget(&tenant).await;
         self.deprovision(&tenant).await?;
-        self.bus.publish(TenantEvent::Deactivated { tenant: tenant.clone() }).await;
+        self.bus
+            .publish(TenantEvent::Deactivated {
+                tenant: tenant.clone(),
+            })
+            .await;
         Ok(tenant)
     }
 
     /// Makes a tenant `Suspended`, recording `reason`. Its data is kept.
-    pub async fn suspend(&self, id: &TenantId, reason: Option<&str>) -> Result<TenantInfo, LifecycleError> {
+    pub async fn suspend(
+        &self,
+        id: &TenantId,
+        reason: Option<&str>,
+    ) -> Result<TenantInfo, LifecycleError> {
         let current = self.require(id).await?;
         if current.status == TenantStatus::Suspended && current.status_reason.as_deref() == reason {
             return Ok(current);
         }
-        let tenant = self.store.set_status(id, TenantStatus::Suspended, reason).await?;
+        let tenant = self
+            .store
+            .set_status(id, TenantStatus::Suspended, reason)
+            .await?;
         self.forget(&tenant).await;
-        self.bus.publish(TenantEvent::Suspended {
-            tenant: tenant.clone(),
-            reason: reason.map(str::to_owned),
-        })
-        .await;
+        self.bus
+            .publish(TenantEvent::Suspended {
+                tenant: tenant.clone(),
+                reason: reason.map(str::to_owned),
+            })
+            .await;
         Ok(tenant)
     }
 
@@ -216,13 +250,19 @@ impl LifecycleService {
         let tenant = self.require(id).await?;
         // Stop serving before touching its data.
         if tenant.status == TenantStatus::Active {
-            self.store.set_status(id, TenantStatus::Inactive, Some("deleting")).await?;
+            self.store
+                .set_status(id, TenantStatus::Inactive, Some("deleting"))
+                .await?;
             self.forget(&tenant).await;
         }
         self.deprovision(&tenant).await?;
         self.store.delete(id).await?;
         self.forget(&tenant).await;
-        self.bus.publish(TenantEvent::Deleted { tenant: tenant.clone() }).await;
+        self.bus
+            .publish(TenantEvent::Deleted {
+                tenant: tenant.clone(),
+            })
+            .await;
         Ok(tenant)
     }
 

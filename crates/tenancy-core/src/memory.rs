@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::store::{ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore, validate_config_key};
+use crate::store::{
+    ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore, validate_config_key,
+};
 use crate::tenant::{NewTenant, TenantId, TenantInfo, TenantStatus, TenantUpdate};
 
 /// A [`TenantStore`] and [`ConfigStore`] held in memory: for tests, examples
@@ -69,7 +71,11 @@ impl TenantStore for MemoryStore {
 
     async fn get_by_slug(&self, slug: &str) -> Result<Option<TenantInfo>, StoreError> {
         let inner = self.read();
-        Ok(inner.slugs.get(slug).and_then(|id| inner.tenants.get(id)).cloned())
+        Ok(inner
+            .slugs
+            .get(slug)
+            .and_then(|id| inner.tenants.get(id))
+            .cloned())
     }
 
     async fn list(&self, query: ListQuery) -> Result<TenantPage, StoreError> {
@@ -79,7 +85,11 @@ impl TenantStore for MemoryStore {
             .values()
             .filter(|t| query.include_inactive || t.is_active())
             .collect();
-        matching.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        matching.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let total = matching.len() as u64;
         let items = matching
             .into_iter()
@@ -168,21 +178,39 @@ impl TenantStore for MemoryStore {
 
 #[async_trait]
 impl ConfigStore for MemoryStore {
-    async fn get_config(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(self.read().config.get(tenant).and_then(|m| m.get(key)).cloned())
+    async fn get_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .read()
+            .config
+            .get(tenant)
+            .and_then(|m| m.get(key))
+            .cloned())
     }
 
     async fn all_config(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
         Ok(self.read().config.get(tenant).cloned().unwrap_or_default())
     }
 
-    async fn set_config(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+    async fn set_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
         validate_config_key(key)?;
         let mut inner = self.write();
         if !inner.tenants.contains_key(tenant) {
             return Err(StoreError::NotFound(tenant.to_string()));
         }
-        inner.config.entry(tenant.clone()).or_default().insert(key.to_owned(), value);
+        inner
+            .config
+            .entry(tenant.clone())
+            .or_default()
+            .insert(key.to_owned(), value);
         Ok(())
     }
 

@@ -40,7 +40,9 @@ impl CachedConfigStore {
     /// A tenant's whole override map, from the cache when present.
     pub async fn overrides(&self, tenant: &TenantId) -> Result<Arc<ConfigMap>, StoreError> {
         self.cache
-            .try_get_with_by_ref(tenant, async { self.inner.all_config(tenant).await.map(Arc::new) })
+            .try_get_with_by_ref(tenant, async {
+                self.inner.all_config(tenant).await.map(Arc::new)
+            })
             .await
             .map_err(|e: Arc<StoreError>| StoreError::Unavailable(e.to_string()))
     }
@@ -58,7 +60,11 @@ impl CachedConfigStore {
 
 #[async_trait]
 impl ConfigStore for CachedConfigStore {
-    async fn get_config(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         Ok(self.overrides(tenant).await?.get(key).cloned())
     }
 
@@ -66,7 +72,12 @@ impl ConfigStore for CachedConfigStore {
         Ok((*self.overrides(tenant).await?).clone())
     }
 
-    async fn set_config(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+    async fn set_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let result = self.inner.set_config(tenant, key, value).await;
         self.invalidate(tenant).await;
         result
@@ -151,7 +162,11 @@ impl TenantConfigService {
     }
 
     /// The tenant's override for `key`, else the default, else `None`.
-    pub async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         match self.store.get_config(tenant, key).await? {
             Some(value) => Ok(Some(value)),
             None => Ok(self.defaults.get(key).cloned()),
@@ -159,7 +174,11 @@ impl TenantConfigService {
     }
 
     /// [`TenantConfigService::get`], deserialized into `T`.
-    pub async fn get_as<T: DeserializeOwned>(&self, tenant: &TenantId, key: &str) -> Result<Option<T>, ConfigValueError> {
+    pub async fn get_as<T: DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<T>, ConfigValueError> {
         let Some(value) = self.get(tenant, key).await? else {
             return Ok(None);
         };
@@ -173,7 +192,12 @@ impl TenantConfigService {
     }
 
     /// Sets the tenant's override for `key` and publishes `ConfigChanged`.
-    pub async fn set(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+    pub async fn set(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
         validate_config_key(key)?;
         self.store.set_config(tenant, key, value.clone()).await?;
         self.announce(tenant, key, Some(value)).await;

@@ -194,7 +194,9 @@ impl JwtClaimResolver {
 
     /// Reads claim `claim`.
     pub fn new(claim: impl Into<String>) -> Self {
-        Self { claim: claim.into() }
+        Self {
+            claim: claim.into(),
+        }
     }
 }
 
@@ -356,7 +358,9 @@ impl PathResolver {
             return Err(invalid("the pattern must contain {tenant_id}"));
         };
         if !prefix.starts_with('/') || !prefix.ends_with('/') {
-            return Err(invalid("{tenant_id} must be a whole path segment after a leading '/'"));
+            return Err(invalid(
+                "{tenant_id} must be a whole path segment after a leading '/'",
+            ));
         }
         if rest.contains(Self::PLACEHOLDER) {
             return Err(invalid("{tenant_id} may appear only once"));
@@ -418,18 +422,23 @@ impl ResolverChain {
                     chain = chain.with(JwtClaimResolver::new(&config.jwt_claim));
                 }
                 HeaderResolver::NAME => {
-                    let header = HeaderName::try_from(config.header_name.as_str()).map_err(|_| {
-                        ConfigError::Invalid {
-                            key: "resolution.header_name".into(),
-                            reason: format!("\"{}\" is not a valid HTTP header name", config.header_name),
-                        }
-                    })?;
+                    let header =
+                        HeaderName::try_from(config.header_name.as_str()).map_err(|_| {
+                            ConfigError::Invalid {
+                                key: "resolution.header_name".into(),
+                                reason: format!(
+                                    "\"{}\" is not a valid HTTP header name",
+                                    config.header_name
+                                ),
+                            }
+                        })?;
                     chain = chain.with(HeaderResolver::new(header));
                 }
                 SubdomainResolver::NAME => {
                     if let Some(base) = config.base_domain.as_deref().filter(|b| !b.is_empty()) {
                         chain = chain.with(
-                            SubdomainResolver::new(base).reserved(config.reserved_subdomains.iter().cloned()),
+                            SubdomainResolver::new(base)
+                                .reserved(config.reserved_subdomains.iter().cloned()),
                         );
                     }
                 }

@@ -180,13 +180,22 @@ pub trait TenantStore: Send + Sync + 'static {
 #[async_trait]
 pub trait ConfigStore: Send + Sync + 'static {
     /// One key of a tenant's overrides.
-    async fn get_config(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    async fn get_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
 
     /// All of a tenant's overrides.
     async fn all_config(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError>;
 
     /// Sets one override.
-    async fn set_config(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError>;
+    async fn set_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError>;
 
     /// Removes one override. Returns whether it existed.
     async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError>;
@@ -230,13 +239,22 @@ impl<T: TenantStore + ?Sized> TenantStore for Arc<T> {
 
 #[async_trait]
 impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
-    async fn get_config(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         (**self).get_config(tenant, key).await
     }
     async fn all_config(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
         (**self).all_config(tenant).await
     }
-    async fn set_config(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+    async fn set_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
         (**self).set_config(tenant, key, value).await
     }
     async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {

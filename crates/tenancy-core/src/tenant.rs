@@ -66,7 +66,11 @@ fn is_valid_id(value: &str) -> bool {
 
 /// A short, printable rendering of untrusted input for error messages.
 pub(crate) fn printable_prefix(value: &str) -> String {
-    let mut out: String = value.chars().take(40).flat_map(char::escape_debug).collect();
+    let mut out: String = value
+        .chars()
+        .take(40)
+        .flat_map(char::escape_debug)
+        .collect();
     if value.chars().count() > 40 {
         out.push('…');
     }
@@ -113,9 +117,7 @@ impl Borrow<str> for TenantId {
 
 /// A tenant id that is not 1–64 characters of `[A-Za-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid tenant id \"{value}\": use 1-64 characters of letters, digits, '-' or '_'"
-)]
+#[error("invalid tenant id \"{value}\": use 1-64 characters of letters, digits, '-' or '_'")]
 pub struct InvalidTenantId {
     /// The offending value, escaped and shortened.
     pub value: String,
@@ -426,7 +428,9 @@ mod double_option {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
         Option::<String>::deserialize(d).map(Some)
     }
 }
@@ -478,7 +482,15 @@ mod tests {
 
     #[test]
     fn ids_refuse_hostile_values() {
-        for bad in ["", "../x", "a b", "a\u{0}", "x'; drop", &"a".repeat(65), "é"] {
+        for bad in [
+            "",
+            "../x",
+            "a b",
+            "a\u{0}",
+            "x'; drop",
+            &"a".repeat(65),
+            "é",
+        ] {
             assert!(TenantId::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(TenantId::new(&"a".repeat(64)).is_ok());
@@ -491,8 +503,18 @@ mod tests {
             assert!(Slug::new(good).is_ok(), "{good:?} refused");
         }
         for bad in [
-            "a", "", "1abc", "-abc", "abc-", "Acme", "ac_me", "ac.me", "../etc", "a b",
-            "x';drop table t;--", &"a".repeat(64),
+            "a",
+            "",
+            "1abc",
+            "-abc",
+            "abc-",
+            "Acme",
+            "ac_me",
+            "ac.me",
+            "../etc",
+            "a b",
+            "x';drop table t;--",
+            &"a".repeat(64),
         ] {
             assert!(Slug::new(bad).is_err(), "{bad:?} accepted");
         }
@@ -529,7 +551,10 @@ mod tests {
 
     #[test]
     fn update_changes_only_given_fields() {
-        let mut t = NewTenant::new("acme", "Acme").unwrap().plan("pro").into_info(Utc::now());
+        let mut t = NewTenant::new("acme", "Acme")
+            .unwrap()
+            .plan("pro")
+            .into_info(Utc::now());
         let before = t.clone();
         TenantUpdate {
             name: Some("Acme 2".into()),

@@ -49,7 +49,12 @@ struct TwoTtl {
 }
 
 impl Expiry<String, Cached> for TwoTtl {
-    fn expire_after_create(&self, _key: &String, value: &Cached, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Cached,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(match value {
             Cached::Found(_) => self.ttl,
             Cached::Unknown => self.negative_ttl,

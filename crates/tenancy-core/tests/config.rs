@@ -12,7 +12,10 @@ fn yaml(text: &str) -> tempfile::NamedTempFile {
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -21,7 +24,10 @@ fn defaults_without_file_or_env() {
     assert_eq!(c, TenancyConfig::default());
     assert_eq!(c.validation.cache_ttl_secs, 300);
     assert_eq!(c.resolution.header_name, "X-Tenant-Id");
-    assert_eq!(c.resolution.resolvers, ["jwt_claim", "header", "subdomain", "path"]);
+    assert_eq!(
+        c.resolution.resolvers,
+        ["jwt_claim", "header", "subdomain", "path"]
+    );
     assert_eq!(c.lifecycle.isolation_strategy, "row_level");
 }
 
@@ -35,9 +41,15 @@ fn yaml_under_tenancy_key() {
     assert_eq!(c.resolution.base_domain.as_deref(), Some("app.com"));
     assert_eq!(c.resolution.resolvers, ["header", "subdomain"]);
     assert_eq!(c.validation.cache_ttl_secs, 60);
-    assert_eq!(c.validation.negative_ttl_secs, 5, "unset keys keep their defaults");
+    assert_eq!(
+        c.validation.negative_ttl_secs, 5,
+        "unset keys keep their defaults"
+    );
     assert_eq!(c.lifecycle.deprovision_policy, DeprovisionPolicy::Archive);
-    assert_eq!(c.overrides.defaults.get("theme"), Some(&serde_json::json!("dark")));
+    assert_eq!(
+        c.overrides.defaults.get("theme"),
+        Some(&serde_json::json!("dark"))
+    );
 }
 
 #[test]
@@ -55,19 +67,41 @@ fn env_overrides_yaml() {
     .unwrap();
     assert_eq!(c.validation.cache_ttl_secs, 30);
     assert_eq!(c.resolution.resolvers, ["header", "path"]);
-    assert_eq!(c.auth.jwt_secret.as_ref().map(|s| s.expose()), Some("0123456789abcdef0123"), "no numeric coercion");
+    assert_eq!(
+        c.auth.jwt_secret.as_ref().map(|s| s.expose()),
+        Some("0123456789abcdef0123"),
+        "no numeric coercion"
+    );
     assert_eq!(c.lifecycle.isolation_strategy, "schema");
-    assert!(!format!("{c:?}").contains("0123456789abcdef0123"), "secrets are not printed");
+    assert!(
+        !format!("{c:?}").contains("0123456789abcdef0123"),
+        "secrets are not printed"
+    );
 }
 
 #[test]
 fn bad_values_name_their_key() {
     let cases: Vec<(Vec<(String, String)>, &str)> = vec![
-        (env(&[("TENANCY__VALIDATION__CACHE_TTL_SECS", "soon")]), "cache_ttl_secs"),
-        (env(&[("TENANCY__VALIDATION__CACHE_TTL_SECS", "0")]), "validation.cache_ttl_secs"),
-        (env(&[("TENANCY__RESOLUTION__RESOLVERS", "header,cookie")]), "cookie"),
-        (env(&[("TENANCY__LIFECYCLE__DEPROVISION_POLICY", "shred")]), "shred"),
-        (env(&[("TENANCY__VALIDATION__CACHE_TLL_SECS", "5")]), "cache_tll_secs"),
+        (
+            env(&[("TENANCY__VALIDATION__CACHE_TTL_SECS", "soon")]),
+            "cache_ttl_secs",
+        ),
+        (
+            env(&[("TENANCY__VALIDATION__CACHE_TTL_SECS", "0")]),
+            "validation.cache_ttl_secs",
+        ),
+        (
+            env(&[("TENANCY__RESOLUTION__RESOLVERS", "header,cookie")]),
+            "cookie",
+        ),
+        (
+            env(&[("TENANCY__LIFECYCLE__DEPROVISION_POLICY", "shred")]),
+            "shred",
+        ),
+        (
+            env(&[("TENANCY__VALIDATION__CACHE_TLL_SECS", "5")]),
+            "cache_tll_secs",
+        ),
     ];
     for (vars, needle) in cases {
         let err = TenancyConfig::load_with_env(None, vars.clone()).unwrap_err();
@@ -78,13 +112,20 @@ fn bad_values_name_their_key() {
 #[test]
 fn bad_yaml_and_missing_file_are_clear_errors() {
     let f = yaml("tenancy:\n  validation: [not, a, map\n");
-    assert!(matches!(TenancyConfig::load_with_env(Some(f.path()), env(&[])), Err(ConfigError::Load(_))));
-    let err = TenancyConfig::load_with_env(Some("/nonexistent/tenancy.yaml".as_ref()), env(&[])).unwrap_err();
+    assert!(matches!(
+        TenancyConfig::load_with_env(Some(f.path()), env(&[])),
+        Err(ConfigError::Load(_))
+    ));
+    let err = TenancyConfig::load_with_env(Some("/nonexistent/tenancy.yaml".as_ref()), env(&[]))
+        .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/tenancy.yaml"));
 }
 
 #[test]
 fn file_without_tenancy_key_gives_defaults() {
     let f = yaml("other: 1\n");
-    assert_eq!(TenancyConfig::load_with_env(Some(f.path()), env(&[])).unwrap(), TenancyConfig::default());
+    assert_eq!(
+        TenancyConfig::load_with_env(Some(f.path()), env(&[])).unwrap(),
+        TenancyConfig::default()
+    );
 }

@@ -28,14 +28,28 @@ impl IsolationStrategy for Recording {
         "recording"
     }
     async fn provision(&self, t: &TenantInfo) -> Result<(), IsolationError> {
-        self.calls.lock().unwrap().push(format!("provision {}", t.slug));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("provision {}", t.slug));
         if self.fail_provision {
-            return Err(IsolationError::new("recording", "create schema", "disk full"));
+            return Err(IsolationError::new(
+                "recording",
+                "create schema",
+                "disk full",
+            ));
         }
         Ok(())
     }
-    async fn deprovision(&self, t: &TenantInfo, policy: DeprovisionPolicy) -> Result<(), IsolationError> {
-        self.calls.lock().unwrap().push(format!("deprovision {} {policy:?}", t.slug));
+    async fn deprovision(
+        &self,
+        t: &TenantInfo,
+        policy: DeprovisionPolicy,
+    ) -> Result<(), IsolationError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("deprovision {} {policy:?}", t.slug));
         Ok(())
     }
 }
@@ -52,19 +66,34 @@ async fn every_transition_publishes_its_event() {
     let (svc, _) = service(Recording::default(), DeprovisionPolicy::Keep);
     let mut rx = svc.event_bus().subscribe();
 
-    let t = svc.create(NewTenant::new("acme", "Acme").unwrap().plan("pro")).await.unwrap();
+    let t = svc
+        .create(NewTenant::new("acme", "Acme").unwrap().plan("pro"))
+        .await
+        .unwrap();
     assert_eq!(t.status, TenantStatus::Active);
     assert_eq!(drain(&mut rx), ["created"]);
 
     let t = svc
-        .update(&t.id, TenantUpdate { name: Some("Acme 2".into()), ..Default::default() })
+        .update(
+            &t.id,
+            TenantUpdate {
+                name: Some("Acme 2".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!((t.name.as_str(), t.plan.as_deref()), ("Acme 2", Some("pro")));
+    assert_eq!(
+        (t.name.as_str(), t.plan.as_deref()),
+        ("Acme 2", Some("pro"))
+    );
     assert_eq!(drain(&mut rx), ["updated"]);
 
     let t = svc.suspend(&t.id, Some("unpaid")).await.unwrap();
-    assert_eq!((t.status, t.status_reason.as_deref()), (TenantStatus::Suspended, Some("unpaid")));
+    assert_eq!(
+        (t.status, t.status_reason.as_deref()),
+        (TenantStatus::Suspended, Some("unpaid"))
+    );
     assert_eq!(drain(&mut rx), ["suspended"]);
 
     let t = svc.deactivate(&t.id).await.unwrap();
@@ -88,7 +117,10 @@ async fn every_transition_publishes_its_event() {
 #[tokio::test]
 async fn repeating_a_status_is_a_no_op_without_event() {
     let (svc, _) = service(Recording::default(), DeprovisionPolicy::Keep);
-    let t = svc.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
+    let t = svc
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
     let mut rx = svc.event_bus().subscribe();
     svc.activate(&t.id).await.unwrap();
     svc.deactivate(&t.id).await.unwrap();
@@ -101,36 +133,66 @@ async fn provisioning_tenants_cannot_be_suspended_or_deactivated() {
     let store = MemoryStore::new();
     let svc = LifecycleService::new(Arc::new(store.clone()))
         .provisioner(Provisioner::new(Arc::new(Recording::default())).auto_provision(false));
-    let t = svc.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
+    let t = svc
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
     assert_eq!(t.status, TenantStatus::Provisioning);
     assert!(matches!(
         svc.suspend(&t.id, None).await,
-        Err(LifecycleError::Store(StoreError::InvalidTransition { from: TenantStatus::Provisioning, .. }))
+        Err(LifecycleError::Store(StoreError::InvalidTransition {
+            from: TenantStatus::Provisioning,
+            ..
+        }))
     ));
-    assert!(matches!(svc.deactivate(&t.id).await, Err(LifecycleError::Store(StoreError::InvalidTransition { .. }))));
+    assert!(matches!(
+        svc.deactivate(&t.id).await,
+        Err(LifecycleError::Store(StoreError::InvalidTransition { .. }))
+    ));
     let t = svc.provision(&t.id).await.unwrap();
     assert_eq!(t.status, TenantStatus::Active);
-    assert!(matches!(svc.provision(&t.id).await, Err(LifecycleError::Store(StoreError::InvalidTransition { .. }))));
+    assert!(matches!(
+        svc.provision(&t.id).await,
+        Err(LifecycleError::Store(StoreError::InvalidTransition { .. }))
+    ));
 }
 
 #[tokio::test]
 async fn failed_provisioning_leaves_nothing_and_names_the_step() {
-    let strategy = Recording { fail_provision: true, ..Default::default() };
+    let strategy = Recording {
+        fail_provision: true,
+        ..Default::default()
+    };
     let (svc, store) = service(strategy, DeprovisionPolicy::Keep);
     let mut rx = svc.event_bus().subscribe();
-    let err = svc.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap_err();
+    let err = svc
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("create schema") && text.contains("disk full"), "{text}");
-    assert!(store.get_by_slug("acme").await.unwrap().is_none(), "no half-made tenant");
+    assert!(
+        text.contains("create schema") && text.contains("disk full"),
+        "{text}"
+    );
+    assert!(
+        store.get_by_slug("acme").await.unwrap().is_none(),
+        "no half-made tenant"
+    );
     assert_eq!(store.list(ListQuery::all()).await.unwrap().total, 0);
-    assert!(drain(&mut rx).is_empty(), "no Created event for a failed tenant");
+    assert!(
+        drain(&mut rx).is_empty(),
+        "no Created event for a failed tenant"
+    );
 }
 
 #[tokio::test]
 async fn deactivate_and_delete_run_the_deprovision_policy() {
     let strategy = Recording::default();
     let (svc, _) = service(strategy.clone(), DeprovisionPolicy::Archive);
-    let t = svc.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
+    let t = svc
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
     svc.deactivate(&t.id).await.unwrap();
     svc.activate(&t.id).await.unwrap();
     svc.delete(&t.id).await.unwrap();
@@ -148,23 +210,44 @@ async fn deactivate_and_delete_run_the_deprovision_policy() {
 #[tokio::test]
 async fn duplicate_and_invalid_input_are_refused_clearly() {
     let (svc, _) = service(Recording::default(), DeprovisionPolicy::Keep);
-    svc.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
-    let err = svc.create(NewTenant::new("acme", "Other").unwrap()).await.unwrap_err();
-    assert!(matches!(err, LifecycleError::Store(StoreError::DuplicateSlug(ref s)) if s == "acme"), "{err}");
+    svc.create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
+    let err = svc
+        .create(NewTenant::new("acme", "Other").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::Store(StoreError::DuplicateSlug(ref s)) if s == "acme"),
+        "{err}"
+    );
     assert!(NewTenant::new("Robert'); DROP TABLE tenants;--", "x").is_err());
     let missing: TenantId = "missing".parse().unwrap();
-    assert!(matches!(svc.suspend(&missing, None).await, Err(LifecycleError::Store(StoreError::NotFound(_)))));
-    let given = NewTenant::new("globex", "Globex").unwrap().id("globex-1".parse().unwrap());
+    assert!(matches!(
+        svc.suspend(&missing, None).await,
+        Err(LifecycleError::Store(StoreError::NotFound(_)))
+    ));
+    let given = NewTenant::new("globex", "Globex")
+        .unwrap()
+        .id("globex-1".parse().unwrap());
     assert_eq!(svc.create(given).await.unwrap().id.as_str(), "globex-1");
-    let dup = NewTenant::new("globex2", "Globex").unwrap().id("globex-1".parse().unwrap());
-    assert!(matches!(svc.create(dup).await, Err(LifecycleError::Store(StoreError::DuplicateId(_)))));
+    let dup = NewTenant::new("globex2", "Globex")
+        .unwrap()
+        .id("globex-1".parse().unwrap());
+    assert!(matches!(
+        svc.create(dup).await,
+        Err(LifecycleError::Store(StoreError::DuplicateId(_)))
+    ));
 }
 
 #[tokio::test]
 async fn events_serialize_with_their_kind() {
     let (svc, _) = service(Recording::default(), DeprovisionPolicy::Keep);
     let mut rx = svc.event_bus().subscribe();
-    let t = svc.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
+    let t = svc
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
     svc.suspend(&t.id, Some("fraud")).await.unwrap();
     let _created = rx.recv().await.unwrap();
     let suspended = serde_json::to_value(rx.recv().await.unwrap()).unwrap();
@@ -178,7 +261,10 @@ async fn events_serialize_with_their_kind() {
 async fn list_pages_and_filters_inactive() {
     let (svc, store) = service(Recording::default(), DeprovisionPolicy::Keep);
     for i in 0..5 {
-        let t = svc.create(NewTenant::new(&format!("t{i}"), "T").unwrap()).await.unwrap();
+        let t = svc
+            .create(NewTenant::new(&format!("t{i}"), "T").unwrap())
+            .await
+            .unwrap();
         if i % 2 == 1 {
             svc.suspend(&t.id, None).await.unwrap();
         }

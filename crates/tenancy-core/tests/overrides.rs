@@ -32,13 +32,33 @@ impl ConfigStore for CountingConfig {
     }
 }
 
-async fn setup() -> (TenantConfigService, CountingConfig, TenantId, TenantId, EventBus) {
+async fn setup() -> (
+    TenantConfigService,
+    CountingConfig,
+    TenantId,
+    TenantId,
+    EventBus,
+) {
     let store = CountingConfig::default();
-    let a = store.inner.create(NewTenant::new("acme", "A").unwrap()).await.unwrap().id;
-    let b = store.inner.create(NewTenant::new("globex", "B").unwrap()).await.unwrap().id;
+    let a = store
+        .inner
+        .create(NewTenant::new("acme", "A").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let b = store
+        .inner
+        .create(NewTenant::new("globex", "B").unwrap())
+        .await
+        .unwrap()
+        .id;
     let cached = CachedConfigStore::new(Arc::new(store.clone()), &OverridesConfig::default());
-    let defaults: ConfigMap =
-        [("theme".to_string(), json!("light")), ("rate_limit.rps".to_string(), json!(100))].into_iter().collect();
+    let defaults: ConfigMap = [
+        ("theme".to_string(), json!("light")),
+        ("rate_limit.rps".to_string(), json!(100)),
+    ]
+    .into_iter()
+    .collect();
     let bus = EventBus::new();
     let svc = TenantConfigService::new(Arc::new(cached), defaults).with_bus(bus.clone());
     (svc, store, a, b, bus)
@@ -51,7 +71,11 @@ async fn override_beats_default_beats_none() {
     assert_eq!(svc.get(&a, "missing").await.unwrap(), None);
     svc.set(&a, "theme", json!("dark")).await.unwrap();
     assert_eq!(svc.get(&a, "theme").await.unwrap(), Some(json!("dark")));
-    assert_eq!(svc.get(&b, "theme").await.unwrap(), Some(json!("light")), "other tenants keep the default");
+    assert_eq!(
+        svc.get(&b, "theme").await.unwrap(),
+        Some(json!("light")),
+        "other tenants keep the default"
+    );
     assert!(svc.delete(&a, "theme").await.unwrap());
     assert_eq!(svc.get(&a, "theme").await.unwrap(), Some(json!("light")));
 }
@@ -59,7 +83,10 @@ async fn override_beats_default_beats_none() {
 #[tokio::test]
 async fn typed_get_and_wrong_type_error_names_the_key() {
     let (svc, _, a, _, _) = setup().await;
-    assert_eq!(svc.get_as::<u32>(&a, "rate_limit.rps").await.unwrap(), Some(100));
+    assert_eq!(
+        svc.get_as::<u32>(&a, "rate_limit.rps").await.unwrap(),
+        Some(100)
+    );
     svc.set(&a, "rate_limit.rps", json!("fast")).await.unwrap();
     let err = svc.get_as::<u32>(&a, "rate_limit.rps").await.unwrap_err();
     assert!(err.to_string().contains("rate_limit.rps"), "{err}");
@@ -85,9 +112,17 @@ async fn cached_reads_skip_the_store_and_writes_invalidate() {
         svc.get(&a, "theme").await.unwrap();
         svc.effective(&a).await.unwrap();
     }
-    assert_eq!(store.reads.load(Ordering::SeqCst), reads, "hits must not read the store");
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        reads,
+        "hits must not read the store"
+    );
     svc.set(&a, "theme", json!("dark")).await.unwrap();
-    assert_eq!(svc.get(&a, "theme").await.unwrap(), Some(json!("dark")), "a write is seen at once");
+    assert_eq!(
+        svc.get(&a, "theme").await.unwrap(),
+        Some(json!("dark")),
+        "a write is seen at once"
+    );
 }
 
 #[tokio::test]
@@ -99,21 +134,44 @@ async fn writes_publish_config_changed() {
     svc.delete(&a, "theme").await.unwrap();
     let e1 = rx.try_recv().unwrap();
     let e2 = rx.try_recv().unwrap();
-    assert!(rx.try_recv().is_err(), "removing an absent key changes nothing");
+    assert!(
+        rx.try_recv().is_err(),
+        "removing an absent key changes nothing"
+    );
     assert_eq!(
         e1,
-        TenantEvent::ConfigChanged { tenant_id: a.clone(), key: "theme".into(), value: Some(json!("dark")) }
+        TenantEvent::ConfigChanged {
+            tenant_id: a.clone(),
+            key: "theme".into(),
+            value: Some(json!("dark"))
+        }
     );
-    assert_eq!(e2, TenantEvent::ConfigChanged { tenant_id: a, key: "theme".into(), value: None });
+    assert_eq!(
+        e2,
+        TenantEvent::ConfigChanged {
+            tenant_id: a,
+            key: "theme".into(),
+            value: None
+        }
+    );
 }
 
 #[tokio::test]
 async fn bad_keys_and_unknown_tenants_are_refused() {
     let (svc, _, _, _, _) = setup().await;
     let a: TenantId = "nope".parse().unwrap();
-    assert!(matches!(svc.set(&a, "theme", json!(1)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        svc.set(&a, "theme", json!(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
     let (svc, _, a, _, _) = setup().await;
     for bad in ["", "a b", "x'--", &"k".repeat(200)] {
-        assert!(matches!(svc.set(&a, bad, json!(1)).await, Err(StoreError::InvalidConfigKey(_))), "{bad:?}");
+        assert!(
+            matches!(
+                svc.set(&a, bad, json!(1)).await,
+                Err(StoreError::InvalidConfigKey(_))
+            ),
+            "{bad:?}"
+        );
     }
 }

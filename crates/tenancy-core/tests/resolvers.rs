@@ -17,10 +17,17 @@ struct Req {
 
 impl Req {
     fn new() -> Self {
-        Req { host: None, path: "/", query: None, headers: HeaderMap::new(), claims: None }
+        Req {
+            host: None,
+            path: "/",
+            query: None,
+            headers: HeaderMap::new(),
+            claims: None,
+        }
     }
     fn header(mut self, name: &'static str, value: &str) -> Self {
-        self.headers.insert(name, HeaderValue::from_str(value).unwrap());
+        self.headers
+            .insert(name, HeaderValue::from_str(value).unwrap());
         self
     }
     fn host(mut self, host: &'static str) -> Self {
@@ -36,13 +43,25 @@ impl Req {
         self
     }
     async fn run(&self, resolver: &dyn Resolver) -> Option<String> {
-        let ctx = ResolutionContext::new(&Method::GET, self.host, self.path, self.query, &self.headers)
-            .with_claims(self.claims.as_ref());
+        let ctx = ResolutionContext::new(
+            &Method::GET,
+            self.host,
+            self.path,
+            self.query,
+            &self.headers,
+        )
+        .with_claims(self.claims.as_ref());
         resolver.resolve(&ctx).await.map(|r| r.as_str().to_owned())
     }
     async fn chain(&self, chain: &ResolverChain) -> Option<String> {
-        let ctx = ResolutionContext::new(&Method::GET, self.host, self.path, self.query, &self.headers)
-            .with_claims(self.claims.as_ref());
+        let ctx = ResolutionContext::new(
+            &Method::GET,
+            self.host,
+            self.path,
+            self.query,
+            &self.headers,
+        )
+        .with_claims(self.claims.as_ref());
         chain.resolve(&ctx).await.map(|r| r.as_str().to_owned())
     }
 }
@@ -51,35 +70,93 @@ impl Req {
 async fn jwt_claim_reads_configured_claim_from_verified_claims_only() {
     let r = JwtClaimResolver::default();
     assert_eq!(r.priority(), 10);
-    assert_eq!(Req::new().claims(json!({"tenant_id": "acme"})).run(&r).await.as_deref(), Some("acme"));
-    assert_eq!(Req::new().claims(json!({"tenant_id": 42})).run(&r).await.as_deref(), Some("42"));
+    assert_eq!(
+        Req::new()
+            .claims(json!({"tenant_id": "acme"}))
+            .run(&r)
+            .await
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        Req::new()
+            .claims(json!({"tenant_id": 42}))
+            .run(&r)
+            .await
+            .as_deref(),
+        Some("42")
+    );
     assert_eq!(Req::new().claims(json!({"sub": "u1"})).run(&r).await, None);
-    assert_eq!(Req::new().claims(json!({"tenant_id": ""})).run(&r).await, None);
-    assert_eq!(Req::new().claims(json!({"tenant_id": ["a"]})).run(&r).await, None);
+    assert_eq!(
+        Req::new().claims(json!({"tenant_id": ""})).run(&r).await,
+        None
+    );
+    assert_eq!(
+        Req::new().claims(json!({"tenant_id": ["a"]})).run(&r).await,
+        None
+    );
     // A raw (unverified) bearer token is never read by the resolver.
-    assert_eq!(Req::new().header("authorization", "Bearer x.y.z").run(&r).await, None);
+    assert_eq!(
+        Req::new()
+            .header("authorization", "Bearer x.y.z")
+            .run(&r)
+            .await,
+        None
+    );
     let org = JwtClaimResolver::new("org");
-    assert_eq!(Req::new().claims(json!({"org": "globex"})).run(&org).await.as_deref(), Some("globex"));
+    assert_eq!(
+        Req::new()
+            .claims(json!({"org": "globex"}))
+            .run(&org)
+            .await
+            .as_deref(),
+        Some("globex")
+    );
 }
 
 #[tokio::test]
 async fn header_resolver_reads_configured_header() {
     let r = HeaderResolver::default();
     assert_eq!(r.priority(), 20);
-    assert_eq!(Req::new().header("x-tenant-id", "acme").run(&r).await.as_deref(), Some("acme"));
-    assert_eq!(Req::new().header("X-Tenant-ID", " acme ").run(&r).await.as_deref(), Some("acme"));
+    assert_eq!(
+        Req::new()
+            .header("x-tenant-id", "acme")
+            .run(&r)
+            .await
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        Req::new()
+            .header("X-Tenant-ID", " acme ")
+            .run(&r)
+            .await
+            .as_deref(),
+        Some("acme")
+    );
     assert_eq!(Req::new().header("x-tenant-id", "").run(&r).await, None);
     assert_eq!(Req::new().run(&r).await, None);
     let custom = HeaderResolver::new(http::HeaderName::from_static("x-org"));
-    assert_eq!(Req::new().header("x-org", "acme").run(&custom).await.as_deref(), Some("acme"));
-    assert_eq!(Req::new().header("x-tenant-id", "acme").run(&custom).await, None);
+    assert_eq!(
+        Req::new()
+            .header("x-org", "acme")
+            .run(&custom)
+            .await
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        Req::new().header("x-tenant-id", "acme").run(&custom).await,
+        None
+    );
 }
 
 #[tokio::test]
 async fn header_with_non_utf8_bytes_is_an_answer_that_cannot_validate() {
     let r = HeaderResolver::default();
     let mut req = Req::new();
-    req.headers.insert("x-tenant-id", HeaderValue::from_bytes(b"ac\xffme").unwrap());
+    req.headers
+        .insert("x-tenant-id", HeaderValue::from_bytes(b"ac\xffme").unwrap());
     let found = req.run(&r).await.unwrap();
     assert!(!TenantRef::new(&found).is_well_formed());
 }
@@ -102,7 +179,11 @@ async fn subdomain_resolver_reads_the_label_under_the_base_domain() {
         ("127.0.0.1:3000", None),
     ];
     for (host, expected) in cases {
-        assert_eq!(Req::new().host(host).run(&r).await.as_deref(), expected, "{host}");
+        assert_eq!(
+            Req::new().host(host).run(&r).await.as_deref(),
+            expected,
+            "{host}"
+        );
     }
     assert_eq!(Req::new().run(&r).await, None);
 }
@@ -111,25 +192,51 @@ async fn subdomain_resolver_reads_the_label_under_the_base_domain() {
 async fn path_resolver_reads_the_pattern_segment() {
     let r = PathResolver::default();
     assert_eq!(r.priority(), 40);
-    assert_eq!(Req::new().path("/tenants/acme/notes").run(&r).await.as_deref(), Some("acme"));
-    assert_eq!(Req::new().path("/tenants/acme").run(&r).await.as_deref(), Some("acme"));
+    assert_eq!(
+        Req::new()
+            .path("/tenants/acme/notes")
+            .run(&r)
+            .await
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        Req::new().path("/tenants/acme").run(&r).await.as_deref(),
+        Some("acme")
+    );
     assert_eq!(Req::new().path("/tenants/").run(&r).await, None);
     assert_eq!(Req::new().path("/notes").run(&r).await, None);
     assert_eq!(Req::new().path("/x/tenants/acme/").run(&r).await, None);
     let custom = PathResolver::new("/t/{tenant_id}/").unwrap();
-    assert_eq!(Req::new().path("/t/globex/a").run(&custom).await.as_deref(), Some("globex"));
+    assert_eq!(
+        Req::new().path("/t/globex/a").run(&custom).await.as_deref(),
+        Some("globex")
+    );
 }
 
 #[test]
 fn bad_path_patterns_are_config_errors() {
-    for bad in ["/tenants/", "tenants/{tenant_id}/", "/t{tenant_id}/", "/t/{tenant_id}x", "/{tenant_id}/{tenant_id}/"] {
+    for bad in [
+        "/tenants/",
+        "tenants/{tenant_id}/",
+        "/t{tenant_id}/",
+        "/t/{tenant_id}x",
+        "/{tenant_id}/{tenant_id}/",
+    ] {
         let err = PathResolver::new(bad).unwrap_err();
-        assert!(err.to_string().contains("resolution.path_pattern"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("resolution.path_pattern"),
+            "{bad}: {err}"
+        );
     }
 }
 
 fn all_four() -> ResolverChain {
-    ResolverChain::from_config(&ResolutionConfig { base_domain: Some("app.com".into()), ..Default::default() }).unwrap()
+    ResolverChain::from_config(&ResolutionConfig {
+        base_domain: Some("app.com".into()),
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 #[tokio::test]
@@ -142,11 +249,26 @@ async fn chain_runs_in_priority_order_first_answer_wins() {
         .host("from-sub.app.com")
         .path("/tenants/from-path/x");
     assert_eq!(everything.chain(&chain).await.as_deref(), Some("from-jwt"));
-    let no_jwt = Req::new().header("x-tenant-id", "from-header").host("from-sub.app.com").path("/tenants/from-path/x");
+    let no_jwt = Req::new()
+        .header("x-tenant-id", "from-header")
+        .host("from-sub.app.com")
+        .path("/tenants/from-path/x");
     assert_eq!(no_jwt.chain(&chain).await.as_deref(), Some("from-header"));
-    let sub_and_path = Req::new().host("from-sub.app.com").path("/tenants/from-path/x");
-    assert_eq!(sub_and_path.chain(&chain).await.as_deref(), Some("from-sub"));
-    assert_eq!(Req::new().path("/tenants/from-path/x").chain(&chain).await.as_deref(), Some("from-path"));
+    let sub_and_path = Req::new()
+        .host("from-sub.app.com")
+        .path("/tenants/from-path/x");
+    assert_eq!(
+        sub_and_path.chain(&chain).await.as_deref(),
+        Some("from-sub")
+    );
+    assert_eq!(
+        Req::new()
+            .path("/tenants/from-path/x")
+            .chain(&chain)
+            .await
+            .as_deref(),
+        Some("from-path")
+    );
     assert_eq!(Req::new().chain(&chain).await, None);
 }
 
@@ -179,8 +301,11 @@ fn subdomain_without_base_domain_is_disabled() {
 
 #[test]
 fn invalid_header_name_is_a_config_error() {
-    let err = ResolverChain::from_config(&ResolutionConfig { header_name: "bad header".into(), ..Default::default() })
-        .unwrap_err();
+    let err = ResolverChain::from_config(&ResolutionConfig {
+        header_name: "bad header".into(),
+        ..Default::default()
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("resolution.header_name"));
 }
 
@@ -196,14 +321,20 @@ impl Resolver for QueryParam {
         25
     }
     async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        ctx.query()?.split('&').find_map(|p| p.strip_prefix("tenant=")).map(TenantRef::new)
+        ctx.query()?
+            .split('&')
+            .find_map(|p| p.strip_prefix("tenant="))
+            .map(TenantRef::new)
     }
 }
 
 #[tokio::test]
 async fn custom_resolver_slots_in_by_priority() {
     let chain = all_four().with(QueryParam);
-    assert_eq!(chain.names(), ["jwt_claim", "header", "query", "subdomain", "path"]);
+    assert_eq!(
+        chain.names(),
+        ["jwt_claim", "header", "query", "subdomain", "path"]
+    );
     let mut req = Req::new().host("from-sub.app.com");
     req.query = Some("x=1&tenant=from-query");
     assert_eq!(req.chain(&chain).await.as_deref(), Some("from-query"));
@@ -235,7 +366,12 @@ async fn override_runs_before_everything() {
 
 #[test]
 fn memberships_fail_closed_on_odd_shapes() {
-    let c = VerifiedClaims::new(json!({"tenants": ["a", "b", 3]}).as_object().unwrap().clone());
+    let c = VerifiedClaims::new(
+        json!({"tenants": ["a", "b", 3]})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
     assert_eq!(c.memberships("tenants"), Some(vec!["a", "b"]));
     let c = VerifiedClaims::new(json!({"tenants": {"a": true}}).as_object().unwrap().clone());
     assert_eq!(c.memberships("tenants"), Some(vec![]));

@@ -51,7 +51,12 @@ impl TenantStore for CountingStore {
     async fn update(&self, id: &TenantId, u: TenantUpdate) -> Result<TenantInfo, StoreError> {
         self.inner.update(id, u).await
     }
-    async fn set_status(&self, id: &TenantId, s: TenantStatus, r: Option<&str>) -> Result<TenantInfo, StoreError> {
+    async fn set_status(
+        &self,
+        id: &TenantId,
+        s: TenantStatus,
+        r: Option<&str>,
+    ) -> Result<TenantInfo, StoreError> {
         self.inner.set_status(id, s, r).await
     }
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
@@ -59,10 +64,17 @@ impl TenantStore for CountingStore {
     }
 }
 
-async fn setup(store: CountingStore, config: &ValidationConfig) -> (Validator, LifecycleService, TenantInfo) {
+async fn setup(
+    store: CountingStore,
+    config: &ValidationConfig,
+) -> (Validator, LifecycleService, TenantInfo) {
     let validator = Validator::new(Arc::new(store.clone()), config);
-    let lifecycle = LifecycleService::new(Arc::new(store.inner.clone())).invalidates(validator.clone());
-    let acme = lifecycle.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
+    let lifecycle =
+        LifecycleService::new(Arc::new(store.inner.clone())).invalidates(validator.clone());
+    let acme = lifecycle
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
     (validator, lifecycle, acme)
 }
 
@@ -81,14 +93,26 @@ async fn cache_hit_makes_no_store_call() {
     for _ in 0..100 {
         validator.validate(&r(acme.id.as_str())).await.unwrap();
     }
-    assert_eq!(store.lookups(), after_miss, "cache hits must not reach the store");
+    assert_eq!(
+        store.lookups(),
+        after_miss,
+        "cache hits must not reach the store"
+    );
 }
 
 #[tokio::test]
 async fn slug_and_id_both_resolve() {
     let (validator, _, acme) = setup(CountingStore::default(), &Default::default()).await;
     assert_eq!(validator.validate(&r("acme")).await.unwrap().id, acme.id);
-    assert_eq!(validator.validate(&r(acme.id.as_str())).await.unwrap().slug.as_str(), "acme");
+    assert_eq!(
+        validator
+            .validate(&r(acme.id.as_str()))
+            .await
+            .unwrap()
+            .slug
+            .as_str(),
+        "acme"
+    );
 }
 
 #[tokio::test]
@@ -114,39 +138,71 @@ async fn slug_rename_frees_the_old_slug_at_once() {
     let (validator, lifecycle, acme) = setup(CountingStore::default(), &Default::default()).await;
     validator.validate(&r("acme")).await.unwrap();
     lifecycle
-        .update(&acme.id, TenantUpdate { slug: Some(Slug::new("acme2").unwrap()), ..Default::default() })
+        .update(
+            &acme.id,
+            TenantUpdate {
+                slug: Some(Slug::new("acme2").unwrap()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(validator.validate(&r("acme")).await.unwrap_err(), Rejection::Unknown);
+    assert_eq!(
+        validator.validate(&r("acme")).await.unwrap_err(),
+        Rejection::Unknown
+    );
     assert_eq!(validator.validate(&r("acme2")).await.unwrap().id, acme.id);
 }
 
 #[tokio::test]
 async fn unknown_tenants_are_cached_briefly() {
     let store = CountingStore::default();
-    let config = ValidationConfig { negative_ttl_secs: 1, ..Default::default() };
+    let config = ValidationConfig {
+        negative_ttl_secs: 1,
+        ..Default::default()
+    };
     let (validator, _, _) = setup(store.clone(), &config).await;
     let before = store.lookups();
     for _ in 0..50 {
-        assert_eq!(validator.validate(&r("nope")).await.unwrap_err(), Rejection::Unknown);
+        assert_eq!(
+            validator.validate(&r("nope")).await.unwrap_err(),
+            Rejection::Unknown
+        );
     }
-    assert_eq!(store.lookups(), before + 1, "a flood of one bogus id makes one store call");
+    assert_eq!(
+        store.lookups(),
+        before + 1,
+        "a flood of one bogus id makes one store call"
+    );
     tokio::time::sleep(Duration::from_millis(1300)).await;
     validator.validate(&r("nope")).await.unwrap_err();
-    assert_eq!(store.lookups(), before + 2, "the negative entry expires after its short TTL");
+    assert_eq!(
+        store.lookups(),
+        before + 2,
+        "the negative entry expires after its short TTL"
+    );
 }
 
 #[tokio::test]
 async fn creating_a_tenant_clears_its_negative_entry() {
     let (validator, lifecycle, _) = setup(CountingStore::default(), &Default::default()).await;
-    assert_eq!(validator.validate(&r("globex")).await.unwrap_err(), Rejection::Unknown);
-    lifecycle.create(NewTenant::new("globex", "Globex").unwrap()).await.unwrap();
+    assert_eq!(
+        validator.validate(&r("globex")).await.unwrap_err(),
+        Rejection::Unknown
+    );
+    lifecycle
+        .create(NewTenant::new("globex", "Globex").unwrap())
+        .await
+        .unwrap();
     assert!(validator.validate(&r("globex")).await.is_ok());
 }
 
 #[tokio::test]
 async fn concurrent_misses_are_coalesced() {
-    let store = CountingStore { delay: Some(Duration::from_millis(100)), ..Default::default() };
+    let store = CountingStore {
+        delay: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
     let (validator, _, acme) = setup(store.clone(), &Default::default()).await;
     let before = store.lookups();
     let tasks: Vec<_> = (0..64)
@@ -159,7 +215,11 @@ async fn concurrent_misses_are_coalesced() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap().id, acme.id);
     }
-    assert_eq!(store.lookups(), before + 1, "64 concurrent misses for one key share one lookup");
+    assert_eq!(
+        store.lookups(),
+        before + 1,
+        "64 concurrent misses for one key share one lookup"
+    );
 }
 
 #[tokio::test]
@@ -168,8 +228,20 @@ async fn malformed_references_never_reach_the_store() {
     let (validator, _, _) = setup(store.clone(), &Default::default()).await;
     let before = store.lookups();
     let long = "a".repeat(8192);
-    for bad in ["", "../etc/passwd", "a b", "x'; DROP TABLE tenants;--", "\u{7}bell", "é", long.as_str()] {
-        assert_eq!(validator.validate(&r(bad)).await.unwrap_err(), Rejection::Malformed, "{bad:?}");
+    for bad in [
+        "",
+        "../etc/passwd",
+        "a b",
+        "x'; DROP TABLE tenants;--",
+        "\u{7}bell",
+        "é",
+        long.as_str(),
+    ] {
+        assert_eq!(
+            validator.validate(&r(bad)).await.unwrap_err(),
+            Rejection::Malformed,
+            "{bad:?}"
+        );
     }
     assert_eq!(store.lookups(), before);
 }
@@ -184,13 +256,19 @@ async fn store_down_refuses_and_is_not_cached() {
         Rejection::StoreUnavailable
     );
     store.down.store(false, Ordering::SeqCst);
-    assert!(validator.validate(&r(acme.id.as_str())).await.is_ok(), "a failure must not be cached");
+    assert!(
+        validator.validate(&r(acme.id.as_str())).await.is_ok(),
+        "a failure must not be cached"
+    );
 }
 
 #[tokio::test]
 async fn cache_is_bounded_and_clear_empties_it() {
     let store = CountingStore::default();
-    let config = ValidationConfig { cache_capacity: 10, ..Default::default() };
+    let config = ValidationConfig {
+        cache_capacity: 10,
+        ..Default::default()
+    };
     let (validator, _, _) = setup(store.clone(), &config).await;
     for i in 0..100 {
         let _ = validator.validate(&r(&format!("bogus-{i}"))).await;

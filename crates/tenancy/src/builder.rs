@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use tenancy_core::{
-    CachedConfigStore, ConfigError, ConfigStore, EventBus, IsolationRegistry, IsolationStrategy, LifecycleService,
-    Provisioner, Resolver, ResolverChain, TenancyConfig, TenantConfigService, TenantStore, Validator,
+    CachedConfigStore, ConfigError, ConfigStore, EventBus, IsolationRegistry, IsolationStrategy,
+    LifecycleService, Provisioner, Resolver, ResolverChain, TenancyConfig, TenantConfigService,
+    TenantStore, Validator,
 };
 
 /// Why [`TenancyBuilder::build`] failed.
@@ -47,8 +48,9 @@ impl Tenancy {
     /// when `auth.*` configures a key (feature `jwt`).
     #[cfg(feature = "axum")]
     pub fn layer(&self) -> tenancy_axum::TenantLayer {
-        let layer = tenancy_axum::TenantLayer::new(self.inner.chain.clone(), self.inner.validator.clone())
-            .membership_claim(self.inner.config.resolution.membership_claim.clone());
+        let layer =
+            tenancy_axum::TenantLayer::new(self.inner.chain.clone(), self.inner.validator.clone())
+                .membership_claim(self.inner.config.resolution.membership_claim.clone());
         #[cfg(feature = "jwt")]
         let layer = match tenancy_axum::JwtVerifier::from_config(&self.inner.config.auth) {
             Ok(Some(verifier)) => layer.jwt(verifier),
@@ -188,7 +190,9 @@ impl TenancyBuilder {
         #[cfg(feature = "jwt")]
         tenancy_axum::JwtVerifier::from_config(&config.auth)?;
 
-        let strategy_name = self.isolation.unwrap_or_else(|| config.lifecycle.isolation_strategy.clone());
+        let strategy_name = self
+            .isolation
+            .unwrap_or_else(|| config.lifecycle.isolation_strategy.clone());
         let strategy = self.registry.get(&strategy_name)?;
         let provisioner = Provisioner::new(strategy)
             .auto_provision(config.lifecycle.auto_provision)
@@ -201,8 +205,11 @@ impl TenancyBuilder {
             .bus(bus.clone())
             .invalidates(validator.clone());
         let config_store = CachedConfigStore::new(config_store, &config.overrides);
-        let overrides = TenantConfigService::new(Arc::new(config_store.clone()), config.overrides.defaults.clone())
-            .with_bus(bus.clone());
+        let overrides = TenantConfigService::new(
+            Arc::new(config_store.clone()),
+            config.overrides.defaults.clone(),
+        )
+        .with_bus(bus.clone());
 
         Ok(Tenancy {
             inner: Arc::new(Inner {

@@ -46,19 +46,22 @@ mod builder;
 
 pub use builder::{BuildError, Tenancy, TenancyBuilder};
 
-pub use tenancy_core::context::{current, current_info, spawn, with_tenant};
-pub use tenancy_core::{
-    CachedConfigStore, ConfigError, ConfigMap, ConfigStore, DeprovisionPolicy, EventBus, EventSink, IsolationError,
-    IsolationRegistry, IsolationStrategy, LifecycleError, LifecycleService, ListQuery, MemoryStore, NewTenant,
-    Provisioner, Rejection, ResolutionContext, Resolver, ResolverChain, RowLevel, Slug, StoreError, TenancyConfig,
-    TenantConfigService, TenantEvent, TenantId, TenantInfo, TenantPage, TenantRef, TenantStatus, TenantStore,
-    TenantUpdate, Validator, VerifiedClaims,
-};
 /// The domain crate, for everything not re-exported at the top.
 pub use tenancy_core as core;
+pub use tenancy_core::context::{current, current_info, spawn, with_tenant};
+pub use tenancy_core::{
+    CachedConfigStore, ConfigError, ConfigMap, ConfigStore, DeprovisionPolicy, EventBus, EventSink,
+    IsolationError, IsolationRegistry, IsolationStrategy, LifecycleError, LifecycleService,
+    ListQuery, MemoryStore, NewTenant, Provisioner, Rejection, ResolutionContext, Resolver,
+    ResolverChain, RowLevel, Slug, StoreError, TenancyConfig, TenantConfigService, TenantEvent,
+    TenantId, TenantInfo, TenantPage, TenantRef, TenantStatus, TenantStore, TenantUpdate,
+    Validator, VerifiedClaims,
+};
 pub use tenancy_core::{config, resolve};
 
 #[cfg(feature = "jwt")]
 pub use tenancy_axum::JwtVerifier;
 #[cfg(feature = "axum")]
-pub use tenancy_axum::{Problem, RequireTenantLayer, Tenant, TenantError, TenantLayer, TenantState};
+pub use tenancy_axum::{
+    Problem, RequireTenantLayer, Tenant, TenantError, TenantLayer, TenantState,
+};

@@ -15,7 +15,9 @@ use tenancy::{MemoryStore, NewTenant, Tenancy, TenancyConfig, Tenant};
 async fn whoami(tenant: Tenant) -> Json<Value> {
     // Anywhere below the handler, the tenant is also the task's current one.
     let current = tenancy::current().map(|id| id.to_string());
-    Json(json!({ "tenant": tenant.slug, "name": tenant.name, "plan": tenant.plan, "current": current }))
+    Json(
+        json!({ "tenant": tenant.slug, "name": tenant.name, "plan": tenant.plan, "current": current }),
+    )
 }
 
 #[tokio::main]
@@ -26,10 +28,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     let lifecycle = tenancy.lifecycle();
-    lifecycle.create(NewTenant::new("acme", "Acme Corp")?.plan("pro")).await?;
-    lifecycle.create(NewTenant::new("globex", "Globex")?).await?;
-    let initech = lifecycle.create(NewTenant::new("initech", "Initech")?).await?;
-    lifecycle.suspend(&initech.id, Some("unpaid invoice")).await?;
+    lifecycle
+        .create(NewTenant::new("acme", "Acme Corp")?.plan("pro"))
+        .await?;
+    lifecycle
+        .create(NewTenant::new("globex", "Globex")?)
+        .await?;
+    let initech = lifecycle
+        .create(NewTenant::new("initech", "Initech")?)
+        .await?;
+    lifecycle
+        .suspend(&initech.id, Some("unpaid invoice"))
+        .await?;
 
     let app = Router::new()
         .route("/whoami", get(whoami))

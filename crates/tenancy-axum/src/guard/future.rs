@@ -25,12 +25,16 @@ pin_project! {
 
 impl<F> GuardFuture<F> {
     pub(super) fn inner(future: F) -> Self {
-        Self { kind: Kind::Inner { future } }
+        Self {
+            kind: Kind::Inner { future },
+        }
     }
 
     pub(super) fn refused(response: Response) -> Self {
         Self {
-            kind: Kind::Refused { response: Some(response) },
+            kind: Kind::Refused {
+                response: Some(response),
+            },
         }
     }
 }

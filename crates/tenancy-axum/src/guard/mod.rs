@@ -70,7 +70,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match req.extensions().get::<TenantState>() {
             Some(TenantState::Resolved(_)) => GuardFuture::inner(self.inner.call(req)),
-            Some(TenantState::Refused(error)) => GuardFuture::refused(error.clone().into_response()),
+            Some(TenantState::Refused(error)) => {
+                GuardFuture::refused(error.clone().into_response())
+            }
             None => GuardFuture::refused(TenantError::LayerMissing.into_response()),
         }
     }

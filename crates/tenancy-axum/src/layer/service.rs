@@ -29,7 +29,9 @@ impl<S> TenantService<S> {
 
 impl<S: std::fmt::Debug> std::fmt::Debug for TenantService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantService").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("TenantService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,9 +62,13 @@ where
                 TenantState::Resolved(tenant) => {
                     let span = tracing::info_span!("tenant", tenant_id = %tenant.id);
                     tracing::Span::current().record("tenant_id", tenant.id.as_str());
-                    parts.extensions.insert(TenantState::Resolved(tenant.clone()));
+                    parts
+                        .extensions
+                        .insert(TenantState::Resolved(tenant.clone()));
                     let req = Request::from_parts(parts, body);
-                    context::with_tenant_info(tenant, inner.call(req)).instrument(span).await
+                    context::with_tenant_info(tenant, inner.call(req))
+                        .instrument(span)
+                        .await
                 }
                 refused => {
                     parts.extensions.insert(refused);

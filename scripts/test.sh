@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite: starts the local services the tests need when they
+# are not running, then checks formatting, lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
+  say "PostgreSQL is not answering on 127.0.0.1:5432; starting it"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do
+    pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && return 0
+    sleep 1
+  done
+  echo "ERROR: PostgreSQL is required on 127.0.0.1:5432 (trust auth, user postgres)." >&2
+  echo "       Install it (apt-get install postgresql) or start it:" >&2
+  echo "       pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start" >&2
+  exit 1
+}
+
+ensure_redis() {
+  if command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return 0; fi
+  say "Redis is not answering on 127.0.0.1:6379; starting it"
+  if command -v redis-server >/dev/null 2>&1; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
+    for _ in $(seq 1 20); do
+      redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return 0
+      sleep 0.5
+    done
+  fi
+  echo "ERROR: Redis is required on 127.0.0.1:6379." >&2
+  echo "       Install it (apt-get install redis-server) or start it:" >&2
+  echo "       redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no" >&2
+  exit 1
+}
+
+ensure_postgres
+ensure_redis
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test"
+cargo test --workspace --locked
