@@ -1,0 +1,692 @@
+//! The web layer end to end through axum: every 401/403 case, JWT,
+//! memberships, hostile input, context and tracing (M1–M5, R5, C1).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::routing::get;
+use axum::{Json, Router};
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::BodyExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tenancy::config::Secret;
+use tenancy::*;
+use tower::ServiceExt;
+
+const SECRET: &str = "test-secret-of-at-least-16-bytes";
+
+struct Fixture {
+    tenancy: Tenancy,
+    acme: TenantInfo,
+    globex: TenantInfo,
+    initech: TenantInfo,
+}
+
+async fn fixture(config: TenancyConfig) -> Fixture {
+    let tenancy = Tenancy::builder()
+        .config(config)
+        .store(MemoryStore::new())
+        .build()
+        .unwrap();
+    let lc = tenancy.lifecycle();
+    let acme = lc
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
+    let globex = lc
+        .create(NewTenant::new("globex", "Globex").unwrap())
+        .await
+        .unwrap();
+    let initech = lc
+        .create(NewTenant::new("initech", "Initech").unwrap())
+        .await
+        .unwrap();
+    Fixture {
+        tenancy,
+        acme,
+        globex,
+        initech,
+    }
+}
+
+fn jwt_config() -> TenancyConfig {
+    let mut c = TenancyConfig::default();
+    c.auth.jwt_secret = Some(Secret::new(SECRET));
+    c
+}
+
+async fn nested_current() -> Option<String> {
+    tokio::task::yield_now().await;
+    tenancy::current().map(|id| id.to_string())
+}
+
+fn app(f: &Fixture, guard_hits: Arc<AtomicUsize>) -> Router {
+    let guarded = Router::new()
+        .route(
+            "/data",
+            get(move || {
+                let hits = guard_hits.clone();
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    "secret data"
+                }
+            }),
+        )
+        .layer(RequireTenantLayer::new());
+    Router::new()
+        .route(
+            "/whoami",
+            get(|t: Tenant| async move { Json(json!({"slug": t.slug, "id": t.id})) }),
+        )
+        .route(
+            "/tenants/{t}/whoami",
+            get(|t: Tenant| async move { t.slug.to_string() }),
+        )
+        .route(
+            "/maybe",
+            get(|t: Option<Tenant>| async move {
+                t.map_or("anonymous".to_string(), |t| t.slug.to_string())
+            }),
+        )
+        .route(
+            "/context",
+            get(|_t: Tenant| async move {
+                let nested = nested_current().await;
+                let spawned = tenancy::spawn(nested_current()).await.unwrap();
+                let plain = tokio::spawn(nested_current()).await.unwrap();
+                Json(json!({"nested": nested, "spawned": spawned, "plain": plain}))
+            }),
+        )
+        .nest("/guarded", guarded)
+        .layer(f.tenancy.layer())
+}
+
+struct Sent {
+    status: StatusCode,
+    content_type: Option<String>,
+    body: Value,
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Sent {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Sent {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn get_with(path: &str, headers: &[(&str, &[u8])]) -> Request<Body> {
+    let mut req = Request::get(path).body(Body::empty()).unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_bytes(v).unwrap(),
+        );
+    }
+    req
+}
+
+fn assert_problem(sent: &Sent, status: StatusCode, code: &str) {
+    assert_eq!(sent.status, status, "{:?}", sent.body);
+    assert_eq!(
+        sent.content_type.as_deref(),
+        Some("application/problem+json")
+    );
+    assert_eq!(sent.body["code"], json!(code), "{:?}", sent.body);
+    assert_eq!(sent.body["status"], json!(status.as_u16()));
+    assert!(
+        sent.body["title"].is_string()
+            && sent.body["detail"].is_string()
+            && sent.body["type"].is_string()
+    );
+}
+
+fn token(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn exp_in(secs: i64) -> i64 {
+    chrono::Utc::now().timestamp() + secs
+}
+
+fn bearer(t: &str) -> Vec<u8> {
+    format!("Bearer {t}").into_bytes()
+}
+
+#[tokio::test]
+async fn resolves_by_slug_id_and_path() {
+    let f = fixture(TenancyConfig::default()).await;
+    let app = app(&f, Default::default());
+    let by_slug = send(&app, get_with("/whoami", &[("x-tenant-id", b"acme")])).await;
+    assert_eq!(by_slug.status, StatusCode::OK);
+    assert_eq!(by_slug.body["id"], json!(f.acme.id));
+    let by_id = send(
+        &app,
+        get_with(
+            "/whoami",
+            &[("x-tenant-id", f.globex.id.as_str().as_bytes())],
+        ),
+    )
+    .await;
+    assert_eq!(by_id.body["slug"], json!("globex"));
+    let by_path = send(&app, get_with("/tenants/acme/whoami", &[])).await;
+    assert_eq!(
+        (by_path.status, by_path.body),
+        (StatusCode::OK, json!("acme"))
+    );
+}
+
+#[tokio::test]
+async fn no_tenant_is_401_problem() {
+    let f = fixture(TenancyConfig::default()).await;
+    let sent = send(&app(&f, Default::default()), get_with("/whoami", &[])).await;
+    assert_problem(&sent, StatusCode::UNAUTHORIZED, "tenant_required");
+}
+
+#[tokio::test]
+async fn unknown_inactive_suspended_are_403_and_reactivation_serves_again() {
+    let f = fixture(TenancyConfig::default()).await;
+    let app = app(&f, Default::default());
+    let unknown = send(&app, get_with("/whoami", &[("x-tenant-id", b"hooli")])).await;
+    assert_problem(&unknown, StatusCode::FORBIDDEN, "unknown_tenant");
+
+    // Warm the cache, then suspend: the very next request is refused.
+    assert_eq!(
+        send(&app, get_with("/whoami", &[("x-tenant-id", b"initech")]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    f.tenancy
+        .lifecycle()
+        .suspend(&f.initech.id, Some("unpaid"))
+        .await
+        .unwrap();
+    let suspended = send(&app, get_with("/whoami", &[("x-tenant-id", b"initech")])).await;
+    assert_problem(&suspended, StatusCode::FORBIDDEN, "tenant_not_active");
+    assert!(
+        suspended.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("suspended")
+    );
+
+    f.tenancy
+        .lifecycle()
+        .deactivate(&f.initech.id)
+        .await
+        .unwrap();
+    let inactive = send(&app, get_with("/whoami", &[("x-tenant-id", b"initech")])).await;
+    assert_problem(&inactive, StatusCode::FORBIDDEN, "tenant_not_active");
+
+    f.tenancy.lifecycle().activate(&f.initech.id).await.unwrap();
+    assert_eq!(
+        send(&app, get_with("/whoami", &[("x-tenant-id", b"initech")]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn optional_extractor_is_none_only_when_nothing_was_named() {
+    let f = fixture(TenancyConfig::default()).await;
+    let app = app(&f, Default::default());
+    assert_eq!(
+        send(&app, get_with("/maybe", &[])).await.body,
+        json!("anonymous")
+    );
+    assert_eq!(
+        send(&app, get_with("/maybe", &[("x-tenant-id", b"acme")]))
+            .await
+            .body,
+        json!("acme")
+    );
+    f.tenancy
+        .lifecycle()
+        .suspend(&f.acme.id, None)
+        .await
+        .unwrap();
+    let refused = send(&app, get_with("/maybe", &[("x-tenant-id", b"acme")])).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "tenant_not_active");
+}
+
+#[tokio::test]
+async fn guard_protects_a_whole_router() {
+    let f = fixture(TenancyConfig::default()).await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = app(&f, hits.clone());
+    assert_problem(
+        &send(&app, get_with("/guarded/data", &[])).await,
+        StatusCode::UNAUTHORIZED,
+        "tenant_required",
+    );
+    assert_problem(
+        &send(
+            &app,
+            get_with("/guarded/data", &[("x-tenant-id", b"hooli")]),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "unknown_tenant",
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "refused requests never reach the handler"
+    );
+    let ok = send(&app, get_with("/guarded/data", &[("x-tenant-id", b"acme")])).await;
+    assert_eq!(
+        (ok.status, hits.load(Ordering::SeqCst)),
+        (StatusCode::OK, 1)
+    );
+}
+
+#[tokio::test]
+async fn hostile_inputs_get_4xx_never_5xx() {
+    let f = fixture(TenancyConfig::default()).await;
+    let app = app(&f, Default::default());
+    let long = vec![b'a'; 8192];
+    let headers: Vec<&[u8]> = vec![
+        &long,
+        b"../../etc/passwd",
+        b"acme\tx",
+        b"ac\xff\xfeme",
+        b"x'; DROP TABLE tenants;--",
+        b"acme%00",
+        b"ACME ",
+    ];
+    for value in headers {
+        let sent = send(&app, get_with("/whoami", &[("x-tenant-id", value)])).await;
+        assert!(
+            sent.status.is_client_error(),
+            "{:?} -> {}",
+            String::from_utf8_lossy(value),
+            sent.status
+        );
+        assert_eq!(
+            sent.content_type.as_deref(),
+            Some("application/problem+json")
+        );
+    }
+    for path in [
+        "/tenants/..%2F..%2Fetc/whoami",
+        "/tenants/%01acme/whoami",
+        "/tenants/a%20b/whoami",
+    ] {
+        let sent = send(&app, get_with(path, &[])).await;
+        assert_eq!(sent.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let mut weird_host = get_with("/whoami", &[]);
+    weird_host
+        .headers_mut()
+        .insert("host", HeaderValue::from_bytes(b"\xff.app.com").unwrap());
+    assert!(send(&app, weird_host).await.status.is_client_error());
+}
+
+#[tokio::test]
+async fn jwt_claim_resolves_and_wins_over_header() {
+    let f = fixture(jwt_config()).await;
+    let app = app(&f, Default::default());
+    let t = token(
+        json!({"sub": "u1", "tenant_id": "acme", "exp": exp_in(300)}),
+        SECRET,
+    );
+    let sent = send(&app, get_with("/whoami", &[("authorization", &bearer(&t))])).await;
+    assert_eq!(sent.body["slug"], json!("acme"));
+    let both = send(
+        &app,
+        get_with(
+            "/whoami",
+            &[("authorization", &bearer(&t)), ("x-tenant-id", b"globex")],
+        ),
+    )
+    .await;
+    assert_eq!(both.body["slug"], json!("acme"));
+}
+
+#[tokio::test]
+async fn header_spoofing_against_memberships_is_refused() {
+    let f = fixture(jwt_config()).await;
+    let app = app(&f, Default::default());
+    let member_of_acme = token(
+        json!({"sub": "u1", "tenants": ["acme"], "exp": exp_in(300)}),
+        SECRET,
+    );
+    let spoof = send(
+        &app,
+        get_with(
+            "/whoami",
+            &[
+                ("authorization", &bearer(&member_of_acme)),
+                ("x-tenant-id", b"globex"),
+            ],
+        ),
+    )
+    .await;
+    assert_problem(&spoof, StatusCode::FORBIDDEN, "not_a_member");
+    let by_path = send(
+        &app,
+        get_with(
+            "/tenants/globex/whoami",
+            &[("authorization", &bearer(&member_of_acme))],
+        ),
+    )
+    .await;
+    assert_problem(&by_path, StatusCode::FORBIDDEN, "not_a_member");
+    let own = send(
+        &app,
+        get_with(
+            "/whoami",
+            &[
+                ("authorization", &bearer(&member_of_acme)),
+                ("x-tenant-id", b"acme"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::OK);
+    // Memberships may name ids as well as slugs.
+    let by_id = token(
+        json!({"sub": "u1", "tenants": [f.globex.id], "exp": exp_in(300)}),
+        SECRET,
+    );
+    let ok = send(
+        &app,
+        get_with(
+            "/whoami",
+            &[
+                ("authorization", &bearer(&by_id)),
+                ("x-tenant-id", b"globex"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    // A membership claim of the wrong shape grants nothing.
+    let odd = token(
+        json!({"sub": "u1", "tenants": {"acme": true}, "exp": exp_in(300)}),
+        SECRET,
+    );
+    let refused = send(
+        &app,
+        get_with(
+            "/whoami",
+            &[("authorization", &bearer(&odd)), ("x-tenant-id", b"acme")],
+        ),
+    )
+    .await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "not_a_member");
+}
+
+#[tokio::test]
+async fn forged_expired_and_malformed_tokens_are_refused() {
+    let f = fixture(jwt_config()).await;
+    let app = app(&f, Default::default());
+    let forged = token(
+        json!({"tenant_id": "acme", "exp": exp_in(300)}),
+        "another-secret-of-16-bytes",
+    );
+    let expired = token(json!({"tenant_id": "acme", "exp": exp_in(-120)}), SECRET);
+    let no_exp = token(json!({"tenant_id": "acme"}), SECRET);
+    let valid = token(json!({"tenant_id": "acme", "exp": exp_in(300)}), SECRET);
+    let mut parts: Vec<&str> = valid.split('.').collect();
+    let unsigned_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
+    parts[0] = unsigned_header;
+    let alg_none = format!("{}.{}.", parts[0], parts[1]);
+    for bad in [
+        forged,
+        expired,
+        no_exp,
+        alg_none,
+        "garbage".to_string(),
+        "a.b.c".to_string(),
+    ] {
+        let sent = send(
+            &app,
+            get_with(
+                "/whoami",
+                &[("authorization", &bearer(&bad)), ("x-tenant-id", b"acme")],
+            ),
+        )
+        .await;
+        assert_problem(&sent, StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    let basic = send(
+        &app,
+        get_with(
+            "/whoami",
+            &[
+                ("authorization", b"Basic dXNlcjpwYXNz"),
+                ("x-tenant-id", b"acme"),
+            ],
+        ),
+    )
+    .await;
+    assert_problem(&basic, StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
+#[tokio::test]
+async fn rs256_tokens_verify_and_hs256_confusion_is_refused() {
+    let mut config = TenancyConfig::default();
+    config.auth.jwt_public_key_pem = Some(include_str!("fixtures/test_rsa_public.pem").to_string());
+    let f = fixture(config).await;
+    let app = app(&f, Default::default());
+    let key = EncodingKey::from_rsa_pem(include_bytes!("fixtures/test_rsa_private.pem")).unwrap();
+    let claims = json!({"tenant_id": "globex", "exp": exp_in(300)});
+    let rs = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+    let ok = send(
+        &app,
+        get_with("/whoami", &[("authorization", &bearer(&rs))]),
+    )
+    .await;
+    assert_eq!(ok.body["slug"], json!("globex"));
+    // HS256 signed with the public key text (algorithm confusion) is refused.
+    let confused = token(claims, include_str!("fixtures/test_rsa_public.pem"));
+    let sent = send(
+        &app,
+        get_with("/whoami", &[("authorization", &bearer(&confused))]),
+    )
+    .await;
+    assert_problem(&sent, StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
+#[tokio::test]
+async fn upstream_verified_claims_are_used_without_a_verifier() {
+    let f = fixture(TenancyConfig::default()).await;
+    let app = app(&f, Default::default());
+    let mut req = get_with("/whoami", &[("x-tenant-id", b"globex")]);
+    let claims = json!({"tenants": ["acme"]}).as_object().unwrap().clone();
+    req.extensions_mut().insert(VerifiedClaims::new(claims));
+    assert_problem(
+        &send(&app, req).await,
+        StatusCode::FORBIDDEN,
+        "not_a_member",
+    );
+    // Without a verifier, a raw bearer token is ignored, never trusted.
+    let unverified = token(
+        json!({"tenant_id": "acme", "exp": exp_in(300)}),
+        "whatever-secret-16b",
+    );
+    let sent = send(
+        &app,
+        get_with("/whoami", &[("authorization", &bearer(&unverified))]),
+    )
+    .await;
+    assert_problem(&sent, StatusCode::UNAUTHORIZED, "tenant_required");
+}
+
+#[tokio::test]
+async fn context_is_visible_nested_and_carried_only_by_the_helper() {
+    let f = fixture(TenancyConfig::default()).await;
+    let app = app(&f, Default::default());
+    let sent = send(&app, get_with("/context", &[("x-tenant-id", b"acme")])).await;
+    assert_eq!(sent.body["nested"], json!(f.acme.id));
+    assert_eq!(sent.body["spawned"], json!(f.acme.id));
+    assert_eq!(
+        sent.body["plain"],
+        Value::Null,
+        "tokio::spawn must not inherit the tenant"
+    );
+    assert_eq!(tenancy::current(), None, "nothing leaks out of the request");
+}
+
+/// A store that is down.
+struct DownStore;
+
+#[async_trait]
+impl TenantStore for DownStore {
+    async fn get(&self, _: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn get_by_slug(&self, _: &str) -> Result<Option<TenantInfo>, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn list(&self, _: ListQuery) -> Result<TenantPage, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn create(&self, _: NewTenant) -> Result<TenantInfo, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn update(&self, _: &TenantId, _: TenantUpdate) -> Result<TenantInfo, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn set_status(
+        &self,
+        _: &TenantId,
+        _: TenantStatus,
+        _: Option<&str>,
+    ) -> Result<TenantInfo, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn delete(&self, _: &TenantId) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn store_down_is_503_with_retry_after() {
+    let tenancy = Tenancy::builder()
+        .stores(Arc::new(DownStore), Arc::new(MemoryStore::new()))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/whoami",
+            get(|t: Tenant| async move { t.slug.to_string() }),
+        )
+        .layer(tenancy.layer());
+    let res = app
+        .oneshot(get_with("/whoami", &[("x-tenant-id", b"acme")]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+}
+
+#[tokio::test]
+async fn extractor_without_layer_is_a_clear_500() {
+    let app = Router::new().route(
+        "/whoami",
+        get(|t: Tenant| async move { t.slug.to_string() }),
+    );
+    let sent = send(&app, get_with("/whoami", &[("x-tenant-id", b"acme")])).await;
+    assert_problem(
+        &sent,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "tenancy_not_configured",
+    );
+}
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tenant_id_is_on_the_request_span() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let f = fixture(TenancyConfig::default()).await;
+    let app = Router::new()
+        .route(
+            "/log",
+            get(|_t: Tenant| async {
+                tracing::info!("handler ran");
+            }),
+        )
+        .layer(f.tenancy.layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    app.oneshot(get_with("/log", &[("x-tenant-id", b"acme")]))
+        .await
+        .unwrap();
+    let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains(&format!("tenant_id={}", f.acme.id)) && logged.contains("handler ran"),
+        "{logged}"
+    );
+}
+
+#[test]
+fn builder_refuses_bad_auth_config_and_missing_store() {
+    assert!(matches!(
+        Tenancy::builder().build(),
+        Err(BuildError::MissingStore)
+    ));
+    let mut short = TenancyConfig::default();
+    short.auth.jwt_secret = Some(Secret::new("short"));
+    let err = Tenancy::builder()
+        .config(short)
+        .store(MemoryStore::new())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+    let mut bad_pem = TenancyConfig::default();
+    bad_pem.auth.jwt_public_key_pem = Some("not a key".into());
+    let err = Tenancy::builder()
+        .config(bad_pem)
+        .store(MemoryStore::new())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("auth.jwt_public_key_pem"), "{err}");
+    let mut strategy = TenancyConfig::default();
+    strategy.lifecycle.isolation_strategy = "sharded".into();
+    let err = Tenancy::builder()
+        .config(strategy)
+        .store(MemoryStore::new())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("lifecycle.isolation_strategy"),
+        "{err}"
+    );
+}
