@@ -1,1 +1,127 @@
-fn main() {}
+//! The per-request cost of `TenantLayer`: one request through an axum
+//! router with the layer (header resolver, validator cache hit, `Tenant`
+//! extractor) against the same router without it.
+//!
+//! `cargo bench -p tenancy-axum --bench request_path`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use tenancy_axum::{Tenant, TenantLayer};
+use tenancy_core::resolve::HeaderResolver;
+use tenancy_core::*;
+use tower::ServiceExt;
+
+/// Counts every store lookup, to show the cached path makes none.
+#[derive(Clone)]
+struct Counting(MemoryStore, Arc<AtomicUsize>);
+
+#[async_trait]
+impl TenantStore for Counting {
+    async fn get(&self, id: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        self.0.get(id).await
+    }
+    async fn get_by_slug(&self, slug: &str) -> Result<Option<TenantInfo>, StoreError> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        self.0.get_by_slug(slug).await
+    }
+    async fn list(&self, q: ListQuery) -> Result<TenantPage, StoreError> {
+        self.0.list(q).await
+    }
+    async fn create(&self, t: NewTenant) -> Result<TenantInfo, StoreError> {
+        self.0.create(t).await
+    }
+    async fn update(&self, id: &TenantId, u: TenantUpdate) -> Result<TenantInfo, StoreError> {
+        self.0.update(id, u).await
+    }
+    async fn set_status(
+        &self,
+        id: &TenantId,
+        s: TenantStatus,
+        r: Option<&str>,
+    ) -> Result<TenantInfo, StoreError> {
+        self.0.set_status(id, s, r).await
+    }
+    async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
+        self.0.delete(id).await
+    }
+}
+
+fn request() -> Request<Body> {
+    Request::get("/notes")
+        .header("x-tenant-id", "acme")
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let store = Counting(MemoryStore::new(), lookups.clone());
+    let validator = Validator::new(Arc::new(store.clone()), &Default::default());
+    rt.block_on(async {
+        let lifecycle = LifecycleService::new(Arc::new(store.0.clone()));
+        lifecycle
+            .create(NewTenant::new("acme", "Acme").unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .ok();
+    });
+
+    let without: Router = Router::new().route("/notes", get(|| async { "ok" }));
+    let with: Router = Router::new()
+        .route("/notes", get(|_t: Tenant| async { "ok" }))
+        .layer(TenantLayer::new(
+            ResolverChain::new().with(HeaderResolver::default()),
+            validator.clone(),
+        ));
+
+    // Warm the cache (one store lookup), then measure hits only.
+    rt.block_on(async {
+        let res = with
+            .clone()
+            .oneshot(request())
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(res.status(), 200);
+    });
+    let warm = lookups.load(Ordering::Relaxed);
+
+    let mut group = c.benchmark_group("request_path");
+    group.bench_function("without_layer", |b| {
+        b.to_async(&rt)
+            .iter(|| async { without.clone().oneshot(request()).await })
+    });
+    group.bench_function("with_layer_cache_hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { with.clone().oneshot(request()).await })
+    });
+    group.finish();
+
+    let reference = TenantRef::new("acme");
+    c.bench_function("validator_cache_hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { validator.validate(&reference).await.is_ok() })
+    });
+
+    let during = lookups.load(Ordering::Relaxed) - warm;
+    println!("store lookups during the cached benches: {during}");
+    assert_eq!(
+        during, 0,
+        "the cached request path must not touch the store"
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

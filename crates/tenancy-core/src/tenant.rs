@@ -494,7 +494,7 @@ mod tests {
             assert!(TenantId::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(TenantId::new(&"a".repeat(64)).is_ok());
-        assert!(TenantId::new(&TenantId::generate().to_string()).is_ok());
+        assert!(TenantId::new(TenantId::generate().as_str()).is_ok());
     }
 
     #[test]

@@ -6,14 +6,15 @@
 //! briefly so floods of bogus ids don't reach the store; malformed
 //! references are refused before the cache.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
-use moka::future::Cache;
+use quick_cache::sync::Cache;
 
 use crate::config::ValidationConfig;
-use crate::store::{StoreError, TenantStore};
+use crate::store::TenantStore;
 use crate::tenant::{TenantId, TenantInfo, TenantRef, TenantStatus};
 
 /// Why a named tenant is not served.
@@ -43,23 +44,10 @@ enum Cached {
     Unknown,
 }
 
-struct TwoTtl {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
-
-impl Expiry<String, Cached> for TwoTtl {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Cached,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(match value {
-            Cached::Found(_) => self.ttl,
-            Cached::Unknown => self.negative_ttl,
-        })
-    }
+#[derive(Clone)]
+struct Entry {
+    value: Cached,
+    expires: Instant,
 }
 
 /// Looks tenants up and serves only active ones (SPEC V1–V2).
@@ -81,21 +69,30 @@ impl Expiry<String, Cached> for TwoTtl {
 #[derive(Clone)]
 pub struct Validator {
     store: Arc<dyn TenantStore>,
-    cache: Cache<String, Cached>,
+    cache: Arc<Cache<String, Entry>>,
+    ttl: Duration,
+    negative_ttl: Duration,
+    /// Tenant id → the references (id, slugs) it is cached under, so
+    /// `invalidate(id)` finds every entry. Touched on misses and
+    /// invalidations only, never on a hit.
+    aliases: Arc<Mutex<HashMap<TenantId, HashSet<String>>>>,
+    /// Bumped by every invalidation: a lookup that overlapped one may have
+    /// read the old record, so its entry is dropped after insertion.
+    generation: Arc<AtomicU64>,
 }
 
 impl Validator {
     /// A validator over `store` with the cache sized and timed by `config`.
     pub fn new(store: Arc<dyn TenantStore>, config: &ValidationConfig) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(config.cache_capacity)
-            .expire_after(TwoTtl {
-                ttl: Duration::from_secs(config.cache_ttl_secs),
-                negative_ttl: Duration::from_secs(config.negative_ttl_secs),
-            })
-            .support_invalidation_closures()
-            .build();
-        Self { store, cache }
+        let capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
+        Self {
+            store,
+            cache: Arc::new(Cache::new(capacity.max(1))),
+            ttl: Duration::from_secs(config.cache_ttl_secs),
+            negative_ttl: Duration::from_secs(config.negative_ttl_secs),
+            aliases: Arc::default(),
+            generation: Arc::default(),
+        }
     }
 
     /// The active tenant named by `reference`, or why it is refused.
@@ -106,16 +103,9 @@ impl Validator {
             return Err(Rejection::Malformed);
         }
         let key = reference.as_str();
-        let cached = match self.cache.get(key).await {
-            Some(hit) => hit,
-            None => self
-                .cache
-                .try_get_with_by_ref(key, self.lookup(key))
-                .await
-                .map_err(|err: Arc<StoreError>| {
-                    tracing::warn!(error = %err, "tenant lookup failed; refusing the request");
-                    Rejection::StoreUnavailable
-                })?,
+        let cached = match self.cache.get(key) {
+            Some(hit) if hit.expires > Instant::now() => hit.value,
+            _ => self.load(key).await?,
         };
         match cached {
             Cached::Found(t) if t.status == TenantStatus::Active => Ok(t),
@@ -124,46 +114,87 @@ impl Validator {
         }
     }
 
-    async fn lookup(&self, key: &str) -> Result<Cached, StoreError> {
-        Ok(match self.store.find(key).await? {
-            Some(t) => Cached::Found(Arc::new(t)),
-            None => Cached::Unknown,
-        })
+    /// The miss path: one store call per key however many requests wait.
+    async fn load(&self, key: &str) -> Result<Cached, Rejection> {
+        loop {
+            let guard = match self.cache.get_value_or_guard_async(key).await {
+                Ok(entry) if entry.expires > Instant::now() => return Ok(entry.value),
+                Ok(_expired) => {
+                    self.cache.remove(key);
+                    continue;
+                }
+                Err(guard) => guard,
+            };
+            let generation = self.generation.load(Ordering::Acquire);
+            let found = self.store.find(key).await.map_err(|err| {
+                tracing::warn!(error = %err, "tenant lookup failed; refusing the request");
+                // Dropping the guard lets the next waiter try the store again.
+                Rejection::StoreUnavailable
+            })?;
+            let (value, ttl) = match found {
+                Some(t) => {
+                    self.lock_aliases()
+                        .entry(t.id.clone())
+                        .or_default()
+                        .insert(key.to_owned());
+                    (Cached::Found(Arc::new(t)), self.ttl)
+                }
+                None => (Cached::Unknown, self.negative_ttl),
+            };
+            let entry = Entry {
+                value: value.clone(),
+                expires: Instant::now() + ttl,
+            };
+            // A failed insert means the entry was invalidated meanwhile: fine.
+            let _ = guard.insert(entry);
+            if self.generation.load(Ordering::Acquire) != generation {
+                // An invalidation raced with this lookup: don't keep what it read.
+                self.cache.remove(key);
+            }
+            return Ok(value);
+        }
     }
 
     /// Forgets everything cached about tenant `id`, under its id and under
     /// any slug it was looked up by.
     pub async fn invalidate(&self, id: &TenantId) {
-        self.cache.invalidate(id.as_str()).await;
-        let id = id.clone();
-        // Registering a predicate cannot fail while closures are supported.
-        let _ = self.cache.invalidate_entries_if(move |key, value| {
-            &**key == id.as_str() || matches!(value, Cached::Found(t) if t.id == id)
-        });
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let aliases = self.lock_aliases().remove(id).unwrap_or_default();
+        self.cache.remove(id.as_str());
+        for alias in aliases {
+            self.cache.remove(alias.as_str());
+        }
+    }
+
+    fn lock_aliases(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, HashSet<String>>> {
+        // The map only holds hints for invalidation; a poisoned one is still usable.
+        self.aliases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets what is cached under one reference (an id or a slug), such
     /// as a negative entry for a slug that now exists.
     pub async fn invalidate_reference(&self, reference: &str) {
-        self.cache.invalidate(reference).await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.remove(reference);
     }
 
     /// Forgets everything.
     pub fn clear(&self) {
-        self.cache.invalidate_all();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.clear();
+        self.lock_aliases().clear();
     }
 
     /// Entries held, after pending maintenance (for tests and metrics).
-    pub async fn cached_entries(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
-        self.cache.entry_count()
+    pub fn cached_entries(&self) -> usize {
+        self.cache.len()
     }
 }
 
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
-            .field("cached", &self.cache.entry_count())
+            .field("cached", &self.cache.len())
             .finish_non_exhaustive()
     }
 }

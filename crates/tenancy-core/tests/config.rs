@@ -1,5 +1,7 @@
 //! Config loading from YAML and the environment (X3).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 
 use tenancy_core::config::DeprovisionPolicy;

@@ -1,5 +1,7 @@
 //! Lifecycle transitions, events and provisioning failures (L1–L2, I2).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;

@@ -1,5 +1,7 @@
 //! Per-tenant config: precedence, typed reads, cache invalidation (O1–O2).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -1,5 +1,7 @@
 //! Resolvers, their order, custom resolvers and the override (R1–R6).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::json;
