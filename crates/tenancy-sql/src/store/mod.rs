@@ -1,0 +1,95 @@
+//! SQL tenant stores (SPEC S4): [`SqliteStore`] (the embedded default) and
+//! [`PgStore`] (production). Both keep slugs unique, generate ids, enforce
+//! status transitions atomically and map database errors to
+//! [`StoreError`]s that say what was wrong.
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub use postgres::PgStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use tenancy_core::{StoreError, TenantInfo, TenantStatus};
+
+/// One row of `tenancy_tenants`, as both databases return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TenantRow {
+    id: String,
+    slug: String,
+    name: String,
+    status: String,
+    status_reason: Option<String>,
+    plan: Option<String>,
+    metadata: Json<serde_json::Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<TenantRow> for TenantInfo {
+    type Error = StoreError;
+
+    fn try_from(row: TenantRow) -> Result<Self, StoreError> {
+        // Rows are written only through the store, so a bad value means the
+        // table was edited by hand: refuse it rather than guess.
+        let corrupt = |what: &str| StoreError::Unavailable(format!("corrupt tenant row {}: {what}", row.id));
+        Ok(TenantInfo {
+            id: row.id.parse().map_err(|_| corrupt("invalid id"))?,
+            slug: row.slug.parse().map_err(|_| corrupt("invalid slug"))?,
+            name: row.name.clone(),
+            status: row.status.parse::<TenantStatus>().map_err(|_| corrupt("invalid status"))?,
+            status_reason: row.status_reason.clone(),
+            plan: row.plan.clone(),
+            metadata: row.metadata.0.clone(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// The statuses a tenant may be in for a move to `to` to be allowed, padded
+/// to four binds (an impossible status fills the rest).
+pub(crate) fn allowed_sources(to: TenantStatus) -> [&'static str; 4] {
+    use TenantStatus::*;
+    let mut out = ["-"; 4];
+    for (slot, from) in out.iter_mut().zip([Active, Inactive, Suspended, Provisioning].into_iter().filter(|f| f.can_become(to))) {
+        *slot = from.as_str();
+    }
+    out
+}
+
+/// Maps a database error to a store error.
+pub(crate) fn map_err(err: sqlx::Error, slug: Option<&str>, id: Option<&str>) -> StoreError {
+    if let Some(db) = err.as_database_error()
+        && db.is_unique_violation()
+    {
+        let text = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
+        if text.contains("slug") {
+            return StoreError::DuplicateSlug(slug.unwrap_or_default().to_owned());
+        }
+        return StoreError::DuplicateId(id.unwrap_or_default().to_owned());
+    }
+    StoreError::unavailable(err)
+}
+
+/// Maps a store-level SQL error that cannot be a constraint violation.
+pub(crate) fn unavailable(err: sqlx::Error) -> StoreError {
+    StoreError::unavailable(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_sources_match_the_transition_rules() {
+        assert_eq!(allowed_sources(TenantStatus::Active), ["active", "inactive", "suspended", "provisioning"]);
+        assert_eq!(allowed_sources(TenantStatus::Suspended), ["active", "inactive", "suspended", "-"]);
+        assert_eq!(allowed_sources(TenantStatus::Provisioning), ["provisioning", "-", "-", "-"]);
+    }
+}

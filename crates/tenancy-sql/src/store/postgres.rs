@@ -1,0 +1,283 @@
+//! [`PgStore`]: tenants and config overrides in PostgreSQL.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::types::Json;
+use tenancy_core::store::validate_config_key;
+use tenancy_core::{
+    ConfigMap, ConfigStore, ListQuery, NewTenant, StoreError, TenantId, TenantInfo, TenantPage, TenantStatus,
+    TenantStore, TenantUpdate,
+};
+
+use super::{TenantRow, allowed_sources, map_err, unavailable};
+
+/// The store's own schema, applied by [`PgStore::migrate`] under an
+/// advisory lock so concurrent starts don't race. Idempotent.
+const MIGRATION: &str = r#"
+CREATE TABLE IF NOT EXISTS tenancy_tenants (
+    id            TEXT PRIMARY KEY,
+    slug          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('active', 'inactive', 'suspended', 'provisioning')),
+    status_reason TEXT,
+    plan          TEXT,
+    metadata      JSONB NOT NULL DEFAULT '{}'::jsonb,
+    created_at    TIMESTAMPTZ NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL,
+    CONSTRAINT tenancy_tenants_slug_key UNIQUE (slug)
+);
+CREATE INDEX IF NOT EXISTS tenancy_tenants_created ON tenancy_tenants (created_at, id);
+CREATE TABLE IF NOT EXISTS tenancy_config (
+    tenant_id TEXT NOT NULL REFERENCES tenancy_tenants (id) ON DELETE CASCADE,
+    key       TEXT NOT NULL,
+    value     JSONB NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+"#;
+
+/// Tenants and config overrides in PostgreSQL (SPEC S4).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenancy_sql::PgStore;
+/// let store = PgStore::connect("postgres://postgres@127.0.0.1/app").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and applies the store's migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let store = Self::new(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Uses an existing pool (call [`PgStore::migrate`] once).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the store's tables if missing.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // One migrator at a time across processes.
+        sqlx::query("SELECT pg_advisory_xact_lock(7261636)")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::raw_sql(MIGRATION).execute(&mut *tx).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn fetch(&self, sql: &'static str, key: &str) -> Result<Option<TenantInfo>, StoreError> {
+        sqlx::query_as::<_, TenantRow>(sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(TenantInfo::try_from)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl TenantStore for PgStore {
+    async fn get(&self, id: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
+        self.fetch(
+            "SELECT id, slug, name, status, status_reason, plan, metadata, created_at, updated_at FROM tenancy_tenants WHERE id = $1",
+            id.as_str(),
+        )
+        .await
+    }
+
+    async fn get_by_slug(&self, slug: &str) -> Result<Option<TenantInfo>, StoreError> {
+        self.fetch(
+            "SELECT id, slug, name, status, status_reason, plan, metadata, created_at, updated_at FROM tenancy_tenants WHERE slug = $1",
+            slug,
+        )
+        .await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<TenantPage, StoreError> {
+        let all = query.include_inactive;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_tenants WHERE $1 OR status = 'active'")
+            .bind(all)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let rows = sqlx::query_as::<_, TenantRow>(
+            "SELECT id, slug, name, status, status_reason, plan, metadata, created_at, updated_at FROM tenancy_tenants \
+             WHERE $1 OR status = 'active' ORDER BY created_at, id LIMIT $2 OFFSET $3",
+        )
+        .bind(all)
+        .bind(i64::try_from(query.limit.min(ListQuery::MAX_LIMIT)).unwrap_or(i64::MAX))
+        .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(TenantPage {
+            items: rows.into_iter().map(TenantInfo::try_from).collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    async fn create(&self, tenant: NewTenant) -> Result<TenantInfo, StoreError> {
+        let t = tenant.into_info(Utc::now());
+        sqlx::query(
+            "INSERT INTO tenancy_tenants (id, slug, name, status, status_reason, plan, metadata, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(t.id.as_str())
+        .bind(t.slug.as_str())
+        .bind(&t.name)
+        .bind(t.status.as_str())
+        .bind(&t.status_reason)
+        .bind(&t.plan)
+        .bind(Json(&t.metadata))
+        .bind(t.created_at)
+        .bind(t.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
+        Ok(t)
+    }
+
+    async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<TenantInfo, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let row = sqlx::query_as::<_, TenantRow>(
+            "SELECT id, slug, name, status, status_reason, plan, metadata, created_at, updated_at FROM tenancy_tenants WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let mut t = TenantInfo::try_from(row)?;
+        update.apply_to(&mut t, Utc::now());
+        sqlx::query("UPDATE tenancy_tenants SET slug = $2, name = $3, plan = $4, metadata = $5, updated_at = $6 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(t.slug.as_str())
+            .bind(&t.name)
+            .bind(&t.plan)
+            .bind(Json(&t.metadata))
+            .bind(t.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(id.as_str())))?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(t)
+    }
+
+    async fn set_status(&self, id: &TenantId, status: TenantStatus, reason: Option<&str>) -> Result<TenantInfo, StoreError> {
+        let [a, b, c, d] = allowed_sources(status);
+        let row = sqlx::query_as::<_, TenantRow>(
+            "UPDATE tenancy_tenants SET status = $2, status_reason = $3, updated_at = $4 \
+             WHERE id = $1 AND status IN ($5, $6, $7, $8) RETURNING id, slug, name, status, status_reason, plan, metadata, created_at, updated_at",
+        )
+        .bind(id.as_str())
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(Utc::now())
+        .bind(a)
+        .bind(b)
+        .bind(c)
+        .bind(d)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        match row {
+            Some(row) => TenantInfo::try_from(row),
+            None => match self.get(id).await? {
+                None => Err(StoreError::NotFound(id.to_string())),
+                Some(current) => Err(StoreError::InvalidTransition {
+                    id: id.to_string(),
+                    from: current.status,
+                    to: status,
+                }),
+            },
+        }
+    }
+
+    async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM tenancy_tenants WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl ConfigStore for PgStore {
+    async fn get_config(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let value: Option<Json<serde_json::Value>> =
+            sqlx::query_scalar("SELECT value FROM tenancy_config WHERE tenant_id = $1 AND key = $2")
+                .bind(tenant.as_str())
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(value.map(|v| v.0))
+    }
+
+    async fn all_config(&self, tenant: &TenantId) -> Result<ConfigMap, StoreError> {
+        let rows: Vec<(String, Json<serde_json::Value>)> =
+            sqlx::query_as("SELECT key, value FROM tenancy_config WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(rows.into_iter().map(|(k, v)| (k, v.0)).collect())
+    }
+
+    async fn set_config(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+        validate_config_key(key)?;
+        let result = sqlx::query(
+            "INSERT INTO tenancy_config (tenant_id, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(Json(&value))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) => {
+                Err(StoreError::NotFound(tenant.to_string()))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM tenancy_config WHERE tenant_id = $1 AND key = $2")
+            .bind(tenant.as_str())
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
