@@ -9,10 +9,11 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock};
 
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, BinaryOperator, Delete, DoUpdate, Expr, FromTable, Ident, Insert,
-    Join, JoinConstraint, JoinOperator, ObjectName, OnConflict, OnConflictAction, OnInsert, Query,
-    Select, SelectItem, SetExpr, SqliteOnConflict, Statement, TableAlias, TableFactor, TableObject,
-    TableWithJoins, Update, UpdateTableFromKind, Value, Visit, VisitMut, Visitor, VisitorMut,
+    Assignment, AssignmentTarget, BinaryOperator, ConflictTarget, Delete, DoUpdate, Expr,
+    FromTable, Ident, Insert, Join, JoinConstraint, JoinOperator, ObjectName, OnConflict,
+    OnConflictAction, OnInsert, Query, Select, SelectItem, SetExpr, SqliteOnConflict, Statement,
+    TableAlias, TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind, Value,
+    Visit, VisitMut, Visitor, VisitorMut,
 };
 use sqlparser::dialect::{GenericDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
@@ -781,6 +782,17 @@ impl Rewriter<'_> {
         }
         if let Some(src) = source.as_mut() {
             self.query(src)?;
+        }
+        if tenant
+            && let Some(OnInsert::OnConflict(OnConflict {
+                conflict_target: Some(ConflictTarget::Columns(cols)),
+                ..
+            })) = on
+            && !cols.iter().any(|c| self.tables.is_column(c, self.dialect))
+        {
+            // Unique keys of a shared table are per tenant: `(id)` in
+            // application SQL is `(tenant_id, id)` in the shared table.
+            cols.insert(0, self.tables.column_ident());
         }
         match on {
             None => {}

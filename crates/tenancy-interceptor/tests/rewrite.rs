@@ -204,7 +204,7 @@ fn writes() {
         pg(
             "INSERT INTO notes (id, body) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET body = excluded.body"
         ),
-        "INSERT INTO notes (id, body, tenant_id) VALUES (1, 'a', $1) ON CONFLICT(id) DO UPDATE SET body = excluded.body WHERE notes.tenant_id = $1"
+        "INSERT INTO notes (id, body, tenant_id) VALUES (1, 'a', $1) ON CONFLICT(tenant_id, id) DO UPDATE SET body = excluded.body WHERE notes.tenant_id = $1"
     );
     assert_eq!(
         pg("UPDATE notes n SET body = o.x FROM orders o WHERE o.id = n.id OR true RETURNING n.id"),
