@@ -11,22 +11,46 @@ use tenancy_sql::{PgStore, SqliteStore};
 
 async fn conformance<S: TenantStore + ConfigStore>(store: S) {
     // create: generated id, Provisioning, metadata default
-    let acme = store.create(NewTenant::new("acme", "Acme").unwrap().plan("pro")).await.unwrap();
+    let acme = store
+        .create(NewTenant::new("acme", "Acme").unwrap().plan("pro"))
+        .await
+        .unwrap();
     assert_eq!(acme.status, TenantStatus::Provisioning);
     assert_eq!(acme.metadata, json!({}));
     assert!(TenantId::new(acme.id.as_str()).is_ok());
-    let given = NewTenant::new("globex", "Globex").unwrap().id("globex-1".parse().unwrap()).metadata(json!({"tier": 2}));
+    let given = NewTenant::new("globex", "Globex")
+        .unwrap()
+        .id("globex-1".parse().unwrap())
+        .metadata(json!({"tier": 2}));
     let globex = store.create(given).await.unwrap();
     assert_eq!(globex.id.as_str(), "globex-1");
 
     // get / get_by_slug / find round-trip every field
     let got = store.get(&acme.id).await.unwrap().unwrap();
-    assert_eq!((got.slug.as_str(), got.name.as_str(), got.plan.as_deref()), ("acme", "Acme", Some("pro")));
-    assert_eq!(got.created_at.timestamp_millis(), acme.created_at.timestamp_millis());
-    assert_eq!(store.get_by_slug("globex").await.unwrap().unwrap().metadata, json!({"tier": 2}));
-    assert_eq!(store.find("globex-1").await.unwrap().unwrap().slug.as_str(), "globex");
+    assert_eq!(
+        (got.slug.as_str(), got.name.as_str(), got.plan.as_deref()),
+        ("acme", "Acme", Some("pro"))
+    );
+    assert_eq!(
+        got.created_at.timestamp_millis(),
+        acme.created_at.timestamp_millis()
+    );
+    assert_eq!(
+        store.get_by_slug("globex").await.unwrap().unwrap().metadata,
+        json!({"tier": 2})
+    );
+    assert_eq!(
+        store.find("globex-1").await.unwrap().unwrap().slug.as_str(),
+        "globex"
+    );
     assert_eq!(store.find("acme").await.unwrap().unwrap().id, acme.id);
-    assert!(store.get(&"missing".parse().unwrap()).await.unwrap().is_none());
+    assert!(
+        store
+            .get(&"missing".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.find("missing").await.unwrap().is_none());
 
     // duplicates
@@ -35,43 +59,99 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
         Err(StoreError::DuplicateSlug(s)) if s == "acme"
     ));
     assert!(matches!(
-        store.create(NewTenant::new("other", "O").unwrap().id("globex-1".parse().unwrap())).await,
+        store
+            .create(
+                NewTenant::new("other", "O")
+                    .unwrap()
+                    .id("globex-1".parse().unwrap())
+            )
+            .await,
         Err(StoreError::DuplicateId(_))
     ));
 
     // update: only given fields; slug uniqueness; plan cleared with Some(None)
     let updated = store
-        .update(&acme.id, TenantUpdate { name: Some("Acme Corp".into()), ..Default::default() })
+        .update(
+            &acme.id,
+            TenantUpdate {
+                name: Some("Acme Corp".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!((updated.name.as_str(), updated.plan.as_deref(), updated.slug.as_str()), ("Acme Corp", Some("pro"), "acme"));
+    assert_eq!(
+        (
+            updated.name.as_str(),
+            updated.plan.as_deref(),
+            updated.slug.as_str()
+        ),
+        ("Acme Corp", Some("pro"), "acme")
+    );
     assert!(updated.updated_at >= acme.updated_at);
-    let cleared = store.update(&acme.id, TenantUpdate { plan: Some(None), ..Default::default() }).await.unwrap();
+    let cleared = store
+        .update(
+            &acme.id,
+            TenantUpdate {
+                plan: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(cleared.plan, None);
     assert!(matches!(
-        store.update(&acme.id, TenantUpdate { slug: Some(Slug::new("globex").unwrap()), ..Default::default() }).await,
+        store
+            .update(
+                &acme.id,
+                TenantUpdate {
+                    slug: Some(Slug::new("globex").unwrap()),
+                    ..Default::default()
+                }
+            )
+            .await,
         Err(StoreError::DuplicateSlug(_))
     ));
     assert!(matches!(
-        store.update(&"missing".parse().unwrap(), TenantUpdate::default()).await,
+        store
+            .update(&"missing".parse().unwrap(), TenantUpdate::default())
+            .await,
         Err(StoreError::NotFound(_))
     ));
 
     // status transitions
     assert!(matches!(
         store.suspend(&acme.id, Some("x")).await,
-        Err(StoreError::InvalidTransition { from: TenantStatus::Provisioning, to: TenantStatus::Suspended, .. })
+        Err(StoreError::InvalidTransition {
+            from: TenantStatus::Provisioning,
+            to: TenantStatus::Suspended,
+            ..
+        })
     ));
-    assert_eq!(store.activate(&acme.id).await.unwrap().status, TenantStatus::Active);
+    assert_eq!(
+        store.activate(&acme.id).await.unwrap().status,
+        TenantStatus::Active
+    );
     let s = store.suspend(&acme.id, Some("unpaid")).await.unwrap();
-    assert_eq!((s.status, s.status_reason.as_deref()), (TenantStatus::Suspended, Some("unpaid")));
-    assert_eq!(store.deactivate(&acme.id).await.unwrap().status, TenantStatus::Inactive);
+    assert_eq!(
+        (s.status, s.status_reason.as_deref()),
+        (TenantStatus::Suspended, Some("unpaid"))
+    );
+    assert_eq!(
+        store.deactivate(&acme.id).await.unwrap().status,
+        TenantStatus::Inactive
+    );
     assert_eq!(store.activate(&acme.id).await.unwrap().status_reason, None);
     assert!(matches!(
-        store.set_status(&acme.id, TenantStatus::Provisioning, None).await,
+        store
+            .set_status(&acme.id, TenantStatus::Provisioning, None)
+            .await,
         Err(StoreError::InvalidTransition { .. })
     ));
-    assert!(matches!(store.activate(&"missing".parse().unwrap()).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.activate(&"missing".parse().unwrap()).await,
+        Err(StoreError::NotFound(_))
+    ));
 
     // list: active only vs all, paging, stable order
     let active = store.list(ListQuery::active()).await.unwrap();
@@ -80,38 +160,76 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
     assert_eq!(all.total, 2);
     assert_eq!(all.items[0].id, acme.id, "ordered by creation");
     let page = store.list(ListQuery::all().page(1, 1)).await.unwrap();
-    assert_eq!((page.total, page.items.len(), page.items[0].id.as_str()), (2, 1, "globex-1"));
+    assert_eq!(
+        (page.total, page.items.len(), page.items[0].id.as_str()),
+        (2, 1, "globex-1")
+    );
 
     // config store
     assert_eq!(store.get_config(&acme.id, "theme").await.unwrap(), None);
-    store.set_config(&acme.id, "theme", json!("dark")).await.unwrap();
-    store.set_config(&acme.id, "limits", json!({"rps": 5})).await.unwrap();
-    store.set_config(&acme.id, "theme", json!("light")).await.unwrap();
-    assert_eq!(store.get_config(&acme.id, "theme").await.unwrap(), Some(json!("light")));
+    store
+        .set_config(&acme.id, "theme", json!("dark"))
+        .await
+        .unwrap();
+    store
+        .set_config(&acme.id, "limits", json!({"rps": 5}))
+        .await
+        .unwrap();
+    store
+        .set_config(&acme.id, "theme", json!("light"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_config(&acme.id, "theme").await.unwrap(),
+        Some(json!("light"))
+    );
     assert_eq!(store.all_config(&acme.id).await.unwrap().len(), 2);
-    assert!(store.all_config(&globex.id).await.unwrap().is_empty(), "config is per tenant");
+    assert!(
+        store.all_config(&globex.id).await.unwrap().is_empty(),
+        "config is per tenant"
+    );
     assert!(store.delete_config(&acme.id, "theme").await.unwrap());
     assert!(!store.delete_config(&acme.id, "theme").await.unwrap());
-    assert!(matches!(store.set_config(&acme.id, "bad key", json!(1)).await, Err(StoreError::InvalidConfigKey(_))));
     assert!(matches!(
-        store.set_config(&"missing".parse().unwrap(), "k", json!(1)).await,
+        store.set_config(&acme.id, "bad key", json!(1)).await,
+        Err(StoreError::InvalidConfigKey(_))
+    ));
+    assert!(matches!(
+        store
+            .set_config(&"missing".parse().unwrap(), "k", json!(1))
+            .await,
         Err(StoreError::NotFound(_))
     ));
 
     // hostile values are stored as data, never interpreted
     let hostile = store
-        .update(&globex.id, TenantUpdate { name: Some("x'); DROP TABLE tenancy_tenants;--".into()), ..Default::default() })
+        .update(
+            &globex.id,
+            TenantUpdate {
+                name: Some("x'); DROP TABLE tenancy_tenants;--".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(store.get(&globex.id).await.unwrap().unwrap().name, hostile.name);
+    assert_eq!(
+        store.get(&globex.id).await.unwrap().unwrap().name,
+        hostile.name
+    );
 
     // delete removes the tenant and its config
     assert!(store.delete(&acme.id).await.unwrap());
     assert!(!store.delete(&acme.id).await.unwrap());
     assert!(store.get(&acme.id).await.unwrap().is_none());
     assert!(store.all_config(&acme.id).await.unwrap().is_empty());
-    assert!(store.get_by_slug("acme").await.unwrap().is_none(), "the slug is free again");
-    store.create(NewTenant::new("acme", "Reborn").unwrap()).await.unwrap();
+    assert!(
+        store.get_by_slug("acme").await.unwrap().is_none(),
+        "the slug is free again"
+    );
+    store
+        .create(NewTenant::new("acme", "Reborn").unwrap())
+        .await
+        .unwrap();
     store.check().await.unwrap();
 }
 
@@ -145,8 +263,15 @@ async fn pg_store_conforms() {
 
 #[tokio::test]
 async fn unreachable_databases_are_clear_errors() {
-    let err = PgStore::connect("postgres://postgres@127.0.0.1:1/none").await.unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(ref m) if m.contains("PostgreSQL")), "{err}");
-    let err = SqliteStore::connect("sqlite:///nonexistent-dir/x/tenancy.db").await.unwrap_err();
+    let err = PgStore::connect("postgres://postgres@127.0.0.1:1/none")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(ref m) if m.contains("PostgreSQL")),
+        "{err}"
+    );
+    let err = SqliteStore::connect("sqlite:///nonexistent-dir/x/tenancy.db")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("nonexistent-dir"), "{err}");
 }

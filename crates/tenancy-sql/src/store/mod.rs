@@ -37,12 +37,16 @@ impl TryFrom<TenantRow> for TenantInfo {
     fn try_from(row: TenantRow) -> Result<Self, StoreError> {
         // Rows are written only through the store, so a bad value means the
         // table was edited by hand: refuse it rather than guess.
-        let corrupt = |what: &str| StoreError::Unavailable(format!("corrupt tenant row {}: {what}", row.id));
+        let corrupt =
+            |what: &str| StoreError::Unavailable(format!("corrupt tenant row {}: {what}", row.id));
         Ok(TenantInfo {
             id: row.id.parse().map_err(|_| corrupt("invalid id"))?,
             slug: row.slug.parse().map_err(|_| corrupt("invalid slug"))?,
             name: row.name.clone(),
-            status: row.status.parse::<TenantStatus>().map_err(|_| corrupt("invalid status"))?,
+            status: row
+                .status
+                .parse::<TenantStatus>()
+                .map_err(|_| corrupt("invalid status"))?,
             status_reason: row.status_reason.clone(),
             plan: row.plan.clone(),
             metadata: row.metadata.0.clone(),
@@ -57,7 +61,11 @@ impl TryFrom<TenantRow> for TenantInfo {
 pub(crate) fn allowed_sources(to: TenantStatus) -> [&'static str; 4] {
     use TenantStatus::*;
     let mut out = ["-"; 4];
-    for (slot, from) in out.iter_mut().zip([Active, Inactive, Suspended, Provisioning].into_iter().filter(|f| f.can_become(to))) {
+    for (slot, from) in out.iter_mut().zip(
+        [Active, Inactive, Suspended, Provisioning]
+            .into_iter()
+            .filter(|f| f.can_become(to)),
+    ) {
         *slot = from.as_str();
     }
     out
@@ -88,8 +96,17 @@ mod tests {
 
     #[test]
     fn allowed_sources_match_the_transition_rules() {
-        assert_eq!(allowed_sources(TenantStatus::Active), ["active", "inactive", "suspended", "provisioning"]);
-        assert_eq!(allowed_sources(TenantStatus::Suspended), ["active", "inactive", "suspended", "-"]);
-        assert_eq!(allowed_sources(TenantStatus::Provisioning), ["provisioning", "-", "-", "-"]);
+        assert_eq!(
+            allowed_sources(TenantStatus::Active),
+            ["active", "inactive", "suspended", "provisioning"]
+        );
+        assert_eq!(
+            allowed_sources(TenantStatus::Suspended),
+            ["active", "inactive", "suspended", "-"]
+        );
+        assert_eq!(
+            allowed_sources(TenantStatus::Provisioning),
+            ["provisioning", "-", "-", "-"]
+        );
     }
 }

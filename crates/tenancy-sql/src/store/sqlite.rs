@@ -9,8 +9,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::types::Json;
 use tenancy_core::store::validate_config_key;
 use tenancy_core::{
-    ConfigMap, ConfigStore, ListQuery, NewTenant, StoreError, TenantId, TenantInfo, TenantPage, TenantStatus,
-    TenantStore, TenantUpdate,
+    ConfigMap, ConfigStore, ListQuery, NewTenant, StoreError, TenantId, TenantInfo, TenantPage,
+    TenantStatus, TenantStore, TenantUpdate,
 };
 
 use super::{TenantRow, allowed_sources, map_err, unavailable};
@@ -64,17 +64,24 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = if memory { options } else { options.journal_mode(SqliteJournalMode::Wal) };
+        let options = if memory {
+            options
+        } else {
+            options.journal_mode(SqliteJournalMode::Wal)
+        };
         // An in-memory database lives as long as its one connection.
         let pool_options = if memory {
-            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
         } else {
             SqlitePoolOptions::new().max_connections(8)
         };
-        let pool = pool_options
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite database {url}: {e}")))?;
+        let pool = pool_options.connect_with(options).await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot open SQLite database {url}: {e}"))
+        })?;
         let store = Self::new(pool);
         store.migrate().await?;
         Ok(store)
@@ -92,8 +99,15 @@ impl SqliteStore {
 
     /// Creates the store's tables if missing.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
-        sqlx::raw_sql(MIGRATION).execute(&mut *tx).await.map_err(unavailable)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        sqlx::raw_sql(MIGRATION)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -128,11 +142,13 @@ impl TenantStore for SqliteStore {
 
     async fn list(&self, query: ListQuery) -> Result<TenantPage, StoreError> {
         let all = query.include_inactive;
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_tenants WHERE ?1 OR status = 'active'")
-            .bind(all)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tenancy_tenants WHERE ?1 OR status = 'active'",
+        )
+        .bind(all)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
         let rows = sqlx::query_as::<_, TenantRow>(
             "SELECT id, slug, name, status, status_reason, plan, metadata, created_at, updated_at FROM tenancy_tenants \
              WHERE ?1 OR status = 'active' ORDER BY created_at, id LIMIT ?2 OFFSET ?3",
@@ -144,7 +160,10 @@ impl TenantStore for SqliteStore {
         .await
         .map_err(unavailable)?;
         Ok(TenantPage {
-            items: rows.into_iter().map(TenantInfo::try_from).collect::<Result<_, _>>()?,
+            items: rows
+                .into_iter()
+                .map(TenantInfo::try_from)
+                .collect::<Result<_, _>>()?,
             total: u64::try_from(total).unwrap_or(0),
         })
     }
@@ -172,7 +191,11 @@ impl TenantStore for SqliteStore {
 
     async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<TenantInfo, StoreError> {
         // IMMEDIATE takes the write lock now: the read-modify-write is atomic.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
         let row = sqlx::query_as::<_, TenantRow>(
             "SELECT id, slug, name, status, status_reason, plan, metadata, created_at, updated_at FROM tenancy_tenants WHERE id = ?1",
         )
@@ -197,7 +220,12 @@ impl TenantStore for SqliteStore {
         Ok(t)
     }
 
-    async fn set_status(&self, id: &TenantId, status: TenantStatus, reason: Option<&str>) -> Result<TenantInfo, StoreError> {
+    async fn set_status(
+        &self,
+        id: &TenantId,
+        status: TenantStatus,
+        reason: Option<&str>,
+    ) -> Result<TenantInfo, StoreError> {
         let [a, b, c, d] = allowed_sources(status);
         let row = sqlx::query_as::<_, TenantRow>(
             "UPDATE tenancy_tenants SET status = ?2, status_reason = ?3, updated_at = ?4 \
@@ -237,20 +265,29 @@ impl TenantStore for SqliteStore {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(unavailable)
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 }
 
 #[async_trait]
 impl ConfigStore for SqliteStore {
-    async fn get_config(&self, tenant: &TenantId, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let value: Option<Json<serde_json::Value>> =
-            sqlx::query_scalar("SELECT value FROM tenancy_config WHERE tenant_id = ?1 AND key = ?2")
-                .bind(tenant.as_str())
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
+    async fn get_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let value: Option<Json<serde_json::Value>> = sqlx::query_scalar(
+            "SELECT value FROM tenancy_config WHERE tenant_id = ?1 AND key = ?2",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(value.map(|v| v.0))
     }
 
@@ -264,7 +301,12 @@ impl ConfigStore for SqliteStore {
         Ok(rows.into_iter().map(|(k, v)| (k, v.0)).collect())
     }
 
-    async fn set_config(&self, tenant: &TenantId, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+    async fn set_config(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
         validate_config_key(key)?;
         let result = sqlx::query(
             "INSERT INTO tenancy_config (tenant_id, key, value) VALUES (?1, ?2, ?3) \
@@ -277,7 +319,10 @@ impl ConfigStore for SqliteStore {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) => {
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_foreign_key_violation()) =>
+            {
                 Err(StoreError::NotFound(tenant.to_string()))
             }
             Err(e) => Err(unavailable(e)),

@@ -1,0 +1,190 @@
+//! Database-per-tenant isolation on SQLite: one file per tenant (SPEC I5).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Sqlite, Transaction};
+use tenancy_core::config::DeprovisionPolicy;
+use tenancy_core::{IsolationError, IsolationStrategy, TenantId, TenantInfo};
+
+use super::db_error;
+use crate::db::{DbError, ScopedBegin};
+use crate::ident::{archive_name, tenant_object_name};
+use crate::migrate::{Applied, Migrations, apply_sqlite};
+
+/// One SQLite file per tenant, `<dir>/tenant_<id>.db`, with a bounded cache
+/// of open pools.
+#[derive(Clone)]
+pub struct SqliteDatabaseIsolation {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    migrations: Migrations,
+    pools: quick_cache::sync::Cache<TenantId, SqlitePool>,
+}
+
+impl SqliteDatabaseIsolation {
+    /// Tenant files in `dir` (created if missing), migrated with
+    /// `migrations`; at most 64 pools open.
+    pub fn new(dir: impl Into<PathBuf>, migrations: Migrations) -> Self {
+        Self::with_max_pools(dir, migrations, 64)
+    }
+
+    /// As [`SqliteDatabaseIsolation::new`] with at most `max_pools` open.
+    pub fn with_max_pools(
+        dir: impl Into<PathBuf>,
+        migrations: Migrations,
+        max_pools: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                dir: dir.into(),
+                migrations,
+                pools: quick_cache::sync::Cache::new(max_pools.max(1)),
+            }),
+        }
+    }
+
+    /// The file of one tenant.
+    pub fn path_of(&self, tenant: &TenantId) -> Result<PathBuf, DbError> {
+        Ok(self
+            .inner
+            .dir
+            .join(format!("{}.db", tenant_object_name(tenant)?)))
+    }
+
+    /// Open tenant pools right now.
+    pub fn open_pools(&self) -> usize {
+        self.inner.pools.len()
+    }
+
+    async fn pool(&self, tenant: &TenantId, create: bool) -> Result<SqlitePool, DbError> {
+        let path = self.path_of(tenant)?;
+        if !create && !path.exists() {
+            return Err(DbError::Sql(sqlx::Error::Configuration(
+                format!(
+                    "tenant database {} does not exist: provision the tenant first",
+                    path.display()
+                )
+                .into(),
+            )));
+        }
+        self.inner
+            .pools
+            .get_or_insert_async(tenant, async {
+                std::fs::create_dir_all(&self.inner.dir).map_err(|e| {
+                    DbError::Sql(sqlx::Error::Configuration(
+                        format!("cannot create {}: {e}", self.inner.dir.display()).into(),
+                    ))
+                })?;
+                let options = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(5));
+                Ok::<_, DbError>(
+                    SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .connect_lazy_with(options),
+                )
+            })
+            .await
+    }
+
+    async fn forget_pool(&self, tenant: &TenantId) {
+        if let Some((_, pool)) = self.inner.pools.remove(tenant) {
+            pool.close().await;
+        }
+    }
+
+    /// Applies missing migrations to one tenant's file, all or nothing.
+    pub async fn migrate_tenant(&self, tenant: &TenantId) -> Result<Applied, DbError> {
+        let pool = self.pool(tenant, true).await?;
+        let mut tx = pool.begin().await?;
+        let applied = apply_sqlite(&mut tx, &self.inner.migrations).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    fn remove_files(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+}
+
+#[async_trait]
+impl ScopedBegin<Sqlite> for SqliteDatabaseIsolation {
+    async fn begin_for(&self, tenant: &TenantId) -> Result<Transaction<'static, Sqlite>, DbError> {
+        Ok(self.pool(tenant, false).await?.begin().await?)
+    }
+}
+
+#[async_trait]
+impl IsolationStrategy for SqliteDatabaseIsolation {
+    fn name(&self) -> &str {
+        "database"
+    }
+
+    async fn provision(&self, tenant: &TenantInfo) -> Result<(), IsolationError> {
+        let path = self
+            .path_of(&tenant.id)
+            .map_err(|e| db_error("database", "name", e))?;
+        let existed = path.exists();
+        if let Err(e) = self.migrate_tenant(&tenant.id).await {
+            if !existed {
+                self.forget_pool(&tenant.id).await;
+                Self::remove_files(&path);
+            }
+            return Err(db_error("database", "create file and migrate", e));
+        }
+        Ok(())
+    }
+
+    async fn deprovision(
+        &self,
+        tenant: &TenantInfo,
+        policy: DeprovisionPolicy,
+    ) -> Result<(), IsolationError> {
+        let path = self
+            .path_of(&tenant.id)
+            .map_err(|e| db_error("database", "name", e))?;
+        match policy {
+            DeprovisionPolicy::Keep => Ok(()),
+            DeprovisionPolicy::Drop => {
+                self.forget_pool(&tenant.id).await;
+                Self::remove_files(&path);
+                Ok(())
+            }
+            DeprovisionPolicy::Archive => {
+                self.forget_pool(&tenant.id).await;
+                if !path.exists() {
+                    return Ok(());
+                }
+                let name = archive_name(&tenant.id, chrono::Utc::now().timestamp())
+                    .map_err(|e| db_error("database", "archive name", e))?;
+                std::fs::rename(&path, self.inner.dir.join(format!("{name}.db")))
+                    .map_err(|e| IsolationError::new("database", "archive file", e))?;
+                Self::remove_files(&path);
+                Ok(())
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<(), IsolationError> {
+        std::fs::create_dir_all(&self.inner.dir).map_err(|e| {
+            IsolationError::new(
+                "database",
+                "health check",
+                format!("{}: {e}", self.inner.dir.display()),
+            )
+        })
+    }
+}

@@ -1,0 +1,469 @@
+//! One isolation suite — the same application SQL, tenants with colliding
+//! keys — on every strategy (SPEC I3–I6), plus pool hygiene and
+//! provisioning failures leaving nothing behind (L1).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Postgres, Sqlite};
+use tenancy_core::config::DeprovisionPolicy;
+use tenancy_core::*;
+use tenancy_sql::*;
+
+fn notes_migrations() -> Migrations {
+    Migrations::new(vec![Migration {
+        version: 1,
+        name: "notes".into(),
+        sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)".into(),
+    }])
+    .unwrap()
+}
+
+fn tenant(id: &str) -> TenantInfo {
+    NewTenant::new(&format!("s-{}", id.to_lowercase()), id)
+        .unwrap()
+        .id(id.parse().unwrap())
+        .into_info(chrono::Utc::now())
+}
+
+/// The application's SQL, identical for every Postgres strategy.
+async fn pg_suite(db: &TenantDb<Postgres>, a: &TenantId, b: &TenantId) {
+    for (t, rows) in [(a, vec![(1, "a1"), (2, "a2")]), (b, vec![(1, "b1")])] {
+        let mut tx = db.begin_for(t).await.unwrap();
+        for (id, body) in rows {
+            sqlx::query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+                .bind(id)
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let read = |t: TenantId| async move {
+        let mut tx = db.begin_for(&t).await.unwrap();
+        let rows: Vec<(i32, String)> = sqlx::query_as("SELECT id, body FROM notes ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        rows
+    };
+    assert_eq!(read(a.clone()).await, [(1, "a1".into()), (2, "a2".into())]);
+    assert_eq!(read(b.clone()).await, [(1, "b1".into())]);
+
+    // An UPDATE without WHERE and a DELETE by a colliding key touch A only.
+    let mut tx = db.begin_for(a).await.unwrap();
+    let updated = sqlx::query("UPDATE notes SET body = 'x'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 2);
+    sqlx::query("DELETE FROM notes WHERE id = 1")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(read(a.clone()).await, [(2, "x".into())]);
+    assert_eq!(read(b.clone()).await, [(1, "b1".into())]);
+
+    // The task-local scope picks the tenant for begin().
+    let scoped = context::with_tenant(b.clone(), async {
+        let mut tx = db.begin().await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        n
+    })
+    .await;
+    assert_eq!(scoped, 1);
+    assert!(
+        matches!(db.begin().await, Err(DbError::NoTenant)),
+        "no tenant, no transaction"
+    );
+}
+
+async fn sqlite_suite(db: &TenantDb<Sqlite>, a: &TenantId, b: &TenantId) {
+    for (t, rows) in [(a, vec![(1, "a1"), (2, "a2")]), (b, vec![(1, "b1")])] {
+        let mut tx = db.begin_for(t).await.unwrap();
+        for (id, body) in rows {
+            sqlx::query("INSERT INTO notes (id, body) VALUES (?1, ?2)")
+                .bind(id)
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let read = |t: TenantId| async move {
+        let mut tx = db.begin_for(&t).await.unwrap();
+        let rows: Vec<(i32, String)> = sqlx::query_as("SELECT id, body FROM notes ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        rows
+    };
+    assert_eq!(read(a.clone()).await, [(1, "a1".into()), (2, "a2".into())]);
+    assert_eq!(read(b.clone()).await, [(1, "b1".into())]);
+    let mut tx = db.begin_for(a).await.unwrap();
+    sqlx::query("UPDATE notes SET body = 'x'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM notes WHERE id = 1")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(read(a.clone()).await, [(2, "x".into())]);
+    assert_eq!(read(b.clone()).await, [(1, "b1".into())]);
+    assert!(matches!(db.begin().await, Err(DbError::NoTenant)));
+}
+
+/// A pool of an ordinary role: not superuser, no BYPASSRLS (superusers
+/// bypass RLS, so testing as one would prove nothing).
+async fn app_role_pool(db: &common::PgTestDb, admin: &PgPool) -> PgPool {
+    let role = format!("app_{}", &db.name[db.name.len() - 12..]);
+    for sql in [
+        format!("CREATE ROLE \"{role}\" LOGIN NOSUPERUSER NOBYPASSRLS"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO \"{role}\""),
+    ] {
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(admin)
+            .await
+            .unwrap();
+    }
+    let url = db
+        .url
+        .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap()
+}
+
+async fn drop_role(admin: &PgPool, pool: PgPool) {
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    sqlx::query(AssertSqlSafe(format!("DROP OWNED BY \"{role}\"")))
+        .execute(admin)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!("DROP ROLE \"{role}\"")))
+        .execute(admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn row_level_security_on_postgres() {
+    let db = common::PgTestDb::new().await;
+    let admin = PgPool::connect(&db.url).await.unwrap();
+    sqlx::query("CREATE TABLE notes (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant_id, id))")
+        .execute(&admin)
+        .await
+        .unwrap();
+    PgRowLevel::new(admin.clone())
+        .register_table("notes", "tenant_id")
+        .await
+        .unwrap();
+    // One connection: every transaction reuses the previous one's connection.
+    let app = app_role_pool(&db, &admin).await;
+    let rls = PgRowLevel::new(app.clone())
+        .with_table("notes", "tenant_id")
+        .unwrap();
+    let tdb = TenantDb::new(rls.clone());
+    let (a, b): (TenantId, TenantId) = ("tenant-a".parse().unwrap(), "tenant-b".parse().unwrap());
+    pg_suite(&tdb, &a, &b).await;
+
+    // Hand-written SQL cannot cross tenants.
+    let mut tx = tdb.begin_for(&a).await.unwrap();
+    let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE tenant_id = 'tenant-b'")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0);
+    let err =
+        sqlx::query("INSERT INTO notes (id, tenant_id, body) VALUES (9, 'tenant-b', 'planted')")
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    tx.rollback().await.unwrap();
+    let mut tx = tdb.begin_for(&a).await.unwrap();
+    let moved = sqlx::query("UPDATE notes SET tenant_id = 'tenant-b'")
+        .execute(&mut *tx)
+        .await;
+    assert!(moved.is_err(), "moving rows to another tenant is refused");
+    tx.rollback().await.unwrap();
+
+    // The connection returned to the pool carries no tenant: unscoped use sees nothing.
+    let mut conn = app.acquire().await.unwrap();
+    let setting: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('tenancy.tenant_id', true)")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert!(setting.as_deref().unwrap_or("").is_empty(), "{setting:?}");
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(visible, 0, "no tenant set means no rows");
+    let unscoped_insert = sqlx::query("INSERT INTO notes (id, body) VALUES (5, 'orphan')")
+        .execute(&mut *conn)
+        .await;
+    assert!(unscoped_insert.is_err(), "no tenant set means no writes");
+    drop(conn);
+
+    // Deprovision with `drop` removes only that tenant's rows.
+    rls.deprovision(&tenant("tenant-a"), DeprovisionPolicy::Drop)
+        .await
+        .unwrap();
+    let owners: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM notes")
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+    assert_eq!(owners, ["tenant-b"]);
+    rls.check().await.unwrap();
+    drop_role(&admin, app).await;
+}
+
+#[tokio::test]
+async fn schema_per_tenant_on_postgres() {
+    let db = common::PgTestDb::new().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let schemas = PgSchemaIsolation::new(pool.clone(), notes_migrations());
+    let (ta, tb) = (
+        tenant(&format!("A{}", &db.name[14..24])),
+        tenant(&format!("b{}", &db.name[14..24])),
+    );
+    schemas.provision(&ta).await.unwrap();
+    schemas.provision(&tb).await.unwrap();
+    schemas.provision(&ta).await.unwrap(); // idempotent
+    let tdb = TenantDb::new(schemas.clone());
+    pg_suite(&tdb, &ta.id, &tb.id).await;
+
+    // Naming the other tenant's schema explicitly is refused.
+    let mut tx = tdb.begin_for(&ta.id).await.unwrap();
+    let other = PgSchemaIsolation::schema_of(&tb.id).unwrap();
+    let err = sqlx::query(AssertSqlSafe(format!("SELECT count(*) FROM {other}.notes")))
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    tx.rollback().await.unwrap();
+
+    // The pooled connection is back to the default search_path and role.
+    let (path, role): (String, String) =
+        sqlx::query_as("SELECT current_setting('search_path'), current_user::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!path.contains("tenant_"), "{path}");
+    assert_eq!(role, "postgres");
+    assert!(
+        sqlx::query("SELECT count(*) FROM notes")
+            .execute(&pool)
+            .await
+            .is_err(),
+        "no tenant table is visible unscoped"
+    );
+
+    // Archive renames, drop removes schema and role.
+    schemas
+        .deprovision(&ta, DeprovisionPolicy::Archive)
+        .await
+        .unwrap();
+    schemas
+        .deprovision(&tb, DeprovisionPolicy::Drop)
+        .await
+        .unwrap();
+    let names: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant_%' OR nspname LIKE 'archived_%' ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("archived_") && names[0].ends_with(ta.id.as_str()));
+    let role_b: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(format!("tenant_{}", tb.id))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!role_b);
+    // Clean the cluster-wide role of A.
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP SCHEMA \"{}\" CASCADE",
+        names[0]
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(AssertSqlSafe(format!("DROP ROLE \"tenant_{}\"", ta.id)))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn database_per_tenant_on_postgres() {
+    let db = common::PgTestDb::new().await;
+    let admin = PgPool::connect(&db.url).await.unwrap();
+    let dbs = PgDatabaseIsolation::new(admin.clone(), notes_migrations()).pool_limits(1, 2);
+    let suffix = &db.name[14..26];
+    let (ta, tb) = (tenant(&format!("a{suffix}")), tenant(&format!("b{suffix}")));
+    dbs.provision(&ta).await.unwrap();
+    dbs.provision(&tb).await.unwrap();
+    let tdb = TenantDb::new(dbs.clone());
+    pg_suite(&tdb, &ta.id, &tb.id).await;
+    assert!(dbs.open_pools() <= 1, "the pool set stays bounded");
+    for t in [&ta, &tb] {
+        dbs.deprovision(t, DeprovisionPolicy::Drop).await.unwrap();
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("tenant_%{suffix}"))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn database_per_tenant_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = SqliteDatabaseIsolation::with_max_pools(dir.path(), notes_migrations(), 1);
+    let (ta, tb) = (tenant("tenant-a"), tenant("tenant-b"));
+    files.provision(&ta).await.unwrap();
+    files.provision(&tb).await.unwrap();
+    let tdb = TenantDb::new(files.clone());
+    sqlite_suite(&tdb, &ta.id, &tb.id).await;
+    assert!(files.open_pools() <= 1);
+    // A tenant that was never provisioned has no database (no file is made).
+    let ghost: TenantId = "ghost".parse().unwrap();
+    assert!(tdb.begin_for(&ghost).await.is_err());
+    assert!(!files.path_of(&ghost).unwrap().exists());
+    files
+        .deprovision(&ta, DeprovisionPolicy::Archive)
+        .await
+        .unwrap();
+    files
+        .deprovision(&tb, DeprovisionPolicy::Drop)
+        .await
+        .unwrap();
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".db"))
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0].starts_with("archived_") && left[0].ends_with("tenant-a.db"),
+        "{left:?}"
+    );
+}
+
+fn broken_migrations() -> Migrations {
+    Migrations::new(vec![
+        Migration {
+            version: 1,
+            name: "notes".into(),
+            sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)".into(),
+        },
+        Migration {
+            version: 2,
+            name: "broken".into(),
+            sql: "CREATE TABLE oops (".into(),
+        },
+    ])
+    .unwrap()
+}
+
+#[tokio::test]
+async fn failed_schema_provisioning_leaves_nothing() {
+    let db = common::PgTestDb::new().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let schemas = PgSchemaIsolation::new(pool.clone(), broken_migrations());
+    let store = Arc::new(MemoryStore::new());
+    let lifecycle =
+        LifecycleService::new(store.clone()).provisioner(Provisioner::new(Arc::new(schemas)));
+    let id: TenantId = format!("f{}", &db.name[14..26]).parse().unwrap();
+    let err = lifecycle
+        .create(NewTenant::new("failing", "F").unwrap().id(id.clone()))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("migrate") && text.contains("0002_broken"),
+        "{text}"
+    );
+    let schema_left: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(format!("tenant_{id}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let role_left: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(format!("tenant_{id}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!schema_left && !role_left, "no schema, no role");
+    assert!(store.get(&id).await.unwrap().is_none(), "no tenant record");
+}
+
+#[tokio::test]
+async fn failed_database_provisioning_leaves_nothing() {
+    let db = common::PgTestDb::new().await;
+    let admin = PgPool::connect(&db.url).await.unwrap();
+    let id: TenantId = format!("f{}", &db.name[14..26]).parse().unwrap();
+    let err = PgDatabaseIsolation::new(admin.clone(), broken_migrations())
+        .provision(&tenant(id.as_str()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("0002_broken"), "{err}");
+    let left: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(format!("tenant_{id}"))
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert!(!left, "the half-made database was dropped");
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = SqliteDatabaseIsolation::new(dir.path(), broken_migrations());
+    let err = files.provision(&tenant("tenant-f")).await.unwrap_err();
+    assert!(err.to_string().contains("0002_broken"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no file left behind"
+    );
+}
+
+#[tokio::test]
+async fn unsafe_tenant_names_are_refused_for_schemas() {
+    let db = common::PgTestDb::new().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let schemas = PgSchemaIsolation::new(pool, notes_migrations());
+    let long = tenant(&"x".repeat(41));
+    let err = schemas.provision(&long).await.unwrap_err();
+    assert!(err.to_string().contains("cannot name a schema"), "{err}");
+    assert!(TenantDb::new(schemas).begin_for(&long.id).await.is_err());
+}
