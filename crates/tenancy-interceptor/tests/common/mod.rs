@@ -204,7 +204,8 @@ pub fn corpus() -> Vec<Case> {
         both(
             "WITH top AS (SELECT id, score FROM notes WHERE score >= 30) SELECT t.id FROM top t JOIN orders o ON o.note_id = t.id",
         ),
-        both("WITH notes AS (SELECT id, body FROM notes WHERE pinned) SELECT id, body FROM notes"),
+        pg("WITH notes AS (SELECT id, body FROM notes WHERE pinned) SELECT id, body FROM notes"),
+        lite("WITH notes AS (SELECT id, name FROM users WHERE id < 3) SELECT id, name FROM notes"),
         both(
             "WITH a AS (SELECT id FROM users), b AS (SELECT a.id FROM a JOIN notes n ON n.user_id = a.id) SELECT count(*) FROM b",
         ),
@@ -243,8 +244,11 @@ pub fn corpus() -> Vec<Case> {
         both_p("UPDATE notes SET body = 'changed' WHERE id = $1", &[2]),
         both("UPDATE notes SET score = score + 1 WHERE pinned OR id = 1"),
         both("UPDATE notes SET body = body || '!'"),
-        both(
+        pg(
             "UPDATE notes AS n SET body = u.name FROM users u WHERE u.id = n.user_id RETURNING n.id, n.body",
+        ),
+        lite(
+            "UPDATE notes AS n SET body = u.name FROM users u WHERE u.id = n.user_id RETURNING id, body",
         ),
         both("UPDATE orders SET status = 'x' WHERE note_id IN (SELECT id FROM notes WHERE pinned)"),
         both("UPDATE notes SET score = (SELECT count(*) FROM orders o WHERE o.note_id = notes.id)"),
