@@ -21,6 +21,10 @@ pub enum DbError {
     /// A migration could not be read or applied.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The query interceptor refused the statement (it could not prove it
+    /// stays within the tenant).
+    #[error("{0}")]
+    Refused(String),
     /// The database failed.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),

@@ -31,7 +31,7 @@ pub mod store;
 
 pub use db::{DbError, ScopedBegin, TenantDb};
 #[cfg(feature = "sqlite")]
-pub use isolation::SqliteDatabaseIsolation;
+pub use isolation::{InterceptedTx, ScopedQuery, SqliteDatabaseIsolation, SqliteRowLevel};
 #[cfg(feature = "postgres")]
 pub use isolation::{PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation};
 pub use migrate::{Applied, Migration, Migrations};

@@ -467,3 +467,110 @@ async fn unsafe_tenant_names_are_refused_for_schemas() {
     assert!(err.to_string().contains("cannot name a schema"), "{err}");
     assert!(TenantDb::new(schemas).begin_for(&long.id).await.is_err());
 }
+
+#[tokio::test]
+async fn row_level_on_sqlite_through_the_interceptor() {
+    use tenancy_interceptor::{Interceptor, TenantTables};
+    let dir = tempfile::tempdir().unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("app.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("CREATE TABLE notes (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant_id, id))")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rows = SqliteRowLevel::new(pool.clone(), Interceptor::new(TenantTables::new(["notes"])));
+    let (a, b): (TenantId, TenantId) = ("tenant-a".parse().unwrap(), "tenant-b".parse().unwrap());
+    for (t, data) in [(&a, vec![(1, "a1"), (2, "a2")]), (&b, vec![(1, "b1")])] {
+        let mut tx = rows.begin_for(t).await.unwrap();
+        for (id, body) in data {
+            tx.query("INSERT INTO notes (id, body) VALUES (?1, ?2)")
+                .unwrap()
+                .bind(id)
+                .bind(body)
+                .execute(&mut tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    async fn read(rows: &SqliteRowLevel, t: &TenantId) -> Vec<(i64, String)> {
+        use sqlx::Row;
+        let mut tx = rows.begin_for(t).await.unwrap();
+        let out = tx
+            .query("SELECT id, body FROM notes ORDER BY id")
+            .unwrap()
+            .fetch_all(&mut tx)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+            .collect();
+        tx.commit().await.unwrap();
+        out
+    }
+    assert_eq!(read(&rows, &a).await, [(1, "a1".into()), (2, "a2".into())]);
+    assert_eq!(read(&rows, &b).await, [(1, "b1".into())]);
+
+    let mut tx = rows.begin_for(&a).await.unwrap();
+    let updated = tx
+        .query("UPDATE notes SET body = 'x'")
+        .unwrap()
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 2);
+    tx.query("DELETE FROM notes WHERE id = ?1")
+        .unwrap()
+        .bind(1)
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    // Hand-written attempts to cross tenants.
+    let leaked = tx
+        .query("SELECT count(*) FROM notes WHERE tenant_id = 'tenant-b'")
+        .unwrap()
+        .fetch_all(&mut tx)
+        .await
+        .unwrap();
+    assert_eq!(sqlx::Row::get::<i64, _>(&leaked[0], 0), 0);
+    assert!(matches!(
+        tx.query("INSERT INTO notes (id, tenant_id, body) VALUES (9, 'tenant-b', 'x')"),
+        Err(DbError::Refused(_))
+    ));
+    assert!(matches!(
+        tx.query("UPDATE notes SET tenant_id = 'tenant-b'"),
+        Err(DbError::Refused(_))
+    ));
+    assert!(matches!(
+        tx.query("DROP TABLE notes"),
+        Err(DbError::Refused(_))
+    ));
+    assert!(matches!(
+        tx.query("SELECT 1; DELETE FROM notes"),
+        Err(DbError::Refused(_))
+    ));
+    // A statement whose own parameters are not all bound is refused, so the
+    // tenant can never land in the wrong slot.
+    let unbound = tx
+        .query("SELECT body FROM notes WHERE id = ?1")
+        .unwrap()
+        .fetch_all(&mut tx)
+        .await;
+    assert!(matches!(unbound, Err(DbError::Refused(_))));
+    tx.commit().await.unwrap();
+    assert_eq!(read(&rows, &a).await, [(2, "x".into())]);
+    assert_eq!(read(&rows, &b).await, [(1, "b1".into())]);
+
+    rows.deprovision(&tenant("tenant-a"), DeprovisionPolicy::Drop)
+        .await
+        .unwrap();
+    let owners: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM notes")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(owners, ["tenant-b"]);
+}

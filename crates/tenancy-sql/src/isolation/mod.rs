@@ -9,6 +9,7 @@
 //! | [`PgSchemaIsolation`] | `schema` | schema `tenant_<id>` owned by role `tenant_<id>` | `SET LOCAL ROLE` + `set_config('search_path', …, true)` |
 //! | [`PgDatabaseIsolation`] | `database` | database `tenant_<id>` | a pool per tenant (bounded set) |
 //! | [`SqliteDatabaseIsolation`] | `database` | file `tenant_<id>.db` | a pool per tenant (bounded set) |
+//! | [`SqliteRowLevel`] | `row_level` | shared tables + `tenant_id` | every statement rewritten by the query interceptor |
 //!
 //! Every scope is transaction-local and is set in the same round trip as
 //! `BEGIN`, so a connection returned to the pool carries no tenant state
@@ -23,6 +24,8 @@ mod row_level;
 mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite_database;
+#[cfg(feature = "sqlite")]
+mod sqlite_row_level;
 
 #[cfg(feature = "postgres")]
 pub use pg_database::PgDatabaseIsolation;
@@ -32,6 +35,8 @@ pub use row_level::PgRowLevel;
 pub use schema::PgSchemaIsolation;
 #[cfg(feature = "sqlite")]
 pub use sqlite_database::SqliteDatabaseIsolation;
+#[cfg(feature = "sqlite")]
+pub use sqlite_row_level::{InterceptedTx, ScopedQuery, SqliteRowLevel};
 
 use tenancy_core::IsolationError;
 
