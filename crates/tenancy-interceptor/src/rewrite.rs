@@ -53,8 +53,8 @@ const DENIED_FUNCTIONS: &[&str] = &[
 /// Parse `sql`, scope it for `tables`, print it.
 pub(crate) fn rewrite(tables: &TenantTables, sql: &str, dialect: Dialect) -> R<Rewritten> {
     let parsed = match dialect {
-        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
-        Dialect::Sqlite => Parser::parse_sql(&SQLiteDialect {}, sql),
+        Dialect::Postgres => parse(&PostgreSqlDialect {}, sql),
+        Dialect::Sqlite => parse(&SQLiteDialect {}, sql),
     };
     let mut statements = parsed.map_err(|e| Refusal::Parse {
         dialect: dialect.as_str(),
@@ -74,12 +74,30 @@ pub(crate) fn rewrite(tables: &TenantTables, sql: &str, dialect: Dialect) -> R<R
         param: param.text,
         used: false,
         ctes: Vec::new(),
+        depth: 0,
     };
     rewriter.statement(&mut stmt)?;
     Ok(Rewritten {
         sql: Arc::from(stmt.to_string()),
         tenant_param: rewriter.used.then_some(param.index),
     })
+}
+
+/// Parser nesting limit (sqlparser's default is 50). Lower, so that the
+/// printer, the visitor and the rewriter, which recurse without a guard, stay
+/// well inside a 2 MiB thread stack even in debug builds.
+const RECURSION_LIMIT: usize = 30;
+/// Nested queries (subqueries, CTEs, set-operation arms) the rewriter accepts.
+const MAX_QUERY_DEPTH: usize = 24;
+
+fn parse(
+    dialect: &dyn sqlparser::dialect::Dialect,
+    sql: &str,
+) -> Result<Vec<Statement>, sqlparser::parser::ParserError> {
+    Parser::new(dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)?
+        .parse_statements()
 }
 
 fn unsupported(construct: impl Into<String>, hint: &'static str) -> Refusal {
@@ -127,6 +145,8 @@ struct Rewriter<'c> {
     used: bool,
     /// CTE names in scope, normalised.
     ctes: Vec<String>,
+    /// Current query nesting.
+    depth: usize,
 }
 
 /// Join `preds` onto `target` with AND, keeping the original's precedence.
@@ -280,9 +300,17 @@ impl Rewriter<'_> {
     // ---- queries ------------------------------------------------------
 
     fn query(&mut self, q: &mut Query) -> R {
+        if self.depth >= MAX_QUERY_DEPTH {
+            return Err(unsupported(
+                format!("nesting deeper than {MAX_QUERY_DEPTH} queries"),
+                "simplify the statement",
+            ));
+        }
+        self.depth += 1;
         let mark = self.ctes.len();
         let result = self.query_inner(q);
         self.ctes.truncate(mark);
+        self.depth -= 1;
         result
     }
 

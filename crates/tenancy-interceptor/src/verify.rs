@@ -23,8 +23,12 @@ use crate::{Dialect, TenantTables};
 /// Check `sql` (a rewritten statement); `Err` names the unfiltered reference.
 pub fn check(sql: &str, tables: &TenantTables, dialect: Dialect) -> Result<(), String> {
     let stmts = match dialect {
-        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
-        Dialect::Sqlite => Parser::parse_sql(&SQLiteDialect {}, sql),
+        Dialect::Postgres => Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statements()),
+        Dialect::Sqlite => Parser::new(&SQLiteDialect {})
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statements()),
     }
     .map_err(|e| format!("rewritten SQL does not parse: {e}"))?;
     let mut checker = Checker {
