@@ -8,6 +8,7 @@
 //! - [`context`]: the current tenant of a task.
 //! - [`lifecycle`] and [`events`]: creating and changing tenants, with events.
 //! - [`overrides`]: per-tenant config on top of application defaults.
+//! - [`cache_key`]: tenant-prefixed cache keys (`t:{tenant}:…`).
 //! - [`isolation`]: the strategy traits, registry and provisioner.
 //! - [`config`]: `tenancy.yaml` + `TENANCY__*` environment.
 //!
@@ -28,6 +29,7 @@
 //! # });
 //! ```
 
+pub mod cache_key;
 pub mod config;
 pub mod context;
 pub mod events;
@@ -40,6 +42,7 @@ pub mod store;
 pub mod tenant;
 pub mod validate;
 
+pub use cache_key::{NoTenantScope, cache_key, current_cache_key};
 pub use config::{ConfigError, DeprovisionPolicy, TenancyConfig};
 pub use events::{EventBus, EventSink, TenantEvent};
 pub use isolation::{IsolationError, IsolationRegistry, IsolationStrategy, Provisioner, RowLevel};
