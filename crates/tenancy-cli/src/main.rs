@@ -1,19 +1,26 @@
 //! The `tenancy` operator binary.
 //!
-//! Each top-level command is a variant of [`Command`] with its own module;
-//! later commands (serve, tenants, config, migrate, export) slot in beside
-//! `sql`.
+//! Each top-level command is a variant of [`Command`] with its own module.
+//! Every command takes the global options `--database-url`, `--config` and
+//! `--json` (see [`app::Global`]).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod app;
+mod config_cmd;
+mod export;
+mod serve;
 mod sql;
+mod tenants;
 
 /// Operate a multi-tenant service.
 #[derive(Debug, Parser)]
 #[command(name = "tenancy", version, about, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    global: app::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,6 +28,16 @@ struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP server: admin API, gateway resolve endpoint, CRUD resources.
+    Serve(serve::ServeArgs),
+    /// Create, inspect and change tenants.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
+    /// Read and set per-tenant configuration.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Export one tenant's rows of a table.
+    Export(export::ExportArgs),
     /// Inspect what the query interceptor does to SQL.
     #[command(subcommand)]
     Sql(sql::SqlCommand),
@@ -28,8 +45,34 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Sql(cmd) => sql::run(cmd),
+    if let Command::Sql(cmd) = cli.command {
+        return sql::run(cmd);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(&cli.global, args).await,
+            Command::Tenants(cmd) => tenants::run(&cli.global, cmd).await,
+            Command::Config(cmd) => config_cmd::run(&cli.global, cmd).await,
+            Command::Export(args) => export::run(&cli.global, args).await,
+            Command::Sql(_) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -262,6 +262,9 @@ pub struct ServerConfig {
     /// Bearer token for the admin API (default none: one is generated and
     /// printed at start).
     pub admin_token: Option<Secret>,
+    /// Tenant-aware CRUD resources served under `/api/{name}` (default
+    /// none: the built-in `notes` resource).
+    pub resources: Vec<ResourceConfig>,
 }
 
 impl Default for ServerConfig {
@@ -269,8 +272,33 @@ impl Default for ServerConfig {
         Self {
             bind: "127.0.0.1:8080".into(),
             admin_token: None,
+            resources: Vec::new(),
         }
     }
+}
+
+/// One CRUD resource of `tenancy serve` (`server.resources[]`): a tenant
+/// table with a tenant column (`tenant_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// The route segment: `/api/{name}`.
+    pub name: String,
+    /// The table (defaults to `name`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// The primary-key column (default `id`).
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// The columns exposed (the tenant column never is).
+    pub columns: Vec<String>,
+    /// Columns searched by `?q=` (default none).
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+fn default_key() -> String {
+    "id".into()
 }
 
 /// `rate_limit.*`

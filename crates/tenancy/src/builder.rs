@@ -36,6 +36,7 @@ struct Inner {
     lifecycle: LifecycleService,
     overrides: TenantConfigService,
     bus: EventBus,
+    isolation: Arc<dyn IsolationStrategy>,
 }
 
 impl Tenancy {
@@ -98,6 +99,11 @@ impl Tenancy {
     /// The event bus.
     pub fn events(&self) -> &EventBus {
         &self.inner.bus
+    }
+
+    /// The isolation strategy in use (for health checks).
+    pub fn isolation(&self) -> &Arc<dyn IsolationStrategy> {
+        &self.inner.isolation
     }
 }
 
@@ -194,7 +200,7 @@ impl TenancyBuilder {
             .isolation
             .unwrap_or_else(|| config.lifecycle.isolation_strategy.clone());
         let strategy = self.registry.get(&strategy_name)?;
-        let provisioner = Provisioner::new(strategy)
+        let provisioner = Provisioner::new(strategy.clone())
             .auto_provision(config.lifecycle.auto_provision)
             .policy(config.lifecycle.deprovision_policy);
 
@@ -221,6 +227,7 @@ impl TenancyBuilder {
                 lifecycle,
                 overrides,
                 bus,
+                isolation: strategy,
             }),
         })
     }

@@ -1,0 +1,361 @@
+//! What every command shares: global options, configuration, the store,
+//! the isolation strategy and the CRUD resources, opened from one
+//! database URL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use tenancy::config::ResourceConfig;
+use tenancy::{Tenancy, TenancyConfig};
+use tenancy_interceptor::service::ScopedTable;
+use tenancy_interceptor::{Interceptor, TenantTables};
+use tenancy_sql::{
+    Migration, Migrations, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation, PgStore,
+    ScopedBegin, SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore, TenantDb,
+};
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Database URL: `sqlite://FILE` or `postgres://…` [default: $DATABASE_URL, else sqlite://tenancy.db]
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Configuration file [default: tenancy.yaml if present]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// An error of a command: printed on stderr, exit status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Anything, with a message that says what to fix.
+    #[error("{0}")]
+    Message(String),
+}
+
+impl CliError {
+    /// An error with a message.
+    pub fn msg(m: impl std::fmt::Display) -> Self {
+        Self::Message(m.to_string())
+    }
+}
+
+/// The default database URL.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tenancy.db";
+
+/// One CRUD resource.
+#[derive(Clone)]
+pub struct Resource {
+    /// Route segment.
+    pub name: String,
+    /// The scoped table.
+    pub table: ScopedTable,
+    /// Columns searched by `?q=`.
+    pub search: Vec<String>,
+}
+
+/// How scoped transactions are opened.
+#[derive(Clone)]
+pub enum Db {
+    /// SQLite, shared tables: statements scoped by the interceptor.
+    SqliteRowLevel(SqlitePool),
+    /// SQLite, a file per tenant.
+    SqliteDatabase(SqliteDatabaseIsolation),
+    /// PostgreSQL: RLS, schema or database scoping.
+    Postgres(TenantDb<Postgres>),
+}
+
+/// Everything a command needs.
+#[derive(Clone)]
+pub struct App {
+    /// The configuration.
+    pub config: TenancyConfig,
+    /// The toolkit, wired on the store.
+    pub tenancy: Tenancy,
+    /// Scoped transactions.
+    pub db: Db,
+    /// The main database's pool, for unscoped administrative reads.
+    pub main: MainPool,
+    /// The CRUD resources.
+    pub resources: Arc<Vec<Resource>>,
+    /// The database URL in use.
+    pub url: String,
+}
+
+/// The main database.
+#[derive(Clone, Debug)]
+pub enum MainPool {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// The built-in `notes` resource, used when `server.resources` is empty.
+pub fn builtin_notes() -> ResourceConfig {
+    ResourceConfig {
+        name: "notes".into(),
+        table: None,
+        key: "id".into(),
+        columns: vec![
+            "id".into(),
+            "title".into(),
+            "body".into(),
+            "created_at".into(),
+        ],
+        search: vec!["title".into(), "body".into()],
+    }
+}
+
+const NOTES_SQLITE: &str = "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, \
+    title TEXT NOT NULL, body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))); \
+    CREATE INDEX IF NOT EXISTS notes_tenant ON notes (tenant_id, id);";
+const NOTES_PG: &str = "CREATE TABLE IF NOT EXISTS notes (id BIGSERIAL PRIMARY KEY, tenant_id TEXT NOT NULL, \
+    title TEXT NOT NULL, body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')); \
+    CREATE INDEX IF NOT EXISTS notes_tenant ON notes (tenant_id, id);";
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl App {
+    /// Loads config and opens the store and strategy named by `global`.
+    pub async fn open(global: &Global) -> Result<App, CliError> {
+        let config = match &global.config {
+            Some(path) => TenancyConfig::load_from(Some(path)),
+            None => TenancyConfig::load(),
+        }
+        .map_err(CliError::msg)?;
+        let url = global
+            .database_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let strategy = config.lifecycle.isolation_strategy.clone();
+        let resource_configs = if config.server.resources.is_empty() {
+            vec![builtin_notes()]
+        } else {
+            config.server.resources.clone()
+        };
+        let use_builtin_notes = config.server.resources.is_empty();
+        let tables: Vec<String> = resource_configs
+            .iter()
+            .map(|r| r.table.clone().unwrap_or_else(|| r.name.clone()))
+            .collect();
+        let interceptor = Interceptor::new(TenantTables::new(tables.iter()));
+        let app_migrations = match &config.lifecycle.migrations_dir {
+            Some(dir) => Some(Migrations::from_dir(dir).map_err(CliError::msg)?),
+            None => None,
+        };
+
+        let builder = Tenancy::builder().config(config.clone());
+        let (tenancy, db, main) = if is_postgres(&url) {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect(&url)
+                .await
+                .map_err(|e| CliError::msg(format!("cannot connect to {}: {e}", redact(&url))))?;
+            let store = PgStore::new(pool.clone());
+            store.migrate().await.map_err(CliError::msg)?;
+            let tenant_migrations = tenant_migrations(app_migrations, use_builtin_notes, NOTES_PG)?;
+            let (builder, db) = match strategy.as_str() {
+                "row_level" => {
+                    if use_builtin_notes {
+                        sqlx::raw_sql(NOTES_PG)
+                            .execute(&pool)
+                            .await
+                            .map_err(CliError::msg)?;
+                    }
+                    let rls = PgRowLevel::new(pool.clone());
+                    for table in &tables {
+                        rls.register_table(table, "tenant_id").await.map_err(|e| {
+                            CliError::msg(format!(
+                                "cannot enable row-level security on {table}: {e}"
+                            ))
+                        })?;
+                    }
+                    (builder.isolation(rls.clone()), TenantDb::new(rls))
+                }
+                "schema" => {
+                    let schemas = PgSchemaIsolation::new(pool.clone(), tenant_migrations);
+                    (builder.isolation(schemas.clone()), TenantDb::new(schemas))
+                }
+                "database" => {
+                    let dbs = PgDatabaseIsolation::new(pool.clone(), tenant_migrations);
+                    (builder.isolation(dbs.clone()), TenantDb::new(dbs))
+                }
+                other => return Err(unknown_strategy(other)),
+            };
+            let tenancy = builder.store(store).build().map_err(CliError::msg)?;
+            (tenancy, Db::Postgres(db), MainPool::Postgres(pool))
+        } else {
+            let pool = open_sqlite(&url).await?;
+            let store = SqliteStore::new(pool.clone());
+            store.migrate().await.map_err(CliError::msg)?;
+            let (builder, db) = match strategy.as_str() {
+                "row_level" => {
+                    if use_builtin_notes {
+                        sqlx::raw_sql(NOTES_SQLITE)
+                            .execute(&pool)
+                            .await
+                            .map_err(CliError::msg)?;
+                    }
+                    let rows = SqliteRowLevel::new(pool.clone(), interceptor.clone());
+                    (builder.isolation(rows), Db::SqliteRowLevel(pool.clone()))
+                }
+                "database" => {
+                    let tenant_migrations =
+                        tenant_migrations(app_migrations, use_builtin_notes, NOTES_SQLITE)?;
+                    let files = SqliteDatabaseIsolation::new(tenant_dir(&url), tenant_migrations);
+                    (builder.isolation(files.clone()), Db::SqliteDatabase(files))
+                }
+                "schema" => {
+                    return Err(CliError::msg(
+                        "isolation strategy `schema` needs PostgreSQL: pass --database-url postgres://… \
+                         or set lifecycle.isolation_strategy to row_level or database",
+                    ));
+                }
+                other => return Err(unknown_strategy(other)),
+            };
+            let tenancy = builder.store(store).build().map_err(CliError::msg)?;
+            (tenancy, db, MainPool::Sqlite(pool))
+        };
+
+        let resources = resource_configs
+            .iter()
+            .map(|r| {
+                let table = r.table.clone().unwrap_or_else(|| r.name.clone());
+                Ok(Resource {
+                    name: r.name.clone(),
+                    table: ScopedTable::new(interceptor.clone(), &table, &r.key, &r.columns)
+                        .map_err(|e| {
+                            CliError::msg(format!("server.resources `{}`: {e}", r.name))
+                        })?,
+                    search: r.search.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, CliError>>()?;
+        Ok(App {
+            config,
+            tenancy,
+            db,
+            main,
+            resources: Arc::new(resources),
+            url,
+        })
+    }
+
+    /// Finds a tenant by id or slug, or says how to find one.
+    pub async fn tenant(&self, reference: &str) -> Result<tenancy::TenantInfo, CliError> {
+        self.tenancy
+            .store()
+            .find(reference)
+            .await
+            .map_err(CliError::msg)?
+            .ok_or_else(|| {
+                CliError::msg(format!(
+                    "no tenant \"{reference}\": see `tenancy tenants list --all`"
+                ))
+            })
+    }
+
+    /// A SQLite transaction scoped to `tenant` (by file), or unscoped on
+    /// shared tables where the interceptor scopes every statement; `None`
+    /// on PostgreSQL.
+    pub async fn sqlite_tx(
+        &self,
+        tenant: &tenancy::TenantId,
+    ) -> Result<Option<Transaction<'static, Sqlite>>, CliError> {
+        match &self.db {
+            Db::SqliteRowLevel(pool) => Ok(Some(pool.begin().await.map_err(CliError::msg)?)),
+            Db::SqliteDatabase(files) => {
+                Ok(Some(files.begin_for(tenant).await.map_err(CliError::msg)?))
+            }
+            Db::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// The resource served as `name`.
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+}
+
+fn unknown_strategy(name: &str) -> CliError {
+    CliError::msg(format!(
+        "lifecycle.isolation_strategy `{name}` is unknown: use row_level, schema or database"
+    ))
+}
+
+fn tenant_migrations(
+    app: Option<Migrations>,
+    builtin_notes: bool,
+    notes_sql: &str,
+) -> Result<Migrations, CliError> {
+    match (app, builtin_notes) {
+        (Some(m), _) => Ok(m),
+        (None, true) => Migrations::new(vec![Migration {
+            version: 1,
+            name: "tenancy_notes".into(),
+            sql: notes_sql.to_owned(),
+        }])
+        .map_err(CliError::msg),
+        (None, false) => Ok(Migrations::none()),
+    }
+}
+
+/// The directory of per-tenant SQLite files: `<file>.tenants/` beside the
+/// main file.
+fn tenant_dir(url: &str) -> PathBuf {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    PathBuf::from(format!("{path}.tenants"))
+}
+
+async fn open_sqlite(url: &str) -> Result<SqlitePool, CliError> {
+    use std::str::FromStr;
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| {
+            CliError::msg(format!(
+                "invalid database URL {url}: {e} (expected sqlite://FILE or postgres://…)"
+            ))
+        })?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .map_err(|e| CliError::msg(format!("cannot open {url}: {e}")))
+}
+
+/// A URL with its password hidden.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Parses a CLI value: JSON if it parses, else a string.
+pub fn json_or_string(value: &str) -> Value {
+    serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
+}

@@ -1,0 +1,193 @@
+//! `tenancy serve`: the admin API, the gateway resolve endpoint, the
+//! tenant-aware CRUD resources and the health check, on one port.
+//!
+//! | route | auth | what |
+//! |---|---|---|
+//! | `GET /health` | none | store and isolation checks, worst status wins |
+//! | `/admin/tenants…` | `Authorization: Bearer <admin token>` | tenants and their config |
+//! | `GET /resolve` | the forwarded request's own | gateway: 200 + `X-Tenant-*` headers, or 401/403 |
+//! | `/api/{resource}…`, `/tenants/{tenant}/api/{resource}…` | tenant (+ JWT if configured) | CRUD, scoped |
+
+mod admin;
+mod crud;
+mod gateway;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Args;
+use serde_json::json;
+use tenancy::{Problem, RequireTenantLayer};
+
+use crate::app::{App, CliError, Global};
+
+/// `tenancy serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: server.bind, 127.0.0.1:8080]; port 0 picks a free port.
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Bearer token of the admin API [default: server.admin_token (TENANCY__SERVER__ADMIN_TOKEN), else generated and printed once]
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Also serve `/_baseline/api/{resource}`: the CRUD list handler WITHOUT
+    /// the tenancy layer (tenant taken unchecked from X-Tenant-Id), for load
+    /// tests only. Never enable it in production.
+    #[arg(long, hide = true)]
+    pub load_test_baseline: bool,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub(crate) struct ServerState {
+    pub app: App,
+    pub admin_token: Arc<str>,
+    /// Built once: parsing JWT keys per request would be wasteful.
+    pub layer: tenancy::TenantLayer,
+}
+
+/// Runs the server until Ctrl-C / SIGTERM.
+pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
+    init_tracing();
+    let app = App::open(global).await?;
+    let admin_token: Arc<str> = match args.admin_token.or_else(|| {
+        app.config
+            .server
+            .admin_token
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+    }) {
+        Some(token) if token.len() >= 16 => Arc::from(token),
+        Some(_) => {
+            return Err(CliError::msg(
+                "the admin token must be at least 16 characters (--admin-token or TENANCY__SERVER__ADMIN_TOKEN)",
+            ));
+        }
+        None => {
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            println!("admin token (generated, shown once): {token}");
+            Arc::from(token)
+        }
+    };
+    let bind = args.bind.unwrap_or_else(|| app.config.server.bind.clone());
+    let listener = tokio::net::TcpListener::bind(&bind).await.map_err(|e| {
+        CliError::msg(format!(
+            "cannot listen on {bind}: {e} (choose another --bind)"
+        ))
+    })?;
+    let addr: SocketAddr = listener.local_addr().map_err(CliError::msg)?;
+    let layer = app.tenancy.layer();
+    let state = ServerState {
+        app,
+        admin_token,
+        layer,
+    };
+    let router = router(state, args.load_test_baseline);
+    println!(
+        "tenancy serve: listening on http://{addr} (database {}, isolation {})",
+        crate::app::redact(
+            &global
+                .database_url
+                .clone()
+                .unwrap_or_else(|| crate::app::DEFAULT_DATABASE_URL.into())
+        ),
+        router.1
+    );
+    axum::serve(listener, router.0)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(CliError::msg)
+}
+
+/// The whole HTTP surface.
+pub(crate) fn router(state: ServerState, baseline: bool) -> (Router, String) {
+    let strategy = state.app.tenancy.isolation().name().to_owned();
+    let tenant_routes = crud::routes().layer(RequireTenantLayer::new());
+    let mut router = Router::new()
+        .route("/health", get(health))
+        .nest("/admin", admin::routes(state.clone()))
+        .route("/resolve", get(gateway::resolve))
+        .nest("/api", tenant_routes.clone())
+        .nest("/tenants/{tenant}/api", tenant_routes)
+        .layer(state.layer.clone());
+    if baseline {
+        router = router.merge(crud::baseline_routes());
+    }
+    (router.fallback(not_found).with_state(state), strategy)
+}
+
+async fn not_found() -> Response {
+    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
+}
+
+async fn health(State(state): State<ServerState>) -> Response {
+    let store = state.app.tenancy.store().check().await;
+    let isolation = state.app.tenancy.isolation().check().await;
+    let check = |r: Result<(), String>| match r {
+        Ok(()) => json!({"status": "ok"}),
+        Err(e) => json!({"status": "down", "error": e}),
+    };
+    let ok = store.is_ok() && isolation.is_ok();
+    let body = json!({
+        "status": if ok { "ok" } else { "down" },
+        "checks": {
+            "store": check(store.map_err(|e| e.to_string())),
+            "isolation": check(isolation.map_err(|e| e.to_string())),
+        },
+        "isolation_strategy": state.app.tenancy.isolation().name(),
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENANCY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// A problem response from any error with a status and code.
+pub(crate) fn problem(
+    status: StatusCode,
+    code: &'static str,
+    detail: impl std::fmt::Display,
+) -> Response {
+    Problem::new(status, code, detail.to_string()).into_response()
+}
