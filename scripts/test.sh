@@ -45,7 +45,7 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 say "cargo test"
-cargo test --workspace --locked
+cargo test --workspace
