@@ -5,6 +5,8 @@
 //!   the tracing span.
 //! - [`Tenant`]: the extractor (`Option<Tenant>` too).
 //! - [`RequireTenantLayer`]: a guard for whole routers.
+//! - [`RateLimitLayer`]: per-tenant rate limits, in process or shared
+//!   through Redis (feature `redis`).
 //! - [`Problem`]: RFC 9457 problem+json bodies for every error.
 //! - [`JwtVerifier`] (feature `jwt`): HS256/RS256 bearer token verification.
 //!
@@ -17,6 +19,7 @@
 //! | inactive / suspended / provisioning | 403 | `tenant_not_active` |
 //! | not among the token's memberships | 403 | `not_a_member` |
 //! | tenant store down | 503 | `tenant_store_unavailable` |
+//! | over the tenant's rate limit | 429 | `rate_limited` |
 //!
 //! See the `tenancy` facade crate for the one-call setup.
 
@@ -27,6 +30,7 @@ mod jwt;
 mod layer;
 mod outcome;
 mod problem;
+pub mod rate_limit;
 
 pub use extract::Tenant;
 pub use guard::{GuardFuture, RequireTenant, RequireTenantLayer};
@@ -35,3 +39,6 @@ pub use jwt::{JwtError, JwtVerifier};
 pub use layer::{TenantLayer, TenantService};
 pub use outcome::{TenantError, TenantState};
 pub use problem::{PROBLEM_JSON, Problem};
+#[cfg(feature = "redis")]
+pub use rate_limit::RedisBackend;
+pub use rate_limit::{RateLimit, RateLimitFuture, RateLimitLayer};

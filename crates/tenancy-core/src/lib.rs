@@ -8,7 +8,7 @@
 //! - [`context`]: the current tenant of a task.
 //! - [`lifecycle`] and [`events`]: creating and changing tenants, with events.
 //! - [`overrides`]: per-tenant config on top of application defaults.
-//! - [`cache_key`]: tenant-prefixed cache keys (`t:{tenant}:…`).
+//! - [`mod@cache_key`]: tenant-prefixed cache keys (`t:{tenant}:…`).
 //! - [`isolation`]: the strategy traits, registry and provisioner.
 //! - [`config`]: `tenancy.yaml` + `TENANCY__*` environment.
 //!

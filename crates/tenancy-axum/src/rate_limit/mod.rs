@@ -1,0 +1,260 @@
+//! [`RateLimitLayer`]: per-tenant rate limits (SPEC W2).
+//!
+//! Every request whose tenant the [`TenantLayer`](crate::TenantLayer)
+//! resolved takes one token from that tenant's bucket; when the bucket is
+//! empty the answer is `429 Too Many Requests`, an RFC 9457 problem with
+//! code `rate_limited` and a `Retry-After` header (whole seconds, at least
+//! 1). Requests without a resolved tenant pass through untouched: the
+//! [`Tenant`](crate::Tenant) extractor or the
+//! [`RequireTenantLayer`](crate::RequireTenantLayer) answers those.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode};
+//! use tenancy_axum::{RateLimitLayer, Tenant, TenantLayer};
+//! use tenancy_core::config::RateLimitConfig;
+//! use tenancy_core::resolve::HeaderResolver;
+//! use tenancy_core::{LifecycleService, MemoryStore, NewTenant, ResolverChain, Validator};
+//! use tower::ServiceExt;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = Arc::new(MemoryStore::new());
+//! LifecycleService::new(store.clone())
+//!     .create(NewTenant::new("acme", "Acme").unwrap().plan("free"))
+//!     .await
+//!     .unwrap();
+//! let tenants = TenantLayer::new(
+//!     ResolverChain::new().with(HeaderResolver::default()),
+//!     Validator::new(store, &Default::default()),
+//! );
+//! let mut limits = RateLimitConfig::default();
+//! limits.plans.insert("free".into(), 2); // 2 requests/s, bursts of 2
+//!
+//! // Layers added later run first: TenantLayer, then RateLimitLayer.
+//! let app: Router = Router::new()
+//!     .route("/notes", get(|t: Tenant| async move { format!("notes of {}", t.slug) }))
+//!     .layer(RateLimitLayer::new(&limits))
+//!     .layer(tenants);
+//!
+//! let request = || Request::get("/notes").header("x-tenant-id", "acme").body(Body::empty()).unwrap();
+//! assert_eq!(app.clone().oneshot(request()).await.unwrap().status(), StatusCode::OK);
+//! assert_eq!(app.clone().oneshot(request()).await.unwrap().status(), StatusCode::OK);
+//! let refused = app.clone().oneshot(request()).await.unwrap();
+//! assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(refused.headers()["retry-after"], "1");
+//! # });
+//! ```
+//!
+//! # Which limit
+//!
+//! Each tenant has its own bucket of `rps` requests per second with a
+//! burst of `rps` (a full bucket admits `rps` requests at once, then one
+//! every `1/rps` s). `rps` is, first found:
+//!
+//! 1. the tenant's override of [`RPS_KEY`] (`rate_limit.rps`, a positive
+//!    integer) in the [`TenantConfigService`]
+//!    given to [`RateLimitLayer::overrides`];
+//! 2. the tenant's plan in [`RateLimitConfig::plans`](tenancy_core::config::RateLimitConfig);
+//! 3. an application default of `rate_limit.rps` in the config service
+//!    (`overrides.defaults`): it is a default, so a plan beats it (a tenant
+//!    override equal to that default therefore counts as the default);
+//! 4. [`RateLimitConfig::default_rps`](tenancy_core::config::RateLimitConfig).
+//!
+//! An override that is not a positive integer is ignored with a warning;
+//! when the config store is down the plan or default applies (the limit
+//! never blocks a request because config could not be read). The limit is
+//! computed on every request (a cache hit in the config service), so a
+//! change applies at the tenant's next request. In process, the bucket is
+//! rebuilt (full) when its rate differs from the new one; in Redis the
+//! shared bucket keeps what was already used and continues at the new
+//! rate, so instances whose config caches disagree for a moment cannot
+//! reset each other's buckets.
+//!
+//! # Algorithm and backends
+//!
+//! Both backends run GCRA (the generic cell rate algorithm): a token bucket
+//! kept as one number, the time at which the bucket will be full again.
+//! It needs no timer and no refill task, refuses without changing state,
+//! and gives the exact wait for `Retry-After`. Hand-written on one atomic
+//! per tenant, it is simpler than `governor` here: governor's keyed limiter
+//! applies one quota to all keys, and per-tenant quotas would need one
+//! governor limiter per tenant anyway.
+//!
+//! - In process (default): buckets live in a bounded cache keyed by tenant
+//!   id ([`RateLimitLayer::capacity`], default 10,000 tenants). Each
+//!   instance limits on its own.
+//! - Redis (feature `redis`, `RateLimitLayer::redis` with a
+//!   `RedisBackend`): every instance shares one bucket per tenant, updated
+//!   by one atomic Lua script on the Redis server's clock, under the key
+//!   `t:{tenant_id}:ratelimit:{scope}` (SPEC W3). If Redis fails or is
+//!   slow, requests are limited by the in-process buckets and a warning is
+//!   logged: availability is preferred to strictness for rate limits, and
+//!   tenant isolation never depends on them.
+
+mod future;
+mod gcra;
+mod layer;
+#[cfg(feature = "redis")]
+mod redis;
+mod service;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tenancy_core::config::RateLimitConfig;
+use tenancy_core::{TenantConfigService, TenantInfo};
+
+pub use future::RateLimitFuture;
+pub use layer::RateLimitLayer;
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackend, RedisBackendError};
+pub use service::RateLimit;
+
+/// The per-tenant config key that overrides a tenant's requests per second.
+pub const RPS_KEY: &str = "rate_limit.rps";
+
+/// Default number of tenants whose in-process buckets are kept.
+const DEFAULT_CAPACITY: usize = 10_000;
+
+/// What the layer shares with its services.
+pub(crate) struct Limits {
+    default_rps: NonZeroU32,
+    plans: BTreeMap<String, NonZeroU32>,
+    overrides: Option<TenantConfigService>,
+    capacity: usize,
+    local: gcra::LocalLimiter,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisBackend>,
+    last_warning: AtomicU64,
+}
+
+/// The outcome of one request's check.
+pub(crate) enum Decision {
+    Allow,
+    Deny { rps: u32, retry_after: Duration },
+}
+
+impl Limits {
+    fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            default_rps: at_least_one(config.default_rps),
+            plans: config
+                .plans
+                .iter()
+                .map(|(plan, rps)| (plan.clone(), at_least_one(*rps)))
+                .collect(),
+            overrides: None,
+            capacity: DEFAULT_CAPACITY,
+            local: gcra::LocalLimiter::new(DEFAULT_CAPACITY),
+            #[cfg(feature = "redis")]
+            redis: None,
+            last_warning: AtomicU64::new(0),
+        }
+    }
+
+    /// The same settings with empty buckets.
+    fn fresh_copy(&self) -> Self {
+        Self {
+            default_rps: self.default_rps,
+            plans: self.plans.clone(),
+            overrides: self.overrides.clone(),
+            capacity: self.capacity,
+            local: gcra::LocalLimiter::new(self.capacity),
+            #[cfg(feature = "redis")]
+            redis: self.redis.clone(),
+            last_warning: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one token for `tenant`.
+    pub(crate) async fn check(&self, tenant: &TenantInfo) -> Decision {
+        let rps = self.rps_for(tenant).await;
+        let outcome = match self.shared_check(tenant, rps).await {
+            Some(outcome) => outcome,
+            None => self.local.check(&tenant.id, rps),
+        };
+        match outcome {
+            Ok(()) => Decision::Allow,
+            Err(retry_after) => Decision::Deny {
+                rps: rps.get(),
+                retry_after,
+            },
+        }
+    }
+
+    /// The Redis backend's answer; `None` without one or while it is away.
+    #[cfg(feature = "redis")]
+    async fn shared_check(
+        &self,
+        tenant: &TenantInfo,
+        rps: NonZeroU32,
+    ) -> Option<Result<(), Duration>> {
+        self.redis.as_ref()?.check(&tenant.id, rps).await
+    }
+
+    #[cfg(not(feature = "redis"))]
+    async fn shared_check(
+        &self,
+        _tenant: &TenantInfo,
+        _rps: NonZeroU32,
+    ) -> Option<Result<(), Duration>> {
+        None
+    }
+
+    /// Override, else plan, else application default, else `default_rps`.
+    pub(crate) async fn rps_for(&self, tenant: &TenantInfo) -> NonZeroU32 {
+        let mut app_default = None;
+        if let Some(service) = &self.overrides {
+            match service.get_as::<u32>(&tenant.id, RPS_KEY).await {
+                Ok(Some(value)) => {
+                    let is_default = service
+                        .defaults()
+                        .get(RPS_KEY)
+                        .and_then(serde_json::Value::as_u64)
+                        == Some(u64::from(value));
+                    match NonZeroU32::new(value) {
+                        Some(rps) if !is_default => return rps,
+                        Some(rps) => app_default = Some(rps),
+                        None => self.warn(|| {
+                            tracing::warn!(tenant_id = %tenant.id, "`{RPS_KEY}` is 0: ignored, use a positive integer");
+                        }),
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => self.warn(|| {
+                    tracing::warn!(tenant_id = %tenant.id, %error, "cannot read `{RPS_KEY}`: the plan or default limit applies");
+                }),
+            }
+        }
+        tenant
+            .plan
+            .as_deref()
+            .and_then(|plan| self.plans.get(plan).copied())
+            .or(app_default)
+            .unwrap_or(self.default_rps)
+    }
+
+    /// Runs `log` at most once per 10 seconds, so a broken override or
+    /// store does not flood the log from the hot path.
+    fn warn(&self, log: impl FnOnce()) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last.saturating_add(10)
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log();
+        }
+    }
+}
+
+fn at_least_one(rps: u32) -> NonZeroU32 {
+    NonZeroU32::new(rps).unwrap_or(NonZeroU32::MIN)
+}
