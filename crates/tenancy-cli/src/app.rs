@@ -73,6 +73,31 @@ pub enum Db {
     Postgres(TenantDb<Postgres>),
 }
 
+/// The strategies that keep per-tenant migrations (schema, database).
+#[derive(Clone)]
+pub enum Migrator {
+    /// A schema per tenant.
+    PgSchema(PgSchemaIsolation),
+    /// A Postgres database per tenant.
+    PgDatabase(PgDatabaseIsolation),
+    /// A SQLite file per tenant.
+    SqliteDatabase(SqliteDatabaseIsolation),
+}
+
+impl Migrator {
+    /// Applies the missing migrations to one tenant, all or nothing.
+    pub async fn migrate_tenant(
+        &self,
+        tenant: &tenancy::TenantId,
+    ) -> Result<tenancy_sql::Applied, tenancy_sql::DbError> {
+        match self {
+            Self::PgSchema(s) => s.migrate_tenant(tenant).await,
+            Self::PgDatabase(d) => d.migrate_tenant(tenant).await,
+            Self::SqliteDatabase(f) => f.migrate_tenant(tenant).await,
+        }
+    }
+}
+
 /// Everything a command needs.
 #[derive(Clone)]
 pub struct App {
@@ -88,6 +113,8 @@ pub struct App {
     pub resources: Arc<Vec<Resource>>,
     /// The database URL in use.
     pub url: String,
+    /// Per-tenant migrations, under the schema and database strategies.
+    pub migrator: Option<Migrator>,
 }
 
 /// The main database.
@@ -129,11 +156,23 @@ fn is_postgres(url: &str) -> bool {
 impl App {
     /// Loads config and opens the store and strategy named by `global`.
     pub async fn open(global: &Global) -> Result<App, CliError> {
-        let config = match &global.config {
+        Self::open_with_migrations(global, None).await
+    }
+
+    /// [`App::open`], with `migrations_dir` replacing
+    /// `lifecycle.migrations_dir` when given.
+    pub async fn open_with_migrations(
+        global: &Global,
+        migrations_dir: Option<PathBuf>,
+    ) -> Result<App, CliError> {
+        let mut config = match &global.config {
             Some(path) => TenancyConfig::load_from(Some(path)),
             None => TenancyConfig::load(),
         }
         .map_err(CliError::msg)?;
+        if migrations_dir.is_some() {
+            config.lifecycle.migrations_dir = migrations_dir;
+        }
         let url = global
             .database_url
             .clone()
@@ -156,6 +195,7 @@ impl App {
         };
 
         let builder = Tenancy::builder().config(config.clone());
+        let mut migrator = None;
         let (tenancy, db, main) = if is_postgres(&url) {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
@@ -186,10 +226,12 @@ impl App {
                 }
                 "schema" => {
                     let schemas = PgSchemaIsolation::new(pool.clone(), tenant_migrations);
+                    migrator = Some(Migrator::PgSchema(schemas.clone()));
                     (builder.isolation(schemas.clone()), TenantDb::new(schemas))
                 }
                 "database" => {
                     let dbs = PgDatabaseIsolation::new(pool.clone(), tenant_migrations);
+                    migrator = Some(Migrator::PgDatabase(dbs.clone()));
                     (builder.isolation(dbs.clone()), TenantDb::new(dbs))
                 }
                 other => return Err(unknown_strategy(other)),
@@ -215,6 +257,7 @@ impl App {
                     let tenant_migrations =
                         tenant_migrations(app_migrations, use_builtin_notes, NOTES_SQLITE)?;
                     let files = SqliteDatabaseIsolation::new(tenant_dir(&url), tenant_migrations);
+                    migrator = Some(Migrator::SqliteDatabase(files.clone()));
                     (builder.isolation(files.clone()), Db::SqliteDatabase(files))
                 }
                 "schema" => {
@@ -250,6 +293,7 @@ impl App {
             main,
             resources: Arc::new(resources),
             url,
+            migrator,
         })
     }
 

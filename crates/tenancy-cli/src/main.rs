@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod app;
 mod config_cmd;
 mod export;
+mod migrate;
 mod serve;
 mod sql;
 mod tenants;
@@ -38,6 +39,8 @@ enum Command {
     Config(config_cmd::ConfigCommand),
     /// Export one tenant's rows of a table.
     Export(export::ExportArgs),
+    /// Apply the application's migrations to every tenant schema or database.
+    Migrate(migrate::MigrateArgs),
     /// Inspect what the query interceptor does to SQL.
     #[command(subcommand)]
     Sql(sql::SqlCommand),
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Tenants(cmd) => tenants::run(&cli.global, cmd).await,
             Command::Config(cmd) => config_cmd::run(&cli.global, cmd).await,
             Command::Export(args) => export::run(&cli.global, args).await,
+            Command::Migrate(args) => migrate::run(&cli.global, args).await,
             Command::Sql(_) => Ok(()),
         }
     });
