@@ -1,0 +1,88 @@
+//! The per-request cost of the in-process `RateLimitLayer`: one request
+//! through `TenantLayer` + `RateLimitLayer` (with and without a config
+//! service for overrides) against `TenantLayer` alone. The limit is high
+//! enough that every request is admitted: this is the hot path.
+//!
+//! `cargo bench -p tenancy-axum --bench rate_limit`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use tenancy_axum::{RateLimitLayer, Tenant, TenantLayer};
+use tenancy_core::config::RateLimitConfig;
+use tenancy_core::resolve::HeaderResolver;
+use tenancy_core::*;
+use tower::ServiceExt;
+
+fn request() -> Request<Body> {
+    Request::get("/notes")
+        .header("x-tenant-id", "acme")
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    rt.block_on(async {
+        LifecycleService::new(store.clone())
+            .create(NewTenant::new("acme", "Acme").unwrap())
+            .await
+            .unwrap();
+    });
+    let tenants = TenantLayer::new(
+        ResolverChain::new().with(HeaderResolver::default()),
+        Validator::new(store.clone(), &Default::default()),
+    );
+    let config = TenantConfigService::new(
+        Arc::new(CachedConfigStore::new(store, &Default::default())),
+        ConfigMap::new(),
+    );
+    let limits = RateLimitConfig {
+        default_rps: 1_000_000_000,
+        ..Default::default()
+    };
+    let route = || Router::new().route("/notes", get(|_t: Tenant| async { "ok" }));
+    let tenant_only: Router = route().layer(tenants.clone());
+    let limited: Router = route()
+        .layer(RateLimitLayer::new(&limits))
+        .layer(tenants.clone());
+    let limited_overrides: Router = route()
+        .layer(RateLimitLayer::new(&limits).overrides(config))
+        .layer(tenants);
+
+    // Warm the caches; every request must be admitted.
+    rt.block_on(async {
+        for app in [&tenant_only, &limited, &limited_overrides] {
+            let res = app.clone().oneshot(request()).await.unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    });
+
+    let mut group = c.benchmark_group("rate_limit");
+    group.bench_function("tenant_layer_only", |b| {
+        b.to_async(&rt)
+            .iter(|| async { tenant_only.clone().oneshot(request()).await })
+    });
+    group.bench_function("tenant_and_rate_limit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { limited.clone().oneshot(request()).await })
+    });
+    group.bench_function("tenant_and_rate_limit_with_overrides", |b| {
+        b.to_async(&rt)
+            .iter(|| async { limited_overrides.clone().oneshot(request()).await })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
