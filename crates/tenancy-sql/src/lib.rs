@@ -27,14 +27,18 @@ mod db;
 pub mod ident;
 pub mod isolation;
 pub mod migrate;
+#[cfg(feature = "postgres")]
+pub mod notify;
 pub mod store;
 
 pub use db::{DbError, ScopedBegin, TenantDb};
+#[cfg(feature = "postgres")]
+pub use isolation::{DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation};
 #[cfg(feature = "sqlite")]
 pub use isolation::{InterceptedTx, ScopedQuery, SqliteDatabaseIsolation, SqliteRowLevel};
-#[cfg(feature = "postgres")]
-pub use isolation::{PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation};
 pub use migrate::{Applied, Migration, Migrations};
+#[cfg(feature = "postgres")]
+pub use notify::{CHANGES_CHANNEL, ChangeTargets, ListenerStatus, PgChangeListener};
 #[cfg(feature = "postgres")]
 pub use store::PgStore;
 #[cfg(feature = "sqlite")]

@@ -574,3 +574,74 @@ async fn row_level_on_sqlite_through_the_interceptor() {
         .unwrap();
     assert_eq!(owners, ["tenant-b"]);
 }
+
+#[tokio::test]
+async fn database_placement_spreads_tenants_and_routing_follows() {
+    let db = common::PgTestDb::new().await;
+    let home = PgPool::connect(&db.url).await.unwrap();
+    // Two servers with distinct URLs (the machine has one cluster: one via
+    // 127.0.0.1, one via localhost), weights 2:1.
+    let via_localhost = db.url.replacen("127.0.0.1", "localhost", 1);
+    assert_ne!(via_localhost, db.url);
+    let server_b = PgPool::connect(&via_localhost).await.unwrap();
+    let dbs = PgDatabaseIsolation::with_servers(
+        home.clone(),
+        vec![
+            DatabaseServer::new("a", home.clone(), 2),
+            DatabaseServer::new("b", server_b, 1),
+        ],
+        notes_migrations(),
+    )
+    .pool_limits(2, 1);
+    let suffix = &db.name[14..22];
+    let tenants: Vec<TenantInfo> = (0..6).map(|i| tenant(&format!("p{i}{suffix}"))).collect();
+    for t in &tenants {
+        dbs.provision(t).await.unwrap();
+    }
+    let mut placed = std::collections::HashMap::<String, usize>::new();
+    for t in &tenants {
+        *placed
+            .entry(dbs.placement_of(&t.id).await.unwrap().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        (placed["a"], placed["b"]),
+        (4, 2),
+        "placement follows the weights"
+    );
+    // Routing reaches the placed server: each tenant's pool connects to its
+    // server's host, and its own database holds its own rows.
+    let tdb = TenantDb::new(dbs.clone());
+    for (i, t) in tenants.iter().enumerate() {
+        let mut tx = tdb.begin_for(&t.id).await.unwrap();
+        let (database, addr): (String, Option<String>) =
+            sqlx::query_as("SELECT current_database()::text, inet_server_addr()::text")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(database, format!("tenant_{}", t.id));
+        assert!(addr.is_some());
+        sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'x')")
+            .bind(i as i32)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert!(
+        dbs.open_pools() <= 2,
+        "at most the configured number of pools stay open"
+    );
+    let pool = dbs.pool_for(&tenants[0].id).await.unwrap();
+    let expected_host = if dbs.placement_of(&tenants[0].id).await.unwrap().as_deref() == Some("a") {
+        "127.0.0.1"
+    } else {
+        "localhost"
+    };
+    assert_eq!(pool.connect_options().get_host(), expected_host);
+    dbs.check().await.unwrap();
+    for t in &tenants {
+        dbs.deprovision(t, DeprovisionPolicy::Drop).await.unwrap();
+        assert_eq!(dbs.placement_of(&t.id).await.unwrap(), None);
+    }
+}

@@ -28,7 +28,7 @@ mod sqlite_database;
 mod sqlite_row_level;
 
 #[cfg(feature = "postgres")]
-pub use pg_database::PgDatabaseIsolation;
+pub use pg_database::{DatabaseServer, PgDatabaseIsolation};
 #[cfg(feature = "postgres")]
 pub use row_level::PgRowLevel;
 #[cfg(feature = "postgres")]

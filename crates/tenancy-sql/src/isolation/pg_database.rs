@@ -14,36 +14,84 @@ use crate::db::{DbError, ScopedBegin};
 use crate::ident::{archive_name, quote_ident, tenant_object_name};
 use crate::migrate::{Applied, Migrations, apply_pg};
 
-/// One database per tenant, named `tenant_<id>`, on the server of the admin
-/// pool. Tenant pools are opened on demand and kept in a bounded cache, so
-/// thousands of tenants need at most `max_pools` open pools (each of
-/// `connections_per_tenant` connections at most).
+/// One database per tenant, named `tenant_<id>`, on one of several
+/// database servers (SPEC I5).
+///
+/// A new tenant is placed on the server with the fewest tenants per unit of
+/// weight; the placement is recorded in `tenancy_placements` in the home
+/// database (the store's), and routing follows it. Tenant pools are opened
+/// on demand and kept in a bounded cache, so thousands of tenants need at
+/// most `max_pools` open pools (each of `connections_per_tenant`
+/// connections at most).
 #[derive(Clone)]
 pub struct PgDatabaseIsolation {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// A database server tenants can be placed on.
+#[derive(Clone, Debug)]
+pub struct DatabaseServer {
+    name: String,
     admin: PgPool,
-    connect: PgConnectOptions,
+    weight: u32,
+}
+
+impl DatabaseServer {
+    /// A server reached through `admin` (its role needs `CREATEDB`), taking
+    /// tenants in proportion to `weight` (at least 1).
+    pub fn new(name: impl Into<String>, admin: PgPool, weight: u32) -> Self {
+        Self {
+            name: name.into(),
+            admin,
+            weight: weight.max(1),
+        }
+    }
+
+    /// Its name, as recorded in placements.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+struct Inner {
+    home: PgPool,
+    servers: Vec<DatabaseServer>,
     migrations: Migrations,
     pools: quick_cache::sync::Cache<TenantId, PgPool>,
     connections_per_tenant: u32,
+    placements_ready: tokio::sync::OnceCell<()>,
 }
+
+const PLACEMENTS: &str = "CREATE TABLE IF NOT EXISTS tenancy_placements (\
+    tenant_id TEXT PRIMARY KEY, server TEXT NOT NULL, placed_at TIMESTAMPTZ NOT NULL DEFAULT now())";
 
 impl PgDatabaseIsolation {
     /// Databases on the server `admin` is connected to (its role needs
     /// `CREATEDB`), migrated with `migrations`; at most 64 tenant pools
     /// open, 4 connections each.
     pub fn new(admin: PgPool, migrations: Migrations) -> Self {
-        let connect = (*admin.connect_options()).clone();
+        let server = DatabaseServer::new("default", admin.clone(), 1);
+        Self::with_servers(admin, vec![server], migrations)
+    }
+
+    /// Databases spread over `servers`, placements recorded in `home`.
+    /// With no server given, `home`'s server is the only one.
+    pub fn with_servers(
+        home: PgPool,
+        mut servers: Vec<DatabaseServer>,
+        migrations: Migrations,
+    ) -> Self {
+        if servers.is_empty() {
+            servers.push(DatabaseServer::new("default", home.clone(), 1));
+        }
         Self {
             inner: Arc::new(Inner {
-                admin,
-                connect,
+                home,
+                servers,
                 migrations,
                 pools: quick_cache::sync::Cache::new(64),
                 connections_per_tenant: 4,
+                placements_ready: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -51,15 +99,99 @@ impl PgDatabaseIsolation {
     /// Changes the pool bounds.
     pub fn pool_limits(self, max_pools: usize, connections_per_tenant: u32) -> Self {
         let inner = Inner {
-            admin: self.inner.admin.clone(),
-            connect: self.inner.connect.clone(),
+            home: self.inner.home.clone(),
+            servers: self.inner.servers.clone(),
             migrations: self.inner.migrations.clone(),
             pools: quick_cache::sync::Cache::new(max_pools.max(1)),
             connections_per_tenant: connections_per_tenant.max(1),
+            placements_ready: tokio::sync::OnceCell::new(),
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    async fn placements(&self) -> Result<(), sqlx::Error> {
+        self.inner
+            .placements_ready
+            .get_or_try_init(|| async {
+                sqlx::query(PLACEMENTS)
+                    .execute(&self.inner.home)
+                    .await
+                    .map(|_| ())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The server a tenant is placed on, if it was placed.
+    pub async fn placement_of(&self, tenant: &TenantId) -> Result<Option<String>, DbError> {
+        self.placements().await?;
+        Ok(
+            sqlx::query_scalar("SELECT server FROM tenancy_placements WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(&self.inner.home)
+                .await?,
+        )
+    }
+
+    /// The server of `tenant`: its recorded placement, else the first
+    /// server (tenants created before placements existed).
+    async fn server_of(&self, tenant: &TenantId) -> Result<&DatabaseServer, DbError> {
+        let placed = self.placement_of(tenant).await?;
+        let servers = &self.inner.servers;
+        match placed {
+            Some(name) => servers.iter().find(|s| s.name == name).ok_or_else(|| {
+                DbError::Migration(format!(
+                    "tenant {tenant} is placed on server `{name}`, which is not configured"
+                ))
+            }),
+            None => servers
+                .first()
+                .ok_or_else(|| DbError::Migration("no database server configured".into())),
+        }
+    }
+
+    /// Places a new tenant on the server with the fewest tenants per unit of
+    /// weight and records it (an existing placement is kept).
+    async fn place(&self, tenant: &TenantId) -> Result<&DatabaseServer, DbError> {
+        if self.placement_of(tenant).await?.is_some() {
+            return self.server_of(tenant).await;
+        }
+        let counts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT server, count(*) FROM tenancy_placements GROUP BY server")
+                .fetch_all(&self.inner.home)
+                .await?;
+        let load = |s: &DatabaseServer| {
+            let n = counts
+                .iter()
+                .find(|(name, _)| *name == s.name)
+                .map_or(0, |(_, n)| *n);
+            n as f64 / f64::from(s.weight)
+        };
+        let chosen = self
+            .inner
+            .servers
+            .iter()
+            .min_by(|a, b| load(a).total_cmp(&load(b)))
+            .ok_or_else(|| DbError::Migration("no database server configured".into()))?;
+        sqlx::query(
+            "INSERT INTO tenancy_placements (tenant_id, server) VALUES ($1, $2) ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(&chosen.name)
+        .execute(&self.inner.home)
+        .await?;
+        self.server_of(tenant).await
+    }
+
+    async fn unplace(&self, tenant: &TenantId) -> Result<(), sqlx::Error> {
+        self.placements().await?;
+        sqlx::query("DELETE FROM tenancy_placements WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .execute(&self.inner.home)
+            .await
+            .map(|_| ())
     }
 
     /// Open tenant pools right now (at most `max_pools`).
@@ -74,12 +206,15 @@ impl PgDatabaseIsolation {
         let pool = inner
             .pools
             .get_or_insert_async(tenant, async {
+                let server = self.server_of(tenant).await?;
+                let connect: PgConnectOptions =
+                    (*server.admin.connect_options()).clone().database(&name);
                 Ok::<_, DbError>(
                     PgPoolOptions::new()
                         .max_connections(inner.connections_per_tenant)
                         .min_connections(0)
                         .idle_timeout(Duration::from_secs(60))
-                        .connect_lazy_with(inner.connect.clone().database(&name)),
+                        .connect_lazy_with(connect),
                 )
             })
             .await?;
@@ -101,19 +236,24 @@ impl PgDatabaseIsolation {
         Ok(applied)
     }
 
-    async fn exists(&self, name: &str) -> Result<bool, sqlx::Error> {
+    async fn exists(server: &DatabaseServer, name: &str) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(name)
-            .fetch_one(&self.inner.admin)
+            .fetch_one(&server.admin)
             .await
     }
 
-    async fn drop_database(&self, tenant: &TenantId, quoted: &str) -> Result<(), sqlx::Error> {
+    async fn drop_database(
+        &self,
+        server: &DatabaseServer,
+        tenant: &TenantId,
+        quoted: &str,
+    ) -> Result<(), sqlx::Error> {
         self.forget_pool(tenant).await;
         sqlx::query(AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
         )))
-        .execute(&self.inner.admin)
+        .execute(&server.admin)
         .await
         .map(|_| ())
     }
@@ -135,27 +275,49 @@ impl IsolationStrategy for PgDatabaseIsolation {
         "database"
     }
 
-    /// Creates the database (if missing) and migrates it; when this call
-    /// created it and migrating fails, the database is dropped again.
+    /// Places the tenant, creates its database (if missing) and migrates
+    /// it; when this call created it and a later step fails, the database
+    /// is dropped and the placement removed again.
     async fn provision(&self, tenant: &TenantInfo) -> Result<(), IsolationError> {
         let name = tenant_object_name(&tenant.id).map_err(|e| db_error("database", "name", e))?;
         let quoted = quote_ident(&name).map_err(|e| db_error("database", "name", e))?;
-        let created = if self
-            .exists(&name)
+        let was_placed = self
+            .placement_of(&tenant.id)
             .await
-            .map_err(step_error("database", "look up database"))?
-        {
-            false
-        } else {
-            sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
-                .execute(&self.inner.admin)
+            .map_err(|e| db_error("database", "placement", e))?
+            .is_some();
+        let server = self
+            .place(&tenant.id)
+            .await
+            .map_err(|e| db_error("database", "placement", e))?;
+        let undo_placement = || async {
+            if !was_placed && let Err(e) = self.unplace(&tenant.id).await {
+                tracing::error!(tenant_id = %tenant.id, error = %e, "could not remove a failed placement");
+            }
+        };
+        let created = match Self::exists(server, &name).await {
+            Ok(true) => false,
+            Ok(false) => match sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+                .execute(&server.admin)
                 .await
-                .map_err(step_error("database", "create database"))?;
-            true
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    undo_placement().await;
+                    return Err(IsolationError::new("database", "create database", e));
+                }
+            },
+            Err(e) => {
+                undo_placement().await;
+                return Err(IsolationError::new("database", "look up database", e));
+            }
         };
         if let Err(e) = self.migrate_tenant(&tenant.id).await {
-            if created && let Err(cleanup) = self.drop_database(&tenant.id, &quoted).await {
-                tracing::error!(database = %name, error = %cleanup, "could not drop a half-made tenant database");
+            if created {
+                if let Err(cleanup) = self.drop_database(server, &tenant.id, &quoted).await {
+                    tracing::error!(database = %name, error = %cleanup, "could not drop a half-made tenant database");
+                }
+                undo_placement().await;
             }
             return Err(db_error("database", "migrate", e));
         }
@@ -169,46 +331,58 @@ impl IsolationStrategy for PgDatabaseIsolation {
     ) -> Result<(), IsolationError> {
         let name = tenant_object_name(&tenant.id).map_err(|e| db_error("database", "name", e))?;
         let quoted = quote_ident(&name).map_err(|e| db_error("database", "name", e))?;
-        match policy {
-            DeprovisionPolicy::Keep => Ok(()),
-            DeprovisionPolicy::Drop => self
-                .drop_database(&tenant.id, &quoted)
-                .await
-                .map_err(step_error("database", "drop database")),
-            DeprovisionPolicy::Archive => {
-                if !self
-                    .exists(&name)
-                    .await
-                    .map_err(step_error("database", "look up database"))?
-                {
-                    return Ok(());
-                }
-                self.forget_pool(&tenant.id).await;
-                let archived = archive_name(&tenant.id, chrono::Utc::now().timestamp())
-                    .and_then(|n| quote_ident(&n))
-                    .map_err(|e| db_error("database", "archive name", e))?;
-                // Renaming needs the database free of sessions.
-                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-                    .bind(&name)
-                    .execute(&self.inner.admin)
-                    .await
-                    .map_err(step_error("database", "disconnect sessions"))?;
-                sqlx::query(AssertSqlSafe(format!(
-                    "ALTER DATABASE {quoted} RENAME TO {archived}"
-                )))
-                .execute(&self.inner.admin)
-                .await
-                .map(|_| ())
-                .map_err(step_error("database", "archive database"))
-            }
+        if policy == DeprovisionPolicy::Keep {
+            return Ok(());
         }
+        let server = self
+            .server_of(&tenant.id)
+            .await
+            .map_err(|e| db_error("database", "placement", e))?;
+        if policy == DeprovisionPolicy::Drop {
+            self.drop_database(server, &tenant.id, &quoted)
+                .await
+                .map_err(step_error("database", "drop database"))?;
+        } else if Self::exists(server, &name)
+            .await
+            .map_err(step_error("database", "look up database"))?
+        {
+            self.forget_pool(&tenant.id).await;
+            let archived = archive_name(&tenant.id, chrono::Utc::now().timestamp())
+                .and_then(|n| quote_ident(&n))
+                .map_err(|e| db_error("database", "archive name", e))?;
+            // Renaming needs the database free of sessions.
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&name)
+            .execute(&server.admin)
+            .await
+            .map_err(step_error("database", "disconnect sessions"))?;
+            sqlx::query(AssertSqlSafe(format!(
+                "ALTER DATABASE {quoted} RENAME TO {archived}"
+            )))
+            .execute(&server.admin)
+            .await
+            .map_err(step_error("database", "archive database"))?;
+        }
+        self.unplace(&tenant.id)
+            .await
+            .map_err(step_error("database", "remove placement"))
     }
 
     async fn check(&self) -> Result<(), IsolationError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.inner.admin)
-            .await
-            .map(|_| ())
-            .map_err(step_error("database", "health check"))
+        for server in &self.inner.servers {
+            sqlx::query("SELECT 1")
+                .execute(&server.admin)
+                .await
+                .map_err(|e| {
+                    IsolationError::new(
+                        "database",
+                        &format!("health check of server `{}`", server.name),
+                        e,
+                    )
+                })?;
+        }
+        Ok(())
     }
 }
