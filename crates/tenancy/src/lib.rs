@@ -41,6 +41,7 @@
 //!
 //! - `axum` (default): the tower layer, extractors and guard.
 //! - `jwt` (default): HS256/RS256 bearer-token verification.
+//! - `redis`: per-tenant rate limits shared across instances through Redis.
 
 mod builder;
 
@@ -61,7 +62,10 @@ pub use tenancy_core::{config, resolve};
 
 #[cfg(feature = "jwt")]
 pub use tenancy_axum::JwtVerifier;
+#[cfg(feature = "redis")]
+pub use tenancy_axum::RedisBackend;
 #[cfg(feature = "axum")]
 pub use tenancy_axum::{
-    Problem, RequireTenantLayer, Tenant, TenantError, TenantLayer, TenantState,
+    Problem, RateLimitLayer, RequireTenantLayer, Tenant, TenantError, TenantLayer, TenantState,
 };
+pub use tenancy_core::cache_key::{cache_key, current_cache_key};

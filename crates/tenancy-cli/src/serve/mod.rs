@@ -86,12 +86,22 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
     })?;
     let addr: SocketAddr = listener.local_addr().map_err(CliError::msg)?;
     let layer = app.tenancy.layer();
+    let mut limiter = tenancy::RateLimitLayer::new(&app.config.rate_limit)
+        .overrides(app.tenancy.overrides().clone());
+    if let Some(url) = &app.config.integration.redis_url {
+        let backend = tenancy::RedisBackend::connect(url).await.map_err(|e| {
+            CliError::msg(format!(
+                "integration.redis_url: {e} (start Redis or unset TENANCY__INTEGRATION__REDIS_URL)"
+            ))
+        })?;
+        limiter = limiter.redis(backend);
+    }
     let state = ServerState {
         app,
         admin_token,
         layer,
     };
-    let router = router(state, args.load_test_baseline);
+    let router = router(state, limiter, args.load_test_baseline);
     println!(
         "tenancy serve: listening on http://{addr} (database {}, isolation {})",
         crate::app::redact(
@@ -109,9 +119,16 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
 }
 
 /// The whole HTTP surface.
-pub(crate) fn router(state: ServerState, baseline: bool) -> (Router, String) {
+pub(crate) fn router(
+    state: ServerState,
+    limiter: tenancy::RateLimitLayer,
+    baseline: bool,
+) -> (Router, String) {
     let strategy = state.app.tenancy.isolation().name().to_owned();
-    let tenant_routes = crud::routes().layer(RequireTenantLayer::new());
+    // Outermost first at run time: require a tenant, then its rate limit.
+    let tenant_routes = crud::routes()
+        .layer(limiter)
+        .layer(RequireTenantLayer::new());
     let mut router = Router::new()
         .route("/health", get(health))
         .nest("/admin", admin::routes(state.clone()))
