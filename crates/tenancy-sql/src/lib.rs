@@ -27,6 +27,8 @@ mod db;
 pub mod ident;
 pub mod isolation;
 pub mod migrate;
+#[cfg(feature = "postgres")]
+pub mod notify;
 pub mod store;
 
 pub use db::{DbError, ScopedBegin, TenantDb};
@@ -35,6 +37,8 @@ pub use isolation::{DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIso
 #[cfg(feature = "sqlite")]
 pub use isolation::{InterceptedTx, ScopedQuery, SqliteDatabaseIsolation, SqliteRowLevel};
 pub use migrate::{Applied, Migration, Migrations};
+#[cfg(feature = "postgres")]
+pub use notify::{CHANGES_CHANNEL, ChangeTargets, ListenerStatus, PgChangeListener};
 #[cfg(feature = "postgres")]
 pub use store::PgStore;
 #[cfg(feature = "sqlite")]

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use tenancy_core::store::validate_config_key;
 use tenancy_core::{
@@ -11,6 +11,7 @@ use tenancy_core::{
 };
 
 use super::{TenantRow, allowed_sources, map_err, unavailable};
+use crate::notify::{Change, NOTIFY_SQL};
 
 /// The store's own schema, applied by [`PgStore::migrate`] under an
 /// advisory lock so concurrent starts don't race. Idempotent.
@@ -37,6 +38,10 @@ CREATE TABLE IF NOT EXISTS tenancy_config (
 "#;
 
 /// Tenants and config overrides in PostgreSQL (SPEC S4).
+///
+/// Every change is announced with `NOTIFY tenancy_changes` in the same
+/// transaction, so [`PgChangeListener`](crate::PgChangeListener)s in other
+/// processes drop their cached copies at once (SPEC V3).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -97,6 +102,33 @@ impl PgStore {
             .map(TenantInfo::try_from)
             .transpose()
     }
+
+    /// The error for a status change that matched no row.
+    async fn refused_transition(
+        &self,
+        id: &TenantId,
+        status: TenantStatus,
+    ) -> Result<TenantInfo, StoreError> {
+        match self.get(id).await? {
+            None => Err(StoreError::NotFound(id.to_string())),
+            Some(current) => Err(StoreError::InvalidTransition {
+                id: id.to_string(),
+                from: current.status,
+                to: status,
+            }),
+        }
+    }
+}
+
+/// Announces `change` on [`CHANGES_CHANNEL`](crate::CHANGES_CHANNEL); sent
+/// when the surrounding transaction commits, never if it rolls back.
+async fn announce(conn: &mut PgConnection, change: Change) -> Result<(), StoreError> {
+    sqlx::query(NOTIFY_SQL)
+        .bind(change.payload())
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
 }
 
 #[async_trait]
@@ -147,6 +179,7 @@ impl TenantStore for PgStore {
 
     async fn create(&self, tenant: NewTenant) -> Result<TenantInfo, StoreError> {
         let t = tenant.into_info(Utc::now());
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(
             "INSERT INTO tenancy_tenants (id, slug, name, status, status_reason, plan, metadata, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -160,9 +193,19 @@ impl TenantStore for PgStore {
         .bind(Json(&t.metadata))
         .bind(t.created_at)
         .bind(t.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
+        announce(
+            &mut tx,
+            Change::Tenant {
+                id: t.id.to_string(),
+                slug: t.slug.to_string(),
+                previous_slug: None,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(t)
     }
 
@@ -177,6 +220,7 @@ impl TenantStore for PgStore {
         .map_err(unavailable)?
         .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         let mut t = TenantInfo::try_from(row)?;
+        let previous_slug = t.slug.to_string();
         update.apply_to(&mut t, Utc::now());
         sqlx::query("UPDATE tenancy_tenants SET slug = $2, name = $3, plan = $4, metadata = $5, updated_at = $6 WHERE id = $1")
             .bind(id.as_str())
@@ -188,6 +232,16 @@ impl TenantStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(id.as_str())))?;
+        let slug = t.slug.to_string();
+        announce(
+            &mut tx,
+            Change::Tenant {
+                id: id.to_string(),
+                previous_slug: (previous_slug != slug).then_some(previous_slug),
+                slug,
+            },
+        )
+        .await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(t)
     }
@@ -199,6 +253,7 @@ impl TenantStore for PgStore {
         reason: Option<&str>,
     ) -> Result<TenantInfo, StoreError> {
         let [a, b, c, d] = allowed_sources(status);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let row = sqlx::query_as::<_, TenantRow>(
             "UPDATE tenancy_tenants SET status = $2, status_reason = $3, updated_at = $4 \
              WHERE id = $1 AND status IN ($5, $6, $7, $8) RETURNING id, slug, name, status, status_reason, plan, metadata, created_at, updated_at",
@@ -211,29 +266,54 @@ impl TenantStore for PgStore {
         .bind(b)
         .bind(c)
         .bind(d)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
         match row {
-            Some(row) => TenantInfo::try_from(row),
-            None => match self.get(id).await? {
-                None => Err(StoreError::NotFound(id.to_string())),
-                Some(current) => Err(StoreError::InvalidTransition {
-                    id: id.to_string(),
-                    from: current.status,
-                    to: status,
-                }),
-            },
+            Some(row) => {
+                let tenant = TenantInfo::try_from(row)?;
+                announce(
+                    &mut tx,
+                    Change::Tenant {
+                        id: tenant.id.to_string(),
+                        slug: tenant.slug.to_string(),
+                        previous_slug: None,
+                    },
+                )
+                .await?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok(tenant)
+            }
+            None => {
+                // Nothing changed: end the transaction, then say why.
+                tx.rollback().await.map_err(unavailable)?;
+                self.refused_transition(id, status).await
+            }
         }
     }
 
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM tenancy_tenants WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let slug: Option<String> =
+            sqlx::query_scalar("DELETE FROM tenancy_tenants WHERE id = $1 RETURNING slug")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let Some(slug) = slug else {
+            return Ok(false);
+        };
+        announce(
+            &mut tx,
+            Change::Tenant {
+                id: id.to_string(),
+                slug,
+                previous_slug: None,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -280,6 +360,7 @@ impl ConfigStore for PgStore {
         value: serde_json::Value,
     ) -> Result<(), StoreError> {
         validate_config_key(key)?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let result = sqlx::query(
             "INSERT INTO tenancy_config (tenant_id, key, value) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id, key) DO UPDATE SET value = EXCLUDED.value",
@@ -287,10 +368,19 @@ impl ConfigStore for PgStore {
         .bind(tenant.as_str())
         .bind(key)
         .bind(Json(&value))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                announce(
+                    &mut tx,
+                    Change::Config {
+                        id: tenant.to_string(),
+                    },
+                )
+                .await?;
+                tx.commit().await.map_err(unavailable)
+            }
             Err(e)
                 if e.as_database_error()
                     .is_some_and(|d| d.is_foreign_key_violation()) =>
@@ -302,12 +392,24 @@ impl ConfigStore for PgStore {
     }
 
     async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query("DELETE FROM tenancy_config WHERE tenant_id = $1 AND key = $2")
             .bind(tenant.as_str())
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        announce(
+            &mut tx,
+            Change::Config {
+                id: tenant.to_string(),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
     }
 }

@@ -1,0 +1,484 @@
+//! Instant cache invalidation across processes (SPEC V3) with Postgres
+//! `LISTEN`/`NOTIFY`.
+//!
+//! Every tenant or config change made through [`PgStore`](crate::PgStore)
+//! sends a `NOTIFY` on the channel [`CHANGES_CHANNEL`] (`tenancy_changes`)
+//! in the same transaction as the change, so a change that fails or rolls
+//! back announces nothing. The payload is a small JSON object:
+//!
+//! ```json
+//! {"kind": "tenant", "id": "…", "slug": "acme", "previous_slug": "acme-old"}
+//! {"kind": "config", "id": "…", "slug": null, "previous_slug": null}
+//! ```
+//!
+//! (ids and slugs are at most 64 bytes, far below the 8000-byte `NOTIFY`
+//! limit). Services in other languages can `LISTEN tenancy_changes` too.
+//!
+//! A [`PgChangeListener`] in every process receives these notifications
+//! and drops the matching entries from its [`Validator`]s and
+//! [`CachedConfigStore`]s, so a suspension made anywhere is refused
+//! everywhere within milliseconds rather than after the cache TTL.
+//!
+//! # Starting it next to `Tenancy::builder()`
+//!
+//! The facade does not start the listener itself (it has no SQL
+//! dependency); start it beside the [`Tenancy`] you built, on the same
+//! database as the store, and keep the handle for as long as the service
+//! runs:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use sqlx::postgres::PgConnectOptions;
+//! use tenancy_sql::{ChangeTargets, PgChangeListener, PgStore};
+//! let url = "postgres://app@127.0.0.1/app";
+//! let store = PgStore::connect(url).await?;
+//! // let tenancy = Tenancy::builder().store(store.clone()).build()?;
+//! # let validator = tenancy_core::Validator::new(std::sync::Arc::new(store.clone()), &Default::default());
+//! # let config_cache = tenancy_core::CachedConfigStore::new(std::sync::Arc::new(store.clone()), &Default::default());
+//! let targets = ChangeTargets::new()
+//!     .validator(validator.clone())          // tenancy.validator().clone()
+//!     .config_cache(config_cache.clone());   // tenancy.config_store().clone()
+//! let listener = PgChangeListener::spawn(url.parse::<PgConnectOptions>()?, targets);
+//! listener.listening().await; // optional: wait for the first LISTEN
+//! // … serve; dropping `listener` (or `listener.shutdown().await`) stops it.
+//! # Ok(()) }
+//! ```
+//!
+//! # When it cannot know what it missed
+//!
+//! Notifications are not queued for a listener that is not connected. So
+//! after every (re)connection, and whenever a payload cannot be understood,
+//! the listener clears its caches entirely ([`Validator::clear`],
+//! [`CachedConfigStore::clear`]): the next lookups go to the store, which is
+//! always right. A lost connection is re-established at once, then with a
+//! backoff (100 ms doubling up to 5 s) while the database is unreachable;
+//! the caches are cleared when it is lost and again once `LISTEN` is back.
+//!
+//! [`Tenancy`]: https://docs.rs/tenancy
+//! [`Validator`]: tenancy_core::Validator
+//! [`Validator::clear`]: tenancy_core::Validator::clear
+//! [`CachedConfigStore`]: tenancy_core::CachedConfigStore
+//! [`CachedConfigStore::clear`]: tenancy_core::CachedConfigStore::clear
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tenancy_core::{CachedConfigStore, TenantId, Validator};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// The Postgres channel tenant and config changes are announced on.
+pub const CHANGES_CHANNEL: &str = "tenancy_changes";
+
+/// The statement [`PgStore`](crate::PgStore) announces a change with, the
+/// payload bound as `$1`.
+pub(crate) const NOTIFY_SQL: &str = "SELECT pg_notify('tenancy_changes', $1)";
+
+/// The `application_name` the listener's connection uses unless the
+/// connect options set one (handy in `pg_stat_activity`).
+pub const DEFAULT_APPLICATION_NAME: &str = "tenancy-change-listener";
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One announced change: what [`PgStore`](crate::PgStore) sends and the
+/// listener receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A tenant record was created, changed or deleted.
+    Tenant {
+        id: String,
+        slug: String,
+        previous_slug: Option<String>,
+    },
+    /// One of a tenant's config overrides was set or removed.
+    Config { id: String },
+}
+
+impl Change {
+    /// The `NOTIFY` payload (JSON).
+    pub(crate) fn payload(&self) -> String {
+        let value = match self {
+            Self::Tenant {
+                id,
+                slug,
+                previous_slug,
+            } => serde_json::json!({
+                "kind": "tenant",
+                "id": id,
+                "slug": slug,
+                "previous_slug": previous_slug,
+            }),
+            Self::Config { id } => serde_json::json!({
+                "kind": "config",
+                "id": id,
+                "slug": null,
+                "previous_slug": null,
+            }),
+        };
+        value.to_string()
+    }
+
+    /// Parses a payload; `None` when it is not one we understand.
+    fn parse(payload: &str) -> Option<(ChangeKind, TenantId, Vec<String>)> {
+        let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+        let id = TenantId::new(value.get("id")?.as_str()?).ok()?;
+        let kind = match value.get("kind")?.as_str()? {
+            "tenant" => ChangeKind::Tenant,
+            "config" => ChangeKind::Config,
+            _ => return None,
+        };
+        let mut references = Vec::new();
+        for field in ["slug", "previous_slug"] {
+            match value.get(field) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(s)) => references.push(s.clone()),
+                Some(_) => return None,
+            }
+        }
+        Some((kind, id, references))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChangeKind {
+    Tenant,
+    Config,
+}
+
+/// The caches a [`PgChangeListener`] keeps fresh.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tenancy_core::{CachedConfigStore, MemoryStore, Validator};
+/// use tenancy_sql::ChangeTargets;
+/// let store = Arc::new(MemoryStore::new());
+/// let targets = ChangeTargets::new()
+///     .validator(Validator::new(store.clone(), &Default::default()))
+///     .config_cache(CachedConfigStore::new(store, &Default::default()));
+/// # drop(targets);
+/// ```
+#[derive(Clone, Default)]
+pub struct ChangeTargets {
+    validators: Vec<Validator>,
+    config_caches: Vec<CachedConfigStore>,
+}
+
+impl ChangeTargets {
+    /// No caches yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Invalidates `validator` on tenant changes (may be called again for
+    /// more validators; clones share their cache).
+    pub fn validator(mut self, validator: Validator) -> Self {
+        self.validators.push(validator);
+        self
+    }
+
+    /// Invalidates `cache` on config changes, and on tenant changes (a
+    /// deleted tenant's overrides are gone).
+    pub fn config_cache(mut self, cache: CachedConfigStore) -> Self {
+        self.config_caches.push(cache);
+        self
+    }
+
+    fn clear(&self) {
+        for validator in &self.validators {
+            validator.clear();
+        }
+        for cache in &self.config_caches {
+            cache.clear();
+        }
+    }
+
+    async fn apply(&self, kind: ChangeKind, id: &TenantId, references: &[String]) {
+        if kind == ChangeKind::Tenant {
+            for validator in &self.validators {
+                validator.invalidate(id).await;
+                for reference in references {
+                    validator.invalidate_reference(reference).await;
+                }
+            }
+        }
+        for cache in &self.config_caches {
+            cache.invalidate(id).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for ChangeTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeTargets")
+            .field("validators", &self.validators.len())
+            .field("config_caches", &self.config_caches.len())
+            .finish()
+    }
+}
+
+/// A snapshot of a [`PgChangeListener`]'s state (for health checks, logs
+/// and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerStatus {
+    /// Whether it is connected and listening now.
+    pub connected: bool,
+    /// Successful connections so far (1 + reconnections).
+    pub connections: u64,
+    /// Notifications applied so far.
+    pub notifications: u64,
+    /// Times the caches were cleared because changes may have been missed.
+    pub clears: u64,
+}
+
+/// Listens for [`CHANGES_CHANNEL`] notifications and invalidates caches
+/// (SPEC V3). See the [module docs](self) for how to start it next to
+/// `Tenancy`.
+///
+/// The value is a handle to a background task: dropping it (or
+/// [`PgChangeListener::shutdown`]) stops the task and closes its
+/// connection.
+///
+/// ```no_run
+/// # async fn demo(validator: tenancy_core::Validator) -> Result<(), Box<dyn std::error::Error>> {
+/// use tenancy_sql::{ChangeTargets, PgChangeListener};
+/// let options = "postgres://app@127.0.0.1/app".parse()?;
+/// let listener = PgChangeListener::spawn(options, ChangeTargets::new().validator(validator));
+/// listener.listening().await;
+/// assert!(listener.status().connected);
+/// listener.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PgChangeListener {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    status: watch::Receiver<ListenerStatus>,
+}
+
+impl PgChangeListener {
+    /// Starts listening on the database `options` point at (the store's
+    /// database: notifications do not cross databases) and invalidating
+    /// `targets`. Connects in the background; see
+    /// [`PgChangeListener::listening`].
+    ///
+    /// The connection's `application_name` is [`DEFAULT_APPLICATION_NAME`]
+    /// unless `options` set one. A store's options are
+    /// `(*store.pool().connect_options()).clone()`.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn spawn(options: PgConnectOptions, targets: ChangeTargets) -> Self {
+        let options = if options.get_application_name().is_none() {
+            options.application_name(DEFAULT_APPLICATION_NAME)
+        } else {
+            options
+        };
+        let (stop, stopped) = oneshot::channel();
+        let (status_tx, status) = watch::channel(ListenerStatus::default());
+        let task = tokio::spawn(run(options, targets, stopped, status_tx));
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+            status,
+        }
+    }
+
+    /// The current state.
+    pub fn status(&self) -> ListenerStatus {
+        *self.status.borrow()
+    }
+
+    /// Waits until the listener is connected and listening (returns at once
+    /// when it already is). Waits forever while the database is
+    /// unreachable, so wrap it in a timeout where that matters.
+    pub async fn listening(&self) {
+        let mut status = self.status.clone();
+        // An error means the task ended (shut down): nothing to wait for.
+        let _ = status.wait_for(|s| s.connected).await;
+    }
+
+    /// Stops listening and waits for the task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take()
+            && let Err(err) = task.await
+        {
+            tracing::warn!(error = %err, "tenancy change listener task failed");
+        }
+    }
+}
+
+impl Drop for PgChangeListener {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the task, which then stops cleanly.
+        self.stop.take();
+    }
+}
+
+/// The listener task: connect, apply notifications, reconnect.
+async fn run(
+    options: PgConnectOptions,
+    targets: ChangeTargets,
+    mut stopped: oneshot::Receiver<()>,
+    status: watch::Sender<ListenerStatus>,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures: u32 = 0;
+    loop {
+        let connected = tokio::select! {
+            _ = &mut stopped => break,
+            connected = connect(&options) => connected,
+        };
+        let mut listener = match connected {
+            Ok(listener) => listener,
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %err, attempt = failures, retry_in_ms = backoff.as_millis() as u64,
+                    "tenancy change listener cannot connect; caches are cleared and refilled from the store");
+                clear(&targets, &status);
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        failures = 0;
+        backoff = FIRST_BACKOFF;
+        // Whatever happened before this connection listened is unknown.
+        connected_now(&targets, &status);
+        tracing::info!(
+            channel = CHANGES_CHANNEL,
+            "tenancy change listener is listening"
+        );
+
+        loop {
+            let received = tokio::select! {
+                _ = &mut stopped => {
+                    status.send_modify(|s| s.connected = false);
+                    return;
+                }
+                received = listener.try_recv() => received,
+            };
+            match received {
+                Ok(Some(notification)) => match Change::parse(notification.payload()) {
+                    Some((kind, id, references)) => {
+                        tracing::debug!(kind = ?kind, tenant_id = %id, "tenancy change received");
+                        targets.apply(kind, &id, &references).await;
+                        status.send_modify(|s| s.notifications += 1);
+                    }
+                    None => {
+                        tracing::warn!(
+                            payload = %notification.payload().chars().take(200).collect::<String>(),
+                            "unreadable tenancy change notification; clearing caches"
+                        );
+                        clear(&targets, &status);
+                    }
+                },
+                // sqlx lost the connection and has already reconnected and
+                // re-issued LISTEN: notifications in between are lost.
+                Ok(None) => {
+                    tracing::warn!(
+                        "tenancy change listener lost its connection and reconnected; clearing caches"
+                    );
+                    connected_now(&targets, &status);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err,
+                        "tenancy change listener failed; reconnecting, caches are cleared");
+                    status.send_modify(|s| s.connected = false);
+                    clear(&targets, &status);
+                    break;
+                }
+            }
+        }
+        // Drop the broken listener (and its pool) before connecting anew.
+        drop(listener);
+    }
+    status.send_modify(|s| s.connected = false);
+}
+
+/// A listener on its own one-connection pool, so a dead connection is
+/// never handed back to anyone.
+async fn connect(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options.clone());
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.ignore_pool_close_event(true);
+    listener.listen(CHANGES_CHANNEL).await?;
+    Ok(listener)
+}
+
+fn clear(targets: &ChangeTargets, status: &watch::Sender<ListenerStatus>) {
+    targets.clear();
+    status.send_modify(|s| s.clears += 1);
+}
+
+/// Clears the caches, then reports the (new) connection: whoever sees
+/// `connected` also sees the cleared caches.
+fn connected_now(targets: &ChangeTargets, status: &watch::Sender<ListenerStatus>) {
+    targets.clear();
+    status.send_modify(|s| {
+        s.clears += 1;
+        s.connections += 1;
+        s.connected = true;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip() {
+        let change = Change::Tenant {
+            id: "t-1".into(),
+            slug: "acme".into(),
+            previous_slug: Some("acme-old".into()),
+        };
+        let payload = change.payload();
+        let parsed: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"kind": "tenant", "id": "t-1", "slug": "acme", "previous_slug": "acme-old"})
+        );
+        let (kind, id, refs) = Change::parse(&payload).unwrap_or_else(|| panic!("{payload}"));
+        assert_eq!(kind, ChangeKind::Tenant);
+        assert_eq!(id.as_str(), "t-1");
+        assert_eq!(refs, ["acme", "acme-old"]);
+
+        let config = Change::Config { id: "t-1".into() }.payload();
+        let (kind, _, refs) = Change::parse(&config).unwrap_or_else(|| panic!("{config}"));
+        assert_eq!(kind, ChangeKind::Config);
+        assert!(refs.is_empty());
+    }
+
+    #[test]
+    fn the_store_notifies_on_the_channel() {
+        assert!(NOTIFY_SQL.contains(&format!("'{CHANGES_CHANNEL}'")));
+    }
+
+    #[test]
+    fn unreadable_payloads_are_refused() {
+        for bad in [
+            "",
+            "garbage",
+            "{}",
+            r#"{"kind":"tenant"}"#,
+            r#"{"kind":"other","id":"t-1"}"#,
+            r#"{"kind":"tenant","id":"has space"}"#,
+            r#"{"kind":"tenant","id":"t-1","slug":3}"#,
+        ] {
+            assert!(Change::parse(bad).is_none(), "{bad}");
+        }
+    }
+}
