@@ -42,8 +42,11 @@
 //! - `axum` (default): the tower layer, extractors and guard.
 //! - `jwt` (default): HS256/RS256 bearer-token verification.
 //! - `redis`: per-tenant rate limits shared across instances through Redis.
+//! - `nats`: publish every tenant event to NATS ([`nats::NatsEventSink`]).
 
 mod builder;
+#[cfg(feature = "nats")]
+pub mod nats;
 
 pub use builder::{BuildError, Tenancy, TenancyBuilder};
 
