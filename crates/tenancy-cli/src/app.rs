@@ -194,7 +194,11 @@ impl App {
             None => None,
         };
 
-        let builder = Tenancy::builder().config(config.clone());
+        let mut builder = Tenancy::builder().config(config.clone());
+        if let Some(url) = &config.integration.nats_url {
+            let sink = tenancy::nats::NatsEventSink::connect(url).await.map_err(CliError::msg)?;
+            builder = builder.event_bus(tenancy::EventBus::new().with_sink(sink));
+        }
         let mut migrator = None;
         let (tenancy, db, main) = if is_postgres(&url) {
             let pool = PgPoolOptions::new()
