@@ -53,6 +53,8 @@
 //! always right. A lost connection is re-established at once, then with a
 //! backoff (100 ms doubling up to 5 s) while the database is unreachable;
 //! the caches are cleared when it is lost and again once `LISTEN` is back.
+//! An idle connection is checked every 10 s (a round trip that must answer
+//! within 10 s), so one that died silently is replaced too.
 //!
 //! [`Tenancy`]: https://docs.rs/tenancy
 //! [`Validator`]: tenancy_core::Validator
@@ -80,6 +82,10 @@ pub const DEFAULT_APPLICATION_NAME: &str = "tenancy-change-listener";
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often an idle listener checks that its connection still answers.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How long connecting, `LISTEN` or a keepalive check may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One announced change: what [`PgStore`](crate::PgStore) sends and the
 /// listener receives.
@@ -330,13 +336,17 @@ async fn run(
     loop {
         let connected = tokio::select! {
             _ = &mut stopped => break,
-            connected = connect(&options) => connected,
+            connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&options)) => connected,
         };
         let mut listener = match connected {
-            Ok(listener) => listener,
-            Err(err) => {
+            Ok(Ok(listener)) => listener,
+            failed => {
+                let error = match failed {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => format!("no answer within {CONNECT_TIMEOUT:?}"),
+                };
                 failures = failures.saturating_add(1);
-                tracing::warn!(error = %err, attempt = failures, retry_in_ms = backoff.as_millis() as u64,
+                tracing::warn!(%error, attempt = failures, retry_in_ms = backoff.as_millis() as u64,
                     "tenancy change listener cannot connect; caches are cleared and refilled from the store");
                 clear(&targets, &status);
                 tokio::select! {
@@ -355,51 +365,107 @@ async fn run(
             channel = CHANGES_CHANNEL,
             "tenancy change listener is listening"
         );
-
-        loop {
-            let received = tokio::select! {
-                _ = &mut stopped => {
-                    status.send_modify(|s| s.connected = false);
-                    return;
-                }
-                received = listener.try_recv() => received,
-            };
-            match received {
-                Ok(Some(notification)) => match Change::parse(notification.payload()) {
-                    Some((kind, id, references)) => {
-                        tracing::debug!(kind = ?kind, tenant_id = %id, "tenancy change received");
-                        targets.apply(kind, &id, &references).await;
-                        status.send_modify(|s| s.notifications += 1);
-                    }
-                    None => {
-                        tracing::warn!(
-                            payload = %notification.payload().chars().take(200).collect::<String>(),
-                            "unreadable tenancy change notification; clearing caches"
-                        );
-                        clear(&targets, &status);
-                    }
-                },
-                // sqlx lost the connection and has already reconnected and
-                // re-issued LISTEN: notifications in between are lost.
-                Ok(None) => {
-                    tracing::warn!(
-                        "tenancy change listener lost its connection and reconnected; clearing caches"
-                    );
-                    connected_now(&targets, &status);
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err,
-                        "tenancy change listener failed; reconnecting, caches are cleared");
-                    status.send_modify(|s| s.connected = false);
-                    clear(&targets, &status);
-                    break;
-                }
-            }
+        let ended = serve(&mut listener, &targets, &status, &mut stopped).await;
+        status.send_modify(|s| s.connected = false);
+        if ended == Ended::Stopped {
+            return;
         }
+        // Changes may be missed until the next connection listens.
+        clear(&targets, &status);
         // Drop the broken listener (and its pool) before connecting anew.
         drop(listener);
     }
     status.send_modify(|s| s.connected = false);
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The handle asked to stop.
+    Stopped,
+    /// The connection is unusable: connect anew.
+    Broken,
+}
+
+/// Applies notifications until told to stop or the connection breaks.
+/// Checks the connection every [`KEEPALIVE`] so a silently dead one (no
+/// FIN, no RST) is noticed.
+async fn serve(
+    listener: &mut PgListener,
+    targets: &ChangeTargets,
+    status: &watch::Sender<ListenerStatus>,
+    stopped: &mut oneshot::Receiver<()>,
+) -> Ended {
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let received = tokio::select! {
+            _ = &mut *stopped => return Ended::Stopped,
+            // `try_recv` is cancel safe: a partly read message stays buffered.
+            _ = keepalive.tick() => {
+                if let Err(error) = ping(listener).await {
+                    tracing::warn!(%error, "tenancy change listener connection does not answer; reconnecting, caches are cleared");
+                    return Ended::Broken;
+                }
+                continue;
+            }
+            received = listener.try_recv() => received,
+        };
+        match received {
+            Ok(Some(notification)) => match Change::parse(notification.payload()) {
+                Some((kind, id, references)) => {
+                    tracing::debug!(kind = ?kind, tenant_id = %id, "tenancy change received");
+                    targets.apply(kind, &id, &references).await;
+                    status.send_modify(|s| s.notifications += 1);
+                }
+                None => {
+                    tracing::warn!(
+                        payload = %notification.payload().chars().take(200).collect::<String>(),
+                        "unreadable tenancy change notification; clearing caches"
+                    );
+                    clear(targets, status);
+                }
+            },
+            // The connection was lost (sqlx reconnects on the next use):
+            // notifications sent meanwhile are gone.
+            Ok(None) => {
+                tracing::warn!(
+                    "tenancy change listener lost its connection; clearing caches and reconnecting"
+                );
+                status.send_modify(|s| s.connected = false);
+                clear(targets, status);
+                // Reconnect and LISTEN again now, so we know when it is back.
+                let reconnected = tokio::select! {
+                    _ = &mut *stopped => return Ended::Stopped,
+                    reconnected = ping(listener) => reconnected,
+                };
+                if let Err(error) = reconnected {
+                    tracing::warn!(%error, "tenancy change listener cannot reconnect; retrying");
+                    return Ended::Broken;
+                }
+                connected_now(targets, status);
+                tracing::info!(
+                    channel = CHANGES_CHANNEL,
+                    "tenancy change listener is listening again"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error,
+                    "tenancy change listener failed; reconnecting, caches are cleared");
+                return Ended::Broken;
+            }
+        }
+    }
+}
+
+/// A round trip on the listener's connection (reconnecting and re-issuing
+/// `LISTEN` first if it was lost), bounded by [`CONNECT_TIMEOUT`].
+async fn ping(listener: &mut PgListener) -> Result<(), String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, sqlx::query("SELECT 1").execute(listener)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
 }
 
 /// A listener on its own one-connection pool, so a dead connection is
@@ -414,6 +480,8 @@ async fn connect(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> 
         .connect_lazy_with(options.clone());
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.ignore_pool_close_event(true);
+    // Report a lost connection at once; `serve` reconnects explicitly.
+    listener.eager_reconnect(false);
     listener.listen(CHANGES_CHANNEL).await?;
     Ok(listener)
 }

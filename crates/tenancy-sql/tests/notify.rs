@@ -448,3 +448,46 @@ async fn every_committed_change_is_announced_and_failed_ones_are_not() {
     assert!(store.delete(&globex.id).await.unwrap());
     assert_eq!(next_notice(&mut raw).await["id"], json!(globex.id.as_str()));
 }
+
+/// The listener checks its idle connection every 10 s by interrupting its
+/// wait for notifications: no notification may be lost to that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_checks_lose_no_notifications() {
+    let db = PgTestDb::new().await;
+    let a = Process::start(&db.url).await;
+    let b = Process::start(&db.url).await;
+    let (listener, _) = b.listen(&db.url).await;
+    let acme = a
+        .lifecycle
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
+    settle(&listener, 2).await;
+
+    // Past the first keepalive check (10 s), with a change every 50 ms.
+    let start = Instant::now();
+    let mut sent = 2;
+    while start.elapsed() < Duration::from_millis(11_500) {
+        a.store
+            .set_config(&acme.id, "counter", json!(sent))
+            .await
+            .unwrap();
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle(&listener, sent).await;
+    let status = listener.status();
+    println!("{status:?} after {sent} changes over {:?}", start.elapsed());
+    assert_eq!(status.notifications, sent);
+    assert_eq!(status.connections, 1);
+    assert!(status.connected);
+
+    // And the next suspension is still seen at once.
+    assert!(b.validator.validate(&TenantRef::new("acme")).await.is_ok());
+    a.lifecycle.suspend(&acme.id, None).await.unwrap();
+    let seen = within(Duration::from_secs(1), || async {
+        suspended(b.validator.validate(&TenantRef::new("acme")).await)
+    })
+    .await;
+    assert!(seen.is_some());
+}
