@@ -717,3 +717,40 @@ async fn two_instances_share_one_redis_limit() {
         "{ok} allowed in {secs:.2}s across two instances"
     );
 }
+
+#[tokio::test]
+async fn suspension_reaches_every_instance_within_a_second_on_postgres() {
+    let db = pg::Db::new().await;
+    let one = start(Some(&db.url), &[]);
+    let two = start(Some(&db.url), &[]);
+    let (a, b) = (Client::new(&one), Client::new(&two));
+    let (s, _) = a
+        .admin(
+            "POST",
+            "/admin/tenants",
+            Some(json!({"slug": "acme", "name": "Acme"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Instance two caches the tenant (validator TTL is 300 s).
+    let (s, _) = b.tenant("GET", "/api/notes", "acme", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = a.admin("POST", "/admin/tenants/acme/suspend", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let started = std::time::Instant::now();
+    loop {
+        let (s, _) = b.tenant("GET", "/api/notes", "acme", None).await;
+        if s == StatusCode::FORBIDDEN {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "instance two still serves a suspended tenant"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    println!(
+        "suspension seen by the other instance after {:?}",
+        started.elapsed()
+    );
+}

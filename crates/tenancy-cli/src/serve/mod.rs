@@ -96,6 +96,18 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         })?;
         limiter = limiter.redis(backend);
     }
+    // With Postgres, every process hears every change at once (SPEC V3).
+    let _listener = match &app.db {
+        crate::app::Db::Postgres(_) => {
+            let url = global.database_url.clone().unwrap_or_default();
+            let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(CliError::msg)?;
+            let targets = tenancy_sql::ChangeTargets::new()
+                .validator(app.tenancy.validator().clone())
+                .config_cache(app.tenancy.config_store().clone());
+            Some(tenancy_sql::PgChangeListener::spawn(options, targets))
+        }
+        _ => None,
+    };
     let state = ServerState {
         app,
         admin_token,

@@ -87,7 +87,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Uses an existing pool (call [`PgStore::migrate`] once).
+    /// Uses an existing pool (call [`SqliteStore::migrate`] once).
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
