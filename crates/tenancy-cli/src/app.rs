@@ -196,7 +196,9 @@ impl App {
 
         let mut builder = Tenancy::builder().config(config.clone());
         if let Some(url) = &config.integration.nats_url {
-            let sink = tenancy::nats::NatsEventSink::connect(url).await.map_err(CliError::msg)?;
+            let sink = tenancy::nats::NatsEventSink::connect(url)
+                .await
+                .map_err(CliError::msg)?;
             builder = builder.event_bus(tenancy::EventBus::new().with_sink(sink));
         }
         let mut migrator = None;
