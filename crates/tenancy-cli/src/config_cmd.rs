@@ -1,17 +1,147 @@
-//! `tenancy config …` (to be implemented).
+//! `tenancy config …`: per-tenant configuration.
+//!
+//! A tenant's effective configuration is the application defaults
+//! (`tenancy.overrides.defaults` in `tenancy.yaml`) with the tenant's
+//! overrides on top. Writes go through the config service, so they publish
+//! `ConfigChanged` like the admin API does.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
 
-use crate::app::{CliError, Global};
+use crate::app::{App, CliError, Global, json_or_string};
+use crate::tenants::to_json;
 
 /// Config commands.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// The effective config of a tenant.
-    List,
+    /// Set a tenant's override: VALUE is JSON if it parses (42, true,
+    /// {"a":1}, "quoted"), else a plain string.
+    Set(SetArgs),
+    /// Print a tenant's effective value of KEY (override, else default);
+    /// fails when neither exists.
+    Get(KeyArgs),
+    /// Remove a tenant's override of KEY (the default applies again).
+    Unset(KeyArgs),
+    /// Print a tenant's effective config: defaults merged with overrides.
+    List(TenantArgs),
+}
+
+/// `config set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+    /// The key: 1-128 characters of letters, digits, '_', '.' or '-'.
+    pub key: String,
+    /// The value (JSON if it parses, else a string).
+    pub value: String,
+}
+
+/// A tenant and a key.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+    /// The key.
+    pub key: String,
+}
+
+/// A tenant.
+#[derive(Debug, Args)]
+pub struct TenantArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
 }
 
 /// Runs a config command.
-pub async fn run(_global: &Global, _cmd: ConfigCommand) -> Result<(), CliError> {
-    Err(CliError::msg("not implemented yet"))
+pub async fn run(global: &Global, cmd: ConfigCommand) -> Result<(), CliError> {
+    let app = App::open(global).await?;
+    let overrides = app.tenancy.overrides();
+    match cmd {
+        ConfigCommand::Set(args) => {
+            let tenant = app.tenant(&args.tenant).await?;
+            let value = json_or_string(&args.value);
+            overrides
+                .set(&tenant.id, &args.key, value.clone())
+                .await
+                .map_err(CliError::msg)?;
+            if global.json {
+                let body = json!({ "tenant_id": tenant.id, "key": args.key, "value": value });
+                println!("{}", to_json(&body)?);
+            } else {
+                println!("{} = {} for tenant {}", args.key, value, tenant.slug);
+            }
+        }
+        ConfigCommand::Get(args) => {
+            let tenant = app.tenant(&args.tenant).await?;
+            let value = overrides
+                .get(&tenant.id, &args.key)
+                .await
+                .map_err(CliError::msg)?
+                .ok_or_else(|| {
+                    CliError::msg(format!(
+                        "tenant {} has no config key `{}` and there is no default: \
+                         set it with `tenancy config set {} {} VALUE` \
+                         (see `tenancy config list {}`)",
+                        tenant.slug,
+                        args.key.escape_debug(),
+                        tenant.slug,
+                        args.key.escape_debug(),
+                        tenant.slug
+                    ))
+                })?;
+            if global.json {
+                println!("{}", to_json(&value)?);
+            } else {
+                println!("{}", plain(&value));
+            }
+        }
+        ConfigCommand::Unset(args) => {
+            let tenant = app.tenant(&args.tenant).await?;
+            let existed = overrides
+                .delete(&tenant.id, &args.key)
+                .await
+                .map_err(CliError::msg)?;
+            if global.json {
+                let body = json!({ "tenant_id": tenant.id, "key": args.key, "removed": existed });
+                println!("{}", to_json(&body)?);
+            } else if existed {
+                println!("removed {} for tenant {}", args.key, tenant.slug);
+            } else {
+                println!(
+                    "tenant {} had no override of {}",
+                    tenant.slug,
+                    args.key.escape_debug()
+                );
+            }
+        }
+        ConfigCommand::List(args) => {
+            let tenant = app.tenant(&args.tenant).await?;
+            let effective = overrides
+                .effective(&tenant.id)
+                .await
+                .map_err(CliError::msg)?;
+            if global.json {
+                println!("{}", to_json(&effective)?);
+            } else if effective.is_empty() {
+                println!("tenant {} has no config", tenant.slug);
+            } else {
+                for (key, value) in &effective {
+                    println!("{key} = {value}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value for humans: strings without quotes, everything else as JSON.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }

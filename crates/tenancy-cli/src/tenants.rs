@@ -1,17 +1,301 @@
-//! `tenancy tenants …` (to be implemented).
+//! `tenancy tenants …`: create, inspect and change tenants.
+//!
+//! Every change goes through the lifecycle service, so provisioning
+//! (schemas, databases), events and cache invalidation happen exactly as
+//! they do in the server. `--json` prints the tenant (or `{"items": […],
+//! "total": N}` for `list`) on stdout.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tenancy::{ListQuery, NewTenant, Slug, TenantInfo, TenantUpdate};
 
-use crate::app::{CliError, Global};
+use crate::app::{App, CliError, Global, json_or_string};
 
 /// Tenant commands.
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
-    /// List tenants.
-    List,
+    /// Create a tenant (provisioned by the isolation strategy, then active).
+    Create(CreateArgs),
+    /// List active tenants (all with --all).
+    List(ListArgs),
+    /// Show one tenant.
+    Show(TenantArg),
+    /// Change a tenant's name, slug or plan.
+    Update(UpdateArgs),
+    /// Suspend a tenant: it is refused service, its data is kept.
+    Suspend(SuspendArgs),
+    /// Make a tenant active again.
+    Activate(TenantArg),
+    /// Switch a tenant off (applies lifecycle.deprovision_policy).
+    Deactivate(TenantArg),
+    /// Delete a tenant and its config overrides (applies
+    /// lifecycle.deprovision_policy to its data).
+    Delete(TenantArg),
+}
+
+/// `tenants create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Unique handle: 2-63 lower-case letters, digits and '-', starting with a letter.
+    #[arg(long)]
+    pub slug: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: String,
+    /// Commercial plan (selects plan-wide defaults such as rate limits).
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Metadata: a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+}
+
+/// `tenants list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Include inactive, suspended and provisioning tenants.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// A tenant named by id or slug.
+#[derive(Debug, Args)]
+pub struct TenantArg {
+    /// The tenant's id or slug.
+    #[arg(value_name = "ID|SLUG")]
+    pub tenant: String,
+}
+
+/// `tenants update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "ID|SLUG")]
+    pub tenant: String,
+    /// New display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New slug.
+    #[arg(long)]
+    pub slug: Option<String>,
+    /// New plan.
+    #[arg(long, conflicts_with = "clear_plan")]
+    pub plan: Option<String>,
+    /// Remove the plan.
+    #[arg(long)]
+    pub clear_plan: bool,
+    /// New metadata: a JSON object (replaces the old one).
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+}
+
+/// `tenants suspend`.
+#[derive(Debug, Args)]
+pub struct SuspendArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "ID|SLUG")]
+    pub tenant: String,
+    /// Why (recorded as the status reason).
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 /// Runs a tenants command.
-pub async fn run(_global: &Global, _cmd: TenantsCommand) -> Result<(), CliError> {
-    Err(CliError::msg("not implemented yet"))
+pub async fn run(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
+    // Check what can be checked before touching the database.
+    if let TenantsCommand::Create(args) = &cmd {
+        Slug::new(&args.slug).map_err(CliError::msg)?;
+    }
+    let app = App::open(global).await?;
+    let lifecycle = app.tenancy.lifecycle();
+    let (verb, tenant) = match cmd {
+        TenantsCommand::List(args) => return list(&app, global, args.all).await,
+        TenantsCommand::Show(t) => ("", app.tenant(&t.tenant).await?),
+        TenantsCommand::Create(args) => {
+            let mut new = NewTenant::new(&args.slug, args.name).map_err(CliError::msg)?;
+            if let Some(plan) = args.plan {
+                new = new.plan(plan);
+            }
+            if let Some(metadata) = args.metadata {
+                new = new.metadata(metadata_object(&metadata)?);
+            }
+            (
+                "created",
+                lifecycle.create(new).await.map_err(CliError::msg)?,
+            )
+        }
+        TenantsCommand::Update(args) => {
+            let update = TenantUpdate {
+                slug: args
+                    .slug
+                    .as_deref()
+                    .map(Slug::new)
+                    .transpose()
+                    .map_err(CliError::msg)?,
+                name: args.name,
+                plan: if args.clear_plan {
+                    Some(None)
+                } else {
+                    args.plan.map(Some)
+                },
+                metadata: args.metadata.as_deref().map(metadata_object).transpose()?,
+            };
+            if update.is_empty() {
+                return Err(CliError::msg(
+                    "nothing to update: pass --name, --slug, --plan, --clear-plan or --metadata",
+                ));
+            }
+            let current = app.tenant(&args.tenant).await?;
+            let updated = lifecycle
+                .update(&current.id, update)
+                .await
+                .map_err(CliError::msg)?;
+            ("updated", updated)
+        }
+        TenantsCommand::Suspend(args) => {
+            let current = app.tenant(&args.tenant).await?;
+            let tenant = lifecycle
+                .suspend(&current.id, args.reason.as_deref())
+                .await
+                .map_err(CliError::msg)?;
+            ("suspended", tenant)
+        }
+        TenantsCommand::Activate(t) => {
+            let current = app.tenant(&t.tenant).await?;
+            let tenant = lifecycle
+                .activate(&current.id)
+                .await
+                .map_err(CliError::msg)?;
+            ("activated", tenant)
+        }
+        TenantsCommand::Deactivate(t) => {
+            let current = app.tenant(&t.tenant).await?;
+            let tenant = lifecycle
+                .deactivate(&current.id)
+                .await
+                .map_err(CliError::msg)?;
+            ("deactivated", tenant)
+        }
+        TenantsCommand::Delete(t) => {
+            let current = app.tenant(&t.tenant).await?;
+            let tenant = lifecycle.delete(&current.id).await.map_err(CliError::msg)?;
+            ("deleted", tenant)
+        }
+    };
+    if global.json {
+        println!("{}", to_json(&tenant)?);
+    } else if verb.is_empty() {
+        print_details(&tenant);
+    } else {
+        println!(
+            "{verb} tenant {} (id {}, status {})",
+            tenant.slug, tenant.id, tenant.status
+        );
+    }
+    Ok(())
+}
+
+/// Pages through every matching tenant and prints them.
+async fn list(app: &App, global: &Global, all: bool) -> Result<(), CliError> {
+    let base = if all {
+        ListQuery::all()
+    } else {
+        ListQuery::active()
+    };
+    let mut items: Vec<TenantInfo> = Vec::new();
+    let mut total;
+    loop {
+        let offset = items.len() as u64;
+        let page = app
+            .tenancy
+            .store()
+            .list(base.page(offset, ListQuery::MAX_LIMIT))
+            .await
+            .map_err(CliError::msg)?;
+        total = page.total;
+        let got = page.items.len();
+        items.extend(page.items);
+        if got == 0 || items.len() as u64 >= total {
+            break;
+        }
+    }
+    // Tenants created while paging may push `total` up; report what we print.
+    let total = total.max(items.len() as u64);
+    if global.json {
+        let body = json!({ "items": items, "total": total });
+        println!("{}", to_json(&body)?);
+        return Ok(());
+    }
+    if items.is_empty() {
+        println!(
+            "no {}tenants{}",
+            if all { "" } else { "active " },
+            if all {
+                ""
+            } else {
+                " (--all includes inactive ones)"
+            }
+        );
+        return Ok(());
+    }
+    let id_w = column_width(items.iter().map(|t| t.id.as_str()), "ID");
+    let slug_w = column_width(items.iter().map(|t| t.slug.as_str()), "SLUG");
+    let plan_w = column_width(
+        items.iter().map(|t| t.plan.as_deref().unwrap_or("-")),
+        "PLAN",
+    );
+    println!(
+        "{:id_w$}  {:slug_w$}  {:12}  {:plan_w$}  NAME",
+        "ID", "SLUG", "STATUS", "PLAN"
+    );
+    for t in &items {
+        println!(
+            "{:id_w$}  {:slug_w$}  {:12}  {:plan_w$}  {}",
+            t.id.as_str(),
+            t.slug.as_str(),
+            t.status.as_str(),
+            t.plan.as_deref().unwrap_or("-"),
+            t.name
+        );
+    }
+    println!("{} tenant(s)", items.len());
+    Ok(())
+}
+
+fn column_width<'a>(values: impl Iterator<Item = &'a str>, header: &str) -> usize {
+    values
+        .map(|v| v.chars().count())
+        .chain(std::iter::once(header.len()))
+        .max()
+        .unwrap_or(header.len())
+}
+
+fn print_details(t: &TenantInfo) {
+    println!("id:         {}", t.id);
+    println!("slug:       {}", t.slug);
+    println!("name:       {}", t.name);
+    match &t.status_reason {
+        Some(reason) => println!("status:     {} ({reason})", t.status),
+        None => println!("status:     {}", t.status),
+    }
+    println!("plan:       {}", t.plan.as_deref().unwrap_or("-"));
+    println!("metadata:   {}", t.metadata);
+    println!("created_at: {}", t.created_at.to_rfc3339());
+    println!("updated_at: {}", t.updated_at.to_rfc3339());
+}
+
+/// Parses `--metadata`: it must be a JSON object.
+fn metadata_object(raw: &str) -> Result<serde_json::Value, CliError> {
+    match json_or_string(raw) {
+        v @ serde_json::Value::Object(_) => Ok(v),
+        _ => Err(CliError::msg(
+            "--metadata must be a JSON object, e.g. --metadata '{\"region\":\"eu\"}'",
+        )),
+    }
+}
+
+/// Pretty JSON for stdout.
+pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::msg(format!("cannot print JSON: {e}")))
 }
