@@ -473,6 +473,8 @@ fn admin_url() -> String {
 struct PgTestDb {
     name: String,
     url: String,
+    /// Per-tenant databases (database strategy) to drop as well.
+    tenant_dbs: std::sync::Mutex<Vec<String>>,
 }
 
 impl PgTestDb {
@@ -488,13 +490,23 @@ impl PgTestDb {
         let admin = admin_url();
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
         let url = format!("{base}/{name}");
-        Self { name, url }
+        Self {
+            name,
+            url,
+            tenant_dbs: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Drops tenant `id`'s database with this one.
+    fn track_tenant(&self, id: &str) {
+        self.tenant_dbs.lock().unwrap().push(format!("tenant_{id}"));
     }
 }
 
 impl Drop for PgTestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let mut names = std::mem::take(&mut *self.tenant_dbs.lock().unwrap());
+        names.push(self.name.clone());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -502,11 +514,13 @@ impl Drop for PgTestDb {
                 .unwrap();
             rt.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
+                    for name in names {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
                 }
             });
         })
@@ -572,4 +586,56 @@ async fn postgres_schema_strategy_exports_from_the_tenant_schema() {
     );
     cli.ok(&["tenants", "delete", "sch"]);
     cli.fail(&["tenants", "show", "sch"]);
+}
+
+#[tokio::test]
+async fn postgres_database_strategy_and_unsupported_types() {
+    let db = PgTestDb::new().await;
+    let mut cli = Cli::with_url(&db.url).strategy("database");
+    cli.env.push((
+        "TENANCY__LIFECYCLE__DEPROVISION_POLICY".into(),
+        "drop".into(),
+    ));
+    let t = cli.json(&[
+        "tenants", "create", "--slug", "own", "--name", "Own", "--json",
+    ]);
+    let id = id_of(&t);
+    db.track_tenant(&id);
+    let base = db.url.rsplit_once('/').map(|(b, _)| b).unwrap().to_owned();
+    let tenant_url = format!("{base}/tenant_{id}");
+    insert_note(&tenant_url, &id, "own-note").await;
+    let mut conn = PgConnection::connect(&tenant_url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE events (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now(), n INT); \
+         INSERT INTO events (n) VALUES (7);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    let rows = cli.json(&["export", "notes", "--tenant-id", "own"]);
+    assert_eq!(titles(rows.as_array().unwrap()), ["own-note"]);
+    // A table without the tenant field is the tenant's whole; a column the
+    // exporter cannot read is named on stderr.
+    let out = cli.run(&["export", "events", "--tenant-id", &id]);
+    assert!(out.status.success());
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows, json!([{"id": 1, "at": null, "n": 7}]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("column `at`") && stderr.contains("timestamp"),
+        "{stderr}"
+    );
+
+    assert_eq!(
+        cli.json(&["tenants", "deactivate", "own", "--json"])["status"],
+        "inactive"
+    );
+    assert_eq!(
+        cli.json(&["tenants", "activate", "own", "--json"])["status"],
+        "active"
+    );
+    cli.ok(&["tenants", "delete", "own"]);
+    cli.fail(&["tenants", "show", "own"]);
 }
