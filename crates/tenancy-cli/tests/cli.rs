@@ -272,6 +272,18 @@ fn config_scenario(cli: &Cli) {
     let plain = cli.ok(&["config", "list", "conf"]);
     assert!(plain.contains("theme = \"dark\""), "{plain}");
 
+    // Removing the override brings the default back.
+    let unset = cli.json(&["config", "unset", "conf", "theme", "--json"]);
+    assert_eq!(unset["removed"], true);
+    assert_eq!(
+        cli.json(&["config", "get", "conf", "theme", "--json"]),
+        "light"
+    );
+    assert_eq!(
+        cli.json(&["config", "unset", "conf", "theme", "--json"])["removed"],
+        false
+    );
+
     // Missing keys, bad keys and unknown tenants are errors.
     let err = cli.fail(&["config", "get", "conf", "missing"]);
     assert!(err.contains("missing"), "{err}");
