@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{Postgres, Sqlite, SqlitePool, Transaction};
 use tenancy::config::ResourceConfig;
 use tenancy::{Tenancy, TenancyConfig};
 use tenancy_interceptor::service::ScopedTable;
@@ -107,23 +107,10 @@ pub struct App {
     pub tenancy: Tenancy,
     /// Scoped transactions.
     pub db: Db,
-    /// The main database's pool, for unscoped administrative reads.
-    pub main: MainPool,
     /// The CRUD resources.
     pub resources: Arc<Vec<Resource>>,
-    /// The database URL in use.
-    pub url: String,
     /// Per-tenant migrations, under the schema and database strategies.
     pub migrator: Option<Migrator>,
-}
-
-/// The main database.
-#[derive(Clone, Debug)]
-pub enum MainPool {
-    /// SQLite.
-    Sqlite(SqlitePool),
-    /// PostgreSQL.
-    Postgres(PgPool),
 }
 
 /// The built-in `notes` resource, used when `server.resources` is empty.
@@ -202,7 +189,7 @@ impl App {
             builder = builder.event_bus(tenancy::EventBus::new().with_sink(sink));
         }
         let mut migrator = None;
-        let (tenancy, db, main) = if is_postgres(&url) {
+        let (tenancy, db) = if is_postgres(&url) {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(std::time::Duration::from_secs(5))
@@ -243,7 +230,7 @@ impl App {
                 other => return Err(unknown_strategy(other)),
             };
             let tenancy = builder.store(store).build().map_err(CliError::msg)?;
-            (tenancy, Db::Postgres(db), MainPool::Postgres(pool))
+            (tenancy, Db::Postgres(db))
         } else {
             let pool = open_sqlite(&url).await?;
             let store = SqliteStore::new(pool.clone());
@@ -275,7 +262,7 @@ impl App {
                 other => return Err(unknown_strategy(other)),
             };
             let tenancy = builder.store(store).build().map_err(CliError::msg)?;
-            (tenancy, db, MainPool::Sqlite(pool))
+            (tenancy, db)
         };
 
         let resources = resource_configs
@@ -296,9 +283,7 @@ impl App {
             config,
             tenancy,
             db,
-            main,
             resources: Arc::new(resources),
-            url,
             migrator,
         })
     }
@@ -312,7 +297,12 @@ impl App {
             .map_err(CliError::msg)?
             .ok_or_else(|| {
                 CliError::msg(format!(
-                    "no tenant \"{reference}\": see `tenancy tenants list --all`"
+                    "no tenant \"{}\": see `tenancy tenants list --all`",
+                    reference
+                        .chars()
+                        .take(64)
+                        .collect::<String>()
+                        .escape_debug()
                 ))
             })
     }
