@@ -38,8 +38,29 @@ ensure_redis() {
   exit 1
 }
 
+ensure_nats() {
+  if (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then return 0; fi
+  say "NATS is not answering on 127.0.0.1:4222; starting it"
+  if command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; then
+    local bin; bin="$(command -v nats-server || echo /usr/sbin/nats-server)"
+    if command -v start-stop-daemon >/dev/null 2>&1; then
+      start-stop-daemon --start --oknodo --background --exec "$bin" -- -a 127.0.0.1 -p 4222 || true
+    else
+      nohup "$bin" -a 127.0.0.1 -p 4222 >/dev/null 2>&1 &
+    fi
+    for _ in $(seq 1 20); do
+      (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && return 0
+      sleep 0.5
+    done
+  fi
+  echo "ERROR: NATS is required on 127.0.0.1:4222 (the event-sink test publishes to it)." >&2
+  echo "       Install it (apt-get install nats-server) or start it: nats-server -a 127.0.0.1 -p 4222" >&2
+  exit 1
+}
+
 ensure_postgres
 ensure_redis
+ensure_nats
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
