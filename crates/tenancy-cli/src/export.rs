@@ -12,8 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use serde_json::Value;
-use sqlx::{AssertSqlSafe, Column, Database, Postgres, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
 use tenancy::TenantInfo;
 use tenancy_interceptor::service::{Object, ScopedTable};
 use tenancy_interceptor::{Interceptor, TenantTables};
@@ -373,7 +372,10 @@ async fn read_page(
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(|e| failed(&e))?;
-            Ok(rows.iter().map(row_to_object).collect())
+            Ok(rows
+                .iter()
+                .map(tenancy_interceptor::service::row_to_object)
+                .collect())
         }
         (Tx::Sqlite(tx), Reader::Whole(sql)) => {
             let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
@@ -382,42 +384,12 @@ async fn read_page(
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(|e| failed(&e))?;
-            Ok(rows.iter().map(row_to_object).collect())
+            Ok(rows
+                .iter()
+                .map(tenancy_interceptor::service::row_to_object)
+                .collect())
         }
     }
-}
-
-/// A row as a JSON object, read like the interceptor's table service does
-/// (integers, floats, booleans, text; other types as null).
-fn row_to_object<DB, R>(row: &R) -> Object
-where
-    DB: Database<Row = R>,
-    R: Row<Database = DB>,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'r> i32: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'r> f64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'r> bool: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-{
-    let mut out = Object::new();
-    for (i, col) in row.columns().iter().enumerate() {
-        let v = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else if let Ok(v) = row.try_get::<Option<String>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else {
-            Value::Null
-        };
-        out.insert(col.name().to_owned(), v);
-    }
-    out
 }
 
 /// Where rows go: stdout, or a file written as `FILE.partial` and renamed

@@ -77,8 +77,22 @@ pub(crate) fn rewrite(tables: &TenantTables, sql: &str, dialect: Dialect) -> R<R
         depth: 0,
     };
     rewriter.statement(&mut stmt)?;
+    let printed = stmt.to_string();
+    // Fail closed on printer quirks: what we hand out must parse again as
+    // exactly one statement (sqlparser does not round-trip every input,
+    // e.g. `0 .id` prints as `0.id`).
+    let reparsed = match dialect {
+        Dialect::Postgres => parse(&PostgreSqlDialect {}, &printed),
+        Dialect::Sqlite => parse(&SQLiteDialect {}, &printed),
+    };
+    if !matches!(reparsed, Ok(ref s) if s.len() == 1) {
+        return Err(unsupported(
+            "a statement whose rewritten form does not parse again",
+            "write the expression without unusual spacing or syntax",
+        ));
+    }
     Ok(Rewritten {
-        sql: Arc::from(stmt.to_string()),
+        sql: Arc::from(printed),
         tenant_param: rewriter.used.then_some(param.index),
     })
 }
@@ -98,6 +112,18 @@ fn parse(
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(sql)?
         .parse_statements()
+}
+
+/// A table alias must be an identifier that can qualify a column: not empty
+/// and not a string literal (sqlparser accepts `FROM t ''`).
+fn check_alias(alias: &Ident) -> R {
+    if alias.value.is_empty() || matches!(alias.quote_style, Some('\'')) {
+        return Err(unsupported(
+            format!("the table alias {alias}"),
+            "use a plain or double-quoted identifier as alias",
+        ));
+    }
+    Ok(())
 }
 
 fn unsupported(construct: impl Into<String>, hint: &'static str) -> Refusal {
@@ -658,6 +684,7 @@ impl Rewriter<'_> {
                         "alias the columns in the select list instead",
                     ));
                 }
+                check_alias(&a.name)?;
                 vec![a.name.clone()]
             }
             None => idents(name)
@@ -846,7 +873,10 @@ impl Rewriter<'_> {
                 if tenant {
                     // Only ever update the tenant's own conflicting row.
                     let qualifier = match table_alias {
-                        Some(a) => vec![a.alias.clone()],
+                        Some(a) => {
+                            check_alias(&a.alias)?;
+                            vec![a.alias.clone()]
+                        }
                         None => idents(name)
                             .ok_or_else(|| {
                                 unsupported(format!("the table name `{name}`"), "use a plain name")

@@ -436,7 +436,11 @@ backend!(
 
 /// A row as a JSON object (integers, floats, text, booleans; other types as
 /// null).
-fn row_to_object<DB, R>(row: &R) -> Object
+///
+/// The column's declared type picks the decoder first, so a text cell costs
+/// one decode rather than a chain of failed attempts (each failure builds an
+/// error); undeclared or unusual types fall back to trying each in turn.
+pub fn row_to_object<DB, R>(row: &R) -> Object
 where
     DB: Database<Row = R>,
     R: Row<Database = DB>,
@@ -447,21 +451,45 @@ where
     for<'r> bool: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
     for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
 {
+    use sqlx::TypeInfo;
     let mut out = Object::new();
     for (i, col) in row.columns().iter().enumerate() {
-        let v = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else if let Ok(v) = row.try_get::<Option<String>, _>(i) {
-            v.map_or(Value::Null, Value::from)
-        } else {
-            Value::Null
+        let ty = col.type_info().name().to_ascii_uppercase();
+        let text = || {
+            row.try_get::<Option<String>, _>(i)
+                .ok()
+                .map(|v| v.map_or(Value::Null, Value::from))
         };
+        let int = || {
+            row.try_get::<Option<i64>, _>(i)
+                .ok()
+                .map(|v| v.map_or(Value::Null, Value::from))
+                .or_else(|| {
+                    row.try_get::<Option<i32>, _>(i)
+                        .ok()
+                        .map(|v| v.map_or(Value::Null, Value::from))
+                })
+        };
+        let first = match ty.as_str() {
+            "TEXT" | "VARCHAR" | "CHAR" | "BPCHAR" | "NAME" | "CITEXT" => text(),
+            "INTEGER" | "INT8" | "BIGINT" | "INT4" | "INT" | "INT2" | "SMALLINT" => int(),
+            _ => None,
+        };
+        let v = first.unwrap_or_else(|| {
+            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                v.map_or(Value::Null, Value::from)
+            } else if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
+                v.map_or(Value::Null, Value::from)
+            } else if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
+                v.map_or(Value::Null, Value::from)
+            } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+                v.map_or(Value::Null, Value::from)
+            } else if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+                v.map_or(Value::Null, Value::from)
+            } else {
+                Value::Null
+            }
+        });
         out.insert(col.name().to_owned(), v);
     }
     out
