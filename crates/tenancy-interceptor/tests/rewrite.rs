@@ -171,7 +171,7 @@ fn set_operations_and_ctes() {
     // reads the real table.
     assert_eq!(
         pg("WITH notes AS (SELECT * FROM notes WHERE x) SELECT * FROM notes"),
-        "WITH notes AS (SELECT * FROM notes WHERE x AND notes.tenant_id = $1) SELECT * FROM notes"
+        "WITH notes AS (SELECT * FROM notes WHERE (x) AND notes.tenant_id = $1) SELECT * FROM notes"
     );
     assert_eq!(
         pg(
@@ -194,7 +194,7 @@ fn writes() {
     );
     assert_eq!(
         pg("INSERT INTO notes (id, body) SELECT id, body FROM orders WHERE x"),
-        "INSERT INTO notes (id, body, tenant_id) SELECT id, body, $1 FROM orders WHERE x AND orders.tenant_id = $1"
+        "INSERT INTO notes (id, body, tenant_id) SELECT id, body, $1 FROM orders WHERE (x) AND orders.tenant_id = $1"
     );
     assert_eq!(
         pg("INSERT INTO notes (id, body) SELECT id, body FROM orders UNION SELECT 1, 'x'"),
