@@ -525,6 +525,30 @@ impl Drop for PgTestDb {
                 .build()
                 .unwrap();
             rt.block_on(async {
+                // Schema isolation makes one cluster-wide role per tenant:
+                // drop them with the test database's tenant schemas.
+                if let Some(db) = names.last()
+                    && let Some((base, _)) = admin_url().rsplit_once('/')
+                    && let Ok(mut conn) = PgConnection::connect(&format!("{base}/{db}")).await
+                {
+                    let schemas: Vec<String> = sqlx::query_scalar(
+                        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'",
+                    )
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                    for role in schemas {
+                        for sql in [
+                            format!("DROP SCHEMA IF EXISTS \"{role}\" CASCADE"),
+                            format!("DROP OWNED BY \"{role}\""),
+                            format!("DROP ROLE IF EXISTS \"{role}\""),
+                        ] {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                                .execute(&mut conn)
+                                .await;
+                        }
+                    }
+                }
                 if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
                     for name in names {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
