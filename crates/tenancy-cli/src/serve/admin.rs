@@ -204,15 +204,36 @@ async fn update(
     }
 }
 
-async fn remove(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
-    let tenant = match find(&state, &reference).await {
+/// A status change or deletion requested through the admin API.
+enum Change {
+    Delete,
+    Suspend(Option<String>),
+    Activate,
+    Deactivate,
+}
+
+/// Finds the tenant, applies `change` through the lifecycle (events, cache
+/// invalidation, deprovisioning) and answers with the tenant.
+async fn change(state: &ServerState, reference: &str, change: Change) -> Response {
+    let tenant = match find(state, reference).await {
         Ok(t) => t,
         Err(r) => return r,
     };
-    match state.app.tenancy.lifecycle().delete(&tenant.id).await {
+    let lifecycle = state.app.tenancy.lifecycle();
+    let result = match change {
+        Change::Delete => lifecycle.delete(&tenant.id).await,
+        Change::Suspend(reason) => lifecycle.suspend(&tenant.id, reason.as_deref()).await,
+        Change::Activate => lifecycle.activate(&tenant.id).await,
+        Change::Deactivate => lifecycle.deactivate(&tenant.id).await,
+    };
+    match result {
         Ok(t) => Json(t).into_response(),
         Err(e) => lifecycle_problem(e),
     }
+}
+
+async fn remove(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
+    change(&state, &reference, Change::Delete).await
 }
 
 #[derive(Deserialize, Default)]
@@ -235,42 +256,15 @@ async fn suspend(
             Err(e) => return bad_body(e),
         }
     };
-    let tenant = match find(&state, &reference).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match state
-        .app
-        .tenancy
-        .lifecycle()
-        .suspend(&tenant.id, body.reason.as_deref())
-        .await
-    {
-        Ok(t) => Json(t).into_response(),
-        Err(e) => lifecycle_problem(e),
-    }
+    change(&state, &reference, Change::Suspend(body.reason)).await
 }
 
 async fn activate(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
-    let tenant = match find(&state, &reference).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match state.app.tenancy.lifecycle().activate(&tenant.id).await {
-        Ok(t) => Json(t).into_response(),
-        Err(e) => lifecycle_problem(e),
-    }
+    change(&state, &reference, Change::Activate).await
 }
 
 async fn deactivate(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
-    let tenant = match find(&state, &reference).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match state.app.tenancy.lifecycle().deactivate(&tenant.id).await {
-        Ok(t) => Json(t).into_response(),
-        Err(e) => lifecycle_problem(e),
-    }
+    change(&state, &reference, Change::Deactivate).await
 }
 
 async fn effective_config(
