@@ -15,8 +15,8 @@ use tenancy::{Tenancy, TenancyConfig};
 use tenancy_interceptor::service::ScopedTable;
 use tenancy_interceptor::{Interceptor, TenantTables};
 use tenancy_sql::{
-    Migration, Migrations, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation, PgStore,
-    ScopedBegin, SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore, TenantDb,
+    DatabaseServer, Migration, Migrations, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation,
+    PgStore, ScopedBegin, SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore, TenantDb,
 };
 
 /// Options every command takes.
@@ -223,7 +223,28 @@ impl App {
                     (builder.isolation(schemas.clone()), TenantDb::new(schemas))
                 }
                 "database" => {
-                    let dbs = PgDatabaseIsolation::new(pool.clone(), tenant_migrations);
+                    let mut servers = Vec::new();
+                    for server in &config.lifecycle.database_servers {
+                        let admin = PgPoolOptions::new()
+                            .max_connections(4)
+                            .acquire_timeout(std::time::Duration::from_secs(5))
+                            .connect(&server.url)
+                            .await
+                            .map_err(|e| {
+                                CliError::msg(format!(
+                                    "lifecycle.database_servers `{}`: cannot connect to {}: {e}",
+                                    server.name,
+                                    redact(&server.url)
+                                ))
+                            })?;
+                        servers.push(DatabaseServer::new(
+                            server.name.clone(),
+                            admin,
+                            server.weight,
+                        ));
+                    }
+                    let dbs =
+                        PgDatabaseIsolation::with_servers(pool.clone(), servers, tenant_migrations);
                     migrator = Some(Migrator::PgDatabase(dbs.clone()));
                     (builder.isolation(dbs.clone()), TenantDb::new(dbs))
                 }

@@ -25,7 +25,15 @@ impl Drop for Server {
 }
 
 fn start(database_url: Option<&str>, env: &[(&str, &str)]) -> Server {
+    start_with(database_url, env, None)
+}
+
+/// Starts the server; `yaml` becomes `tenancy.yaml` in its working directory.
+fn start_with(database_url: Option<&str>, env: &[(&str, &str)], yaml: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    if let Some(yaml) = yaml {
+        std::fs::write(dir.path().join("tenancy.yaml"), yaml).unwrap();
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy"));
     cmd.current_dir(dir.path())
         .args(["serve", "--bind", "127.0.0.1:0", "--admin-token", ADMIN])
@@ -752,5 +760,65 @@ async fn suspension_reaches_every_instance_within_a_second_on_postgres() {
     println!(
         "suspension seen by the other instance after {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn database_per_tenant_spreads_over_configured_servers() {
+    let db = pg::Db::new().await;
+    // Two servers with distinct URLs (one cluster on this machine).
+    let via_localhost = db.url.replacen("127.0.0.1", "localhost", 1);
+    let yaml = format!(
+        "tenancy:\n  lifecycle:\n    isolation_strategy: database\n    deprovision_policy: drop\n    database_servers:\n      - {{ name: one, url: \"{}\" }}\n      - {{ name: two, url: \"{via_localhost}\" }}\n",
+        db.url
+    );
+    let server = start_with(Some(&db.url), &[], Some(&yaml));
+    let c = Client::new(&server);
+    let mut slugs = Vec::new();
+    for i in 0..4 {
+        let slug = format!("spread-{i}");
+        let (s, _) = c
+            .admin(
+                "POST",
+                "/admin/tenants",
+                Some(json!({"slug": slug, "name": "S"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, _) = c
+            .tenant("POST", "/api/notes", &slug, Some(json!({"title": slug})))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "routing reaches the placed server");
+        slugs.push(slug);
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let placed: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT server, count(*) FROM tenancy_placements GROUP BY server ORDER BY server",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(placed, [("one".to_owned(), 2), ("two".to_owned(), 2)]);
+    for slug in &slugs {
+        let (_, list) = c.tenant("GET", "/api/notes", slug, None).await;
+        assert_eq!(
+            list["items"][0]["title"],
+            json!(slug),
+            "each tenant reads its own database"
+        );
+        let (s, _) = c
+            .admin("DELETE", &format!("/admin/tenants/{slug}"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_placements")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        left, 0,
+        "deleted tenants' databases and placements are gone"
     );
 }

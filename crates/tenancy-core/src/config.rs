@@ -22,6 +22,9 @@
 //!     auto_provision: true
 //!     deprovision_policy: keep      # keep | archive | drop
 //!     migrations_dir: migrations
+//!     database_servers:             # database strategy on Postgres; default: the main server
+//!       - { name: pg1, url: "postgres://app@db1/postgres", weight: 2 }
+//!       - { name: pg2, url: "postgres://app@db2/postgres" }
 //!   overrides:
 //!     cache_ttl_secs: 60
 //!     cache_capacity: 10000
@@ -177,6 +180,27 @@ pub struct LifecycleConfig {
     pub deprovision_policy: DeprovisionPolicy,
     /// The application's per-tenant migrations (default none).
     pub migrations_dir: Option<PathBuf>,
+    /// Database servers for the `database` strategy on PostgreSQL (default
+    /// none: the main database's server). New tenants go to the server with
+    /// the fewest tenants per unit of weight.
+    pub database_servers: Vec<DatabaseServerConfig>,
+}
+
+/// One database server (`lifecycle.database_servers[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseServerConfig {
+    /// The name placements record (keep it stable).
+    pub name: String,
+    /// A `postgres://` URL whose role may `CREATE DATABASE`.
+    pub url: String,
+    /// Relative share of new tenants (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 impl Default for LifecycleConfig {
@@ -186,6 +210,7 @@ impl Default for LifecycleConfig {
             auto_provision: true,
             deprovision_policy: DeprovisionPolicy::Keep,
             migrations_dir: None,
+            database_servers: Vec::new(),
         }
     }
 }
