@@ -14,6 +14,7 @@ use tenancy::config::ResourceConfig;
 use tenancy::{Tenancy, TenancyConfig};
 use tenancy_interceptor::service::ScopedTable;
 use tenancy_interceptor::{Interceptor, TenantTables};
+use tenancy_sql::portable::TenantData;
 use tenancy_sql::{
     DatabaseServer, Migration, Migrations, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation,
     PgStore, ScopedBegin, SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore, TenantDb,
@@ -111,7 +112,25 @@ pub struct App {
     pub resources: Arc<Vec<Resource>>,
     /// Per-tenant migrations, under the schema and database strategies.
     pub migrator: Option<Migrator>,
+    /// The main database (the store's, and the shared tables').
+    pub main: MainPool,
+    /// The migration version every tenant of this deployment is at: the
+    /// latest of `lifecycle.migrations_dir` (or of the built-in `notes`
+    /// migration).
+    pub migration_version: i64,
 }
+
+/// The main database's pool.
+#[derive(Clone)]
+pub enum MainPool {
+    /// PostgreSQL.
+    Postgres(sqlx::PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+/// The column that holds the tenant id in shared tables.
+pub const TENANT_COLUMN: &str = "tenant_id";
 
 /// The built-in `notes` resource, used when `server.resources` is empty.
 pub fn builtin_notes() -> ResourceConfig {
@@ -189,6 +208,12 @@ impl App {
             builder = builder.event_bus(tenancy::EventBus::new().with_sink(sink));
         }
         let mut migrator = None;
+        let migration_version = match (&app_migrations, use_builtin_notes) {
+            (Some(m), _) => m.latest(),
+            (None, true) => 1,
+            (None, false) => 0,
+        };
+        let main;
         let (tenancy, db) = if is_postgres(&url) {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
@@ -196,6 +221,7 @@ impl App {
                 .connect(&url)
                 .await
                 .map_err(|e| CliError::msg(format!("cannot connect to {}: {e}", redact(&url))))?;
+            main = MainPool::Postgres(pool.clone());
             let store = PgStore::new(pool.clone());
             store.migrate().await.map_err(CliError::msg)?;
             let tenant_migrations = tenant_migrations(app_migrations, use_builtin_notes, NOTES_PG)?;
@@ -254,6 +280,7 @@ impl App {
             (tenancy, Db::Postgres(db))
         } else {
             let pool = open_sqlite(&url).await?;
+            main = MainPool::Sqlite(pool.clone());
             let store = SqliteStore::new(pool.clone());
             store.migrate().await.map_err(CliError::msg)?;
             let (builder, db) = match strategy.as_str() {
@@ -306,7 +333,49 @@ impl App {
             db,
             resources: Arc::new(resources),
             migrator,
+            main,
+            migration_version,
         })
+    }
+
+    /// The isolation strategy's name (`row_level`, `schema`, `database`).
+    pub fn strategy(&self) -> &str {
+        &self.config.lifecycle.isolation_strategy
+    }
+
+    /// Where `tenant`'s tables live, its rows told apart by `column` in
+    /// shared tables.
+    pub async fn tenant_data(
+        &self,
+        tenant: &tenancy::TenantId,
+        column: &str,
+    ) -> Result<TenantData, CliError> {
+        let cannot = |e: &dyn std::fmt::Display| {
+            CliError::msg(format!("cannot open the data of tenant {tenant}: {e}"))
+        };
+        let data = match (&self.main, &self.migrator) {
+            (MainPool::Postgres(pool), None) => {
+                TenantData::pg_shared(pool.clone(), tenant.clone(), column)
+            }
+            (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => {
+                TenantData::pg_schema(pool.clone(), tenant.clone(), column)
+            }
+            (_, Some(Migrator::PgDatabase(dbs))) => {
+                let pool = dbs.pool_for(tenant).await.map_err(|e| cannot(&e))?;
+                TenantData::pg_database(pool, tenant.clone(), column)
+            }
+            (MainPool::Sqlite(pool), None) => {
+                TenantData::sqlite_shared(pool.clone(), tenant.clone(), column)
+            }
+            (_, Some(Migrator::SqliteDatabase(files))) => {
+                let pool = files.pool_for(tenant).await.map_err(|e| cannot(&e))?;
+                TenantData::sqlite_database(pool, tenant.clone(), column)
+            }
+            (MainPool::Sqlite(_), Some(Migrator::PgSchema(_))) => {
+                return Err(CliError::msg("schema isolation needs PostgreSQL"));
+            }
+        };
+        data.map_err(|e| cannot(&e))
     }
 
     /// Finds a tenant by id or slug, or says how to find one.

@@ -1,36 +1,30 @@
 //! `tenancy export TABLE --tenant-id T`: one tenant's rows of a table, as
-//! a JSON array or NDJSON.
+//! a JSON array or NDJSON, every value exact (SPEC P1).
 //!
-//! The table's columns are read from the database the tenant's data lives
-//! in (the main database under `row_level`, the tenant's own schema or
-//! database otherwise). Rows are read through the query interceptor, so the
-//! tenant filter is always a bound parameter of a statement the interceptor
-//! scoped; a table or column that does not exist is refused by name before
-//! anything is read.
+//! The table is read where the tenant's data lives (the main database
+//! under `row_level`, the tenant's own schema or database otherwise). Values
+//! are rendered by the database itself (PostgreSQL's `row_to_json`,
+//! streamed with `COPY`) or, on SQLite, from each value's storage class;
+//! see `tenancy_sql::portable`. The tenant is always a bound parameter; a
+//! table or column that does not exist is refused by name before anything
+//! is read.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
-use tenancy::TenantInfo;
-use tenancy_interceptor::service::{Object, ScopedTable};
-use tenancy_interceptor::{Interceptor, TenantTables};
 
-use crate::app::{App, CliError, Db, Global};
-
-/// Rows read per statement.
-const PAGE: u64 = 1000;
+use crate::app::{App, CliError, Global, TENANT_COLUMN};
 
 /// Export arguments.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Under the row_level strategy TABLE must have the tenant field. \
-Under the schema and database strategies the tenant's own schema or database is read; \
-there a table without the tenant field is exported whole, because everything in it \
-belongs to the tenant.\n\nExported values: integers, floats, booleans and text; columns of \
-other types (on PostgreSQL e.g. uuid, timestamptz, jsonb) are exported as null, with a \
-warning on stderr."
+    after_help = "Under the row_level strategy TABLE must have the tenant field (default tenant_id). \
+Under the schema and database strategies the tenant's own schema or database is read and the \
+whole table is the tenant's: --tenant-field has no effect there and is refused.\n\n\
+Every column type is exported with its value: on PostgreSQL the server renders each row \
+(uuid, timestamptz in UTC, date, numeric with every digit, json/jsonb, arrays, enums, …), \
+bytea as base64; on SQLite each value by its storage class, BLOB as base64."
 )]
 pub struct ExportArgs {
     /// The table to export.
@@ -38,9 +32,9 @@ pub struct ExportArgs {
     /// The tenant whose rows to export: its id or slug.
     #[arg(long, value_name = "ID|SLUG")]
     pub tenant_id: String,
-    /// The column that holds the tenant id.
-    #[arg(long, default_value = "tenant_id", value_name = "COLUMN")]
-    pub tenant_field: String,
+    /// The column that holds the tenant id (row_level only) [default: tenant_id].
+    #[arg(long, value_name = "COLUMN")]
+    pub tenant_field: Option<String>,
     /// Export at most N rows.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -61,43 +55,31 @@ pub enum Format {
     Ndjson,
 }
 
-/// A column as the database describes it.
-#[derive(Debug, Clone)]
-struct ColumnInfo {
-    name: String,
-    data_type: String,
-    primary_key: bool,
-}
-
-/// How rows are read.
-enum Reader {
-    /// Through the interceptor, filtered by the tenant field.
-    Scoped(ScopedTable),
-    /// The whole table of the tenant's own schema or database; the SQL
-    /// takes LIMIT and OFFSET as its two parameters.
-    Whole(String),
-}
-
-/// An open transaction in the tenant's scope.
-enum Tx {
-    Pg(Transaction<'static, Postgres>),
-    Sqlite(Transaction<'static, Sqlite>),
-}
-
 /// Runs an export.
 pub async fn run(global: &Global, args: ExportArgs) -> Result<(), CliError> {
     check_ident("table", &args.table)?;
-    check_ident("tenant field", &args.tenant_field)?;
+    if let Some(field) = &args.tenant_field {
+        check_ident("tenant field", field)?;
+    }
     let app = App::open(global).await?;
+    let own_space = app.strategy() != "row_level";
+    if own_space && let Some(field) = &args.tenant_field {
+        return Err(CliError::msg(format!(
+            "--tenant-field {field} has no effect under the `{}` isolation strategy: \
+             each tenant has its own {}, so the whole table is the tenant's; drop the option",
+            app.strategy(),
+            if app.strategy() == "schema" {
+                "schema"
+            } else {
+                "database"
+            }
+        )));
+    }
+    let field = args.tenant_field.as_deref().unwrap_or(TENANT_COLUMN);
     let tenant = app.tenant(&args.tenant_id).await?;
-    let own_space = app.config.lifecycle.isolation_strategy != "row_level";
-
-    let mut tx = open(&app, &tenant).await?;
-    let columns = match &mut tx {
-        Tx::Pg(tx) => pg_columns(tx, &args.table).await?,
-        Tx::Sqlite(tx) => sqlite_columns(tx, &args.table).await?,
-    };
-    if columns.is_empty() {
+    let data = app.tenant_data(&tenant.id, field).await?;
+    let mut session = data.read().await.map_err(CliError::msg)?;
+    let Some(table) = session.table(&args.table).await.map_err(CliError::msg)? else {
         let place = if own_space {
             format!(" in the database of tenant {}", tenant.slug)
         } else {
@@ -107,77 +89,33 @@ pub async fn run(global: &Global, args: ExportArgs) -> Result<(), CliError> {
             "table `{}` does not exist{place}: check the name (tables are case-sensitive)",
             args.table
         )));
-    }
-    let has_tenant_field = columns.iter().any(|c| c.name == args.tenant_field);
-    if !has_tenant_field && !own_space {
+    };
+    if !own_space && !table.tenant_column {
         return Err(CliError::msg(format!(
-            "column `{}` does not exist in table `{}`: pass the column that holds the tenant id with --tenant-field (columns: {})",
-            args.tenant_field,
+            "column `{field}` does not exist in table `{}`: pass the column that holds the tenant id with --tenant-field (columns: {})",
             args.table,
-            columns
+            table
+                .columns
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
     }
-    let exported: Vec<&ColumnInfo> = columns
-        .iter()
-        .filter(|c| c.name != args.tenant_field)
-        .collect();
-    let Some(key) = exported
-        .iter()
-        .find(|c| c.primary_key)
-        .or_else(|| exported.first())
-        .map(|c| c.name.clone())
-    else {
+    if table.columns.is_empty() {
         return Err(CliError::msg(format!(
-            "table `{}` has no column besides `{}`: nothing to export",
-            args.table, args.tenant_field
+            "table `{}` has no column besides `{field}`: nothing to export",
+            args.table
         )));
-    };
-    warn_unsupported(&tx, &exported);
-    let names: Vec<&str> = exported.iter().map(|c| c.name.as_str()).collect();
-
-    let reader = if has_tenant_field {
-        let interceptor =
-            Interceptor::new(TenantTables::new([args.table.as_str()]).column(&args.tenant_field));
-        Reader::Scoped(
-            ScopedTable::new(interceptor, &args.table, &key, &names)
-                .map_err(|e| CliError::msg(format!("cannot export table `{}`: {e}", args.table)))?,
-        )
-    } else {
-        Reader::Whole(whole_table_sql(&tx, &args.table, &key, &names))
-    };
+    }
 
     let mut out = Output::create(args.output.as_deref(), args.format)?;
-    let progress = indicatif::ProgressBar::new_spinner();
-    let mut count: u64 = 0;
-    loop {
-        let want = match args.limit {
-            Some(limit) => PAGE.min(limit - count),
-            None => PAGE,
-        };
-        if want == 0 {
-            break;
-        }
-        let rows = read_page(&mut tx, &reader, tenant.id.as_str(), want, count).await?;
-        for row in &rows {
-            out.write(row)?;
-        }
-        count += rows.len() as u64;
-        progress.set_message(format!("exported {count} rows"));
-        progress.tick();
-        if (rows.len() as u64) < want {
-            break;
-        }
-        if count % (PAGE * 10) == 0 && progress.is_hidden() {
-            eprintln!("exported {count} rows");
-        }
-    }
-    progress.finish_and_clear();
-    // Read-only: nothing to commit.
-    drop(tx);
+    let digest = session
+        .export_table(&table, args.limit, &mut out)
+        .await
+        .map_err(|e| CliError::msg(format!("export failed: {e}")))?;
+    drop(session);
+    let count = digest.rows;
     let written = out.finish()?;
     drop(out);
     match &written {
@@ -193,6 +131,7 @@ pub async fn run(global: &Global, args: ExportArgs) -> Result<(), CliError> {
                     "table": args.table,
                     "tenant_id": tenant.id,
                     "rows": count,
+                    "sha256": digest.sha256,
                     "output": path,
                 });
                 println!("{body}");
@@ -224,179 +163,16 @@ fn check_ident(what: &str, name: &str) -> Result<(), CliError> {
     }
 }
 
-/// A transaction in the tenant's schema or database (or the main database
-/// under `row_level`, where the interceptor scopes every statement).
-async fn open(app: &App, tenant: &TenantInfo) -> Result<Tx, CliError> {
-    let cannot = |e: &dyn std::fmt::Display| {
-        CliError::msg(format!(
-            "cannot open the database of tenant {}: {e}",
-            tenant.slug
-        ))
-    };
-    match &app.db {
-        Db::Postgres(db) => db
-            .begin_for(&tenant.id)
-            .await
-            .map(Tx::Pg)
-            .map_err(|e| cannot(&e)),
-        Db::SqliteRowLevel(_) | Db::SqliteDatabase(_) => match app.sqlite_tx(&tenant.id).await {
-            Ok(Some(tx)) => Ok(Tx::Sqlite(tx)),
-            Ok(None) => Err(cannot(&"no SQLite database")),
-            Err(e) => Err(cannot(&e)),
-        },
-    }
-}
-
-async fn pg_columns(
-    tx: &mut Transaction<'static, Postgres>,
-    table: &str,
-) -> Result<Vec<ColumnInfo>, CliError> {
-    let rows: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT c.column_name::text, c.data_type::text, \
-                COALESCE(c.ordinal_position::int2 = ( \
-                    SELECT i.indkey[0] FROM pg_index i \
-                    WHERE i.indisprimary \
-                      AND i.indrelid = to_regclass(format('%I.%I', current_schema(), $1::text)) \
-                ), false) \
-         FROM information_schema.columns c \
-         WHERE c.table_schema = current_schema() AND c.table_name = $1 \
-         ORDER BY c.ordinal_position",
-    )
-    .bind(table)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(|e| CliError::msg(format!("cannot read the columns of `{table}`: {e}")))?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, data_type, primary_key)| ColumnInfo {
-            name,
-            data_type,
-            primary_key,
-        })
-        .collect())
-}
-
-async fn sqlite_columns(
-    tx: &mut Transaction<'static, Sqlite>,
-    table: &str,
-) -> Result<Vec<ColumnInfo>, CliError> {
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT name, type, pk FROM pragma_table_info(?1) ORDER BY cid")
-            .bind(table)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(|e| CliError::msg(format!("cannot read the columns of `{table}`: {e}")))?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, data_type, pk)| ColumnInfo {
-            name,
-            data_type,
-            primary_key: pk == 1,
-        })
-        .collect())
-}
-
-/// Says which columns cannot be exported as values.
-fn warn_unsupported(tx: &Tx, columns: &[&ColumnInfo]) {
-    let supported = |t: &str| match tx {
-        Tx::Pg(_) => matches!(
-            t,
-            "bigint"
-                | "integer"
-                | "double precision"
-                | "boolean"
-                | "text"
-                | "character varying"
-                | "character"
-                | "name"
-        ),
-        Tx::Sqlite(_) => !t.to_ascii_uppercase().contains("BLOB"),
-    };
-    for c in columns {
-        if !supported(&c.data_type) {
-            eprintln!(
-                "warning: column `{}` has type {}, which the exporter does not read: it is exported as null",
-                c.name, c.data_type
-            );
-        }
-    }
-}
-
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-/// `SELECT cols FROM table ORDER BY key LIMIT p1 OFFSET p2`, every name
-/// quoted; used only inside the tenant's own schema or database.
-fn whole_table_sql(tx: &Tx, table: &str, key: &str, columns: &[&str]) -> String {
-    let (l, o) = match tx {
-        Tx::Pg(_) => ("$1", "$2"),
-        Tx::Sqlite(_) => ("?1", "?2"),
-    };
-    let list = columns
-        .iter()
-        .map(|c| quote(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT {list} FROM {} ORDER BY {} LIMIT {l} OFFSET {o}",
-        quote(table),
-        quote(key)
-    )
-}
-
-async fn read_page(
-    tx: &mut Tx,
-    reader: &Reader,
-    tenant: &str,
-    limit: u64,
-    offset: u64,
-) -> Result<Vec<Object>, CliError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-    let none = Object::new();
-    let failed = |e: &dyn std::fmt::Display| CliError::msg(format!("export failed: {e}"));
-    match (tx, reader) {
-        (Tx::Pg(tx), Reader::Scoped(table)) => table
-            .list_pg(tx, tenant, &none, limit, offset)
-            .await
-            .map_err(|e| failed(&e)),
-        (Tx::Sqlite(tx), Reader::Scoped(table)) => table
-            .list_sqlite(tx, tenant, &none, limit, offset)
-            .await
-            .map_err(|e| failed(&e)),
-        (Tx::Pg(tx), Reader::Whole(sql)) => {
-            let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(|e| failed(&e))?;
-            Ok(rows
-                .iter()
-                .map(tenancy_interceptor::service::row_to_object)
-                .collect())
-        }
-        (Tx::Sqlite(tx), Reader::Whole(sql)) => {
-            let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(|e| failed(&e))?;
-            Ok(rows
-                .iter()
-                .map(tenancy_interceptor::service::row_to_object)
-                .collect())
-        }
-    }
-}
-
 /// Where rows go: stdout, or a file written as `FILE.partial` and renamed
-/// when complete, so a failed export never leaves a truncated FILE.
+/// when complete, so a failed export never leaves a truncated FILE. NDJSON
+/// lines pass through; for `json` they become the elements of one array.
 struct Output {
     writer: Box<dyn Write>,
     format: Format,
+    /// A row ended and its newline is held back (`json`: the next row
+    /// needs a comma before it).
+    held_newline: bool,
+    /// Nonzero once anything was written.
     rows: u64,
     file: Option<(PathBuf, PathBuf)>,
 }
@@ -419,7 +195,7 @@ impl Output {
                     ))
                 })?;
                 (
-                    Box::new(std::io::BufWriter::new(f)),
+                    Box::new(std::io::BufWriter::with_capacity(1 << 20, f)),
                     Some((partial, path.to_owned())),
                 )
             }
@@ -427,25 +203,10 @@ impl Output {
         Ok(Self {
             writer,
             format,
+            held_newline: false,
             rows: 0,
             file,
         })
-    }
-
-    fn write(&mut self, row: &Object) -> Result<(), CliError> {
-        let line = serde_json::to_string(row)
-            .map_err(|e| CliError::msg(format!("cannot encode a row as JSON: {e}")))?;
-        let prefix = match (self.format, self.rows) {
-            (Format::Ndjson, _) => "",
-            (Format::Json, 0) => "[\n",
-            (Format::Json, _) => ",\n",
-        };
-        self.rows += 1;
-        write!(self.writer, "{prefix}{line}").map_err(write_error)?;
-        if self.format == Format::Ndjson {
-            self.writer.write_all(b"\n").map_err(write_error)?;
-        }
-        Ok(())
     }
 
     /// Closes the output; returns the file written, if any.
@@ -473,6 +234,42 @@ impl Output {
                 Ok(Some(path))
             }
         }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.format == Format::Ndjson {
+            self.rows += buf.iter().filter(|b| **b == b'\n').count() as u64;
+            return self.writer.write(buf);
+        }
+        // JSON array: "[\n" row (",\n" row)* "\n]\n".
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.rows == 0 {
+                self.writer.write_all(b"[\n")?;
+                self.rows = 1;
+            } else if self.held_newline {
+                self.writer.write_all(b",\n")?;
+                self.held_newline = false;
+            }
+            match rest.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    self.writer.write_all(&rest[..i])?;
+                    self.held_newline = true;
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    self.writer.write_all(rest)?;
+                    rest = &[];
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
     }
 }
 

@@ -9,9 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod app;
+mod archive;
 mod config_cmd;
 mod export;
 mod migrate;
+mod portability;
 mod serve;
 mod sql;
 mod tenants;

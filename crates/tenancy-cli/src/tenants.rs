@@ -29,8 +29,27 @@ pub enum TenantsCommand {
     /// Switch a tenant off (applies lifecycle.deprovision_policy).
     Deactivate(TenantArg),
     /// Delete a tenant and its config overrides (applies
-    /// lifecycle.deprovision_policy to its data).
-    Delete(TenantArg),
+    /// lifecycle.deprovision_policy to its data; --purge --yes removes everything).
+    Delete(DeleteArgs),
+    /// Write every table, the record, config and migration version of a tenant to one archive.
+    Export(crate::portability::ExportArgs),
+    /// Restore an archive as a new tenant (any strategy, same migration version), verified.
+    Import(crate::portability::ImportArgs),
+}
+
+/// `tenants delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "ID|SLUG")]
+    pub tenant: String,
+    /// Remove every row, schema, database, file, config key and placement of the
+    /// tenant (whatever lifecycle.deprovision_policy says), then scan to prove it.
+    #[arg(long)]
+    pub purge: bool,
+    /// Confirm --purge: it cannot be undone.
+    #[arg(long, requires = "purge")]
+    pub yes: bool,
 }
 
 /// `tenants create`.
@@ -106,6 +125,23 @@ pub async fn run(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
     if let TenantsCommand::Create(args) = &cmd {
         Slug::new(&args.slug).map_err(CliError::msg)?;
     }
+    match cmd {
+        TenantsCommand::Export(args) => return crate::portability::export(global, args).await,
+        TenantsCommand::Import(args) => return crate::portability::import(global, args).await,
+        TenantsCommand::Delete(args) if args.purge => {
+            if !args.yes {
+                return Err(CliError::msg(
+                    "--purge removes every row, schema, database, file and config key of the tenant and cannot be undone: \
+                     add --yes to confirm (or `tenancy tenants export` it first)",
+                ));
+            }
+            return crate::portability::purge(global, &args.tenant).await;
+        }
+        cmd => run_lifecycle(global, cmd).await,
+    }
+}
+
+async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
     let app = App::open(global).await?;
     let lifecycle = app.tenancy.lifecycle();
     let (verb, tenant) = match cmd {
@@ -181,6 +217,7 @@ pub async fn run(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
             let tenant = lifecycle.delete(&current.id).await.map_err(CliError::msg)?;
             ("deleted", tenant)
         }
+        TenantsCommand::Export(_) | TenantsCommand::Import(_) => return Ok(()),
     };
     if global.json {
         println!("{}", to_json(&tenant)?);

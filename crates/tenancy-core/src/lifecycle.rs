@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::config::DeprovisionPolicy;
 use crate::events::{EventBus, TenantEvent};
 use crate::isolation::{IsolationError, Provisioner};
 use crate::store::{StoreError, TenantStore};
@@ -247,6 +248,17 @@ impl LifecycleService {
     /// Deletes a tenant: refuses service at once, applies the deprovision
     /// policy, then removes the record and its config overrides.
     pub async fn delete(&self, id: &TenantId) -> Result<TenantInfo, LifecycleError> {
+        self.delete_with_policy(id, self.provisioner.deprovision_policy())
+            .await
+    }
+
+    /// [`LifecycleService::delete`] with `policy` instead of the configured
+    /// deprovision policy (e.g. [`DeprovisionPolicy::Drop`] for a purge).
+    pub async fn delete_with_policy(
+        &self,
+        id: &TenantId,
+        policy: DeprovisionPolicy,
+    ) -> Result<TenantInfo, LifecycleError> {
         let tenant = self.require(id).await?;
         // Stop serving before touching its data.
         if tenant.status == TenantStatus::Active {
@@ -255,7 +267,7 @@ impl LifecycleService {
                 .await?;
             self.forget(&tenant).await;
         }
-        self.deprovision(&tenant).await?;
+        self.deprovision_with(&tenant, policy).await?;
         self.store.delete(id).await?;
         self.forget(&tenant).await;
         self.bus
@@ -267,9 +279,18 @@ impl LifecycleService {
     }
 
     async fn deprovision(&self, tenant: &TenantInfo) -> Result<(), LifecycleError> {
+        self.deprovision_with(tenant, self.provisioner.deprovision_policy())
+            .await
+    }
+
+    async fn deprovision_with(
+        &self,
+        tenant: &TenantInfo,
+        policy: DeprovisionPolicy,
+    ) -> Result<(), LifecycleError> {
         self.provisioner
             .strategy()
-            .deprovision(tenant, self.provisioner.deprovision_policy())
+            .deprovision(tenant, policy)
             .await
             .map_err(|source| LifecycleError::Deprovisioning {
                 slug: tenant.slug.to_string(),

@@ -29,6 +29,7 @@ pub mod isolation;
 pub mod migrate;
 #[cfg(feature = "postgres")]
 pub mod notify;
+pub mod portable;
 pub mod store;
 
 pub use db::{DbError, ScopedBegin, TenantDb};

@@ -236,6 +236,35 @@ impl PgDatabaseIsolation {
         Ok(applied)
     }
 
+    /// The names of every database on every configured server.
+    pub async fn database_names(&self) -> Result<Vec<String>, DbError> {
+        let mut names = Vec::new();
+        for server in &self.inner.servers {
+            let found: Vec<String> =
+                sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE NOT datistemplate")
+                    .fetch_all(&server.admin)
+                    .await?;
+            names.extend(found);
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Drops the database `name` (a validated identifier) on every server
+    /// that has it.
+    pub async fn drop_named(&self, name: &str) -> Result<(), DbError> {
+        let quoted = quote_ident(name)?;
+        for server in &self.inner.servers {
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
+            )))
+            .execute(&server.admin)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn exists(server: &DatabaseServer, name: &str) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(name)

@@ -58,6 +58,17 @@ impl SqliteDatabaseIsolation {
             .join(format!("{}.db", tenant_object_name(tenant)?)))
     }
 
+    /// The directory of the tenant files.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The pool of one tenant's file (opened lazily, cached); an error when
+    /// the tenant has no file yet.
+    pub async fn pool_for(&self, tenant: &TenantId) -> Result<SqlitePool, DbError> {
+        self.pool(tenant, false).await
+    }
+
     /// Open tenant pools right now.
     pub fn open_pools(&self) -> usize {
         self.inner.pools.len()

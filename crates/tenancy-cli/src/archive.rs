@@ -1,0 +1,279 @@
+//! The tenant archive: one tar file holding every table of a tenant as
+//! NDJSON (`tables/0001.ndjson`, …) and, as its last entry, `manifest.json`
+//! (tenant record, config overrides, migration version, per-table columns,
+//! row counts and SHA-256 checksums).
+//!
+//! Tables are streamed straight into the archive: each entry's header is
+//! written as a placeholder and filled in once the table's size is known,
+//! so a table is never held in memory or written twice. The archive is
+//! written as `FILE.partial` and renamed when complete.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tenancy::TenantInfo;
+use tenancy_sql::portable::{Digest, Table, digest_of};
+
+use crate::app::CliError;
+
+/// The `format` of archives this version writes and reads.
+pub const FORMAT: &str = "tenancy-archive/1";
+/// The manifest's entry name.
+pub const MANIFEST: &str = "manifest.json";
+
+/// What an archive holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: String,
+    /// When it was written.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Where it was written from.
+    pub source: Source,
+    /// The tenant record.
+    pub tenant: TenantInfo,
+    /// The tenant's config overrides.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// The tenant's domains (none until domains exist).
+    #[serde(default)]
+    pub domains: Vec<serde_json::Value>,
+    /// The tenant's migration version.
+    pub migration_version: i64,
+    /// Every table, in the order an import inserts them.
+    pub tables: Vec<ArchivedTable>,
+}
+
+/// Where an archive came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Source {
+    /// `postgres` or `sqlite`.
+    pub database: String,
+    /// The isolation strategy.
+    pub strategy: String,
+    /// The `tenancy` version that wrote it.
+    pub tenancy_version: String,
+}
+
+/// One table in an archive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArchivedTable {
+    /// The table as the source described it.
+    #[serde(flatten)]
+    pub table: Table,
+    /// Its entry in the archive.
+    pub file: String,
+    /// Rows and checksum of the entry.
+    #[serde(flatten)]
+    pub digest: Digest,
+}
+
+/// Writes an archive.
+pub struct ArchiveWriter {
+    file: BufWriter<File>,
+    partial: PathBuf,
+    path: PathBuf,
+    done: bool,
+}
+
+impl ArchiveWriter {
+    /// Starts `path` (as `path.partial`).
+    pub fn create(path: &Path) -> Result<Self, CliError> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = File::create(&partial).map_err(|e| {
+            CliError::msg(format!(
+                "cannot create {}: {e} (check that the directory exists and is writable)",
+                partial.display()
+            ))
+        })?;
+        Ok(Self {
+            file: BufWriter::with_capacity(1 << 20, file),
+            partial,
+            path: path.to_owned(),
+            done: false,
+        })
+    }
+
+    /// Appends an entry: a placeholder header, the bytes `body` writes,
+    /// padding, then the real header.
+    pub fn begin_entry(&mut self) -> Result<u64, CliError> {
+        let start = self.file.stream_position().map_err(write_error)?;
+        self.file.write_all(&[0u8; 512]).map_err(write_error)?;
+        Ok(start)
+    }
+
+    /// The writer of the current entry's bytes.
+    pub fn body(&mut self) -> &mut BufWriter<File> {
+        &mut self.file
+    }
+
+    /// Ends the entry begun at `start`, naming it `name`.
+    pub fn end_entry(&mut self, start: u64, name: &str) -> Result<(), CliError> {
+        let end = self.file.stream_position().map_err(write_error)?;
+        let size = end - start - 512;
+        let pad = (512 - size % 512) % 512;
+        self.file
+            .write_all(&vec![0u8; pad as usize])
+            .map_err(write_error)?;
+        let mut header = tar::Header::new_ustar();
+        header
+            .set_path(name)
+            .map_err(|e| CliError::msg(format!("cannot name archive entry {name}: {e}")))?;
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mtime(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default());
+        header.set_cksum();
+        self.file
+            .seek(SeekFrom::Start(start))
+            .map_err(write_error)?;
+        self.file
+            .write_all(header.as_bytes())
+            .map_err(write_error)?;
+        self.file.seek(SeekFrom::End(0)).map_err(write_error)?;
+        Ok(())
+    }
+
+    /// Writes the manifest as the last entry, closes and renames the file.
+    pub fn finish(mut self, manifest: &Manifest) -> Result<PathBuf, CliError> {
+        let start = self.begin_entry()?;
+        serde_json::to_writer_pretty(&mut self.file, manifest)
+            .map_err(|e| CliError::msg(format!("cannot write the manifest: {e}")))?;
+        self.end_entry(start, MANIFEST)?;
+        self.file.write_all(&[0u8; 1024]).map_err(write_error)?;
+        self.file.flush().map_err(write_error)?;
+        self.file.get_ref().sync_all().map_err(write_error)?;
+        std::fs::rename(&self.partial, &self.path).map_err(|e| {
+            CliError::msg(format!(
+                "cannot move {} to {}: {e}",
+                self.partial.display(),
+                self.path.display()
+            ))
+        })?;
+        self.done = true;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for ArchiveWriter {
+    /// An archive that was not finished removes its partial file.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+fn write_error(e: std::io::Error) -> CliError {
+    CliError::msg(format!("cannot write the archive: {e}"))
+}
+
+fn open(path: &Path) -> Result<tar::Archive<BufReader<File>>, CliError> {
+    let file = File::open(path)
+        .map_err(|e| CliError::msg(format!("cannot open {}: {e}", path.display())))?;
+    Ok(tar::Archive::new(BufReader::with_capacity(1 << 20, file)))
+}
+
+fn not_an_archive(path: &Path, e: impl std::fmt::Display) -> CliError {
+    CliError::msg(format!(
+        "{} is not a tenant archive ({e}): pass a file written by `tenancy tenants export`",
+        path.display()
+    ))
+}
+
+/// Reads the manifest of `path`, then checks every table entry against it
+/// (row count and SHA-256), before anything is written anywhere.
+pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
+    // The manifest: the last entry, found by skipping over the tables.
+    let mut manifest: Option<Manifest> = None;
+    let mut archive = open(path)?;
+    let entries = archive.entries().map_err(|e| not_an_archive(path, e))?;
+    let mut digests = Vec::new();
+    for entry in entries {
+        let mut entry = entry.map_err(|e| not_an_archive(path, e))?;
+        let name = entry
+            .path()
+            .map_err(|e| not_an_archive(path, e))?
+            .to_string_lossy()
+            .into_owned();
+        if name == MANIFEST {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| not_an_archive(path, e))?;
+            manifest = Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| not_an_archive(path, format!("manifest.json: {e}")))?,
+            );
+        } else {
+            let digest = digest_of(&mut entry).map_err(|e| not_an_archive(path, e))?;
+            digests.push((name, digest));
+        }
+    }
+    let manifest = manifest.ok_or_else(|| not_an_archive(path, "no manifest.json"))?;
+    if manifest.format != FORMAT {
+        return Err(CliError::msg(format!(
+            "{} has format `{}`; this tenancy reads `{FORMAT}`",
+            path.display(),
+            manifest.format
+        )));
+    }
+    for table in &manifest.tables {
+        let Some((_, found)) = digests.iter().find(|(name, _)| *name == table.file) else {
+            return Err(CliError::msg(format!(
+                "{} is damaged: table `{}` ({}) is missing from it",
+                path.display(),
+                table.table.name,
+                table.file
+            )));
+        };
+        if *found != table.digest {
+            return Err(CliError::msg(format!(
+                "{} does not match its manifest: table `{}` has {} rows with SHA-256 {}, the manifest says {} rows with SHA-256 {}; \
+                 the archive was changed or damaged, nothing was imported",
+                path.display(),
+                table.table.name,
+                found.rows,
+                found.sha256,
+                table.digest.rows,
+                table.digest.sha256
+            )));
+        }
+    }
+    if let Some((name, _)) = digests
+        .iter()
+        .find(|(name, _)| !manifest.tables.iter().any(|t| &t.file == name))
+    {
+        return Err(CliError::msg(format!(
+            "{} holds `{name}`, which its manifest does not list: refusing an archive that was changed",
+            path.display()
+        )));
+    }
+    Ok(manifest)
+}
+
+/// Calls `each` with every table entry's reader, in archive order.
+pub async fn for_each_table<F>(path: &Path, mut each: F) -> Result<(), CliError>
+where
+    F: AsyncFnMut(&str, &mut dyn std::io::BufRead) -> Result<(), CliError>,
+{
+    let mut archive = open(path)?;
+    let entries = archive.entries().map_err(|e| not_an_archive(path, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| not_an_archive(path, e))?;
+        let name = entry
+            .path()
+            .map_err(|e| not_an_archive(path, e))?
+            .to_string_lossy()
+            .into_owned();
+        if name == MANIFEST {
+            continue;
+        }
+        let mut reader = BufReader::with_capacity(1 << 20, entry);
+        each(&name, &mut reader).await?;
+    }
+    Ok(())
+}

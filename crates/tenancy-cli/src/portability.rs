@@ -1,0 +1,621 @@
+//! Whole-tenant data portability (SPEC P2–P4): `tenancy tenants export`,
+//! `import`, and `delete --purge`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use serde::Serialize;
+use tenancy::config::DeprovisionPolicy;
+use tenancy::{NewTenant, TenantId, TenantInfo, TenantStatus};
+use tenancy_sql::portable::{Session, Table, TenantData};
+
+use crate::app::{App, CliError, Global, MainPool, Migrator, TENANT_COLUMN};
+use crate::archive::{self, ArchiveWriter, ArchivedTable, Manifest, Source};
+
+/// `tenants export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "ID|SLUG")]
+    pub tenant: String,
+    /// The archive to write (a tar file; written as FILE.partial, renamed when complete).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+/// `tenants import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An archive written by `tenancy tenants export`.
+    pub file: PathBuf,
+    /// The imported tenant's slug [default: the archived tenant's].
+    #[arg(long)]
+    pub slug: Option<String>,
+}
+
+/// Progress on a terminal, lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(tables: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(tables);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tables {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self { bar }
+    }
+
+    fn table(&self, verb: &str, name: &str, rows: u64, took: std::time::Duration) {
+        let line = format!("{verb} {name}: {rows} rows in {:.2} s", took.as_secs_f64());
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Writes every table of a tenant, its record, config and migration version
+/// to one archive.
+pub async fn export(global: &Global, args: ExportArgs) -> Result<(), CliError> {
+    let app = App::open(global).await?;
+    let tenant = app.tenant(&args.tenant).await?;
+    if tenant.status == TenantStatus::Provisioning {
+        return Err(CliError::msg(format!(
+            "tenant {} is still provisioning: export it once it is active",
+            tenant.slug
+        )));
+    }
+    let started = Instant::now();
+    let manifest = export_to(&app, &tenant, &args.output).await?;
+    let rows: u64 = manifest.tables.iter().map(|t| t.digest.rows).sum();
+    let took = started.elapsed().as_secs_f64();
+    eprintln!(
+        "exported tenant {} ({} tables, {rows} rows, migration version {}) to {} in {took:.2} s",
+        tenant.slug,
+        manifest.tables.len(),
+        manifest.migration_version,
+        args.output.display()
+    );
+    if global.json {
+        println!("{}", summary_json(&manifest, &args.output, took)?);
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    tenant_id: &'a str,
+    slug: &'a str,
+    file: &'a Path,
+    migration_version: i64,
+    tables: Vec<TableSummary<'a>>,
+    rows: u64,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct TableSummary<'a> {
+    name: &'a str,
+    rows: u64,
+    sha256: &'a str,
+}
+
+fn summary_json(manifest: &Manifest, file: &Path, seconds: f64) -> Result<String, CliError> {
+    let summary = Summary {
+        tenant_id: manifest.tenant.id.as_str(),
+        slug: manifest.tenant.slug.as_str(),
+        file,
+        migration_version: manifest.migration_version,
+        tables: manifest
+            .tables
+            .iter()
+            .map(|t| TableSummary {
+                name: &t.table.name,
+                rows: t.digest.rows,
+                sha256: &t.digest.sha256,
+            })
+            .collect(),
+        rows: manifest.tables.iter().map(|t| t.digest.rows).sum(),
+        seconds,
+    };
+    crate::tenants::to_json(&summary)
+}
+
+/// The export itself (also used by `move`).
+pub async fn export_to(app: &App, tenant: &TenantInfo, path: &Path) -> Result<Manifest, CliError> {
+    let data = app.tenant_data(&tenant.id, TENANT_COLUMN).await?;
+    let mut session = data.read().await.map_err(CliError::msg)?;
+    let tables = session.tables().await.map_err(CliError::msg)?;
+    let migration_version = session
+        .migration_version()
+        .await
+        .map_err(CliError::msg)?
+        .unwrap_or(app.migration_version);
+    let config = app
+        .tenancy
+        .config_store()
+        .overrides(&tenant.id)
+        .await
+        .map_err(CliError::msg)?;
+
+    let mut out = ArchiveWriter::create(path)?;
+    let progress = Progress::new(tables.len() as u64);
+    let mut archived = Vec::with_capacity(tables.len());
+    for (i, table) in tables.into_iter().enumerate() {
+        let file = format!("tables/{:04}.ndjson", i + 1);
+        let started = Instant::now();
+        let start = out.begin_entry()?;
+        let digest = session
+            .export_table(&table, None, out.body())
+            .await
+            .map_err(|e| CliError::msg(format!("cannot export table `{}`: {e}", table.name)))?;
+        out.end_entry(start, &file)?;
+        progress.table("exported", &table.name, digest.rows, started.elapsed());
+        archived.push(ArchivedTable {
+            table,
+            file,
+            digest,
+        });
+    }
+    progress.finish();
+    drop(session);
+    let manifest = Manifest {
+        format: archive::FORMAT.into(),
+        created_at: chrono::Utc::now(),
+        source: Source {
+            database: data.database_kind().into(),
+            strategy: app.strategy().into(),
+            tenancy_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        tenant: tenant.clone(),
+        config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        domains: Vec::new(),
+        migration_version,
+        tables: archived,
+    };
+    out.finish(&manifest)?;
+    Ok(manifest)
+}
+
+/// Restores an archive as a new tenant.
+pub async fn import(global: &Global, args: ImportArgs) -> Result<(), CliError> {
+    let manifest = archive::read_and_verify(&args.file)?;
+    let app = App::open(global).await?;
+    if manifest.migration_version != app.migration_version {
+        return Err(CliError::msg(format!(
+            "{} is at migration version {}, but tenants here are at version {}: \
+             bring both to the same version (`tenancy migrate`) before importing; nothing was imported",
+            args.file.display(),
+            manifest.migration_version,
+            app.migration_version
+        )));
+    }
+    let slug = args
+        .slug
+        .clone()
+        .unwrap_or_else(|| manifest.tenant.slug.to_string());
+    let mut new = NewTenant::new(&slug, manifest.tenant.name.clone()).map_err(CliError::msg)?;
+    if app
+        .tenancy
+        .store()
+        .get_by_slug(&slug)
+        .await
+        .map_err(CliError::msg)?
+        .is_some()
+    {
+        return Err(CliError::msg(format!(
+            "slug \"{slug}\" is already used by another tenant: pass --slug with a free one; nothing was imported"
+        )));
+    }
+    // Keep the archived id when it is free, so references to it elsewhere
+    // stay right; else the store makes a new one.
+    let id = &manifest.tenant.id;
+    if app
+        .tenancy
+        .store()
+        .get(id)
+        .await
+        .map_err(CliError::msg)?
+        .is_none()
+        && tenancy_sql::ident::tenant_object_name(id).is_ok()
+    {
+        new = new.id(id.clone());
+    }
+    if let Some(plan) = &manifest.tenant.plan {
+        new = new.plan(plan.clone());
+    }
+    new = new.metadata(manifest.tenant.metadata.clone());
+
+    let started = Instant::now();
+    let tenant = app
+        .tenancy
+        .store()
+        .create(new)
+        .await
+        .map_err(CliError::msg)?;
+    match restore(&app, &manifest, &args.file, &tenant).await {
+        Ok(tenant) => {
+            let rows: u64 = manifest.tables.iter().map(|t| t.digest.rows).sum();
+            let took = started.elapsed().as_secs_f64();
+            eprintln!(
+                "imported tenant {} (id {}, status {}): {} tables, {rows} rows, verified against the manifest, in {took:.2} s",
+                tenant.slug,
+                tenant.id,
+                tenant.status,
+                manifest.tables.len()
+            );
+            if global.json {
+                println!("{}", crate::tenants::to_json(&tenant)?);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // Leave nothing behind: no rows, schema, database, file, config
+            // or record.
+            if let Err(cleanup) = remove_everything(&app, &tenant).await {
+                eprintln!(
+                    "warning: could not remove what the failed import made for {}: {cleanup}",
+                    tenant.slug
+                );
+            }
+            Err(CliError::msg(format!(
+                "import failed, nothing was kept: {e}"
+            )))
+        }
+    }
+}
+
+async fn restore(
+    app: &App,
+    manifest: &Manifest,
+    file: &Path,
+    tenant: &TenantInfo,
+) -> Result<TenantInfo, CliError> {
+    app.tenancy
+        .isolation()
+        .provision(tenant)
+        .await
+        .map_err(CliError::msg)?;
+    let data = app.tenant_data(&tenant.id, TENANT_COLUMN).await?;
+    let mut session = data.write().await.map_err(CliError::msg)?;
+    let version = session
+        .migration_version()
+        .await
+        .map_err(CliError::msg)?
+        .unwrap_or(app.migration_version);
+    if version != manifest.migration_version {
+        return Err(CliError::msg(format!(
+            "the new tenant's {} is at migration version {version}, the archive at {}",
+            if data.is_shared() {
+                "database"
+            } else {
+                "schema or database"
+            },
+            manifest.migration_version
+        )));
+    }
+    let targets = session.tables().await.map_err(CliError::msg)?;
+    let mut pairs: Vec<(&ArchivedTable, Table)> = Vec::new();
+    for archived in &manifest.tables {
+        let target = targets
+            .iter()
+            .find(|t| t.name == archived.table.name)
+            .cloned()
+            .ok_or_else(|| {
+                CliError::msg(format!(
+                    "table `{}` of the archive does not exist here{}",
+                    archived.table.name,
+                    if data.is_shared() {
+                        " with a tenant_id column"
+                    } else {
+                        " in the new tenant's schema or database"
+                    }
+                ))
+            })?;
+        pairs.push((archived, target));
+    }
+    if !data.is_shared() {
+        // A fresh schema or database holds only what migrations seeded;
+        // the archive is the tenant's whole state.
+        let own: Vec<Table> = pairs.iter().map(|(_, t)| t.clone()).collect();
+        session.clear_tables(&own).await.map_err(CliError::msg)?;
+    }
+
+    let progress = Progress::new(pairs.len() as u64);
+    let session_cell = &mut session;
+    let pairs_ref = &pairs;
+    archive::for_each_table(file, async |name, reader| {
+        let Some((archived, target)) = pairs_ref.iter().find(|(a, _)| a.file == name) else {
+            return Err(CliError::msg(format!("unexpected entry {name}")));
+        };
+        let started = Instant::now();
+        let digest = session_cell
+            .import_table(target, &archived.table.columns, reader)
+            .await
+            .map_err(CliError::msg)?;
+        if digest != archived.digest {
+            return Err(CliError::msg(format!(
+                "table `{}` changed while it was read ({} rows, SHA-256 {}; the manifest says {} rows, {})",
+                target.name, digest.rows, digest.sha256, archived.digest.rows, archived.digest.sha256
+            )));
+        }
+        progress.table("imported", &target.name, digest.rows, started.elapsed());
+        Ok(())
+    })
+    .await?;
+    progress.finish();
+    verify_counts(&mut session, &pairs).await?;
+    session.commit().await.map_err(CliError::msg)?;
+
+    for (key, value) in &manifest.config {
+        app.tenancy
+            .overrides()
+            .set(&tenant.id, key, value.clone())
+            .await
+            .map_err(CliError::msg)?;
+    }
+    let store = app.tenancy.store();
+    let active = store
+        .set_status(&tenant.id, TenantStatus::Active, None)
+        .await
+        .map_err(CliError::msg)?;
+    let lifecycle = app.tenancy.lifecycle();
+    let restored = match manifest.tenant.status {
+        TenantStatus::Suspended => lifecycle
+            .suspend(&tenant.id, manifest.tenant.status_reason.as_deref())
+            .await
+            .map_err(CliError::msg)?,
+        TenantStatus::Inactive => store
+            .set_status(
+                &tenant.id,
+                TenantStatus::Inactive,
+                manifest.tenant.status_reason.as_deref(),
+            )
+            .await
+            .map_err(CliError::msg)?,
+        TenantStatus::Active | TenantStatus::Provisioning => active,
+    };
+    Ok(restored)
+}
+
+/// Every table holds exactly the rows the manifest says.
+async fn verify_counts(
+    session: &mut Session,
+    pairs: &[(&ArchivedTable, Table)],
+) -> Result<(), CliError> {
+    for (archived, target) in pairs {
+        let n = session.row_count(target).await.map_err(CliError::msg)?;
+        if n != archived.digest.rows {
+            return Err(CliError::msg(format!(
+                "table `{}` holds {n} rows of the tenant after the import, the manifest says {}",
+                target.name, archived.digest.rows
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `tenants delete TENANT --purge --yes`: every row, schema, database,
+/// file, config key and placement of the tenant removed, then proved gone.
+pub async fn purge(global: &Global, reference: &str) -> Result<(), CliError> {
+    let app = App::open(global).await?;
+    let tenant = app.tenant(reference).await?;
+    let deleted = remove_everything(&app, &tenant).await?;
+    let leftovers = scan(&app, &tenant.id).await?;
+    for (table, n) in &deleted {
+        eprintln!("deleted {n} rows of {} from {table}", tenant.slug);
+    }
+    if !leftovers.is_empty() {
+        return Err(CliError::msg(format!(
+            "tenant {} was deleted but a scan still finds: {}",
+            tenant.slug,
+            leftovers.join("; ")
+        )));
+    }
+    println!(
+        "purged tenant {} (id {}): a scan of every shared table, schema, role, database, file, placement, config key and the tenant record finds nothing left",
+        tenant.slug, tenant.id
+    );
+    Ok(())
+}
+
+/// Deletes the tenant's rows from shared tables, drops its schema,
+/// database or file (and archived copies), its config and its record.
+async fn remove_everything(app: &App, tenant: &TenantInfo) -> Result<Vec<(String, u64)>, CliError> {
+    let mut deleted = Vec::new();
+    // Shared tables hold rows under every strategy (the built-in tables and
+    // any table with the tenant column in the main database).
+    let shared = main_data(app, &tenant.id)?;
+    let mut session = shared.write().await.map_err(CliError::msg)?;
+    deleted.extend(session.delete_rows().await.map_err(CliError::msg)?);
+    session.commit().await.map_err(CliError::msg)?;
+    drop_archives(app, &tenant.id).await?;
+    app.tenancy
+        .lifecycle()
+        .delete_with_policy(&tenant.id, DeprovisionPolicy::Drop)
+        .await
+        .map_err(CliError::msg)?;
+    Ok(deleted.into_iter().filter(|(_, n)| *n > 0).collect())
+}
+
+/// The main database as shared tables of `tenant`.
+fn main_data(app: &App, tenant: &TenantId) -> Result<TenantData, CliError> {
+    match &app.main {
+        MainPool::Postgres(pool) => {
+            TenantData::pg_shared(pool.clone(), tenant.clone(), TENANT_COLUMN)
+        }
+        MainPool::Sqlite(pool) => {
+            TenantData::sqlite_shared(pool.clone(), tenant.clone(), TENANT_COLUMN)
+        }
+    }
+    .map_err(CliError::msg)
+}
+
+/// Drops schemas, databases and files archived by earlier deactivations.
+async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), CliError> {
+    for name in archived_objects(app, tenant).await? {
+        match (&app.main, &app.migrator) {
+            (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    tenancy_sql::ident::quote_ident(&name).map_err(CliError::msg)?
+                )))
+                .execute(pool)
+                .await
+                .map_err(CliError::msg)?;
+            }
+            (_, Some(Migrator::PgDatabase(dbs))) => {
+                dbs.drop_named(&name).await.map_err(CliError::msg)?;
+            }
+            (_, Some(Migrator::SqliteDatabase(files))) => {
+                let path = files.dir().join(&name);
+                std::fs::remove_file(&path)
+                    .map_err(|e| CliError::msg(format!("cannot remove {}: {e}", path.display())))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Names of archived copies of the tenant's schema, databases or files.
+async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, CliError> {
+    let suffix = format!("_{tenant}");
+    let is_archive = |name: &str| {
+        name.starts_with("archived_")
+            && (name.ends_with(&suffix) || name.ends_with(&format!("{suffix}.db")))
+            && name["archived_".len()..]
+                .split('_')
+                .next()
+                .is_some_and(|ts| !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let names: Vec<String> = match (&app.main, &app.migrator) {
+        (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'archived\\_%'",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(CliError::msg)?,
+        (_, Some(Migrator::PgDatabase(dbs))) => {
+            dbs.database_names().await.map_err(CliError::msg)?
+        }
+        (_, Some(Migrator::SqliteDatabase(files))) => match std::fs::read_dir(files.dir()) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    Ok(names.into_iter().filter(|n| is_archive(n)).collect())
+}
+
+/// What is left of a tenant anywhere: empty when it is gone.
+async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, CliError> {
+    let mut found = Vec::new();
+    if app
+        .tenancy
+        .store()
+        .get(tenant)
+        .await
+        .map_err(CliError::msg)?
+        .is_some()
+    {
+        found.push("the tenant record".to_owned());
+    }
+    let cache = app.tenancy.config_store();
+    cache.invalidate(tenant).await;
+    let config = cache.overrides(tenant).await.map_err(CliError::msg)?;
+    if !config.is_empty() {
+        found.push(format!("{} config keys", config.len()));
+    }
+    let shared = main_data(app, tenant)?;
+    let mut session = shared.read().await.map_err(CliError::msg)?;
+    for table in session.tables().await.map_err(CliError::msg)? {
+        let n = session.row_count(&table).await.map_err(CliError::msg)?;
+        if n > 0 {
+            found.push(format!("{n} rows in {}", table.name));
+        }
+    }
+    drop(session);
+    let own = tenancy_sql::ident::tenant_object_name(tenant).ok();
+    match (&app.main, &app.migrator) {
+        (MainPool::Postgres(pool), _) => {
+            if let Some(own) = &own {
+                let (schema, role): (bool, bool) = sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                            EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+                )
+                .bind(own)
+                .fetch_one(pool)
+                .await
+                .map_err(CliError::msg)?;
+                if schema {
+                    found.push(format!("schema {own}"));
+                }
+                if role {
+                    found.push(format!("role {own}"));
+                }
+            }
+            let placed: bool = sqlx::query_scalar(
+                "SELECT to_regclass('tenancy_placements') IS NOT NULL \
+                 AND EXISTS (SELECT 1 FROM pg_class WHERE relname = 'tenancy_placements')",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(CliError::msg)?;
+            if placed {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM tenancy_placements WHERE tenant_id = $1",
+                )
+                .bind(tenant.as_str())
+                .fetch_one(pool)
+                .await
+                .map_err(CliError::msg)?;
+                if n > 0 {
+                    found.push("a database placement".to_owned());
+                }
+            }
+        }
+        (MainPool::Sqlite(_), _) => {}
+    }
+    if let (Some(Migrator::PgDatabase(dbs)), Some(own)) = (&app.migrator, &own) {
+        for name in dbs.database_names().await.map_err(CliError::msg)? {
+            if &name == own {
+                found.push(format!("database {name}"));
+            }
+        }
+    }
+    if let (Some(Migrator::SqliteDatabase(files)), Some(own)) = (&app.migrator, &own)
+        && let Ok(entries) = std::fs::read_dir(files.dir())
+    {
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{own}.db")) {
+                found.push(format!("file {}", entry.path().display()));
+            }
+        }
+    }
+    for name in archived_objects(app, tenant).await? {
+        found.push(format!("archived copy {name}"));
+    }
+    Ok(found)
+}
