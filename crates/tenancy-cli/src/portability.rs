@@ -339,6 +339,7 @@ async fn restore(
     }
 
     let progress = Progress::new(pairs.len() as u64);
+    let shared = data.is_shared();
     let session_cell = &mut session;
     let pairs_ref = &pairs;
     archive::for_each_table(file, async |name, reader| {
@@ -349,7 +350,20 @@ async fn restore(
         let digest = session_cell
             .import_table(target, &archived.table.columns, reader)
             .await
-            .map_err(CliError::msg)?;
+            .map_err(|e| {
+                let text = e.to_string();
+                let duplicate = text.contains("UNIQUE constraint failed")
+                    || text.contains("duplicate key value");
+                if duplicate && shared {
+                    CliError::msg(format!(
+                        "{text}: under row_level all tenants share these tables and their keys, \
+                         and the archived rows' keys are taken (typically by the tenant the archive was \
+                         exported from); import into another database, or purge that tenant first"
+                    ))
+                } else {
+                    CliError::msg(text)
+                }
+            })?;
         if digest != archived.digest {
             return Err(CliError::msg(format!(
                 "table `{}` changed while it was read ({} rows, SHA-256 {}; the manifest says {} rows, {})",

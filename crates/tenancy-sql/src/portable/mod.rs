@@ -362,6 +362,19 @@ impl Session {
     /// included.
     pub async fn tables(&mut self) -> Result<Vec<Table>, DbError> {
         let shared = self.data.is_shared();
+        let mut tables = self.catalog().await?;
+        tables.retain(|t| !shared || t.tenant_column);
+        Ok(dependency_order(tables))
+    }
+
+    /// One table by exact name (the store's tables and the migrations
+    /// bookkeeping excepted); under row level it may lack the tenant column
+    /// ([`Table::tenant_column`]), which makes it no table of the tenant.
+    pub async fn table(&mut self, name: &str) -> Result<Option<Table>, DbError> {
+        Ok(self.catalog().await?.into_iter().find(|t| t.name == name))
+    }
+
+    async fn catalog(&mut self) -> Result<Vec<Table>, DbError> {
         let column = self.data.column.clone();
         let mut tables = match &mut self.tx {
             #[cfg(feature = "postgres")]
@@ -369,17 +382,8 @@ impl Session {
             #[cfg(feature = "sqlite")]
             Tx::Sqlite(tx) => sqlite::tables(tx, &column).await?,
         };
-        tables.retain(|t| {
-            !t.name.starts_with(STORE_PREFIX)
-                && t.name != BOOKKEEPING
-                && (!shared || t.tenant_column)
-        });
-        Ok(dependency_order(tables))
-    }
-
-    /// One table by exact name, if it is one of the tenant's.
-    pub async fn table(&mut self, name: &str) -> Result<Option<Table>, DbError> {
-        Ok(self.tables().await?.into_iter().find(|t| t.name == name))
+        tables.retain(|t| !t.name.starts_with(STORE_PREFIX) && t.name != BOOKKEEPING);
+        Ok(tables)
     }
 
     /// The tenant's migration version (the highest version recorded in its

@@ -186,18 +186,19 @@ pub(super) async fn export(
         .collect::<Vec<_>>()
         .join(", ");
     let order = if table.key.is_empty() {
-        "r::text".to_owned()
+        "_tenancy_row::text".to_owned()
     } else {
         table
             .key
             .iter()
-            .map(|k| format!("r.{}", quote(k)))
+            .map(|k| format!("_tenancy_row.{}", quote(k)))
             .collect::<Vec<_>>()
             .join(", ")
     };
     let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let sql = format!(
-        "COPY (SELECT row_to_json(r)::text FROM (SELECT {select} FROM {from}{}) r ORDER BY {order}{limit}) TO STDOUT {COPY_OPTIONS}",
+        "COPY (SELECT row_to_json(_tenancy_row)::text FROM (SELECT {select} FROM {from}{}) _tenancy_row \
+         ORDER BY {order}{limit}) TO STDOUT {COPY_OPTIONS}",
         where_tenant(filter)
     );
     let mut stream = tx.copy_out_raw(&sql).await?;
@@ -327,16 +328,16 @@ pub(super) async fn import(
         let q = quote(&c.name);
         names.push(q.clone());
         if t.binary {
-            values.push(format!("decode(r.{q}, 'base64')"));
+            values.push(format!("decode(_tenancy_r.{q}, 'base64')"));
             record.push(format!("{q} text"));
         } else {
-            values.push(format!("r.{q}"));
+            values.push(format!("_tenancy_r.{q}"));
             record.push(format!("{q} {}", t.sql_type));
         }
     }
     let sql = format!(
         "INSERT INTO {into} ({}) OVERRIDING SYSTEM VALUE SELECT {} \
-         FROM pg_temp._tenancy_import i CROSS JOIN LATERAL jsonb_to_record(i.j) AS r({})",
+         FROM pg_temp._tenancy_import _tenancy_i CROSS JOIN LATERAL jsonb_to_record(_tenancy_i.j) AS _tenancy_r({})",
         names.join(", "),
         values.join(", "),
         record.join(", ")
