@@ -4,95 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
+use common::{Cli, PgTestDb, id_of};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tenancy");
-
-/// The binary in a temporary working directory with a fixed environment.
-struct Cli {
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-}
-
-impl Cli {
-    /// SQLite at the default URL (`tenancy.db` in the working directory).
-    fn sqlite() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            env: Vec::new(),
-        }
-    }
-
-    /// `DATABASE_URL=url`.
-    fn with_url(url: &str) -> Self {
-        let mut cli = Self::sqlite();
-        cli.env.push(("DATABASE_URL".into(), url.into()));
-        cli
-    }
-
-    fn strategy(mut self, strategy: &str) -> Self {
-        self.env.push((
-            "TENANCY__LIFECYCLE__ISOLATION_STRATEGY".into(),
-            strategy.into(),
-        ));
-        self
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.current_dir(self.dir.path()).args(args);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("TENANCY__") || key == "DATABASE_URL" {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.output().unwrap()
-    }
-
-    /// Runs a command that must succeed; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs a command that must succeed and print JSON.
-    fn json(&self, args: &[&str]) -> Value {
-        let stdout = self.ok(args);
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
-    }
-
-    /// Runs a command that must fail; returns stderr.
-    fn fail(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "{args:?} succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        String::from_utf8(out.stderr).unwrap()
-    }
-}
-
-fn id_of(tenant: &Value) -> String {
-    tenant["id"].as_str().unwrap().to_owned()
-}
 
 /// Every tenants subcommand, with --json parsed and checked.
 fn tenants_scenario(cli: &Cli) {
@@ -474,96 +391,6 @@ fn sqlite_schema_strategy_is_a_clear_error() {
 
 // --- PostgreSQL -----------------------------------------------------------
 
-/// The server tests use (`TENANCY_TEST_PG` overrides it).
-fn admin_url() -> String {
-    std::env::var("TENANCY_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A database that exists for one test, dropped afterwards (also when the
-/// test fails).
-struct PgTestDb {
-    name: String,
-    url: String,
-    /// Per-tenant databases (database strategy) to drop as well.
-    tenant_dbs: std::sync::Mutex<Vec<String>>,
-}
-
-impl PgTestDb {
-    async fn new() -> Self {
-        let name = format!("tenancy_cli_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url())
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is required at {} ({e})", admin_url()));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let admin = admin_url();
-        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        let url = format!("{base}/{name}");
-        Self {
-            name,
-            url,
-            tenant_dbs: std::sync::Mutex::default(),
-        }
-    }
-
-    /// Drops tenant `id`'s database with this one.
-    fn track_tenant(&self, id: &str) {
-        self.tenant_dbs.lock().unwrap().push(format!("tenant_{id}"));
-    }
-}
-
-impl Drop for PgTestDb {
-    fn drop(&mut self) {
-        let mut names = std::mem::take(&mut *self.tenant_dbs.lock().unwrap());
-        names.push(self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                // Schema isolation makes one cluster-wide role per tenant:
-                // drop them with the test database's tenant schemas.
-                if let Some(db) = names.last()
-                    && let Some((base, _)) = admin_url().rsplit_once('/')
-                    && let Ok(mut conn) = PgConnection::connect(&format!("{base}/{db}")).await
-                {
-                    let schemas: Vec<String> = sqlx::query_scalar(
-                        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'",
-                    )
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                    for role in schemas {
-                        for sql in [
-                            format!("DROP SCHEMA IF EXISTS \"{role}\" CASCADE"),
-                            format!("DROP OWNED BY \"{role}\""),
-                            format!("DROP ROLE IF EXISTS \"{role}\""),
-                        ] {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                                .execute(&mut conn)
-                                .await;
-                        }
-                    }
-                }
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    for name in names {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                    }
-                }
-            });
-        })
-        .join();
-    }
-}
-
 #[tokio::test]
 async fn postgres_row_level_tenants_config_and_export() {
     let db = PgTestDb::new().await;
@@ -625,7 +452,7 @@ async fn postgres_schema_strategy_exports_from_the_tenant_schema() {
 }
 
 #[tokio::test]
-async fn postgres_database_strategy_and_unsupported_types() {
+async fn postgres_database_strategy_exports_every_type() {
     let db = PgTestDb::new().await;
     let mut cli = Cli::with_url(&db.url).strategy("database");
     cli.env.push((
@@ -652,16 +479,29 @@ async fn postgres_database_strategy_and_unsupported_types() {
 
     let rows = cli.json(&["export", "notes", "--tenant-id", "own"]);
     assert_eq!(titles(rows.as_array().unwrap()), ["own-note"]);
-    // A table without the tenant field is the tenant's whole; a column the
-    // exporter cannot read is named on stderr.
+    // A table without the tenant field is the tenant's whole; every type
+    // comes out with its value (timestamptz as UTC ISO 8601), never null.
     let out = cli.run(&["export", "events", "--tenant-id", &id]);
     assert!(out.status.success());
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rows, json!([{"id": 1, "at": null, "n": 7}]));
+    assert_eq!(rows[0]["id"], 1);
+    assert_eq!(rows[0]["n"], 7);
+    let at = rows[0]["at"].as_str().unwrap_or_else(|| panic!("{rows}"));
+    assert!(at.ends_with("+00:00") && at.len() >= 25, "{at}");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // P5: an option without effect under this strategy is an error.
+    let err = cli.fail(&[
+        "export",
+        "events",
+        "--tenant-id",
+        &id,
+        "--tenant-field",
+        "tenant_id",
+    ]);
     assert!(
-        stderr.contains("column `at`") && stderr.contains("timestamp"),
-        "{stderr}"
+        err.contains("--tenant-field") && err.contains("no effect") && err.contains("database"),
+        "{err}"
     );
 
     assert_eq!(

@@ -74,7 +74,10 @@ async fn postgres_every_type_exported_exactly_and_round_tripped() {
     assert_eq!(table.key, ["id"]);
     assert!(table.tenant_column);
     let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-    assert!(!names.contains(&"tenant_id") && !names.contains(&"gen"), "{names:?}");
+    assert!(
+        !names.contains(&"tenant_id") && !names.contains(&"gen"),
+        "{names:?}"
+    );
     let mut out = Vec::new();
     let digest = session.export_table(table, None, &mut out).await.unwrap();
     assert_eq!(digest.rows, 2, "only acme's rows");
@@ -106,9 +109,16 @@ async fn postgres_every_type_exported_exactly_and_round_tripped() {
     );
     assert_eq!(value(&full["vc"]), json!("varchar"));
     assert_eq!(value(&full["ch"]), json!("ab "));
-    assert_eq!(value(&full["jb"]), json!({"a": [1, 2, {"b": null}], "n": 1.50}));
+    assert_eq!(
+        value(&full["jb"]),
+        json!({"a": [1, 2, {"b": null}], "n": 1.50})
+    );
     assert_eq!(value(&full["js"]), json!({"x": [true, false]}));
-    assert_eq!(value(&full["bin"]), json!("AP8Q3q2+7w=="), "bytea is base64");
+    assert_eq!(
+        value(&full["bin"]),
+        json!("AP8Q3q2+7w=="),
+        "bytea is base64"
+    );
     assert_eq!(value(&full["ints"]), json!([1, 2, null]));
     assert_eq!(value(&full["texts"]), json!(["a b", "c\"d", null, ""]));
     assert_eq!(value(&full["grid"]), json!([[1, 2], [3, 4]]));
@@ -158,8 +168,8 @@ async fn postgres_every_type_exported_exactly_and_round_tripped() {
         .execute(&other_pool)
         .await
         .unwrap();
-    let copy = TenantData::pg_database(other_pool.clone(), "copy".parse().unwrap(), "tenant_id")
-        .unwrap();
+    let copy =
+        TenantData::pg_database(other_pool.clone(), "copy".parse().unwrap(), "tenant_id").unwrap();
     let mut session = copy.write().await.unwrap();
     let target = session.table("everything").await.unwrap().unwrap();
     let imported = session
@@ -175,22 +185,30 @@ async fn postgres_every_type_exported_exactly_and_round_tripped() {
     assert_eq!(tenant_ids, ["copy"], "the importing tenant owns the rows");
     let mut session = copy.read().await.unwrap();
     let mut again = Vec::new();
-    let redigest = session.export_table(&target, None, &mut again).await.unwrap();
-    assert_eq!(String::from_utf8(again).unwrap(), String::from_utf8(out).unwrap());
+    let redigest = session
+        .export_table(&target, None, &mut again)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(again).unwrap(),
+        String::from_utf8(out).unwrap()
+    );
     assert_eq!(redigest, digest);
     drop(session);
     // The serial continues after the imported keys.
-    let next: i64 = sqlx::query_scalar(
-        "INSERT INTO everything (tenant_id) VALUES ('copy') RETURNING id",
-    )
-    .fetch_one(&other_pool)
-    .await
-    .unwrap();
+    let next: i64 =
+        sqlx::query_scalar("INSERT INTO everything (tenant_id) VALUES ('copy') RETURNING id")
+            .fetch_one(&other_pool)
+            .await
+            .unwrap();
     assert_eq!(next, 3);
     // A limit, in key order.
     let mut session = data.read().await.unwrap();
     let mut one = Vec::new();
-    let d = session.export_table(table, Some(1), &mut one).await.unwrap();
+    let d = session
+        .export_table(table, Some(1), &mut one)
+        .await
+        .unwrap();
     assert_eq!(d.rows, 1);
     assert!(String::from_utf8(one).unwrap().starts_with("{\"id\":1,"));
     drop(session);
@@ -228,8 +246,8 @@ async fn sqlite_every_storage_class_exported_exactly_and_round_tripped() {
     .execute(&pool)
     .await
     .unwrap();
-    let data = TenantData::sqlite_shared(pool.clone(), "acme".parse().unwrap(), "tenant_id")
-        .unwrap();
+    let data =
+        TenantData::sqlite_shared(pool.clone(), "acme".parse().unwrap(), "tenant_id").unwrap();
     let mut session = data.read().await.unwrap();
     let table = session.table("classes").await.unwrap().unwrap();
     let mut out = Vec::new();
@@ -253,7 +271,10 @@ async fn sqlite_every_storage_class_exported_exactly_and_round_tripped() {
 
     // Into another file and back out: the same bytes.
     let copy_pool = sqlite_pool(&dir.path().join("b.db")).await;
-    sqlx::raw_sql(SQLITE_TABLE).execute(&copy_pool).await.unwrap();
+    sqlx::raw_sql(SQLITE_TABLE)
+        .execute(&copy_pool)
+        .await
+        .unwrap();
     let copy = TenantData::sqlite_database(copy_pool.clone(), "copy".parse().unwrap(), "tenant_id")
         .unwrap();
     let mut session = copy.write().await.unwrap();
@@ -266,17 +287,22 @@ async fn sqlite_every_storage_class_exported_exactly_and_round_tripped() {
         digest
     );
     session.commit().await.unwrap();
-    let classes: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT typeof(i), typeof(r), typeof(b) FROM classes ORDER BY k",
-    )
-    .fetch_all(&copy_pool)
-    .await
-    .unwrap();
+    let classes: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT typeof(i), typeof(r), typeof(b) FROM classes ORDER BY k")
+            .fetch_all(&copy_pool)
+            .await
+            .unwrap();
     assert_eq!(classes[0], ("integer".into(), "real".into(), "blob".into()));
     let mut session = copy.read().await.unwrap();
     let mut again = Vec::new();
-    session.export_table(&target, None, &mut again).await.unwrap();
-    assert_eq!(String::from_utf8(again).unwrap(), String::from_utf8(out).unwrap());
+    session
+        .export_table(&target, None, &mut again)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(again).unwrap(),
+        String::from_utf8(out).unwrap()
+    );
     drop(session);
 
     // A BLOB where the column is declared TEXT cannot be exported exactly:
@@ -291,7 +317,10 @@ async fn sqlite_every_storage_class_exported_exactly_and_round_tripped() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("k=9") && err.contains("`t`") && err.contains("BLOB"), "{err}");
+    assert!(
+        err.contains("k=9") && err.contains("`t`") && err.contains("BLOB"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -302,7 +331,8 @@ async fn an_import_whose_rows_do_not_fit_is_refused() {
         .execute(&pool)
         .await
         .unwrap();
-    let data = TenantData::sqlite_database(pool.clone(), "x".parse().unwrap(), "tenant_id").unwrap();
+    let data =
+        TenantData::sqlite_database(pool.clone(), "x".parse().unwrap(), "tenant_id").unwrap();
     let mut session = data.write().await.unwrap();
     let target = session.table("t").await.unwrap().unwrap();
     let mut wrong = target.columns.clone();
@@ -314,7 +344,11 @@ async fn an_import_whose_rows_do_not_fit_is_refused() {
     assert!(err.to_string().contains("`w`"), "{err}");
     // Broken JSON: refused with its line number.
     let err = session
-        .import_table(&target, &target.columns, &mut &b"{\"k\":1,\"v\":\"x\"}\n{oops\n"[..])
+        .import_table(
+            &target,
+            &target.columns,
+            &mut &b"{\"k\":1,\"v\":\"x\"}\n{oops\n"[..],
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("line 2"), "{err}");

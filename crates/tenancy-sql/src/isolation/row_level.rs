@@ -111,9 +111,10 @@ impl IsolationStrategy for PgRowLevel {
         Ok(()) // shared tables: nothing per tenant
     }
 
-    /// `drop` deletes the tenant's rows from every registered table (in one
-    /// transaction scoped to the tenant, so RLS guarantees no other rows
-    /// are touched); `keep` and `archive` leave them.
+    /// `drop` deletes the tenant's rows from every registered table, in one
+    /// transaction scoped to the tenant and with an explicit predicate on the
+    /// tenant column (RLS alone would not bind a superuser); `keep` and
+    /// `archive` leave them.
     async fn deprovision(
         &self,
         tenant: &TenantInfo,
@@ -126,8 +127,13 @@ impl IsolationStrategy for PgRowLevel {
             .begin_for(&tenant.id)
             .await
             .map_err(|e| IsolationError::new("row_level", "begin", e))?;
-        for (table, _) in self.registered() {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+        // The predicate as well as RLS: superusers and BYPASSRLS roles (and
+        // table owners without FORCE) are not bound by the policy, and an
+        // unfiltered DELETE would then remove every tenant's rows.
+        for (table, column) in self.registered() {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE {column} = NULLIF(current_setting('tenancy.tenant_id', true), '')"
+            )))
                 .execute(&mut *tx)
                 .await
                 .map_err(step_error("row_level", "delete rows"))?;
