@@ -35,6 +35,8 @@ pub enum TenantsCommand {
     Export(crate::portability::ExportArgs),
     /// Restore an archive as a new tenant (any strategy, same migration version), verified.
     Import(crate::portability::ImportArgs),
+    /// Move a tenant's database to another server (database strategy, lifecycle.database_servers).
+    Move(crate::portability::MoveArgs),
 }
 
 /// `tenants delete`.
@@ -128,6 +130,7 @@ pub async fn run(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
     match cmd {
         TenantsCommand::Export(args) => return crate::portability::export(global, args).await,
         TenantsCommand::Import(args) => return crate::portability::import(global, args).await,
+        TenantsCommand::Move(args) => return crate::portability::move_tenant(global, args).await,
         TenantsCommand::Delete(args) if args.purge => {
             if !args.yes {
                 return Err(CliError::msg(
@@ -217,7 +220,9 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
             let tenant = lifecycle.delete(&current.id).await.map_err(CliError::msg)?;
             ("deleted", tenant)
         }
-        TenantsCommand::Export(_) | TenantsCommand::Import(_) => return Ok(()),
+        TenantsCommand::Export(_) | TenantsCommand::Import(_) | TenantsCommand::Move(_) => {
+            return Ok(());
+        }
     };
     if global.json {
         println!("{}", to_json(&tenant)?);

@@ -168,6 +168,7 @@ enum ChangeKind {
 pub struct ChangeTargets {
     validators: Vec<Validator>,
     config_caches: Vec<CachedConfigStore>,
+    databases: Vec<crate::PgDatabaseIsolation>,
 }
 
 impl ChangeTargets {
@@ -190,7 +191,17 @@ impl ChangeTargets {
         self
     }
 
+    /// Drops the cached pool of a tenant on tenant changes (a move switches
+    /// its server), and every pool when changes may have been missed.
+    pub fn database_pools(mut self, databases: crate::PgDatabaseIsolation) -> Self {
+        self.databases.push(databases);
+        self
+    }
+
     fn clear(&self) {
+        for databases in &self.databases {
+            databases.forget_all();
+        }
         for validator in &self.validators {
             validator.clear();
         }
@@ -201,6 +212,9 @@ impl ChangeTargets {
 
     async fn apply(&self, kind: ChangeKind, id: &TenantId, references: &[String]) {
         if kind == ChangeKind::Tenant {
+            for databases in &self.databases {
+                databases.forget(id).await;
+            }
             for validator in &self.validators {
                 validator.invalidate(id).await;
                 for reference in references {
@@ -219,6 +233,7 @@ impl std::fmt::Debug for ChangeTargets {
         f.debug_struct("ChangeTargets")
             .field("validators", &self.validators.len())
             .field("config_caches", &self.config_caches.len())
+            .field("databases", &self.databases.len())
             .finish()
     }
 }

@@ -37,10 +37,10 @@ enum Tx {
 async fn open(app: &App, tenant: &TenantId) -> Result<Tx, Response> {
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "cannot open a scoped transaction");
-        problem(
-            StatusCode::SERVICE_UNAVAILABLE,
+        unavailable(
             "database_unavailable",
-            "the tenant database is unavailable",
+            "the tenant database is unavailable: retry after the delay",
+            1,
         )
     };
     match &app.db {
@@ -89,9 +89,52 @@ macro_rules! scoped {
     }};
 }
 
+/// The config override `tenancy move` sets while a tenant's data is copied.
+pub(crate) const MOVING_KEY: &str = "tenancy.moving";
+
+/// 503 with `Retry-After` while the tenant's writes are paused by a move.
+async fn writes_paused(app: &App, tenant: &TenantId) -> Option<Response> {
+    let overrides = app.tenancy.config_store().overrides(tenant).await.ok()?;
+    overrides.get(MOVING_KEY)?;
+    Some(unavailable(
+        "writes_paused",
+        "this tenant's data is being moved to another server: writes pause for a few seconds, retry after the delay",
+        2,
+    ))
+}
+
+fn unavailable(code: &'static str, detail: &str, retry_after: u64) -> Response {
+    tenancy::Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+        .retry_after(retry_after)
+        .into_response()
+}
+
 fn service_problem(err: ServiceError) -> Response {
     match &err {
         ServiceError::Database(db) => {
+            if let Some(code) = db.as_database_error().and_then(|d| d.code()) {
+                // A read-only tenant database: a move paused its writes.
+                if code == "25006" {
+                    return unavailable(
+                        "writes_paused",
+                        "this tenant's data is being moved to another server: retry after the delay",
+                        2,
+                    );
+                }
+                // Connection, resource and operator-intervention classes:
+                // the database is going away or not there.
+                if ["08", "53", "57"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                {
+                    tracing::error!(error = %db, "database unavailable");
+                    return unavailable(
+                        "database_unavailable",
+                        "the database is unavailable: retry after the delay",
+                        1,
+                    );
+                }
+            }
             if db
                 .as_database_error()
                 .is_some_and(|d| d.is_unique_violation())
@@ -106,10 +149,10 @@ fn service_problem(err: ServiceError) -> Response {
                 return problem(StatusCode::UNPROCESSABLE_ENTITY, "rejected_by_database", db);
             }
             tracing::error!(error = %db, "database error");
-            problem(
-                StatusCode::SERVICE_UNAVAILABLE,
+            unavailable(
                 "database_unavailable",
-                "the database is unavailable",
+                "the database is unavailable: retry after the delay",
+                1,
             )
         }
         ServiceError::UnknownColumn(c) if c == "tenant_id" => problem(
@@ -309,6 +352,9 @@ async fn create(
         Err(r) => return r,
     };
     let t = tenant.id.as_str();
+    if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
+        return paused;
+    }
     let result = scoped!(&state.app, &tenant.id, |conn| pg: res.table.create_pg(conn, t, &fields).await,
         sqlite: res.table.create_sqlite(conn, t, &fields).await);
     match result {
@@ -332,6 +378,9 @@ async fn update(
         Err(r) => return r,
     };
     let (id, t) = (id_param(&params), tenant.id.as_str());
+    if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
+        return paused;
+    }
     let result = scoped!(&state.app, &tenant.id, |conn| pg: res.table.update_pg(conn, t, &id, &fields).await,
         sqlite: res.table.update_sqlite(conn, t, &id, &fields).await);
     match result {
@@ -351,6 +400,9 @@ async fn remove(
         Err(r) => return r,
     };
     let (id, t) = (id_param(&params), tenant.id.as_str());
+    if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
+        return paused;
+    }
     let result = scoped!(&state.app, &tenant.id, |conn| pg: res.table.delete_pg(conn, t, &id).await,
         sqlite: res.table.delete_sqlite(conn, t, &id).await);
     match result {

@@ -13,6 +13,7 @@
 
 mod admin;
 mod crud;
+pub(crate) use crud::MOVING_KEY;
 mod gateway;
 
 use std::net::SocketAddr;
@@ -104,9 +105,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         crate::app::Db::Postgres(_) => {
             let url = global.database_url.clone().unwrap_or_default();
             let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(CliError::msg)?;
-            let targets = tenancy_sql::ChangeTargets::new()
+            let mut targets = tenancy_sql::ChangeTargets::new()
                 .validator(app.tenancy.validator().clone())
                 .config_cache(app.tenancy.config_store().clone());
+            if let Some(crate::app::Migrator::PgDatabase(dbs)) = &app.migrator {
+                // A move switches a tenant's server: drop its pool at once.
+                targets = targets.database_pools(dbs.clone());
+            }
             Some(tenancy_sql::PgChangeListener::spawn(options, targets))
         }
         _ => None,

@@ -265,6 +265,167 @@ impl PgDatabaseIsolation {
         Ok(())
     }
 
+    fn server_named(&self, name: &str) -> Result<&DatabaseServer, DbError> {
+        self.inner
+            .servers
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                DbError::Migration(format!(
+                    "no database server `{name}` is configured (servers: {})",
+                    self.inner
+                        .servers
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    /// Moving a tenant, step 1: the name of its current server, after
+    /// checking that `to` is configured and another server, and that the
+    /// tenant's database does not exist there yet.
+    pub async fn move_check(&self, tenant: &TenantId, to: &str) -> Result<String, DbError> {
+        let from = self.server_of(tenant).await?.name.clone();
+        let target = self.server_named(to)?;
+        if from == to {
+            return Err(DbError::Refused(format!(
+                "tenant {tenant} is already on server `{to}`"
+            )));
+        }
+        let name = tenant_object_name(tenant)?;
+        if Self::exists(target, &name).await? {
+            return Err(DbError::Refused(format!(
+                "server `{to}` already has a database {name} (left by an earlier failed move?): drop it there first"
+            )));
+        }
+        Ok(from)
+    }
+
+    /// Moving a tenant, step 2: writes to its database pause. New sessions
+    /// are read-only and every open session is ended, so no write can land
+    /// on the source after this returns.
+    pub async fn pause_writes(&self, tenant: &TenantId) -> Result<(), DbError> {
+        let server = self.server_of(tenant).await?;
+        let name = tenant_object_name(tenant)?;
+        let quoted = quote_ident(&name)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER DATABASE {quoted} SET default_transaction_read_only = on"
+        )))
+        .execute(&server.admin)
+        .await?;
+        self.forget_pool(tenant).await;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&name)
+        .execute(&server.admin)
+        .await?;
+        Ok(())
+    }
+
+    /// Undoes [`PgDatabaseIsolation::pause_writes`] on server `on`.
+    pub async fn resume_writes(&self, tenant: &TenantId, on: &str) -> Result<(), DbError> {
+        let server = self.server_named(on)?;
+        let quoted = quote_ident(&tenant_object_name(tenant)?)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER DATABASE {quoted} RESET default_transaction_read_only"
+        )))
+        .execute(&server.admin)
+        .await?;
+        Ok(())
+    }
+
+    /// Moving a tenant, step 3: its database created on server `to` and
+    /// migrated; returns a pool on it (placement unchanged).
+    pub async fn create_on(&self, tenant: &TenantId, to: &str) -> Result<PgPool, DbError> {
+        let server = self.server_named(to)?;
+        let name = tenant_object_name(tenant)?;
+        let quoted = quote_ident(&name)?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+            .execute(&server.admin)
+            .await?;
+        let connect: PgConnectOptions = (*server.admin.connect_options()).clone().database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy_with(connect);
+        let migrated = async {
+            let mut tx = pool.begin().await?;
+            apply_pg(&mut tx, &self.inner.migrations).await?;
+            tx.commit().await?;
+            Ok::<_, DbError>(())
+        }
+        .await;
+        if let Err(e) = migrated {
+            pool.close().await;
+            let _ = self.drop_on(tenant, to).await;
+            return Err(e);
+        }
+        Ok(pool)
+    }
+
+    /// Drops the tenant's database on server `on` (the copy of a failed
+    /// move, or the source of a finished one).
+    pub async fn drop_on(&self, tenant: &TenantId, on: &str) -> Result<(), DbError> {
+        let server = self.server_named(on)?;
+        let quoted = quote_ident(&tenant_object_name(tenant)?)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
+        )))
+        .execute(&server.admin)
+        .await?;
+        Ok(())
+    }
+
+    /// Moving a tenant, step 4: its placement switched to `to` and
+    /// announced (`NOTIFY tenancy_changes`, in the same transaction), so
+    /// every process with a [`PgChangeListener`](crate::PgChangeListener)
+    /// watching this isolation drops its pool and routes to `to` at once.
+    pub async fn switch_placement(&self, tenant: &TenantInfo, to: &str) -> Result<(), DbError> {
+        self.server_named(to)?;
+        let mut tx = self.inner.home.begin().await?;
+        let done = sqlx::query(
+            "UPDATE tenancy_placements SET server = $2, placed_at = now() WHERE tenant_id = $1",
+        )
+        .bind(tenant.id.as_str())
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            sqlx::query("INSERT INTO tenancy_placements (tenant_id, server) VALUES ($1, $2)")
+                .bind(tenant.id.as_str())
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let change = crate::notify::Change::Tenant {
+            id: tenant.id.to_string(),
+            slug: tenant.slug.to_string(),
+            previous_slug: None,
+        };
+        sqlx::query(crate::notify::NOTIFY_SQL)
+            .bind(change.payload())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.forget_pool(&tenant.id).await;
+        Ok(())
+    }
+
+    /// Drops the cached pool of `tenant` (its placement may have changed);
+    /// its connections close in the background once released.
+    pub async fn forget(&self, tenant: &TenantId) {
+        if let Some((_, pool)) = self.inner.pools.remove(tenant) {
+            tokio::spawn(async move { pool.close().await });
+        }
+    }
+
+    /// Drops every cached pool.
+    pub fn forget_all(&self) {
+        self.inner.pools.clear();
+    }
+
     async fn exists(server: &DatabaseServer, name: &str) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(name)

@@ -1,0 +1,420 @@
+//! `tenancy tenants move` (SPEC P3) between two real PostgreSQL servers (the
+//! machine's cluster and one this test starts in a temporary directory),
+//! under concurrent requests from two tenants through two `tenancy serve`
+//! instances: the moved tenant sees only 503s (with Retry-After) or its
+//! correct rows, the other tenant only 2xx, every acknowledged write is on
+//! the new server, and a failed move leaves the tenant where it was.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{Cli, PgTestDb, id_of};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+/// A PostgreSQL cluster of this test's own: initdb in a temporary
+/// directory, a free port, stopped on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+fn as_postgres(bin: &std::path::Path, args: &[&str]) -> Command {
+    // initdb and pg_ctl refuse to run as root.
+    if nix_is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(bin).args(args);
+        cmd
+    } else {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        cmd
+    }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries are required in /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("no initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::tempdir().unwrap();
+        if nix_is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let data = dir.path().join("data");
+        let out = as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            dir.path().display()
+        );
+        let out = as_postgres(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                dir.path().join("log").to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cluster { dir, bin, port }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        )
+        .output();
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(cli: &Cli) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy"));
+    cmd.current_dir(cli.dir.path())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin-token",
+            "move-test-token-0123456789",
+        ])
+        .envs(cli.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
+}
+
+fn yaml(servers: &[(&str, &str)]) -> String {
+    let mut y = String::from(
+        "tenancy:\n  lifecycle:\n    isolation_strategy: database\n    deprovision_policy: drop\n    database_servers:\n",
+    );
+    for (name, url) in servers {
+        y.push_str(&format!("      - {{ name: {name}, url: \"{url}\" }}\n"));
+    }
+    y
+}
+
+/// What one tenant's load saw.
+#[derive(Debug, Default)]
+struct Seen {
+    ok: usize,
+    unavailable: usize,
+    wrong: Vec<String>,
+    written: Vec<String>,
+}
+
+async fn load(bases: Vec<String>, tenant: &'static str, stop: Arc<AtomicBool>) -> Seen {
+    let http = reqwest::Client::new();
+    let mut seen = Seen::default();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let base = &bases[i % bases.len()];
+        let write = i % 2 == 0;
+        let title = format!("{tenant}-load-{i}");
+        let req = if write {
+            http.post(format!("{base}/api/notes"))
+                .json(&json!({"title": title}))
+        } else {
+            http.get(format!("{base}/api/notes?limit=1000"))
+        };
+        let res = req
+            .header("x-tenant-id", tenant)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await;
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => {
+                seen.wrong.push(format!("transport error: {e}"));
+                continue;
+            }
+        };
+        let status = res.status().as_u16();
+        let retry_after = res.headers().contains_key("retry-after");
+        let problem = res
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        match status {
+            200 | 201 => {
+                seen.ok += 1;
+                if write {
+                    seen.written.push(title);
+                } else {
+                    let items = body["items"].as_array().cloned().unwrap_or_default();
+                    if items
+                        .iter()
+                        .any(|n| !n["title"].as_str().unwrap_or("").starts_with(tenant))
+                    {
+                        seen.wrong.push(format!("another tenant's row: {body}"));
+                    }
+                    if (items.len() as u64) < 100 {
+                        seen.wrong
+                            .push(format!("rows missing: {} items", items.len()));
+                    }
+                }
+            }
+            503 if retry_after && problem => seen.unavailable += 1,
+            _ => seen.wrong.push(format!("{status}: {body}")),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_tenant_moves_between_servers_under_load() {
+    let home = PgTestDb::new().await;
+    let second = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let mut cli = Cli::with_url(&home.url);
+    std::fs::write(cli.path("tenancy.yaml"), yaml(&[("a", &home.url)])).unwrap();
+    let moved = id_of(&cli.json(&[
+        "tenants", "create", "--slug", "moved", "--name", "M", "--json",
+    ]));
+    let other = id_of(&cli.json(&[
+        "tenants", "create", "--slug", "other", "--name", "O", "--json",
+    ]));
+    home.track_tenant(&moved);
+    home.track_tenant(&other);
+    let base = home.url.rsplit_once('/').unwrap().0.to_owned();
+    for (id, slug) in [(&moved, "moved"), (&other, "other")] {
+        let mut conn = sqlx::PgConnection::connect(&format!("{base}/tenant_{id}"))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO notes (tenant_id, title, body) SELECT $1, $2 || '-' || g, repeat('x', 100) FROM generate_series(1, 100) g",
+        )
+        .bind(id)
+        .bind(slug)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    // Now two servers.
+    std::fs::write(
+        cli.path("tenancy.yaml"),
+        yaml(&[("a", &home.url), ("b", &second.url())]),
+    )
+    .unwrap();
+    cli.env.retain(|(k, _)| k != "DATABASE_URL");
+    cli.env.push(("DATABASE_URL".into(), home.url.clone()));
+
+    // Refusals before anything changes.
+    let err = cli.fail(&["tenants", "move", "moved", "--to-server", "nowhere"]);
+    assert!(err.contains("nowhere") && err.contains("a, b"), "{err}");
+    let err = cli.fail(&["tenants", "move", "moved", "--to-server", "a"]);
+    assert!(err.contains("already on server `a`"), "{err}");
+
+    // A move that fails half way (a table the target's migrations do not
+    // create) rolls back: the tenant stays on `a` and writes resume.
+    let mut conn = sqlx::PgConnection::connect(&format!("{base}/tenant_{moved}"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE extra (k INT PRIMARY KEY); INSERT INTO extra VALUES (1)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = cli.fail(&["tenants", "move", "moved", "--to-server", "b"]);
+    assert!(
+        err.contains("stays on `a`") && err.contains("extra"),
+        "{err}"
+    );
+    let mut b = sqlx::PgConnection::connect(&second.url()).await.unwrap();
+    let leftovers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'tenant\\_%'")
+            .fetch_one(&mut b)
+            .await
+            .unwrap();
+    assert_eq!(leftovers, 0, "the partial copy is dropped");
+    // (the pause ended every session of the source, this one too)
+    let mut conn = sqlx::PgConnection::connect(&format!("{base}/tenant_{moved}"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("DROP TABLE extra")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+
+    let one = serve(&cli);
+    let two = serve(&cli);
+    let bases = vec![one.base.clone(), two.base.clone()];
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/api/notes", one.base))
+        .header("x-tenant-id", "moved")
+        .json(&json!({"title": "moved-after-failed-move"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "writes resumed after the failed move");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let moved_load = tokio::spawn(load(bases.clone(), "moved", stop.clone()));
+    let other_load = tokio::spawn(load(bases.clone(), "other", stop.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let cli = Arc::new(cli);
+    let mover = cli.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        mover.json(&["tenants", "move", "moved", "--to-server", "b", "--json"])
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    let moved_seen = moved_load.await.unwrap();
+    let other_seen = other_load.await.unwrap();
+    eprintln!("move report: {report}");
+    eprintln!(
+        "moved tenant: {} ok, {} 503; other: {} ok, {} 503",
+        moved_seen.ok, moved_seen.unavailable, other_seen.ok, other_seen.unavailable
+    );
+    assert_eq!(report["to"], "b");
+    assert!(report["pause_ms"].as_f64().unwrap() > 0.0);
+    assert!(moved_seen.wrong.is_empty(), "{:?}", moved_seen.wrong);
+    assert!(other_seen.wrong.is_empty(), "{:?}", other_seen.wrong);
+    assert_eq!(other_seen.unavailable, 0, "the other tenant never notices");
+    assert!(moved_seen.ok > 0 && other_seen.ok > 0);
+
+    // Placement switched, the data is on `b` only, with every acknowledged
+    // write; both instances route there.
+    let mut home_conn = sqlx::PgConnection::connect(&home.url).await.unwrap();
+    let placed: String =
+        sqlx::query_scalar("SELECT server FROM tenancy_placements WHERE tenant_id = $1")
+            .bind(&moved)
+            .fetch_one(&mut home_conn)
+            .await
+            .unwrap();
+    assert_eq!(placed, "b");
+    let on_a: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(format!("tenant_{moved}"))
+        .fetch_one(&mut home_conn)
+        .await
+        .unwrap();
+    assert_eq!(on_a, 0, "the source database is dropped");
+    let b_url = second.url().rsplit_once('/').unwrap().0.to_owned();
+    let mut moved_db = sqlx::PgConnection::connect(&format!("{b_url}/tenant_{moved}"))
+        .await
+        .unwrap();
+    let titles: Vec<String> = sqlx::query_scalar("SELECT title FROM notes")
+        .fetch_all(&mut moved_db)
+        .await
+        .unwrap();
+    assert!(titles.len() >= 101);
+    for title in moved_seen
+        .written
+        .iter()
+        .chain(["moved-after-failed-move".to_owned()].iter())
+    {
+        assert!(titles.contains(title), "acknowledged write {title} is lost");
+    }
+    for base in &bases {
+        let res: Value = http
+            .get(format!("{base}/api/notes?limit=1000"))
+            .header("x-tenant-id", "moved")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            res["total"].as_u64().unwrap() as usize,
+            titles.len(),
+            "{base} routes to b"
+        );
+    }
+    drop(moved_db);
+    drop(b);
+    drop(one);
+    drop(two);
+    // The tenant database on `b` goes with the cluster.
+    drop(second);
+}
