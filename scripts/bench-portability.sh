@@ -38,11 +38,11 @@ cd "$work"
 echo "==> $rows rows of a 10-column table for one tenant (and as many for another)"
 acme="$("$bin" tenants create --slug acme --name Acme --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 other="$("$bin" tenants create --slug other --name Other --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
-psql "$DATABASE_URL" -q <<SQL
+psql "$DATABASE_URL" -q -v ON_ERROR_STOP=1 <<SQL
 CREATE TABLE wide (id BIGSERIAL PRIMARY KEY, tenant_id TEXT NOT NULL, qty INT, big BIGINT, label TEXT,
   price NUMERIC(12,2), at TIMESTAMPTZ, ref UUID, doc JSONB, flag BOOLEAN, ratio DOUBLE PRECISION);
 INSERT INTO wide (tenant_id, qty, big, label, price, at, ref, doc, flag, ratio)
-  SELECT t, g, g * 1000003, 'label ' || g, g / 7.0, now() - g * interval '1 second', gen_random_uuid(),
+  SELECT t, g, g::bigint * 1000003, 'label ' || g, g / 7.0, now() - g * interval '1 second', gen_random_uuid(),
          jsonb_build_object('n', g, 'tags', jsonb_build_array('a', 'b')), g % 2 = 0, g / 3.0
   FROM (VALUES ('$acme'), ('$other')) v(t), generate_series(1, $rows) g;
 CREATE INDEX wide_tenant ON wide (tenant_id, id);
@@ -78,5 +78,8 @@ printf 'tenancy:\n  lifecycle:\n    isolation_strategy: database\n    database_s
 big="$("$bin" tenants create --slug big --name Big --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 psql "$pg/tenant_$big" -qc "INSERT INTO notes (tenant_id, title, body) SELECT '$big', 'note ' || g, repeat('x', 200) FROM generate_series(1, $move_rows) g"
 printf '      - { name: b, url: "postgres://postgres@127.0.0.1:%s/postgres" }\n' "$port" >> tenancy.yaml
-"$bin" tenants move big --to-server b --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"moved {r[\"rows\"]} rows from {r[\"from\"]} to {r[\"to\"]}: writes paused {r[\"pause_ms\"]:.0f} ms")'
+"$bin" tenants move big --to-server b --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("moved %d rows from %s to %s: writes paused %.0f ms" % (r["rows"], r["from"], r["to"], r["pause_ms"]))'
 psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS \"$mdb\" WITH (FORCE)"

@@ -670,18 +670,22 @@ pub async fn move_tenant(global: &Global, args: MoveArgs) -> Result<(), CliError
         .map_err(CliError::msg)?;
     let overrides = app.tenancy.overrides();
 
+    // The new database is made and migrated before the pause: only the
+    // copy itself pauses writes.
+    let target_pool = dbs.create_on(&tenant.id, to).await.map_err(CliError::msg)?;
     let started = Instant::now();
-    overrides
+    let flagged = overrides
         .set(
             &tenant.id,
             crate::serve::MOVING_KEY,
             serde_json::json!({"from": from, "to": to, "since": chrono::Utc::now()}),
         )
         .await
-        .map_err(CliError::msg)?;
+        .map_err(CliError::msg);
     let moved = async {
+        flagged?;
         dbs.pause_writes(&tenant.id).await.map_err(CliError::msg)?;
-        copy_and_switch(&app, &dbs, &tenant, to).await
+        copy_and_switch(&app, &dbs, &tenant, to, target_pool).await
     }
     .await;
     match moved {
@@ -736,9 +740,9 @@ async fn copy_and_switch(
     dbs: &tenancy_sql::PgDatabaseIsolation,
     tenant: &TenantInfo,
     to: &str,
+    target_pool: sqlx::PgPool,
 ) -> Result<u64, CliError> {
     use std::io::{BufReader, BufWriter, Seek, Write};
-    let target_pool = dbs.create_on(&tenant.id, to).await.map_err(CliError::msg)?;
     let source = app.tenant_data(&tenant.id, TENANT_COLUMN).await?;
     let target = TenantData::pg_database(target_pool.clone(), tenant.id.clone(), TENANT_COLUMN)
         .map_err(CliError::msg)?;

@@ -51,7 +51,10 @@ async fn schema(tx: &mut Transaction<'static, Postgres>) -> Result<String, DbErr
         .fetch_one(&mut **tx)
         .await?;
     schema.ok_or_else(|| {
-        DbError::Refused("no current schema: the search_path names no existing schema".into())
+        DbError::Refused(
+            "the tenant's schema does not exist (deprovisioned or archived?): nothing to read or write"
+                .into(),
+        )
     })
 }
 
@@ -79,6 +82,8 @@ pub(super) async fn tables(
     tx: &mut Transaction<'static, Postgres>,
     tenant_column: &str,
 ) -> Result<Vec<Table>, DbError> {
+    // Refuses a missing schema rather than finding no tables in it.
+    schema(tx).await?;
     let rows: Vec<CatalogRow> =
         sqlx::query_as(
             "SELECT c.relname::text, \
