@@ -184,21 +184,26 @@ fn not_an_archive(path: &Path, e: impl std::fmt::Display) -> CliError {
     ))
 }
 
+/// The path of an entry of the archive at `path`.
+fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, path: &Path) -> Result<String, CliError> {
+    Ok(entry
+        .path()
+        .map_err(|e| not_an_archive(path, e))?
+        .to_string_lossy()
+        .into_owned())
+}
+
 /// Reads the manifest of `path`, then checks every table entry against it
 /// (row count and SHA-256), before anything is written anywhere.
 pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
-    // The manifest: the last entry, found by skipping over the tables.
+    // One pass: every table entry hashed, the manifest (the last entry) read.
     let mut manifest: Option<Manifest> = None;
     let mut archive = open(path)?;
     let entries = archive.entries().map_err(|e| not_an_archive(path, e))?;
     let mut digests = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| not_an_archive(path, e))?;
-        let name = entry
-            .path()
-            .map_err(|e| not_an_archive(path, e))?
-            .to_string_lossy()
-            .into_owned();
+        let name = entry_name(&entry, path)?;
         if name == MANIFEST {
             let mut text = String::new();
             entry
@@ -264,11 +269,7 @@ where
     let entries = archive.entries().map_err(|e| not_an_archive(path, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| not_an_archive(path, e))?;
-        let name = entry
-            .path()
-            .map_err(|e| not_an_archive(path, e))?
-            .to_string_lossy()
-            .into_owned();
+        let name = entry_name(&entry, path)?;
         if name == MANIFEST {
             continue;
         }

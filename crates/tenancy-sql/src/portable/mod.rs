@@ -217,22 +217,16 @@ impl TenantData {
     }
 }
 
-/// A name of the tenant column: a plain identifier.
+/// A name of the tenant column: a plain identifier (no `schema.` part).
 fn plain_name(name: &str) -> Result<String, DbError> {
-    let ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 63;
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(DbError::UnsafeName(format!(
+    if name.contains('.') {
+        return Err(DbError::UnsafeName(format!(
             "tenant column `{}` is not a plain name: use letters, digits and `_`",
             name.escape_debug()
-        )))
+        )));
     }
+    crate::ident::validate_table(name)?;
+    Ok(name.to_owned())
 }
 
 /// `"name"`, with embedded quotes doubled: for names read from the
