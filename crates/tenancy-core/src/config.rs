@@ -90,14 +90,29 @@ pub struct TenancyConfig {
     pub rate_limit: RateLimitConfig,
     /// External services (Redis, NATS).
     pub integration: IntegrationConfig,
+    /// Tenant domains (verification).
+    pub domains: DomainsConfig,
+}
+
+/// `domains.*`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DomainsConfig {
+    /// DNS servers (`ip:port`, port 53 if omitted) that verification asks
+    /// for `_tenancy-challenge.<domain>` TXT records (default: the
+    /// system's resolvers). A list, or a comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub nameservers: Vec<String>,
 }
 
 /// `resolution.*`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResolutionConfig {
-    /// Resolvers to run (default: all four built-ins; they run by
-    /// priority). A list, or a comma-separated string (for the environment).
+    /// Resolvers to run (default: all five built-ins; they run by
+    /// priority). `domain` needs a store with domains (every store of the
+    /// toolkit has them) and is added by `Tenancy::builder`; it is off when
+    /// the builder got no domain store. A list, or a comma-separated string (for the environment).
     #[serde(deserialize_with = "list_or_csv")]
     pub resolvers: Vec<String>,
     /// Header read by `header` (default `X-Tenant-Id`).
@@ -118,7 +133,7 @@ pub struct ResolutionConfig {
 impl Default for ResolutionConfig {
     fn default() -> Self {
         Self {
-            resolvers: ["jwt_claim", "header", "subdomain", "path"]
+            resolvers: ["jwt_claim", "header", "domain", "subdomain", "path"]
                 .map(String::from)
                 .to_vec(),
             header_name: "X-Tenant-Id".into(),

@@ -32,6 +32,7 @@
 pub mod cache_key;
 pub mod config;
 pub mod context;
+pub mod domain;
 pub mod events;
 pub mod isolation;
 pub mod lifecycle;
@@ -44,6 +45,7 @@ pub mod validate;
 
 pub use cache_key::{NoTenantScope, cache_key, current_cache_key};
 pub use config::{ConfigError, DeprovisionPolicy, TenancyConfig};
+pub use domain::{Domain, DomainResolver, DomainStatus, DomainStore, TenantDomain};
 pub use events::{EventBus, EventSink, TenantEvent};
 pub use isolation::{IsolationError, IsolationRegistry, IsolationStrategy, Provisioner, RowLevel};
 pub use lifecycle::{LifecycleError, LifecycleService};

@@ -36,6 +36,7 @@ struct Inner {
     tenants: HashMap<TenantId, TenantInfo>,
     slugs: HashMap<String, TenantId>,
     config: HashMap<TenantId, ConfigMap>,
+    domains: std::collections::BTreeMap<String, crate::domain::TenantDomain>,
 }
 
 impl MemoryStore {
@@ -162,6 +163,7 @@ impl TenantStore for MemoryStore {
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
         let mut inner = self.write();
         inner.config.remove(id);
+        inner.domains.retain(|_, d| &d.tenant_id != id);
         match inner.tenants.remove(id) {
             Some(t) => {
                 inner.slugs.remove(t.slug.as_str());
@@ -220,5 +222,74 @@ impl ConfigStore for MemoryStore {
             .config
             .get_mut(tenant)
             .is_some_and(|m| m.remove(key).is_some()))
+    }
+}
+
+#[async_trait]
+impl crate::domain::DomainStore for MemoryStore {
+    async fn add_domain(
+        &self,
+        domain: crate::domain::TenantDomain,
+    ) -> Result<crate::domain::TenantDomain, StoreError> {
+        let mut inner = self.write();
+        if !inner.tenants.contains_key(&domain.tenant_id) {
+            return Err(StoreError::NotFound(domain.tenant_id.to_string()));
+        }
+        let name = domain.domain.as_str().to_owned();
+        if inner.domains.contains_key(&name) {
+            return Err(StoreError::DomainTaken(name));
+        }
+        if domain.primary {
+            for d in inner.domains.values_mut() {
+                if d.tenant_id == domain.tenant_id {
+                    d.primary = false;
+                }
+            }
+        }
+        inner.domains.insert(name, domain.clone());
+        Ok(domain)
+    }
+
+    async fn get_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<crate::domain::TenantDomain>, StoreError> {
+        Ok(self.read().domains.get(domain).cloned())
+    }
+
+    async fn list_domains(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<crate::domain::TenantDomain>, StoreError> {
+        let mut list: Vec<_> = self
+            .read()
+            .domains
+            .values()
+            .filter(|d| &d.tenant_id == tenant)
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| b.primary.cmp(&a.primary).then(a.domain.cmp(&b.domain)));
+        Ok(list)
+    }
+
+    async fn verify_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<crate::domain::TenantDomain>, StoreError> {
+        let mut inner = self.write();
+        Ok(inner.domains.get_mut(domain).map(|d| {
+            if d.status != crate::domain::DomainStatus::Verified {
+                d.status = crate::domain::DomainStatus::Verified;
+                d.verified_at = Some(Utc::now());
+            }
+            d.clone()
+        }))
+    }
+
+    async fn remove_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<crate::domain::TenantDomain>, StoreError> {
+        Ok(self.write().domains.remove(domain))
     }
 }

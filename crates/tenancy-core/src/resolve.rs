@@ -445,11 +445,13 @@ impl ResolverChain {
                 PathResolver::NAME => {
                     chain = chain.with(PathResolver::new(&config.path_pattern)?);
                 }
+                // Needs the store: `Tenancy::builder` adds it.
+                crate::domain::DomainResolver::NAME => {}
                 other => {
                     return Err(ConfigError::Invalid {
                         key: "resolution.resolvers".into(),
                         reason: format!(
-                            "unknown resolver \"{other}\": expected jwt_claim, header, subdomain or path \
+                            "unknown resolver \"{other}\": expected jwt_claim, header, domain, subdomain or path \
                              (add custom resolvers in code with ResolverChain::with)"
                         ),
                     });

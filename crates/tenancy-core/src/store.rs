@@ -45,6 +45,11 @@ pub enum StoreError {
         /// The refused target status.
         to: TenantStatus,
     },
+    /// Another tenant (or this one) already has this domain.
+    #[error(
+        "domain \"{0}\" is already claimed: a domain belongs to one tenant; remove it there first"
+    )]
+    DomainTaken(String),
     /// The backing store cannot be reached or failed.
     #[error("tenant store unavailable: {0}")]
     Unavailable(String),

@@ -28,7 +28,7 @@ fn defaults_without_file_or_env() {
     assert_eq!(c.resolution.header_name, "X-Tenant-Id");
     assert_eq!(
         c.resolution.resolvers,
-        ["jwt_claim", "header", "subdomain", "path"]
+        ["jwt_claim", "header", "domain", "subdomain", "path"]
     );
     assert_eq!(c.lifecycle.isolation_strategy, "row_level");
 }

@@ -99,6 +99,8 @@ pub(crate) enum Change {
     },
     /// One of a tenant's config overrides was set or removed.
     Config { id: String },
+    /// A domain was added, verified or removed.
+    Domain { domain: String, id: String },
 }
 
 impl Change {
@@ -121,6 +123,13 @@ impl Change {
                 "slug": null,
                 "previous_slug": null,
             }),
+            Self::Domain { domain, id } => serde_json::json!({
+                "kind": "domain",
+                "id": id,
+                "slug": null,
+                "previous_slug": null,
+                "domain": domain,
+            }),
         };
         value.to_string()
     }
@@ -132,9 +141,13 @@ impl Change {
         let kind = match value.get("kind")?.as_str()? {
             "tenant" => ChangeKind::Tenant,
             "config" => ChangeKind::Config,
+            "domain" => ChangeKind::Domain,
             _ => return None,
         };
         let mut references = Vec::new();
+        if kind == ChangeKind::Domain {
+            references.push(value.get("domain")?.as_str()?.to_owned());
+        }
         for field in ["slug", "previous_slug"] {
             match value.get(field) {
                 None | Some(serde_json::Value::Null) => {}
@@ -150,6 +163,7 @@ impl Change {
 enum ChangeKind {
     Tenant,
     Config,
+    Domain,
 }
 
 /// The caches a [`PgChangeListener`] keeps fresh.
@@ -169,6 +183,7 @@ pub struct ChangeTargets {
     validators: Vec<Validator>,
     config_caches: Vec<CachedConfigStore>,
     databases: Vec<crate::PgDatabaseIsolation>,
+    domains: Vec<tenancy_core::DomainResolver>,
 }
 
 impl ChangeTargets {
@@ -198,7 +213,17 @@ impl ChangeTargets {
         self
     }
 
+    /// Forgets a domain in `resolver` when it is added, verified or
+    /// removed anywhere, and every domain when changes may have been missed.
+    pub fn domains(mut self, resolver: tenancy_core::DomainResolver) -> Self {
+        self.domains.push(resolver);
+        self
+    }
+
     fn clear(&self) {
+        for resolver in &self.domains {
+            resolver.clear();
+        }
         for databases in &self.databases {
             databases.forget_all();
         }
@@ -211,6 +236,14 @@ impl ChangeTargets {
     }
 
     async fn apply(&self, kind: ChangeKind, id: &TenantId, references: &[String]) {
+        if kind == ChangeKind::Domain {
+            for resolver in &self.domains {
+                for domain in references {
+                    resolver.invalidate(domain);
+                }
+            }
+            return;
+        }
         if kind == ChangeKind::Tenant {
             for databases in &self.databases {
                 databases.forget(id).await;
@@ -234,6 +267,7 @@ impl std::fmt::Debug for ChangeTargets {
             .field("validators", &self.validators.len())
             .field("config_caches", &self.config_caches.len())
             .field("databases", &self.databases.len())
+            .field("domains", &self.domains.len())
             .finish()
     }
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use tenancy_core::{
-    CachedConfigStore, ConfigError, ConfigStore, EventBus, IsolationRegistry, IsolationStrategy,
-    LifecycleService, Provisioner, Resolver, ResolverChain, TenancyConfig, TenantConfigService,
-    TenantStore, Validator,
+    CachedConfigStore, ConfigError, ConfigStore, DomainResolver, DomainStore, EventBus,
+    IsolationRegistry, IsolationStrategy, LifecycleService, Provisioner, Resolver, ResolverChain,
+    TenancyConfig, TenantConfigService, TenantStore, Validator,
 };
 
 /// Why [`TenancyBuilder::build`] failed.
@@ -37,9 +37,24 @@ struct Inner {
     overrides: TenantConfigService,
     bus: EventBus,
     isolation: Arc<dyn IsolationStrategy>,
+    domain_store: Option<Arc<dyn DomainStore>>,
+    domains: Option<DomainResolver>,
 }
 
 impl Tenancy {
+    /// The store of tenant domains, when the store given has them (every
+    /// store of the toolkit does).
+    pub fn domain_store(&self) -> Option<&Arc<dyn DomainStore>> {
+        self.inner.domain_store.as_ref()
+    }
+
+    /// The `domain` resolver, when `resolution.resolvers` names it: call
+    /// [`DomainResolver::invalidate`] after changing a domain in this
+    /// process (other processes hear it through `PgChangeListener`).
+    pub fn domains(&self) -> Option<&DomainResolver> {
+        self.inner.domains.as_ref()
+    }
+
     /// Starts a builder.
     pub fn builder() -> TenancyBuilder {
         TenancyBuilder::default()
@@ -121,6 +136,7 @@ impl std::fmt::Debug for Tenancy {
 pub struct TenancyBuilder {
     config: Option<TenancyConfig>,
     stores: Option<(Arc<dyn TenantStore>, Arc<dyn ConfigStore>)>,
+    domain_store: Option<Arc<dyn DomainStore>>,
     registry: IsolationRegistry,
     isolation: Option<String>,
     resolvers: Vec<Arc<dyn Resolver>>,
@@ -135,10 +151,17 @@ impl TenancyBuilder {
         self
     }
 
-    /// Uses `store` for tenants and config overrides.
-    pub fn store<S: TenantStore + ConfigStore>(mut self, store: S) -> Self {
+    /// Uses `store` for tenants, config overrides and domains.
+    pub fn store<S: TenantStore + ConfigStore + DomainStore>(mut self, store: S) -> Self {
         let store = Arc::new(store);
-        self.stores = Some((store.clone(), store));
+        self.stores = Some((store.clone(), store.clone()));
+        self.domain_store = Some(store);
+        self
+    }
+
+    /// Uses `store` for domains (with [`TenancyBuilder::stores`]).
+    pub fn domain_store(mut self, store: Arc<dyn DomainStore>) -> Self {
+        self.domain_store = Some(store);
         self
     }
 
@@ -187,6 +210,22 @@ impl TenancyBuilder {
         let (store, config_store) = self.stores.ok_or(BuildError::MissingStore)?;
 
         let mut chain = ResolverChain::from_config(&config.resolution)?;
+        // `domain` needs a store with domains; with `.stores()` and none
+        // given it is off, as `subdomain` is without a base domain.
+        let domains = match &self.domain_store {
+            Some(store)
+                if config
+                    .resolution
+                    .resolvers
+                    .iter()
+                    .any(|r| r == DomainResolver::NAME) =>
+            {
+                let resolver = DomainResolver::new(store.clone(), Default::default());
+                chain.push(Arc::new(resolver.clone()));
+                Some(resolver)
+            }
+            _ => None,
+        };
         for resolver in self.resolvers {
             chain.push(resolver);
         }
@@ -228,6 +267,8 @@ impl TenancyBuilder {
                 overrides,
                 bus,
                 isolation: strategy,
+                domain_store: self.domain_store,
+                domains,
             }),
         })
     }

@@ -17,6 +17,58 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use tenancy_core::{StoreError, TenantInfo, TenantStatus};
 
+/// One row of `tenancy_domains`, as both databases return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DomainRow {
+    domain: String,
+    tenant_id: String,
+    is_primary: bool,
+    status: String,
+    token: String,
+    created_at: DateTime<Utc>,
+    verified_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`DomainRow`], in order.
+pub(crate) const DOMAIN_COLUMNS: &str =
+    "domain, tenant_id, is_primary, status, token, created_at, verified_at";
+
+impl TryFrom<DomainRow> for tenancy_core::TenantDomain {
+    type Error = StoreError;
+
+    fn try_from(row: DomainRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| {
+            StoreError::Unavailable(format!("corrupt domain row {}: {what}", row.domain))
+        };
+        Ok(tenancy_core::TenantDomain {
+            domain: row.domain.parse().map_err(|_| corrupt("invalid domain"))?,
+            tenant_id: row
+                .tenant_id
+                .parse()
+                .map_err(|_| corrupt("invalid tenant id"))?,
+            primary: row.is_primary,
+            status: row.status.parse()?,
+            token: row.token,
+            created_at: row.created_at,
+            verified_at: row.verified_at,
+        })
+    }
+}
+
+/// A failed domain insert: taken, or no such tenant.
+pub(crate) fn domain_insert_error(
+    e: sqlx::Error,
+    domain: &tenancy_core::TenantDomain,
+) -> StoreError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StoreError::DomainTaken(domain.domain.to_string()),
+        Some(d) if d.is_foreign_key_violation() => {
+            StoreError::NotFound(domain.tenant_id.to_string())
+        }
+        _ => unavailable(e),
+    }
+}
+
 /// One row of `tenancy_tenants`, as both databases return it.
 #[derive(sqlx::FromRow)]
 pub(crate) struct TenantRow {

@@ -35,6 +35,16 @@ CREATE TABLE IF NOT EXISTS tenancy_config (
     value     JSONB NOT NULL,
     PRIMARY KEY (tenant_id, key)
 );
+CREATE TABLE IF NOT EXISTS tenancy_domains (
+    domain      TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenancy_tenants (id) ON DELETE CASCADE,
+    is_primary  BOOLEAN NOT NULL DEFAULT false,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'verified')),
+    token       TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL,
+    verified_at TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS tenancy_domains_tenant ON tenancy_domains (tenant_id);
 "#;
 
 /// Tenants and config overrides in PostgreSQL (SPEC S4).
@@ -411,5 +421,126 @@ impl ConfigStore for PgStore {
         .await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
+    }
+}
+
+fn domain_change(domain: &str, tenant: &str) -> Change {
+    Change::Domain {
+        domain: domain.to_owned(),
+        id: tenant.to_owned(),
+    }
+}
+
+/// Domain changes are announced in their transaction, as tenant changes
+/// are, so every process's `domain` resolver forgets them at once.
+#[async_trait]
+impl tenancy_core::DomainStore for PgStore {
+    async fn add_domain(
+        &self,
+        domain: tenancy_core::TenantDomain,
+    ) -> Result<tenancy_core::TenantDomain, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        if domain.primary {
+            sqlx::query("UPDATE tenancy_domains SET is_primary = false WHERE tenant_id = $1")
+                .bind(domain.tenant_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        sqlx::query(
+            "INSERT INTO tenancy_domains (domain, tenant_id, is_primary, status, token, created_at, verified_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(domain.domain.as_str())
+        .bind(domain.tenant_id.as_str())
+        .bind(domain.primary)
+        .bind(domain.status.as_str())
+        .bind(&domain.token)
+        .bind(domain.created_at)
+        .bind(domain.verified_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| super::domain_insert_error(e, &domain))?;
+        announce(
+            &mut tx,
+            domain_change(domain.domain.as_str(), domain.tenant_id.as_str()),
+        )
+        .await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(domain)
+    }
+
+    async fn get_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<tenancy_core::TenantDomain>, StoreError> {
+        sqlx::query_as::<_, super::DomainRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM tenancy_domains WHERE domain = $1",
+            super::DOMAIN_COLUMNS
+        )))
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .map(TryInto::try_into)
+        .transpose()
+    }
+
+    async fn list_domains(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<tenancy_core::TenantDomain>, StoreError> {
+        sqlx::query_as::<_, super::DomainRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM tenancy_domains WHERE tenant_id = $1 ORDER BY is_primary DESC, domain",
+            super::DOMAIN_COLUMNS
+        )))
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
+    }
+
+    async fn verify_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<tenancy_core::TenantDomain>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let row = sqlx::query_as::<_, super::DomainRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE tenancy_domains SET status = 'verified', verified_at = COALESCE(verified_at, now()) \
+             WHERE domain = $1 RETURNING {}",
+            super::DOMAIN_COLUMNS
+        )))
+        .bind(domain)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let Some(row) = &row {
+            announce(&mut tx, domain_change(&row.domain, &row.tenant_id)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn remove_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<tenancy_core::TenantDomain>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let row = sqlx::query_as::<_, super::DomainRow>(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM tenancy_domains WHERE domain = $1 RETURNING {}",
+            super::DOMAIN_COLUMNS
+        )))
+        .bind(domain)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let Some(row) = &row {
+            announce(&mut tx, domain_change(&row.domain, &row.tenant_id)).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        row.map(TryInto::try_into).transpose()
     }
 }

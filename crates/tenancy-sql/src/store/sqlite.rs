@@ -36,6 +36,16 @@ CREATE TABLE IF NOT EXISTS tenancy_config (
     value     TEXT NOT NULL,
     PRIMARY KEY (tenant_id, key)
 );
+CREATE TABLE IF NOT EXISTS tenancy_domains (
+    domain      TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenancy_tenants (id) ON DELETE CASCADE,
+    is_primary  BOOLEAN NOT NULL DEFAULT 0,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'verified')),
+    token       TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    verified_at TEXT
+);
+CREATE INDEX IF NOT EXISTS tenancy_domains_tenant ON tenancy_domains (tenant_id);
 "#;
 
 /// Tenants and config overrides in SQLite (SPEC S4): the embedded
@@ -337,5 +347,100 @@ impl ConfigStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl tenancy_core::DomainStore for SqliteStore {
+    async fn add_domain(
+        &self,
+        domain: tenancy_core::TenantDomain,
+    ) -> Result<tenancy_core::TenantDomain, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        if domain.primary {
+            sqlx::query("UPDATE tenancy_domains SET is_primary = 0 WHERE tenant_id = ?1")
+                .bind(domain.tenant_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        sqlx::query(
+            "INSERT INTO tenancy_domains (domain, tenant_id, is_primary, status, token, created_at, verified_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(domain.domain.as_str())
+        .bind(domain.tenant_id.as_str())
+        .bind(domain.primary)
+        .bind(domain.status.as_str())
+        .bind(&domain.token)
+        .bind(domain.created_at)
+        .bind(domain.verified_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| super::domain_insert_error(e, &domain))?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(domain)
+    }
+
+    async fn get_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<tenancy_core::TenantDomain>, StoreError> {
+        sqlx::query_as::<_, super::DomainRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM tenancy_domains WHERE domain = ?1",
+            super::DOMAIN_COLUMNS
+        )))
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .map(TryInto::try_into)
+        .transpose()
+    }
+
+    async fn list_domains(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<tenancy_core::TenantDomain>, StoreError> {
+        sqlx::query_as::<_, super::DomainRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM tenancy_domains WHERE tenant_id = ?1 ORDER BY is_primary DESC, domain",
+            super::DOMAIN_COLUMNS
+        )))
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
+    }
+
+    async fn verify_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<tenancy_core::TenantDomain>, StoreError> {
+        sqlx::query(
+            "UPDATE tenancy_domains SET status = 'verified', verified_at = ?2 \
+             WHERE domain = ?1 AND status <> 'verified'",
+        )
+        .bind(domain)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        self.get_domain(domain).await
+    }
+
+    async fn remove_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<tenancy_core::TenantDomain>, StoreError> {
+        let found = self.get_domain(domain).await?;
+        sqlx::query("DELETE FROM tenancy_domains WHERE domain = ?1")
+            .bind(domain)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(found)
     }
 }
