@@ -36,9 +36,9 @@ pub struct Manifest {
     pub tenant: TenantInfo,
     /// The tenant's config overrides.
     pub config: serde_json::Map<String, serde_json::Value>,
-    /// The tenant's domains (none until domains exist).
+    /// The tenant's domains.
     #[serde(default)]
-    pub domains: Vec<serde_json::Value>,
+    pub domains: Vec<tenancy::TenantDomain>,
     /// The tenant's migration version.
     pub migration_version: i64,
     /// Every table, in the order an import inserts them.

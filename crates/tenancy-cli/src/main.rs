@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod app;
 mod archive;
 mod config_cmd;
+mod domains;
 mod export;
 mod migrate;
 mod portability;
@@ -39,6 +40,9 @@ enum Command {
     /// Read and set per-tenant configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Add, list, verify and remove tenant domains.
+    #[command(subcommand)]
+    Domains(domains::DomainsCommand),
     /// Export one tenant's rows of a table.
     Export(export::ExportArgs),
     /// Apply the application's migrations to every tenant schema or database.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(&cli.global, args).await,
             Command::Tenants(cmd) => tenants::run(&cli.global, cmd).await,
             Command::Config(cmd) => config_cmd::run(&cli.global, cmd).await,
+            Command::Domains(cmd) => domains::run(&cli.global, cmd).await,
             Command::Export(args) => export::run(&cli.global, args).await,
             Command::Migrate(args) => migrate::run(&cli.global, args).await,
             Command::Sql(_) => Ok(()),

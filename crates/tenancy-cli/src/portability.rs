@@ -186,7 +186,13 @@ pub async fn export_to(app: &App, tenant: &TenantInfo, path: &Path) -> Result<Ma
         },
         tenant: tenant.clone(),
         config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        domains: Vec::new(),
+        domains: match app.tenancy.domain_store() {
+            Some(store) => store
+                .list_domains(&tenant.id)
+                .await
+                .map_err(CliError::msg)?,
+            None => Vec::new(),
+        },
         migration_version,
         tables: archived,
     };
@@ -385,6 +391,22 @@ async fn restore(
             .await
             .map_err(CliError::msg)?;
     }
+    // Domains come along when no other tenant has them now.
+    if let Some(domains) = app.tenancy.domain_store() {
+        for archived in &manifest.domains {
+            let mut domain = archived.clone();
+            domain.tenant_id = tenant.id.clone();
+            match domains.add_domain(domain).await {
+                Ok(_) => {}
+                Err(tenancy::StoreError::DomainTaken(name)) => {
+                    eprintln!(
+                        "warning: domain {name} belongs to another tenant here: not imported"
+                    );
+                }
+                Err(e) => return Err(CliError::msg(e)),
+            }
+        }
+    }
     let store = app.tenancy.store();
     let active = store
         .set_status(&tenant.id, TenantStatus::Active, None)
@@ -444,7 +466,7 @@ pub async fn purge(global: &Global, reference: &str) -> Result<(), CliError> {
         )));
     }
     println!(
-        "purged tenant {} (id {}): a scan of every shared table, schema, role, database, file, placement, config key and the tenant record finds nothing left",
+        "purged tenant {} (id {}): a scan of every shared table, schema, role, database, file, placement, config key, domain and the tenant record finds nothing left",
         tenant.slug, tenant.id
     );
     Ok(())
@@ -461,6 +483,17 @@ async fn remove_everything(app: &App, tenant: &TenantInfo) -> Result<Vec<(String
     deleted.extend(session.delete_rows().await.map_err(CliError::msg)?);
     session.commit().await.map_err(CliError::msg)?;
     drop_archives(app, &tenant.id).await?;
+    if let Some(domains) = app.tenancy.domain_store() {
+        for d in domains
+            .list_domains(&tenant.id)
+            .await
+            .map_err(CliError::msg)?
+        {
+            crate::domains::remove(app, d.domain.as_str())
+                .await
+                .map_err(CliError::msg)?;
+        }
+    }
     app.tenancy
         .lifecycle()
         .delete_with_policy(&tenant.id, DeprovisionPolicy::Drop)
@@ -560,6 +593,12 @@ async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, CliError> {
     let config = cache.overrides(tenant).await.map_err(CliError::msg)?;
     if !config.is_empty() {
         found.push(format!("{} config keys", config.len()));
+    }
+    if let Some(domains) = app.tenancy.domain_store() {
+        let left = domains.list_domains(tenant).await.map_err(CliError::msg)?;
+        if !left.is_empty() {
+            found.push(format!("{} domains", left.len()));
+        }
     }
     let shared = main_data(app, tenant)?;
     let mut session = shared.read().await.map_err(CliError::msg)?;

@@ -54,14 +54,15 @@ pub use builder::{BuildError, Tenancy, TenancyBuilder};
 pub use tenancy_core as core;
 pub use tenancy_core::context::{current, current_info, spawn, with_tenant};
 pub use tenancy_core::{
-    CachedConfigStore, ConfigError, ConfigMap, ConfigStore, DeprovisionPolicy, EventBus, EventSink,
-    IsolationError, IsolationRegistry, IsolationStrategy, LifecycleError, LifecycleService,
-    ListQuery, MemoryStore, NewTenant, Provisioner, Rejection, ResolutionContext, Resolver,
-    ResolverChain, RowLevel, Slug, StoreError, TenancyConfig, TenantConfigService, TenantEvent,
-    TenantId, TenantInfo, TenantPage, TenantRef, TenantStatus, TenantStore, TenantUpdate,
-    Validator, VerifiedClaims,
+    CachedConfigStore, ConfigError, ConfigMap, ConfigStore, DeprovisionPolicy, Domain,
+    DomainResolver, DomainStatus, DomainStore, EventBus, EventSink, IsolationError,
+    IsolationRegistry, IsolationStrategy, LifecycleError, LifecycleService, ListQuery, MemoryStore,
+    NewTenant, Provisioner, Rejection, ResolutionContext, Resolver, ResolverChain, RowLevel, Slug,
+    StoreError, TenancyConfig, TenantConfigService, TenantDomain, TenantEvent, TenantId,
+    TenantInfo, TenantPage, TenantRef, TenantStatus, TenantStore, TenantUpdate, Validator,
+    VerifiedClaims,
 };
-pub use tenancy_core::{config, resolve};
+pub use tenancy_core::{config, domain, resolve};
 
 #[cfg(feature = "jwt")]
 pub use tenancy_axum::JwtVerifier;

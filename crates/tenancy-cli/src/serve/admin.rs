@@ -24,6 +24,12 @@ pub(super) fn routes(state: ServerState) -> Router<ServerState> {
             "/tenants/{tenant}/config/{key}",
             get(get_config).put(put_config),
         )
+        .route(
+            "/tenants/{tenant}/domains",
+            post(add_domain).get(list_domains),
+        )
+        .route("/domains/{domain}/verify", post(verify_domain))
+        .route("/domains/{domain}", axum::routing::delete(remove_domain))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -75,6 +81,7 @@ pub(super) fn store_problem(err: StoreError) -> Response {
         StoreError::DuplicateSlug(_) | StoreError::DuplicateId(_) => {
             problem(StatusCode::CONFLICT, "duplicate", err)
         }
+        StoreError::DomainTaken(_) => problem(StatusCode::CONFLICT, "domain_taken", err),
         StoreError::InvalidSlug(_) | StoreError::InvalidConfigKey(_) => {
             problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", err)
         }
@@ -322,5 +329,77 @@ async fn put_config(
     {
         Ok(()) => Json(serde_json::json!({"key": key, "value": value})).into_response(),
         Err(e) => store_problem(e),
+    }
+}
+
+/// `POST /admin/tenants/{id}/domains` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddDomain {
+    domain: String,
+    #[serde(default)]
+    primary: bool,
+    #[serde(default)]
+    verified: bool,
+}
+
+fn domain_problem(err: crate::domains::DomainError) -> Response {
+    use crate::domains::DomainError as E;
+    match err {
+        E::Invalid(e) => problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_domain", e),
+        E::Store(e) => store_problem(e),
+        e @ E::Unknown(_) => problem(StatusCode::NOT_FOUND, "domain_not_found", e),
+        e @ E::UnknownTenant(_) => problem(StatusCode::NOT_FOUND, "tenant_not_found", e),
+        e @ E::NotVerified(_) => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "domain_not_verified", e)
+        }
+        e @ E::Dns(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "dns_unavailable", e),
+    }
+}
+
+async fn add_domain(
+    State(state): State<ServerState>,
+    Path(reference): Path<String>,
+    body: Result<Json<AddDomain>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(e),
+    };
+    match crate::domains::add(
+        &state.app,
+        &reference,
+        &body.domain,
+        body.primary,
+        body.verified,
+    )
+    .await
+    {
+        Ok(d) => (StatusCode::CREATED, Json(crate::domains::domain_json(&d))).into_response(),
+        Err(e) => domain_problem(e),
+    }
+}
+
+async fn list_domains(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
+    match crate::domains::list(&state.app, &reference).await {
+        Ok(all) => {
+            let items: Vec<Value> = all.iter().map(crate::domains::domain_json).collect();
+            Json(serde_json::json!({ "items": items })).into_response()
+        }
+        Err(e) => domain_problem(e),
+    }
+}
+
+async fn verify_domain(State(state): State<ServerState>, Path(domain): Path<String>) -> Response {
+    match crate::domains::verify(&state.app, &domain).await {
+        Ok(d) => Json(crate::domains::domain_json(&d)).into_response(),
+        Err(e) => domain_problem(e),
+    }
+}
+
+async fn remove_domain(State(state): State<ServerState>, Path(domain): Path<String>) -> Response {
+    match crate::domains::remove(&state.app, &domain).await {
+        Ok(d) => Json(crate::domains::domain_json(&d)).into_response(),
+        Err(e) => domain_problem(e),
     }
 }

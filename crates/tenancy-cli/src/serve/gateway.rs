@@ -78,3 +78,60 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
         ),
     }
 }
+
+/// `GET /tls/ask?domain=D` (SPEC D4), the `ask` endpoint of Caddy's
+/// on-demand TLS: 200 when D is a verified domain of an active tenant, or
+/// `<slug>.<base_domain>` of an active tenant; 404 for anything else, so no
+/// certificate is issued. Both lookups are cached (domain resolver,
+/// validator).
+pub(super) async fn tls_ask(
+    State(state): State<ServerState>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let no = || {
+        problem(
+            StatusCode::NOT_FOUND,
+            "unknown_domain",
+            "not a verified domain of an active tenant: no certificate",
+        )
+    };
+    let Some(domain) = query
+        .get("domain")
+        .and_then(|d| tenancy::Domain::parse(d).ok())
+    else {
+        return no();
+    };
+    let tenancy = &state.app.tenancy;
+    let mut reference = match tenancy.domains() {
+        Some(resolver) => resolver.tenant_of(domain.as_str()).await,
+        None => None,
+    };
+    if reference.is_none()
+        && let Some(base) = tenancy
+            .config()
+            .resolution
+            .base_domain
+            .as_deref()
+            .map(|b| b.trim_matches('.').to_ascii_lowercase())
+        && let Some(label) = domain
+            .as_str()
+            .strip_suffix(base.as_str())
+            .and_then(|rest| rest.strip_suffix('.'))
+        && !label.contains('.')
+        && !tenancy
+            .config()
+            .resolution
+            .reserved_subdomains
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(label))
+    {
+        reference = Some(tenancy::TenantRef::new(label));
+    }
+    let Some(reference) = reference else {
+        return no();
+    };
+    match tenancy.validator().validate(&reference).await {
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(_) => no(),
+    }
+}

@@ -108,6 +108,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
             let mut targets = tenancy_sql::ChangeTargets::new()
                 .validator(app.tenancy.validator().clone())
                 .config_cache(app.tenancy.config_store().clone());
+            if let Some(domains) = app.tenancy.domains() {
+                targets = targets.domains(domains.clone());
+            }
             if let Some(crate::app::Migrator::PgDatabase(dbs)) = &app.migrator {
                 // A move switches a tenant's server: drop its pool at once.
                 targets = targets.database_pools(dbs.clone());
@@ -153,6 +156,7 @@ pub(crate) fn router(
         .route("/health", get(health))
         .nest("/admin", admin::routes(state.clone()))
         .route("/resolve", get(gateway::resolve))
+        .route("/tls/ask", get(gateway::tls_ask))
         .nest("/api", tenant_routes.clone())
         .nest("/tenants/{tenant}/api", tenant_routes)
         .layer(state.layer.clone());

@@ -1,0 +1,295 @@
+//! Tenant domains (SPEC D1–D5): `tenancy domains add|list|verify|remove`,
+//! and the operations the admin API shares with them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tenancy::{Domain, DomainStore, StoreError, TenantDomain};
+
+use crate::app::{App, CliError, Global};
+
+/// Domain commands.
+#[derive(Debug, Subcommand)]
+pub enum DomainsCommand {
+    /// Add a domain to a tenant (pending until verified, unless --verified).
+    Add(AddArgs),
+    /// List a tenant's domains.
+    List(ListArgs),
+    /// Verify a domain: its TXT record `_tenancy-challenge.<domain>` must hold its token.
+    Verify(DomainArg),
+    /// Remove a domain.
+    Remove(DomainArg),
+}
+
+/// `domains add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+    /// The domain, e.g. portal.acme.com.
+    pub domain: String,
+    /// Make it the tenant's primary domain.
+    #[arg(long)]
+    pub primary: bool,
+    /// Mark it verified now (the operator vouches for it), skipping DNS.
+    #[arg(long)]
+    pub verified: bool,
+}
+
+/// `domains list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The tenant's id or slug.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+}
+
+/// A domain named on the command line.
+#[derive(Debug, Args)]
+pub struct DomainArg {
+    /// The domain.
+    pub domain: String,
+}
+
+/// Why a domain operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// Not a usable domain name.
+    #[error(transparent)]
+    Invalid(#[from] tenancy::domain::InvalidDomain),
+    /// The store refused or failed (taken: [`StoreError::DomainTaken`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No such domain.
+    #[error("domain \"{0}\" is not a domain of any tenant: see `tenancy domains list TENANT`")]
+    Unknown(String),
+    /// No such tenant.
+    #[error("no tenant \"{0}\": see `tenancy tenants list --all`")]
+    UnknownTenant(String),
+    /// The TXT record is missing or holds another value.
+    #[error("{0}")]
+    NotVerified(String),
+    /// DNS could not be asked.
+    #[error("cannot look up the TXT record: {0}")]
+    Dns(String),
+}
+
+/// The JSON of a domain: the record plus the TXT name and value to publish.
+pub fn domain_json(d: &TenantDomain) -> Value {
+    json!({
+        "domain": d.domain,
+        "tenant_id": d.tenant_id,
+        "primary": d.primary,
+        "status": d.status,
+        "created_at": d.created_at,
+        "verified_at": d.verified_at,
+        "txt_name": d.domain.challenge_name(),
+        "txt_value": d.token,
+    })
+}
+
+fn store(app: &App) -> Result<&std::sync::Arc<dyn DomainStore>, DomainError> {
+    app.tenancy
+        .domain_store()
+        .ok_or_else(|| DomainError::Store(StoreError::Unavailable("no domain store".into())))
+}
+
+/// Forgets `domain` in this process's resolver (other processes hear the
+/// store's NOTIFY).
+fn forget(app: &App, domain: &str) {
+    if let Some(resolver) = app.tenancy.domains() {
+        resolver.invalidate(domain);
+    }
+}
+
+/// Adds a domain to the tenant named by `tenant` (id or slug).
+pub async fn add(
+    app: &App,
+    tenant: &str,
+    domain: &str,
+    primary: bool,
+    verified: bool,
+) -> Result<TenantDomain, DomainError> {
+    let domain = Domain::parse(domain)?;
+    let tenant = app
+        .tenancy
+        .store()
+        .find(tenant)
+        .await?
+        .ok_or_else(|| DomainError::UnknownTenant(tenant.chars().take(64).collect()))?;
+    let added = store(app)?
+        .add_domain(TenantDomain::new(domain, tenant.id, primary, verified))
+        .await?;
+    forget(app, added.domain.as_str());
+    Ok(added)
+}
+
+/// Verifies a domain by its TXT record (an already verified one stays so).
+pub async fn verify(app: &App, domain: &str) -> Result<TenantDomain, DomainError> {
+    let domain = Domain::parse(domain)?;
+    let found = store(app)?
+        .get_domain(domain.as_str())
+        .await?
+        .ok_or_else(|| DomainError::Unknown(domain.to_string()))?;
+    if !found.is_verified() {
+        let values = txt_values(&app.config.domains.nameservers, &domain.challenge_name()).await?;
+        if !values.iter().any(|v| v == &found.token) {
+            return Err(DomainError::NotVerified(format!(
+                "domain {domain} is not verified: publish a TXT record {} with the value {} (found {})",
+                domain.challenge_name(),
+                found.token,
+                if values.is_empty() {
+                    "no TXT record".to_owned()
+                } else {
+                    format!("{values:?}")
+                }
+            )));
+        }
+    }
+    let verified = store(app)?
+        .verify_domain(domain.as_str())
+        .await?
+        .ok_or_else(|| DomainError::Unknown(domain.to_string()))?;
+    forget(app, verified.domain.as_str());
+    Ok(verified)
+}
+
+/// Removes a domain.
+pub async fn remove(app: &App, domain: &str) -> Result<TenantDomain, DomainError> {
+    let domain = Domain::parse(domain)?;
+    let removed = store(app)?
+        .remove_domain(domain.as_str())
+        .await?
+        .ok_or_else(|| DomainError::Unknown(domain.to_string()))?;
+    forget(app, removed.domain.as_str());
+    Ok(removed)
+}
+
+/// A tenant's domains.
+pub async fn list(app: &App, tenant: &str) -> Result<Vec<TenantDomain>, DomainError> {
+    let tenant = app
+        .tenancy
+        .store()
+        .find(tenant)
+        .await?
+        .ok_or_else(|| DomainError::UnknownTenant(tenant.chars().take(64).collect()))?;
+    Ok(store(app)?.list_domains(&tenant.id).await?)
+}
+
+/// The TXT values at `name`, asked of `nameservers` (`ip[:port]`) or the
+/// system's resolvers. No caching: a record just published is seen.
+async fn txt_values(nameservers: &[String], name: &str) -> Result<Vec<String>, DomainError> {
+    use hickory_resolver::Resolver;
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+    use hickory_resolver::name_server::TokioConnectionProvider;
+    use hickory_resolver::proto::xfer::Protocol;
+
+    let mut options = ResolverOpts::default();
+    options.timeout = Duration::from_secs(2);
+    options.attempts = 2;
+    options.cache_size = 0;
+    let resolver = if nameservers.is_empty() {
+        Resolver::builder_tokio()
+            .map_err(|e| DomainError::Dns(format!("no system DNS configuration: {e}")))?
+            .with_options(options)
+            .build()
+    } else {
+        let mut config = ResolverConfig::new();
+        for server in nameservers {
+            let addr: SocketAddr = server
+                .parse()
+                .or_else(|_| format!("{server}:53").parse())
+                .map_err(|_| {
+                    DomainError::Dns(format!(
+                        "domains.nameservers: \"{server}\" is not ip or ip:port"
+                    ))
+                })?;
+            config.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
+            config.add_name_server(NameServerConfig::new(addr, Protocol::Tcp));
+        }
+        Resolver::builder_with_config(config, TokioConnectionProvider::default())
+            .with_options(options)
+            .build()
+    };
+    match resolver.txt_lookup(format!("{name}.")).await {
+        Ok(found) => Ok(found
+            .iter()
+            .map(|txt| {
+                txt.txt_data()
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part).into_owned())
+                    .collect::<String>()
+            })
+            .collect()),
+        Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
+        Err(e) => Err(DomainError::Dns(e.to_string())),
+    }
+}
+
+/// Runs a domains command.
+pub async fn run(global: &Global, cmd: DomainsCommand) -> Result<(), CliError> {
+    let app = App::open(global).await?;
+    let print = |d: &TenantDomain, verb: &str| {
+        if global.json {
+            println!("{}", domain_json(d));
+        } else {
+            println!(
+                "{verb} {} of tenant {} ({}{})",
+                d.domain,
+                d.tenant_id,
+                d.status,
+                if d.primary { ", primary" } else { "" }
+            );
+            if !d.is_verified() {
+                println!(
+                    "to verify it, publish TXT {} = \"{}\" and run `tenancy domains verify {}`",
+                    d.domain.challenge_name(),
+                    d.token,
+                    d.domain
+                );
+            }
+        }
+    };
+    match cmd {
+        DomainsCommand::Add(a) => {
+            let d = add(&app, &a.tenant, &a.domain, a.primary, a.verified)
+                .await
+                .map_err(CliError::msg)?;
+            print(&d, "added");
+        }
+        DomainsCommand::Verify(a) => {
+            let d = verify(&app, &a.domain).await.map_err(CliError::msg)?;
+            print(&d, "verified");
+        }
+        DomainsCommand::Remove(a) => {
+            let d = remove(&app, &a.domain).await.map_err(CliError::msg)?;
+            if global.json {
+                println!("{}", domain_json(&d));
+            } else {
+                println!("removed {} from tenant {}", d.domain, d.tenant_id);
+            }
+        }
+        DomainsCommand::List(a) => {
+            let all = list(&app, &a.tenant).await.map_err(CliError::msg)?;
+            if global.json {
+                let items: Vec<Value> = all.iter().map(domain_json).collect();
+                println!("{}", json!({ "items": items }));
+            } else if all.is_empty() {
+                println!("no domains");
+            } else {
+                for d in &all {
+                    println!(
+                        "{}  {}{}",
+                        d.domain,
+                        d.status,
+                        if d.primary { "  primary" } else { "" }
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
