@@ -58,9 +58,32 @@ ensure_nats() {
   exit 1
 }
 
+# Components some tests start themselves on free loopback ports (dnsmasq for
+# domain verification, Caddy for on-demand TLS), from Debian's packages.
+ensure_packages() {
+  local missing=()
+  command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+  command -v caddy >/dev/null 2>&1 || missing+=(caddy)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]} (Debian packages)"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null 2>&1 || {
+      apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
+    } || {
+      echo "ERROR: could not install ${missing[*]}: the domain tests need them (apt-get install ${missing[*]})" >&2
+      exit 1
+    }
+  else
+    echo "ERROR: ${missing[*]} missing and cannot be installed without root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
 ensure_postgres
 ensure_redis
 ensure_nats
+ensure_packages
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Cli, PgTestDb, id_of};
+use common::{Cli, PgTestDb, id_of, serve};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -131,43 +130,6 @@ impl Drop for Cluster {
         )
         .output();
     }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(cli: &Cli) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy"));
-    cmd.current_dir(cli.dir.path())
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--admin-token",
-            "move-test-token-0123456789",
-        ])
-        .envs(cli.env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base }
 }
 
 fn yaml(servers: &[(&str, &str)]) -> String {

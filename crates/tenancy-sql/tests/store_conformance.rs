@@ -9,6 +9,125 @@ use serde_json::json;
 use tenancy_core::*;
 use tenancy_sql::{PgStore, SqliteStore};
 
+/// Domains (SPEC D1): unique across tenants, one primary, pending until
+/// verified, gone with their tenant; and the `domain` resolver over them.
+async fn domain_conformance<S: TenantStore + DomainStore + Clone>(store: S) {
+    let a = store
+        .create(NewTenant::new("dom-a", "A").unwrap())
+        .await
+        .unwrap();
+    let b = store
+        .create(NewTenant::new("dom-b", "B").unwrap())
+        .await
+        .unwrap();
+    let portal: Domain = "Portal.A.test.".parse().unwrap();
+    let added = store
+        .add_domain(TenantDomain::new(portal.clone(), a.id.clone(), true, false))
+        .await
+        .unwrap();
+    assert_eq!(added.status, DomainStatus::Pending);
+    assert!(added.token.len() > 20);
+    for claimant in [&a, &b] {
+        let err = store
+            .add_domain(TenantDomain::new(
+                portal.clone(),
+                claimant.id.clone(),
+                false,
+                false,
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DomainTaken(_)), "{err}");
+    }
+    let err = store
+        .add_domain(TenantDomain::new(
+            "x.a.test".parse().unwrap(),
+            "ghost".parse().unwrap(),
+            false,
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    // A second primary demotes the first.
+    store
+        .add_domain(TenantDomain::new(
+            "www.a.test".parse().unwrap(),
+            a.id.clone(),
+            true,
+            true,
+        ))
+        .await
+        .unwrap();
+    let list = store.list_domains(&a.id).await.unwrap();
+    let names: Vec<(&str, bool)> = list
+        .iter()
+        .map(|d| (d.domain.as_str(), d.primary))
+        .collect();
+    assert_eq!(names, [("www.a.test", true), ("portal.a.test", false)]);
+    assert_eq!(
+        store.get_domain("portal.a.test").await.unwrap().unwrap(),
+        list[1]
+    );
+    assert!(store.list_domains(&b.id).await.unwrap().is_empty());
+
+    // Only verified domains resolve; the resolver caches, invalidation is
+    // immediate.
+    let resolver = DomainResolver::new(std::sync::Arc::new(store.clone()), Default::default());
+    assert_eq!(resolver.tenant_of("portal.a.test").await, None, "pending");
+    assert_eq!(
+        resolver
+            .tenant_of("www.a.test")
+            .await
+            .map(|r| r.as_str().to_owned()),
+        Some(a.id.to_string())
+    );
+    let verified = store.verify_domain("portal.a.test").await.unwrap().unwrap();
+    assert_eq!(verified.status, DomainStatus::Verified);
+    assert!(verified.verified_at.is_some());
+    assert_eq!(
+        resolver.tenant_of("portal.a.test").await,
+        None,
+        "negatively cached"
+    );
+    resolver.invalidate("portal.a.test");
+    for host in [
+        "portal.a.test",
+        "PORTAL.A.test",
+        "portal.a.test.",
+        "portal.a.test:8443",
+    ] {
+        assert_eq!(
+            resolver
+                .tenant_of(host)
+                .await
+                .map(|r| r.as_str().to_owned()),
+            Some(a.id.to_string()),
+            "{host}"
+        );
+    }
+    assert!(store.verify_domain("nope.test").await.unwrap().is_none());
+    assert!(
+        store
+            .remove_domain("portal.a.test")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .remove_domain("portal.a.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    resolver.invalidate("portal.a.test");
+    assert_eq!(resolver.tenant_of("portal.a.test").await, None, "removed");
+    // A deleted tenant's domains go with it.
+    store.delete(&a.id).await.unwrap();
+    assert!(store.get_domain("www.a.test").await.unwrap().is_none());
+}
+
 async fn conformance<S: TenantStore + ConfigStore>(store: S) {
     // create: generated id, Provisioning, metadata default
     let acme = store
@@ -236,6 +355,7 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
 #[tokio::test]
 async fn memory_store_conforms() {
     conformance(MemoryStore::new()).await;
+    domain_conformance(MemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -243,6 +363,7 @@ async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("tenancy.db").display());
     conformance(SqliteStore::connect(&url).await.unwrap()).await;
+    domain_conformance(SqliteStore::connect(&url).await.unwrap()).await;
     // Reopening keeps the data and re-running migrations is harmless.
     let again = SqliteStore::connect(&url).await.unwrap();
     assert!(again.get_by_slug("globex").await.unwrap().is_some());
@@ -257,6 +378,7 @@ async fn sqlite_memory_store_conforms() {
 async fn pg_store_conforms() {
     let db = common::PgTestDb::new().await;
     conformance(PgStore::connect(&db.url).await.unwrap()).await;
+    domain_conformance(PgStore::connect(&db.url).await.unwrap()).await;
     let again = PgStore::connect(&db.url).await.unwrap();
     assert!(again.get_by_slug("globex").await.unwrap().is_some());
 }

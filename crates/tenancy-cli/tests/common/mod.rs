@@ -3,8 +3,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 use sqlx::Connection;
@@ -181,4 +182,46 @@ impl Drop for PgTestDb {
         })
         .join();
     }
+}
+
+/// The admin token of servers started by [`serve`].
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running `tenancy serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tenancy serve` on a free port in `cli`'s directory and environment.
+pub fn serve(cli: &Cli) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy"));
+    cmd.current_dir(cli.dir.path())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin-token",
+            ADMIN_TOKEN,
+        ])
+        .envs(cli.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
 }
