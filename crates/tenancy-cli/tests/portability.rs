@@ -84,6 +84,14 @@ async fn archives_round_trip_across_strategies_and_refuse_what_is_wrong() {
     .await;
     lite.ok(&["config", "set", "acme", "theme", "\"dark\""]);
     lite.ok(&["config", "set", "acme", "rate_limit.rps", "7"]);
+    lite.ok(&[
+        "domains",
+        "add",
+        "acme",
+        "portal.acme.test",
+        "--verified",
+        "--primary",
+    ]);
     lite.ok(&["tenants", "suspend", "acme", "--reason", "unpaid"]);
     let summary = lite.json(&[
         "tenants", "export", "acme", "--output", "acme.tar", "--json",
@@ -97,6 +105,7 @@ async fn archives_round_trip_across_strategies_and_refuse_what_is_wrong() {
     assert_eq!(m["config"]["theme"], "dark");
     assert_eq!(m["migration_version"], 1);
     assert_eq!(m["source"]["database"], "sqlite");
+    assert_eq!(m["domains"][0]["domain"], "portal.acme.test");
     assert!(!lite.path("acme.tar.partial").exists());
 
     // The same database: the shared keys are taken, refused with why.
@@ -136,6 +145,10 @@ async fn archives_round_trip_across_strategies_and_refuse_what_is_wrong() {
         pg.json(&["config", "get", "acme", "theme", "--json"]),
         "dark"
     );
+    let domains = pg.json(&["domains", "list", "acme", "--json"]);
+    assert_eq!(domains["items"][0]["domain"], "portal.acme.test");
+    assert_eq!(domains["items"][0]["status"], "verified");
+    assert_eq!(domains["items"][0]["primary"], true);
     pg.ok(&["tenants", "activate", "acme"]);
     let rows = pg.json(&["export", "notes", "--tenant-id", "acme"]);
     assert_eq!(rows.as_array().unwrap().len(), 2);
@@ -156,6 +169,12 @@ async fn archives_round_trip_across_strategies_and_refuse_what_is_wrong() {
         "--json",
     ]);
     assert_ne!(twin["id"], acme.as_str());
+    let twin_domains = pg.json(&["domains", "list", "acme-twin", "--json"]);
+    assert_eq!(
+        twin_domains["items"],
+        serde_json::json!([]),
+        "a domain another tenant has is not imported"
+    );
 
     // And back into a fresh SQLite deployment: the same table data again.
     let back = Cli::sqlite();
@@ -409,20 +428,22 @@ async fn purge_removes_every_trace_on_every_strategy() {
     )
     .await;
     lite.ok(&["config", "set", "gone", "k", "1"]);
+    lite.ok(&["domains", "add", "gone", "gone.example.test", "--verified"]);
     let out = lite.ok(&["tenants", "delete", "gone", "--purge", "--yes"]);
     assert!(out.contains("finds nothing left"), "{out}");
     let url = format!("sqlite://{}", lite.path("tenancy.db").display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let (notes, config, records): (i64, i64, i64) = sqlx::query_as(
+    let (notes, config, records, domains): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM notes WHERE tenant_id = ?1), \
                 (SELECT count(*) FROM tenancy_config WHERE tenant_id = ?1), \
-                (SELECT count(*) FROM tenancy_tenants WHERE id = ?1)",
+                (SELECT count(*) FROM tenancy_tenants WHERE id = ?1), \
+                (SELECT count(*) FROM tenancy_domains WHERE tenant_id = ?1)",
     )
     .bind(&gone)
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert_eq!((notes, config, records), (0, 0, 0));
+    assert_eq!((notes, config, records, domains), (0, 0, 0, 0));
     assert_eq!(
         lite.json(&["export", "notes", "--tenant-id", "kept"])
             .as_array()

@@ -354,13 +354,20 @@ impl DomainResolver {
     /// cached then).
     pub async fn tenant_of(&self, host: &str) -> Option<TenantRef> {
         let inner = &self.inner;
-        // Fast path: an already-normal host is looked up without allocating.
-        let normal = host
+        // Fast path: an already-normal host (a port aside) is looked up
+        // without allocating.
+        let bare = match host.rsplit_once(':') {
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                name
+            }
+            _ => host,
+        };
+        let normal = bare
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-            && !host.ends_with('.');
+            && !bare.ends_with('.');
         if normal
-            && let Some(entry) = inner.cache.get(host)
+            && let Some(entry) = inner.cache.get(bare)
             && entry.until > std::time::Instant::now()
         {
             return entry.tenant;
