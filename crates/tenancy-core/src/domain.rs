@@ -373,15 +373,21 @@ impl DomainResolver {
             return entry.tenant;
         }
         let domain = Domain::parse(host).ok()?;
-        if let Some(entry) = inner.cache.get(domain.as_str())
-            && entry.until > std::time::Instant::now()
-        {
-            return entry.tenant;
-        }
+        // Concurrent misses for one host wait for the first lookup.
+        let guard = loop {
+            match inner.cache.get_value_or_guard_async(&domain).await {
+                Ok(entry) if entry.until > std::time::Instant::now() => return entry.tenant,
+                Ok(_) => {
+                    inner.cache.remove(domain.as_str());
+                }
+                Err(guard) => break guard,
+            }
+        };
         let generation = inner.generation.load(std::sync::atomic::Ordering::SeqCst);
         let found = match inner.store.get_domain(domain.as_str()).await {
             Ok(found) => found,
             Err(e) => {
+                // Not cached: the next request asks the store again.
                 tracing::warn!(error = %e, "domain lookup failed");
                 return None;
             }
@@ -394,14 +400,12 @@ impl DomainResolver {
         } else {
             inner.ttl.unknown
         };
+        // A lookup that raced an invalidation is answered, not cached.
         if inner.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
-            inner.cache.insert(
-                domain,
-                Entry {
-                    tenant: tenant.clone(),
-                    until: std::time::Instant::now() + ttl,
-                },
-            );
+            let _ = guard.insert(Entry {
+                tenant: tenant.clone(),
+                until: std::time::Instant::now() + ttl,
+            });
         }
         tenant
     }
