@@ -358,6 +358,27 @@ async fn database_per_tenant_on_sqlite() {
     let ghost: TenantId = "ghost".parse().unwrap();
     assert!(tdb.begin_for(&ghost).await.is_err());
     assert!(!files.path_of(&ghost).unwrap().exists());
+    // F5: a tenant's connection cannot ATTACH another tenant's file (or
+    // any file), whatever SQL the application runs through TenantDb.
+    for target in [
+        files.path_of(&tb.id).unwrap().display().to_string(),
+        dir.path().join("new.db").display().to_string(),
+        ":memory:".to_owned(),
+    ] {
+        let mut tx = tdb.begin_for(&ta.id).await.unwrap();
+        let err = sqlx::query(AssertSqlSafe(format!(
+            "ATTACH DATABASE '{target}' AS other"
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("too many attached databases"),
+            "{target}: {err}"
+        );
+        drop(tx);
+    }
+    assert!(!dir.path().join("new.db").exists());
     files
         .deprovision(&ta, DeprovisionPolicy::Archive)
         .await

@@ -25,6 +25,8 @@ mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite_database;
 #[cfg(feature = "sqlite")]
+mod sqlite_guard;
+#[cfg(feature = "sqlite")]
 mod sqlite_row_level;
 
 #[cfg(feature = "postgres")]

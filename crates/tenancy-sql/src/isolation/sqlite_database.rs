@@ -101,6 +101,8 @@ impl SqliteDatabaseIsolation {
                 Ok::<_, DbError>(
                     SqlitePoolOptions::new()
                         .max_connections(4)
+                        // A tenant's connection cannot open another file.
+                        .after_connect(|conn, _| Box::pin(super::sqlite_guard::forbid_attach(conn)))
                         .connect_lazy_with(options),
                 )
             })
