@@ -215,9 +215,11 @@ impl App {
         };
         let main;
         let (tenancy, db) = if is_postgres(&url) {
+            // A database that is down: requests wait at most 2 s for a
+            // connection (a blip passes unnoticed), then get 503.
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(std::time::Duration::from_secs(5))
+                .acquire_timeout(std::time::Duration::from_secs(2))
                 .connect(&url)
                 .await
                 .map_err(|e| CliError::msg(format!("cannot connect to {}: {e}", redact(&url))))?;

@@ -225,3 +225,160 @@ pub fn serve(cli: &Cli) -> Server {
     std::thread::spawn(move || for _ in lines {});
     Server { child, base }
 }
+
+/// A PostgreSQL cluster of this test's own: initdb in a temporary
+/// directory, a free port, stopped on drop.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+pub fn as_postgres(bin: &std::path::Path, args: &[&str]) -> Command {
+    // initdb and pg_ctl refuse to run as root.
+    if nix_is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(bin).args(args);
+        cmd
+    } else {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        cmd
+    }
+}
+
+pub fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries are required in /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("no initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::tempdir().unwrap();
+        if nix_is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let data = dir.path().join("data");
+        let out = as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            dir.path().display()
+        );
+        let out = as_postgres(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                dir.path().join("log").to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cluster { dir, bin, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Cluster {
+    /// SIGKILLs the postmaster (its backends exit on their own).
+    pub fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        let ok = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Starts the cluster again (after [`Cluster::kill`]): retried while the
+    /// killed backends are still exiting.
+    pub fn restart(&self) {
+        let data = self.dir.path().join("data");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        for _ in 0..50 {
+            let out = as_postgres(
+                &self.bin.join("pg_ctl"),
+                &[
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-o",
+                    &options,
+                    "-l",
+                    self.dir.path().join("log").to_str().unwrap(),
+                    "-w",
+                    "start",
+                ],
+            )
+            .output()
+            .unwrap();
+            if out.status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the cluster did not start again");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        )
+        .output();
+    }
+}
