@@ -59,12 +59,14 @@ ensure_nats() {
 }
 
 # Components some tests start themselves on free loopback ports (dnsmasq for
-# domain verification, Caddy for on-demand TLS), from Debian's packages.
+# domain verification, Caddy for on-demand TLS, pgbouncer in transaction
+# mode), from Debian's packages.
 ensure_packages() {
   local missing=()
   command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
   command -v caddy >/dev/null 2>&1 || missing+=(caddy)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing ${missing[*]} (Debian packages)"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
