@@ -554,6 +554,121 @@ mod redis_backend {
         cleanup(&mut conn, &[&f.acme, &f.globex]).await;
     }
 
+    /// A Redis of this test's own on a free port (the machine's stays up).
+    struct OwnRedis {
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl OwnRedis {
+        fn start(port: u16) -> Self {
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is required (scripts/test.sh checks for it)");
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Self { child, port }
+        }
+
+        fn signal(&self, sig: &str) {
+            std::process::Command::new("kill")
+                .args([sig, &self.child.id().to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            self.signal("-CONT");
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    async fn keys_in(port: u16, t: &TenantInfo) -> usize {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = conn.keys(format!("*{}*", t.id)).await.unwrap();
+        keys.len()
+    }
+
+    /// SPEC F2: Redis frozen (SIGSTOP: connections open, no answers) and
+    /// then killed under load; every request is answered within a small
+    /// bound by the in-process limit; once Redis is back the shared limit
+    /// is used again.
+    #[tokio::test]
+    async fn redis_frozen_or_killed_never_blocks_requests_and_sharing_resumes() {
+        let f = fixture(None, ConfigMap::new()).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let redis = OwnRedis::start(port);
+        let url = format!("redis://127.0.0.1:{port}");
+        let app = app(
+            &f,
+            RateLimitLayer::new(&limits(50, &[])).redis(backend(&url, &scope()).await),
+        );
+        assert_eq!(status(&app, &f.acme).await, StatusCode::OK);
+        assert_eq!(keys_in(port, &f.acme).await, 1, "through Redis");
+
+        let mut slowest = Duration::ZERO;
+        let mut answered = std::collections::BTreeMap::<u16, usize>::new();
+        let mut load = async |app: &Router, n: usize| {
+            for _ in 0..n {
+                let started = Instant::now();
+                let s = status(app, &f.globex).await;
+                slowest = slowest.max(started.elapsed());
+                *answered.entry(s.as_u16()).or_default() += 1;
+            }
+        };
+        redis.signal("-STOP");
+        load(&app, 30).await;
+        redis.signal("-CONT");
+        drop(redis);
+        load(&app, 30).await;
+        assert!(
+            answered.keys().all(|s| *s == 200 || *s == 429),
+            "Redis down must not fail requests: {answered:?}"
+        );
+        assert!(
+            slowest < Duration::from_millis(500),
+            "a request waited {slowest:?} on Redis"
+        );
+
+        // Back on the same port: after the retry pause, Redis is used again.
+        let redis = OwnRedis::start(port);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while keys_in(port, &f.globex).await == 0 {
+            assert!(Instant::now() < deadline, "the shared limit did not resume");
+            let _ = status(&app, &f.globex).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("Redis down: answers {answered:?}, slowest {slowest:?}");
+        drop(redis);
+    }
+
     #[tokio::test]
     async fn connecting_to_nothing_is_a_clear_error() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

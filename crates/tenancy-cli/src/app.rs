@@ -340,6 +340,19 @@ impl App {
         })
     }
 
+    /// Waits (at most 5 s) until events queued for sinks such as NATS are
+    /// delivered, so a one-shot command does not exit with them; says how
+    /// many were not.
+    pub async fn flush_events(&self) {
+        let bus = self.tenancy.events();
+        if !bus.flush(std::time::Duration::from_secs(5)).await {
+            eprintln!(
+                "warning: {} tenant events could not be delivered to their sinks (is NATS up?)",
+                bus.pending()
+            );
+        }
+    }
+
     /// The isolation strategy's name (`row_level`, `schema`, `database`).
     pub fn strategy(&self) -> &str {
         &self.config.lifecycle.isolation_strategy

@@ -135,6 +135,7 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> Result<(), CliError> {
             }
         }
     }
+    app.flush_events().await;
     Ok(())
 }
 

@@ -270,6 +270,7 @@ pub async fn import(global: &Global, args: ImportArgs) -> Result<(), CliError> {
             if global.json {
                 println!("{}", crate::tenants::to_json(&tenant)?);
             }
+            app.flush_events().await;
             Ok(())
         }
         Err(e) => {
@@ -465,6 +466,7 @@ pub async fn purge(global: &Global, reference: &str) -> Result<(), CliError> {
             leftovers.join("; ")
         )));
     }
+    app.flush_events().await;
     println!(
         "purged tenant {} (id {}): a scan of every shared table, schema, role, database, file, placement, config key, domain and the tenant record finds nothing left",
         tenant.slug, tenant.id

@@ -234,6 +234,7 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
             tenant.slug, tenant.id, tenant.status
         );
     }
+    app.flush_events().await;
     Ok(())
 }
 

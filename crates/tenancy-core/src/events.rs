@@ -106,6 +106,14 @@ pub trait EventSink: Send + Sync + 'static {
 
 /// The in-process event bus (a tokio broadcast), plus optional sinks.
 ///
+/// Sinks (NATS, webhooks) never hold up the caller: each has a bounded
+/// queue (10,000 events) drained by a background task, which retries a
+/// failed or slow delivery (5 s timeout, backoff up to 5 s) in order until
+/// it succeeds, so events published while the sink's server is down are
+/// sent on reconnect. When the queue is full an event is dropped, counted
+/// ([`EventBus::dropped`]) and logged. One-shot programs call
+/// [`EventBus::flush`] before exiting.
+///
 /// Cloning shares the bus.
 ///
 /// ```
@@ -117,7 +125,95 @@ pub trait EventSink: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<TenantEvent>,
-    sinks: Arc<[Arc<dyn EventSink>]>,
+    sinks: Arc<[Arc<SinkQueue>]>,
+}
+
+/// Events queued per sink before new ones are dropped.
+const SINK_QUEUE: usize = 10_000;
+/// How long one delivery may take before it is retried.
+const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+struct SinkQueue {
+    sink: Arc<dyn EventSink>,
+    queue: std::sync::OnceLock<tokio::sync::mpsc::Sender<TenantEvent>>,
+    /// Queued or being delivered.
+    pending: std::sync::atomic::AtomicUsize,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl SinkQueue {
+    fn new(sink: Arc<dyn EventSink>) -> Arc<Self> {
+        Arc::new(Self {
+            sink,
+            queue: std::sync::OnceLock::new(),
+            pending: std::sync::atomic::AtomicUsize::new(0),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Queues `event`; the delivery task starts with the first event (so a
+    /// runtime is there).
+    fn push(self: &Arc<Self>, event: TenantEvent) {
+        use std::sync::atomic::Ordering;
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(SINK_QUEUE);
+            tokio::spawn(Self::drain(self.clone(), rx));
+            tx
+        });
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if let Err(err) = queue.try_send(event) {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            let total = self.dropped.fetch_add(1, Ordering::SeqCst) + 1;
+            let event = match &err {
+                tokio::sync::mpsc::error::TrySendError::Full(e)
+                | tokio::sync::mpsc::error::TrySendError::Closed(e) => e,
+            };
+            tracing::error!(
+                kind = event.kind(),
+                tenant_id = %event.tenant_id(),
+                dropped = total,
+                "event sink queue full: event dropped"
+            );
+        }
+    }
+
+    async fn drain(this: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<TenantEvent>) {
+        use std::sync::atomic::Ordering;
+        while let Some(event) = rx.recv().await {
+            let mut backoff = std::time::Duration::from_millis(100);
+            let mut failures = 0u32;
+            loop {
+                let outcome =
+                    tokio::time::timeout(DELIVERY_TIMEOUT, this.sink.deliver(&event)).await;
+                match outcome {
+                    Ok(Ok(())) => {
+                        if failures > 0 {
+                            tracing::info!(
+                                kind = event.kind(),
+                                failures,
+                                "event sink delivers again"
+                            );
+                        }
+                        break;
+                    }
+                    Ok(Err(err)) => {
+                        if failures == 0 {
+                            tracing::warn!(kind = event.kind(), error = %err, "event sink failed; retrying");
+                        }
+                    }
+                    Err(_) => {
+                        if failures == 0 {
+                            tracing::warn!(kind = event.kind(), "event sink timed out; retrying");
+                        }
+                    }
+                }
+                failures += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            this.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl EventBus {
@@ -137,10 +233,11 @@ impl EventBus {
         }
     }
 
-    /// Adds a sink that receives every event after the subscribers.
+    /// Adds a sink that receives every event, in order, from a background
+    /// task (see the type's docs).
     pub fn with_sink(mut self, sink: impl EventSink) -> Self {
         let mut sinks = self.sinks.to_vec();
-        sinks.push(Arc::new(sink));
+        sinks.push(SinkQueue::new(Arc::new(sink)));
         self.sinks = Arc::from(sinks);
         self
     }
@@ -150,16 +247,44 @@ impl EventBus {
         self.sender.subscribe()
     }
 
-    /// Publishes `event` to subscribers and sinks.
+    /// Publishes `event` to subscribers and queues it for every sink;
+    /// never waits on a sink.
     pub async fn publish(&self, event: TenantEvent) {
         tracing::debug!(kind = event.kind(), tenant_id = %event.tenant_id(), "tenant event");
         for sink in self.sinks.iter() {
-            if let Err(err) = sink.deliver(&event).await {
-                tracing::warn!(kind = event.kind(), error = %err, "event sink failed");
-            }
+            sink.push(event.clone());
         }
         // No subscriber is not an error.
         let _ = self.sender.send(event);
+    }
+
+    /// Events dropped because a sink's queue was full, since the start.
+    pub fn dropped(&self) -> u64 {
+        self.sinks
+            .iter()
+            .map(|s| s.dropped.load(std::sync::atomic::Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Events queued for sinks and not delivered yet.
+    pub fn pending(&self) -> usize {
+        self.sinks
+            .iter()
+            .map(|s| s.pending.load(std::sync::atomic::Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Waits until every queued event is delivered, at most `within`;
+    /// `false` when some are still pending then.
+    pub async fn flush(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.pending() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
     }
 }
 

@@ -286,3 +286,59 @@ fn registry_knows_row_level_and_names_the_setting_for_unknown() {
     registry.register(Arc::new(Recording::default()));
     assert_eq!(registry.names(), ["recording", "row_level"]);
 }
+
+/// A sink that fails while `down`, records what it delivered.
+#[derive(Clone, Default)]
+struct Flaky {
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl tenancy_core::EventSink for Flaky {
+    async fn deliver(
+        &self,
+        event: &TenantEvent,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("sink down".into());
+        }
+        self.got.lock().unwrap().push(event.tenant_id().to_string());
+        Ok(())
+    }
+}
+
+/// SPEC F2: a sink that is down never holds up a change; its events are
+/// queued (bounded: beyond 10,000 they are dropped and counted) and
+/// delivered in order once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_sink_never_blocks_and_catches_up_in_order() {
+    let sink = Flaky::default();
+    sink.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let bus = EventBus::new().with_sink(sink.clone());
+    let started = std::time::Instant::now();
+    let total = 10_050;
+    for i in 0..total {
+        let tenant = NewTenant::new(&format!("t-{i}"), "T")
+            .unwrap()
+            .id(format!("id-{i:05}").parse().unwrap())
+            .into_info(chrono::Utc::now());
+        bus.publish(TenantEvent::Created { tenant }).await;
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "publishing waited on the sink"
+    );
+    let dropped = bus.dropped();
+    assert!(
+        dropped >= 49,
+        "beyond the bound events are dropped and counted: {dropped}"
+    );
+    sink.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(bus.flush(std::time::Duration::from_secs(30)).await);
+    let got = sink.got.lock().unwrap().clone();
+    assert_eq!(got.len() as u64 + dropped, total as u64);
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(got, sorted, "delivered in order");
+}

@@ -83,3 +83,119 @@ fn futures_core_poll(
 ) -> std::task::Poll<Option<async_nats::Message>> {
     futures_util::Stream::poll_next(sub, cx)
 }
+
+/// A nats-server of this test's own (the machine's stays up), with its
+/// monitoring port.
+struct OwnNats {
+    child: std::process::Child,
+}
+
+impl OwnNats {
+    fn start(port: u16, monitor: u16) -> Self {
+        let bin = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nats-server is required (scripts/test.sh checks for it)");
+        let child = std::process::Command::new(bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                &monitor.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Messages the server received from clients (`/varz` `in_msgs`).
+fn in_msgs(monitor: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", monitor)).unwrap();
+    s.write_all(b"GET /varz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("{}");
+    let varz: Value = serde_json::from_str(body).unwrap();
+    varz["in_msgs"].as_u64().unwrap()
+}
+
+/// SPEC F2: NATS down. Lifecycle changes never wait on it; their events
+/// are buffered (bounded) and sent once NATS is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_never_blocks_and_events_are_sent_on_reconnect() {
+    let (port, monitor) = (free_port(), free_port());
+    let nats = OwnNats::start(port, monitor);
+    let sink = NatsEventSink::connect(&format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let bus = EventBus::new().with_sink(sink);
+    let tenancy = Tenancy::builder()
+        .store(MemoryStore::new())
+        .event_bus(bus.clone())
+        .build()
+        .unwrap();
+    drop(nats);
+
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let started = std::time::Instant::now();
+        let t = tenancy
+            .lifecycle()
+            .create(NewTenant::new(&format!("down-{i}"), "D").unwrap())
+            .await
+            .unwrap();
+        tenancy.lifecycle().suspend(&t.id, None).await.unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(200),
+        "a change waited {slowest:?} on NATS"
+    );
+    assert!(bus.pending() > 0, "events wait for NATS");
+    assert_eq!(bus.dropped(), 0);
+
+    let _nats = OwnNats::start(port, monitor);
+    assert!(
+        bus.flush(Duration::from_secs(20)).await,
+        "{} events still pending",
+        bus.pending()
+    );
+    assert_eq!(
+        in_msgs(monitor),
+        20,
+        "every buffered event reached the new server"
+    );
+    assert_eq!(bus.dropped(), 0);
+}
