@@ -557,7 +557,6 @@ mod redis_backend {
     /// A Redis of this test's own on a free port (the machine's stays up).
     struct OwnRedis {
         child: std::process::Child,
-        port: u16,
     }
 
     impl OwnRedis {
@@ -582,7 +581,7 @@ mod redis_backend {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Self { child, port }
+            Self { child }
         }
 
         fn signal(&self, sig: &str) {
