@@ -95,3 +95,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 say "cargo test"
 cargo test --workspace
+
+say "fuzzing: a short run of every target (SPEC F4)"
+./scripts/fuzz.sh "${TENANCY_FUZZ_SECONDS:-10}"

@@ -1,0 +1,1 @@
+WITH x AS (SELECT * FROM orders) SELECT * FROM x UNION SELECT * FROM "Users"

@@ -1,0 +1,1 @@
+DELETE FROM orders USING notes WHERE orders.note_id = notes.id

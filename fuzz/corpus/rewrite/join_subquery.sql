@@ -1,0 +1,1 @@
+SELECT n.id, o.total FROM notes n JOIN orders o ON o.note_id = n.id WHERE n.id IN (SELECT id FROM notes WHERE a = 1 OR b = 2)

@@ -1,0 +1,1 @@
+UPDATE notes SET title = $1 WHERE id = $2 OR NOT done

@@ -1,0 +1,1 @@
+INSERT INTO notes (title) VALUES ($1) ON CONFLICT (id) DO UPDATE SET title = excluded.title
