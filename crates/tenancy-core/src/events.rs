@@ -136,8 +136,10 @@ const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 struct SinkQueue {
     sink: Arc<dyn EventSink>,
     queue: std::sync::OnceLock<tokio::sync::mpsc::Sender<TenantEvent>>,
-    /// Queued or being delivered.
-    pending: std::sync::atomic::AtomicUsize,
+    /// Queued or being delivered (shared with the delivery task, which
+    /// holds no reference to the queue: dropping the bus ends the task once
+    /// it has delivered what was queued).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
     dropped: std::sync::atomic::AtomicU64,
 }
 
@@ -146,18 +148,18 @@ impl SinkQueue {
         Arc::new(Self {
             sink,
             queue: std::sync::OnceLock::new(),
-            pending: std::sync::atomic::AtomicUsize::new(0),
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             dropped: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// Queues `event`; the delivery task starts with the first event (so a
     /// runtime is there).
-    fn push(self: &Arc<Self>, event: TenantEvent) {
+    fn push(&self, event: TenantEvent) {
         use std::sync::atomic::Ordering;
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(SINK_QUEUE);
-            tokio::spawn(Self::drain(self.clone(), rx));
+            tokio::spawn(Self::drain(self.sink.clone(), self.pending.clone(), rx));
             tx
         });
         self.pending.fetch_add(1, Ordering::SeqCst);
@@ -177,14 +179,17 @@ impl SinkQueue {
         }
     }
 
-    async fn drain(this: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<TenantEvent>) {
+    async fn drain(
+        sink: Arc<dyn EventSink>,
+        pending: Arc<std::sync::atomic::AtomicUsize>,
+        mut rx: tokio::sync::mpsc::Receiver<TenantEvent>,
+    ) {
         use std::sync::atomic::Ordering;
         while let Some(event) = rx.recv().await {
             let mut backoff = std::time::Duration::from_millis(100);
             let mut failures = 0u32;
             loop {
-                let outcome =
-                    tokio::time::timeout(DELIVERY_TIMEOUT, this.sink.deliver(&event)).await;
+                let outcome = tokio::time::timeout(DELIVERY_TIMEOUT, sink.deliver(&event)).await;
                 match outcome {
                     Ok(Ok(())) => {
                         if failures > 0 {
@@ -211,7 +216,7 @@ impl SinkQueue {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
             }
-            this.pending.fetch_sub(1, Ordering::SeqCst);
+            pending.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
