@@ -60,20 +60,22 @@ ensure_nats() {
 
 # Components some tests start themselves on free loopback ports (dnsmasq for
 # domain verification, Caddy for on-demand TLS, pgbouncer in transaction
-# mode), from Debian's packages.
+# mode, nginx for the gateway example), from Debian's packages.
 ensure_packages() {
   local missing=()
   command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
   command -v caddy >/dev/null 2>&1 || missing+=(caddy)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing ${missing[*]} (Debian packages)"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null 2>&1 || {
       apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
     } || {
-      echo "ERROR: could not install ${missing[*]}: the domain tests need them (apt-get install ${missing[*]})" >&2
+      echo "ERROR: could not install ${missing[*]}: the domain, pgbouncer and gateway tests need them (apt-get install ${missing[*]})" >&2
       exit 1
     }
   else
@@ -82,16 +84,49 @@ ensure_packages() {
   fi
 }
 
+# schemathesis (OpenAPI conformance) and Playwright (drives Debian's
+# chromium for the console test), from PyPI, in a virtualenv of their own;
+# the tests find it through TENANCY_SCHEMATHESIS.
+ensure_schemathesis() {
+  local venv="${TENANCY_SCHEMATHESIS_VENV:-$HOME/.cache/tenancy-schemathesis}"
+  if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/python" -c "import playwright" >/dev/null 2>&1; then
+    say "installing schemathesis and playwright (PyPI) into $venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >/dev/null 2>&1 || true
+      fi
+      python3 -m venv "$venv" || {
+        echo "ERROR: cannot create a Python virtualenv for schemathesis (install python3 and python3-venv)" >&2
+        exit 1
+      }
+    fi
+    "$venv/bin/pip" install -q schemathesis playwright || {
+      echo "ERROR: cannot install schemathesis and playwright from PyPI into $venv" >&2
+      exit 1
+    }
+  fi
+  export TENANCY_SCHEMATHESIS="$venv/bin/st"
+}
+
 ensure_postgres
 ensure_redis
 ensure_nats
 ensure_packages
+ensure_schemathesis
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
+
+say "the facade with each feature on its own (no warnings either)"
+for features in "" axum jwt postgres sqlite interceptor redis nats; do
+  cargo clippy -q -p tenancy --no-default-features ${features:+--features "$features"} -- -D warnings
+done
+
+say "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace -q
 
 say "cargo test"
 cargo test --workspace

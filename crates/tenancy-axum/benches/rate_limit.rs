@@ -1,5 +1,5 @@
-//! The per-request cost of the in-process `RateLimitLayer`: one request
-//! through `TenantLayer` + `RateLimitLayer` (with and without a config
+//! The per-request cost of the in-process `RateLimits`: one request
+//! through `TenantLayer` + `RateLimits` (with and without a config
 //! service for overrides) against `TenantLayer` alone. The limit is high
 //! enough that every request is admitted: this is the hot path.
 //!
@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
-use tenancy_axum::{RateLimitLayer, Tenant, TenantLayer};
+use tenancy_axum::{RateLimits, Tenant, TenantLayer};
 use tenancy_core::config::RateLimitConfig;
 use tenancy_core::resolve::HeaderResolver;
 use tenancy_core::*;
@@ -53,12 +53,9 @@ fn bench(c: &mut Criterion) {
     };
     let route = || Router::new().route("/notes", get(|_t: Tenant| async { "ok" }));
     let tenant_only: Router = route().layer(tenants.clone());
-    let limited: Router = route()
-        .layer(RateLimitLayer::new(&limits))
-        .layer(tenants.clone());
-    let limited_overrides: Router = route()
-        .layer(RateLimitLayer::new(&limits).overrides(config))
-        .layer(tenants);
+    let limited: Router = route().layer(tenants.clone().rate_limits(RateLimits::new(&limits)));
+    let limited_overrides: Router =
+        route().layer(tenants.rate_limits(RateLimits::new(&limits).overrides(config)));
 
     // Warm the caches; every request must be admitted.
     rt.block_on(async {

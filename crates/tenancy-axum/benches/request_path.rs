@@ -2,6 +2,9 @@
 //! router with the layer (header resolver, validator cache hit, `Tenant`
 //! extractor) against the same router without it.
 //!
+//! `with_layer_and_metrics` adds `RequestMetrics` (SPEC A2) to the same
+//! layer: its difference to `with_layer_cache_hit` is what metrics cost.
+//!
 //! `cargo bench -p tenancy-axum --bench request_path`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -87,14 +90,27 @@ fn bench(c: &mut Criterion) {
             validator.clone(),
         ));
 
+    let metrics = tenancy_axum::RequestMetrics::new(100);
+    let with_metrics: Router = Router::new()
+        .route("/notes", get(|_t: Tenant| async { "ok" }))
+        .layer(
+            TenantLayer::new(
+                ResolverChain::new().with(HeaderResolver::default()),
+                validator.clone(),
+            )
+            .metrics(metrics.clone()),
+        );
+
     // Warm the cache (one store lookup), then measure hits only.
     rt.block_on(async {
-        let res = with
-            .clone()
-            .oneshot(request())
-            .await
-            .unwrap_or_else(|e| match e {});
-        assert_eq!(res.status(), 200);
+        for app in [&with, &with_metrics] {
+            let res = app
+                .clone()
+                .oneshot(request())
+                .await
+                .unwrap_or_else(|e| match e {});
+            assert_eq!(res.status(), 200);
+        }
     });
     let warm = lookups.load(Ordering::Relaxed);
 
@@ -107,7 +123,33 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { with.clone().oneshot(request()).await })
     });
+    // SPEC A2: outcome, latency and per-tenant counters on the same path.
+    group.bench_function("with_layer_and_metrics", |b| {
+        b.to_async(&rt)
+            .iter(|| async { with_metrics.clone().oneshot(request()).await })
+    });
+    // The same as the first, measured again after: how far the figures
+    // drift within one run (the noise floor of the comparison above).
+    group.bench_function("with_layer_cache_hit_again", |b| {
+        b.to_async(&rt)
+            .iter(|| async { with.clone().oneshot(request()).await })
+    });
     group.finish();
+    assert!(metrics.outcomes()[0] > 0, "the metrics counted");
+
+    // The recording alone (two clock reads, three counters, one histogram
+    // observation), away from the noise of a whole request.
+    let acme_id: TenantId = "acme-id".parse().unwrap_or_else(|e| panic!("{e}"));
+    let many = tenancy_axum::RequestMetrics::new(100);
+    for i in 0..100 {
+        many.record_resolved_for_bench(&format!("t{i}").parse().unwrap_or_else(|e| panic!("{e}")));
+    }
+    c.bench_function("metrics_record_only", |b| {
+        b.iter(|| metrics.record_resolved_for_bench(std::hint::black_box(&acme_id)))
+    });
+    c.bench_function("metrics_record_only_beyond_tracked", |b| {
+        b.iter(|| many.record_resolved_for_bench(std::hint::black_box(&acme_id)))
+    });
 
     let reference = TenantRef::new("acme");
     c.bench_function("validator_cache_hit", |b| {

@@ -20,7 +20,7 @@ use crate::outcome::{TenantError, TenantState};
 /// Derefs to [`TenantInfo`].
 ///
 /// ```
-/// use tenancy_axum::Tenant;
+/// use tenancy::Tenant;
 /// async fn whoami(tenant: Tenant) -> String {
 ///     format!("{} ({})", tenant.slug, tenant.id)
 /// }
@@ -69,7 +69,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Tenant {
     ) -> Result<Option<Self>, Self::Rejection> {
         match state(parts)? {
             TenantState::Resolved(t) => Ok(Some(Tenant(t.clone()))),
-            TenantState::Refused(TenantError::NotIdentified) => Ok(None),
+            TenantState::Refused(TenantError::NotIdentified(_)) => Ok(None),
             TenantState::Refused(e) => Err(e.clone()),
         }
     }

@@ -19,7 +19,7 @@ pub struct JwtError(String);
 /// Verifies bearer tokens.
 ///
 /// ```
-/// use tenancy_axum::JwtVerifier;
+/// use tenancy::JwtVerifier;
 /// let verifier = JwtVerifier::hs256(b"a long shared secret").leeway(5);
 /// assert!(verifier.verify("not.a.token").is_err());
 /// ```

@@ -5,8 +5,8 @@
 //!   the tracing span.
 //! - [`Tenant`]: the extractor (`Option<Tenant>` too).
 //! - [`RequireTenantLayer`]: a guard for whole routers.
-//! - [`RateLimitLayer`]: per-tenant rate limits, in process or shared
-//!   through Redis (feature `redis`).
+//! - [`RateLimits`]: per-tenant rate limits, applied by the tenant layer,
+//!   in process or shared through Redis (feature `redis`).
 //! - [`Problem`]: RFC 9457 problem+json bodies for every error.
 //! - [`JwtVerifier`] (feature `jwt`): HS256/RS256 bearer token verification.
 //!
@@ -28,6 +28,7 @@ mod guard;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod layer;
+pub mod metrics;
 mod outcome;
 mod problem;
 pub mod rate_limit;
@@ -37,8 +38,9 @@ pub use guard::{GuardFuture, RequireTenant, RequireTenantLayer};
 #[cfg(feature = "jwt")]
 pub use jwt::{JwtError, JwtVerifier};
 pub use layer::{TenantLayer, TenantService};
+pub use metrics::RequestMetrics;
 pub use outcome::{TenantError, TenantState};
 pub use problem::{PROBLEM_JSON, Problem};
+pub use rate_limit::RateLimits;
 #[cfg(feature = "redis")]
 pub use rate_limit::RedisBackend;
-pub use rate_limit::{RateLimit, RateLimitFuture, RateLimitLayer};

@@ -37,11 +37,10 @@ impl TenantState {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TenantError {
-    /// No resolver found a tenant in the request.
-    #[error(
-        "no tenant identified: send the X-Tenant-Id header, a tenant subdomain, a /tenants/{{id}}/ path or a token with a tenant claim"
-    )]
-    NotIdentified,
+    /// No resolver found a tenant in the request. The text names only the
+    /// ways the configured resolvers accept ([`ResolverChain::hint`](tenancy_core::ResolverChain::hint)).
+    #[error("{0}")]
+    NotIdentified(Arc<str>),
     /// A bearer token was present but failed verification.
     #[error("invalid bearer token: {0}")]
     InvalidToken(String),
@@ -58,7 +57,7 @@ impl TenantError {
     /// The problem this error answers with.
     pub fn to_problem(&self) -> Problem {
         let (status, code) = match self {
-            Self::NotIdentified => (StatusCode::UNAUTHORIZED, "tenant_required"),
+            Self::NotIdentified(_) => (StatusCode::UNAUTHORIZED, "tenant_required"),
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::Rejected(Rejection::Malformed) => (StatusCode::FORBIDDEN, "malformed_tenant"),
             Self::Rejected(Rejection::Unknown) => (StatusCode::FORBIDDEN, "unknown_tenant"),

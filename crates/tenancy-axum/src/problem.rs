@@ -12,7 +12,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// machine-readable `code`.
 ///
 /// ```
-/// use tenancy_axum::Problem;
+/// use tenancy::Problem;
 /// use http::StatusCode;
 /// let problem = Problem::new(StatusCode::NOT_FOUND, "not_found", "no note 42 in this tenant");
 /// assert_eq!(problem.status(), StatusCode::NOT_FOUND);

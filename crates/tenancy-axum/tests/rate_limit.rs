@@ -18,7 +18,7 @@ use axum::routing::get;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tenancy_axum::{RateLimitLayer, RequireTenantLayer, Tenant, TenantLayer};
+use tenancy_axum::{RateLimits, RequireTenantLayer, Tenant, TenantLayer};
 use tenancy_core::config::RateLimitConfig;
 use tenancy_core::resolve::HeaderResolver;
 use tenancy_core::*;
@@ -61,7 +61,7 @@ async fn fixture(acme_plan: Option<&str>, defaults: ConfigMap) -> Fixture {
     }
 }
 
-fn app(f: &Fixture, limits: RateLimitLayer) -> Router {
+fn app(f: &Fixture, limits: RateLimits) -> Router {
     let tenants = TenantLayer::new(
         ResolverChain::new().with(HeaderResolver::default()),
         Validator::new(f.store.clone(), &Default::default()),
@@ -81,8 +81,7 @@ fn app(f: &Fixture, limits: RateLimitLayer) -> Router {
             }),
         )
         .nest("/guarded", guarded)
-        .layer(limits)
-        .layer(tenants)
+        .layer(tenants.rate_limits(limits))
 }
 
 fn limits(default_rps: u32, plans: &[(&str, u32)]) -> RateLimitConfig {
@@ -154,7 +153,7 @@ async fn assert_rate_limited(res: http::Response<Body>, tenant: &TenantInfo) -> 
 #[tokio::test(start_paused = true)]
 async fn tenants_have_independent_buckets() {
     let f = fixture(None, ConfigMap::new()).await;
-    let app = app(&f, RateLimitLayer::new(&limits(3, &[])));
+    let app = app(&f, RateLimits::new(&limits(3, &[])));
 
     assert_eq!(
         admitted(&app, &f.acme, 3).await,
@@ -184,7 +183,7 @@ async fn tenants_have_independent_buckets() {
 async fn retry_after_rounds_up_the_wait() {
     let f = fixture(None, ConfigMap::new()).await;
     // 1 request per second: after one request the wait is exactly 1 s.
-    let app = app(&f, RateLimitLayer::new(&limits(1, &[])));
+    let app = app(&f, RateLimits::new(&limits(1, &[])));
     assert_eq!(status(&app, &f.acme).await, StatusCode::OK);
     let refused = app
         .clone()
@@ -201,7 +200,7 @@ async fn retry_after_rounds_up_the_wait() {
 #[tokio::test(start_paused = true)]
 async fn plans_choose_the_limit() {
     let f = fixture(Some("pro"), ConfigMap::new()).await;
-    let layer = RateLimitLayer::new(&limits(2, &[("pro", 5), ("free", 1)]));
+    let layer = RateLimits::new(&limits(2, &[("pro", 5), ("free", 1)]));
     assert_eq!(layer.rps_for(&f.acme).await.get(), 5);
     assert_eq!(layer.rps_for(&f.globex).await.get(), 2, "no plan: default");
     let app = app(&f, layer);
@@ -212,7 +211,7 @@ async fn plans_choose_the_limit() {
 #[tokio::test(start_paused = true)]
 async fn an_override_applies_at_the_next_request() {
     let f = fixture(Some("free"), ConfigMap::new()).await;
-    let layer = RateLimitLayer::new(&limits(3, &[("free", 1)])).overrides(f.config.clone());
+    let layer = RateLimits::new(&limits(3, &[("free", 1)])).overrides(f.config.clone());
     let app = app(&f, layer.clone());
     assert_eq!(admitted(&app, &f.acme, 5).await, 1, "plan free: 1 rps");
 
@@ -238,7 +237,7 @@ async fn an_override_applies_at_the_next_request() {
 #[tokio::test(start_paused = true)]
 async fn bad_overrides_are_ignored() {
     let f = fixture(Some("free"), ConfigMap::new()).await;
-    let layer = RateLimitLayer::new(&limits(3, &[("free", 2)])).overrides(f.config.clone());
+    let layer = RateLimits::new(&limits(3, &[("free", 2)])).overrides(f.config.clone());
     for bad in [
         json!(0),
         json!(-5),
@@ -266,7 +265,7 @@ async fn application_default_ranks_below_plans() {
         .into_iter()
         .collect();
     let f = fixture(Some("free"), defaults).await;
-    let layer = RateLimitLayer::new(&limits(3, &[("free", 2)])).overrides(f.config.clone());
+    let layer = RateLimits::new(&limits(3, &[("free", 2)])).overrides(f.config.clone());
     assert_eq!(
         layer.rps_for(&f.acme).await.get(),
         2,
@@ -291,7 +290,7 @@ async fn application_default_ranks_below_plans() {
 #[tokio::test(start_paused = true)]
 async fn requests_without_a_tenant_are_untouched() {
     let f = fixture(None, ConfigMap::new()).await;
-    let app = app(&f, RateLimitLayer::new(&limits(1, &[])));
+    let app = app(&f, RateLimits::new(&limits(1, &[])));
     for _ in 0..20 {
         let res = app.clone().oneshot(request("/maybe", None)).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
@@ -324,7 +323,7 @@ async fn requests_without_a_tenant_are_untouched() {
 #[tokio::test(start_paused = true)]
 async fn clones_of_a_layer_share_buckets() {
     let f = fixture(None, ConfigMap::new()).await;
-    let layer = RateLimitLayer::new(&limits(2, &[]));
+    let layer = RateLimits::new(&limits(2, &[]));
     let (a, b) = (app(&f, layer.clone()), app(&f, layer));
     assert_eq!(status(&a, &f.acme).await, StatusCode::OK);
     assert_eq!(status(&b, &f.acme).await, StatusCode::OK);
@@ -399,11 +398,11 @@ mod redis_backend {
         // Two routers with their own layers and connections: two processes.
         let a = app(
             &f,
-            RateLimitLayer::new(&limits(2, &[])).redis(backend(&redis_url(), &scope).await),
+            RateLimits::new(&limits(2, &[])).redis(backend(&redis_url(), &scope).await),
         );
         let b = app(
             &f,
-            RateLimitLayer::new(&limits(2, &[])).redis(backend(&redis_url(), &scope).await),
+            RateLimits::new(&limits(2, &[])).redis(backend(&redis_url(), &scope).await),
         );
         let started = Instant::now();
         let (mut ok, mut refused_a, mut refused_b) = (0, 0, 0);
@@ -452,7 +451,7 @@ mod redis_backend {
         );
         let app = app(
             &f,
-            RateLimitLayer::new(&limits(3, &[("free", 1)]))
+            RateLimits::new(&limits(3, &[("free", 1)]))
                 .overrides(f.config.clone())
                 .redis(backend),
         );
@@ -520,7 +519,7 @@ mod redis_backend {
         let (url, plug) = proxy(&target).await;
         let app = app(
             &f,
-            RateLimitLayer::new(&limits(1, &[])).redis(backend(&url, &scope).await),
+            RateLimits::new(&limits(1, &[])).redis(backend(&url, &scope).await),
         );
         assert_eq!(status(&app, &f.acme).await, StatusCode::OK);
         let mut conn = redis().await;
@@ -626,7 +625,7 @@ mod redis_backend {
         let url = format!("redis://127.0.0.1:{port}");
         let app = app(
             &f,
-            RateLimitLayer::new(&limits(50, &[])).redis(backend(&url, &scope()).await),
+            RateLimits::new(&limits(50, &[])).redis(backend(&url, &scope()).await),
         );
         assert_eq!(status(&app, &f.acme).await, StatusCode::OK);
         assert_eq!(keys_in(port, &f.acme).await, 1, "through Redis");

@@ -200,7 +200,11 @@ impl App {
             None => None,
         };
 
-        let mut builder = Tenancy::builder().config(config.clone());
+        let mut builder = Tenancy::builder().config(config.clone()).override_resolver(
+            crate::serve::ImpersonationResolver {
+                claim: config.resolution.jwt_claim.as_str().into(),
+            },
+        );
         if let Some(url) = &config.integration.nats_url {
             let sink = tenancy::nats::NatsEventSink::connect(url)
                 .await
@@ -349,6 +353,22 @@ impl App {
             eprintln!(
                 "warning: {} tenant events could not be delivered to their sinks (is NATS up?)",
                 bus.pending()
+            );
+        }
+    }
+
+    /// Records an admin action in the audit log (SPEC A3). The action has
+    /// happened already, so a failure to record is reported on stderr and
+    /// in the log, not turned into a failure of the action.
+    pub async fn audit(&self, entry: tenancy::audit::NewAuditEntry) {
+        let Some(log) = self.tenancy.audit() else {
+            return;
+        };
+        if let Err(error) = log.record(entry.clone()).await {
+            tracing::error!(%error, action = %entry.action, actor = %entry.actor, "cannot record an audit entry");
+            eprintln!(
+                "warning: the audit log did not record {} by {}: {error}",
+                entry.action, entry.actor
             );
         }
     }
@@ -503,4 +523,19 @@ pub fn redact(url: &str) -> String {
 /// Parses a CLI value: JSON if it parses, else a string.
 pub fn json_or_string(value: &str) -> Value {
     serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
+}
+
+/// The actor of commands run from this shell: `cli:<user>`.
+pub fn cli_actor() -> String {
+    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(user) if !user.is_empty() => {
+            format!("cli:{}", user.chars().take(64).collect::<String>())
+        }
+        _ => "cli".to_owned(),
+    }
+}
+
+/// A tenant record as an audit before/after value.
+pub fn audit_value(tenant: &tenancy::TenantInfo) -> Option<Value> {
+    serde_json::to_value(tenant).ok()
 }

@@ -64,10 +64,20 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> Result<(), CliError> {
         ConfigCommand::Set(args) => {
             let tenant = app.tenant(&args.tenant).await?;
             let value = json_or_string(&args.value);
+            let before = previous(&app, &tenant.id, &args.key).await;
             overrides
                 .set(&tenant.id, &args.key, value.clone())
                 .await
                 .map_err(CliError::msg)?;
+            app.audit(
+                tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "config.set")
+                    .tenant(tenant.id.clone())
+                    .change(
+                        before.map(|v| json!({ "key": args.key, "value": v })),
+                        Some(json!({ "key": args.key, "value": value })),
+                    ),
+            )
+            .await;
             if global.json {
                 let body = json!({ "tenant_id": tenant.id, "key": args.key, "value": value });
                 println!("{}", to_json(&body)?);
@@ -101,10 +111,19 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> Result<(), CliError> {
         }
         ConfigCommand::Unset(args) => {
             let tenant = app.tenant(&args.tenant).await?;
+            let before = previous(&app, &tenant.id, &args.key).await;
             let existed = overrides
                 .delete(&tenant.id, &args.key)
                 .await
                 .map_err(CliError::msg)?;
+            if existed {
+                app.audit(
+                    tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "config.unset")
+                        .tenant(tenant.id.clone())
+                        .change(before.map(|v| json!({ "key": args.key, "value": v })), None),
+                )
+                .await;
+            }
             if global.json {
                 let body = json!({ "tenant_id": tenant.id, "key": args.key, "removed": existed });
                 println!("{}", to_json(&body)?);
@@ -145,4 +164,18 @@ fn plain(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The tenant's own override of `key` (not the default), for the audit log.
+pub(crate) async fn previous(
+    app: &App,
+    tenant: &tenancy::TenantId,
+    key: &str,
+) -> Option<serde_json::Value> {
+    app.tenancy
+        .config_store()
+        .overrides(tenant)
+        .await
+        .ok()
+        .and_then(|map| map.get(key).cloned())
 }

@@ -108,6 +108,7 @@ fn forget(app: &App, domain: &str) {
 /// Adds a domain to the tenant named by `tenant` (id or slug).
 pub async fn add(
     app: &App,
+    actor: &str,
     tenant: &str,
     domain: &str,
     primary: bool,
@@ -124,11 +125,12 @@ pub async fn add(
         .add_domain(TenantDomain::new(domain, tenant.id, primary, verified))
         .await?;
     forget(app, added.domain.as_str());
+    audit(app, actor, "domain.add", None, Some(&added)).await;
     Ok(added)
 }
 
 /// Verifies a domain by its TXT record (an already verified one stays so).
-pub async fn verify(app: &App, domain: &str) -> Result<TenantDomain, DomainError> {
+pub async fn verify(app: &App, actor: &str, domain: &str) -> Result<TenantDomain, DomainError> {
     let domain = Domain::parse(domain)?;
     let found = store(app)?
         .get_domain(domain.as_str())
@@ -154,18 +156,39 @@ pub async fn verify(app: &App, domain: &str) -> Result<TenantDomain, DomainError
         .await?
         .ok_or_else(|| DomainError::Unknown(domain.to_string()))?;
     forget(app, verified.domain.as_str());
+    audit(app, actor, "domain.verify", Some(&found), Some(&verified)).await;
     Ok(verified)
 }
 
 /// Removes a domain.
-pub async fn remove(app: &App, domain: &str) -> Result<TenantDomain, DomainError> {
+pub async fn remove(app: &App, actor: &str, domain: &str) -> Result<TenantDomain, DomainError> {
     let domain = Domain::parse(domain)?;
     let removed = store(app)?
         .remove_domain(domain.as_str())
         .await?
         .ok_or_else(|| DomainError::Unknown(domain.to_string()))?;
     forget(app, removed.domain.as_str());
+    audit(app, actor, "domain.remove", Some(&removed), None).await;
     Ok(removed)
+}
+
+/// Records a domain change in the audit log.
+async fn audit(
+    app: &App,
+    actor: &str,
+    action: &str,
+    before: Option<&TenantDomain>,
+    after: Option<&TenantDomain>,
+) {
+    let Some(tenant) = after.or(before).map(|d| d.tenant_id.clone()) else {
+        return;
+    };
+    app.audit(
+        tenancy::audit::NewAuditEntry::new(actor, action)
+            .tenant(tenant)
+            .change(before.map(domain_json), after.map(domain_json)),
+    )
+    .await;
 }
 
 /// A tenant's domains.
@@ -232,6 +255,7 @@ async fn txt_values(nameservers: &[String], name: &str) -> Result<Vec<String>, D
 /// Runs a domains command.
 pub async fn run(global: &Global, cmd: DomainsCommand) -> Result<(), CliError> {
     let app = App::open(global).await?;
+    let actor = crate::app::cli_actor();
     let print = |d: &TenantDomain, verb: &str| {
         if global.json {
             println!("{}", domain_json(d));
@@ -255,17 +279,21 @@ pub async fn run(global: &Global, cmd: DomainsCommand) -> Result<(), CliError> {
     };
     match cmd {
         DomainsCommand::Add(a) => {
-            let d = add(&app, &a.tenant, &a.domain, a.primary, a.verified)
+            let d = add(&app, &actor, &a.tenant, &a.domain, a.primary, a.verified)
                 .await
                 .map_err(CliError::msg)?;
             print(&d, "added");
         }
         DomainsCommand::Verify(a) => {
-            let d = verify(&app, &a.domain).await.map_err(CliError::msg)?;
+            let d = verify(&app, &actor, &a.domain)
+                .await
+                .map_err(CliError::msg)?;
             print(&d, "verified");
         }
         DomainsCommand::Remove(a) => {
-            let d = remove(&app, &a.domain).await.map_err(CliError::msg)?;
+            let d = remove(&app, &actor, &a.domain)
+                .await
+                .map_err(CliError::msg)?;
             if global.json {
                 println!("{}", domain_json(&d));
             } else {

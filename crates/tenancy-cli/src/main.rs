@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod app;
 mod archive;
+mod audit_cmd;
 mod config_cmd;
 mod domains;
 mod export;
@@ -47,6 +48,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Apply the application's migrations to every tenant schema or database.
     Migrate(migrate::MigrateArgs),
+    /// Show the audit log of admin actions, newest first.
+    Audit(audit_cmd::AuditArgs),
     /// Inspect what the query interceptor does to SQL.
     #[command(subcommand)]
     Sql(sql::SqlCommand),
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             Command::Domains(cmd) => domains::run(&cli.global, cmd).await,
             Command::Export(args) => export::run(&cli.global, args).await,
             Command::Migrate(args) => migrate::run(&cli.global, args).await,
+            Command::Audit(args) => audit_cmd::run(&cli.global, args).await,
             Command::Sql(_) => Ok(()),
         }
     });

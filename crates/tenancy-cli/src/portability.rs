@@ -270,6 +270,12 @@ pub async fn import(global: &Global, args: ImportArgs) -> Result<(), CliError> {
             if global.json {
                 println!("{}", crate::tenants::to_json(&tenant)?);
             }
+            app.audit(
+                tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.import")
+                    .tenant(tenant.id.clone())
+                    .change(None, crate::app::audit_value(&tenant)),
+            )
+            .await;
             app.flush_events().await;
             Ok(())
         }
@@ -466,6 +472,12 @@ pub async fn purge(global: &Global, reference: &str) -> Result<(), CliError> {
             leftovers.join("; ")
         )));
     }
+    app.audit(
+        tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.purge")
+            .tenant(tenant.id.clone())
+            .change(crate::app::audit_value(&tenant), None),
+    )
+    .await;
     app.flush_events().await;
     println!(
         "purged tenant {} (id {}): a scan of every shared table, schema, role, database, file, placement, config key, domain and the tenant record finds nothing left",
@@ -491,7 +503,7 @@ async fn remove_everything(app: &App, tenant: &TenantInfo) -> Result<Vec<(String
             .await
             .map_err(CliError::msg)?
         {
-            crate::domains::remove(app, d.domain.as_str())
+            crate::domains::remove(app, &crate::app::cli_actor(), d.domain.as_str())
                 .await
                 .map_err(CliError::msg)?;
         }
@@ -752,6 +764,15 @@ pub async fn move_tenant(global: &Global, args: MoveArgs) -> Result<(), CliError
                 });
                 println!("{body}");
             }
+            app.audit(
+                tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.move")
+                    .tenant(tenant.id.clone())
+                    .change(
+                        Some(serde_json::json!({ "server": from })),
+                        Some(serde_json::json!({ "server": to, "rows": rows })),
+                    ),
+            )
+            .await;
             Ok(())
         }
         Err(e) => {

@@ -147,9 +147,9 @@ pub async fn run(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
 async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
     let app = App::open(global).await?;
     let lifecycle = app.tenancy.lifecycle();
-    let (verb, tenant) = match cmd {
+    let (verb, before, tenant) = match cmd {
         TenantsCommand::List(args) => return list(&app, global, args.all).await,
-        TenantsCommand::Show(t) => ("", app.tenant(&t.tenant).await?),
+        TenantsCommand::Show(t) => ("", None, app.tenant(&t.tenant).await?),
         TenantsCommand::Create(args) => {
             let mut new = NewTenant::new(&args.slug, args.name).map_err(CliError::msg)?;
             if let Some(plan) = args.plan {
@@ -160,6 +160,7 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
             }
             (
                 "created",
+                None,
                 lifecycle.create(new).await.map_err(CliError::msg)?,
             )
         }
@@ -189,7 +190,7 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
                 .update(&current.id, update)
                 .await
                 .map_err(CliError::msg)?;
-            ("updated", updated)
+            ("updated", Some(current), updated)
         }
         TenantsCommand::Suspend(args) => {
             let current = app.tenant(&args.tenant).await?;
@@ -197,7 +198,7 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
                 .suspend(&current.id, args.reason.as_deref())
                 .await
                 .map_err(CliError::msg)?;
-            ("suspended", tenant)
+            ("suspended", Some(current), tenant)
         }
         TenantsCommand::Activate(t) => {
             let current = app.tenant(&t.tenant).await?;
@@ -205,7 +206,7 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
                 .activate(&current.id)
                 .await
                 .map_err(CliError::msg)?;
-            ("activated", tenant)
+            ("activated", Some(current), tenant)
         }
         TenantsCommand::Deactivate(t) => {
             let current = app.tenant(&t.tenant).await?;
@@ -213,17 +214,36 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
                 .deactivate(&current.id)
                 .await
                 .map_err(CliError::msg)?;
-            ("deactivated", tenant)
+            ("deactivated", Some(current), tenant)
         }
         TenantsCommand::Delete(t) => {
             let current = app.tenant(&t.tenant).await?;
             let tenant = lifecycle.delete(&current.id).await.map_err(CliError::msg)?;
-            ("deleted", tenant)
+            ("deleted", Some(current), tenant)
         }
         TenantsCommand::Export(_) | TenantsCommand::Import(_) | TenantsCommand::Move(_) => {
             return Ok(());
         }
     };
+    if !verb.is_empty() {
+        let action = match verb {
+            "created" => "tenant.create",
+            "updated" => "tenant.update",
+            "suspended" => "tenant.suspend",
+            "activated" => "tenant.activate",
+            "deactivated" => "tenant.deactivate",
+            _ => "tenant.delete",
+        };
+        let after = (verb != "deleted")
+            .then(|| crate::app::audit_value(&tenant))
+            .flatten();
+        app.audit(
+            tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), action)
+                .tenant(tenant.id.clone())
+                .change(before.as_ref().and_then(crate::app::audit_value), after),
+        )
+        .await;
+    }
     if global.json {
         println!("{}", to_json(&tenant)?);
     } else if verb.is_empty() {
@@ -252,7 +272,7 @@ async fn list(app: &App, global: &Global, all: bool) -> Result<(), CliError> {
         let page = app
             .tenancy
             .store()
-            .list(base.page(offset, ListQuery::MAX_LIMIT))
+            .list(base.clone().page(offset, ListQuery::MAX_LIMIT))
             .await
             .map_err(CliError::msg)?;
         total = page.total;

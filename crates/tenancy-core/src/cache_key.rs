@@ -6,19 +6,20 @@
 //! prefix [`tenant_prefix`] (to scan or drop them together).
 //!
 //! ```
-//! use tenancy_core::{TenantId, cache_key, context};
-//! let acme: TenantId = "acme".parse().unwrap();
-//! assert_eq!(cache_key::cache_key(&acme, &["notes", "42"]), "t:acme:notes:42");
+//! use tenancy::{TenantId, cache_key, current_cache_key, with_tenant};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let acme: TenantId = "acme".parse()?;
+//! assert_eq!(cache_key(&acme, &["notes", "42"]), "t:acme:notes:42");
 //!
 //! // A part cannot forge another tenant's prefix: ':' is escaped.
-//! assert_eq!(cache_key::cache_key(&acme, &["x:t:globex"]), "t:acme:x%3At%3Aglobex");
+//! assert_eq!(cache_key(&acme, &["x:t:globex"]), "t:acme:x%3At%3Aglobex");
 //!
 //! // From the current tenant; outside a tenant scope there is no key.
-//! assert!(cache_key::current_cache_key(&["notes"]).is_err());
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let key = context::with_tenant(acme, async { cache_key::current_cache_key(&["notes"]) }).await;
-//! assert_eq!(key.unwrap(), "t:acme:notes");
-//! # });
+//! assert!(current_cache_key(&["notes"]).is_err());
+//! let key = with_tenant(acme, async { current_cache_key(&["notes"]) }).await;
+//! assert_eq!(key?, "t:acme:notes");
+//! # Ok(()) }
 //! ```
 //!
 //! # Escaping

@@ -305,6 +305,9 @@ pub struct ServerConfig {
     /// Tenant-aware CRUD resources served under `/api/{name}` (default
     /// none: the built-in `notes` resource).
     pub resources: Vec<ResourceConfig>,
+    /// Tenants with a series of their own in `GET /metrics` (default 100);
+    /// the requests of all others are counted as `tenant_id="_other"`.
+    pub metrics_tenants: usize,
 }
 
 impl Default for ServerConfig {
@@ -313,6 +316,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             admin_token: None,
             resources: Vec::new(),
+            metrics_tenants: 100,
         }
     }
 }

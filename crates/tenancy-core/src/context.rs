@@ -8,15 +8,16 @@
 //! there is no tenant, never a stale one.
 //!
 //! ```
-//! use tenancy_core::{context, TenantId};
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let acme: TenantId = "acme".parse().unwrap();
-//! assert_eq!(context::current(), None);
-//! context::with_tenant(acme.clone(), async {
-//!     assert_eq!(context::current().as_ref(), Some(&acme));
+//! use tenancy::TenantId;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let acme: TenantId = "acme".parse()?;
+//! assert_eq!(tenancy::current(), None);
+//! tenancy::with_tenant(acme.clone(), async {
+//!     assert_eq!(tenancy::current().as_ref(), Some(&acme));
 //! }).await;
-//! assert_eq!(context::current(), None);
-//! # });
+//! assert_eq!(tenancy::current(), None);
+//! # Ok(()) }
 //! ```
 
 use std::future::Future;

@@ -4,7 +4,7 @@
 //! domains resolve.
 //!
 //! ```
-//! use tenancy_core::domain::Domain;
+//! use tenancy::domain::Domain;
 //! let d = Domain::parse("Portal.ACME.com.:443").unwrap();
 //! assert_eq!(d.as_str(), "portal.acme.com");
 //! assert_eq!(Domain::parse("bücher.example").unwrap().as_str(), "xn--bcher-kva.example");
@@ -301,7 +301,7 @@ struct Entry {
 /// for one host coalesced, unknown hosts cached briefly); a hit never
 /// touches the store. Changes invalidate at once:
 /// [`DomainResolver::invalidate`] in process, `NOTIFY` across processes
-/// (`tenancy_sql::ChangeTargets::domains`).
+/// (`tenancy::sql::ChangeTargets::domains`, or `Tenancy::listen`).
 #[derive(Clone)]
 pub struct DomainResolver {
     inner: Arc<ResolverInner>,
@@ -429,6 +429,9 @@ impl Resolver for DomainResolver {
     }
     async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
         self.tenant_of(ctx.host()?).await
+    }
+    fn hint(&self) -> Option<String> {
+        Some("a verified domain of the tenant".to_owned())
     }
 }
 

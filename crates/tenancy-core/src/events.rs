@@ -117,7 +117,7 @@ pub trait EventSink: Send + Sync + 'static {
 /// Cloning shares the bus.
 ///
 /// ```
-/// use tenancy_core::EventBus;
+/// use tenancy::EventBus;
 /// let bus = EventBus::new();
 /// let mut events = bus.subscribe();
 /// # drop(events);

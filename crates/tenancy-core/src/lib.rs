@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use tenancy_core::{LifecycleService, MemoryStore, NewTenant, TenantRef, Validator};
+//! use tenancy::{LifecycleService, MemoryStore, NewTenant, TenantRef, Validator};
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let store = Arc::new(MemoryStore::new());
 //! let validator = Validator::new(store.clone(), &Default::default());
@@ -29,20 +29,24 @@
 //! # });
 //! ```
 
+pub mod audit;
 pub mod cache_key;
 pub mod config;
 pub mod context;
 pub mod domain;
 pub mod events;
+pub mod impersonation;
 pub mod isolation;
 pub mod lifecycle;
 mod memory;
+pub mod metrics;
 pub mod overrides;
 pub mod resolve;
 pub mod store;
 pub mod tenant;
 pub mod validate;
 
+pub use audit::{AuditEntry, AuditQuery, AuditStore, NewAuditEntry};
 pub use cache_key::{NoTenantScope, cache_key, current_cache_key};
 pub use config::{ConfigError, DeprovisionPolicy, TenancyConfig};
 pub use domain::{Domain, DomainResolver, DomainStatus, DomainStore, TenantDomain};

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::config::DeprovisionPolicy;
 use crate::events::{EventBus, TenantEvent};
 use crate::isolation::{IsolationError, Provisioner};
+use crate::metrics::DurationHistogram;
 use crate::store::{StoreError, TenantStore};
-use crate::tenant::{NewTenant, TenantId, TenantInfo, TenantStatus, TenantUpdate};
+use crate::tenant::{NewTenant, TenantInfo, TenantStatus, TenantUpdate};
 use crate::validate::Validator;
 
 /// Why a lifecycle operation failed.
@@ -41,16 +42,20 @@ pub enum LifecycleError {
 
 /// Creates and changes tenants (SPEC L1).
 ///
+/// Every method that changes a tenant takes its id or its slug (the id is
+/// tried first, as in request resolution).
+///
 /// ```
-/// use std::sync::Arc;
-/// use tenancy_core::{LifecycleService, MemoryStore, NewTenant, TenantStatus};
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let lifecycle = LifecycleService::new(Arc::new(MemoryStore::new()));
-/// let acme = lifecycle.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
+/// use tenancy::{MemoryStore, NewTenant, Tenancy, TenantStatus};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+/// let lifecycle = tenancy.lifecycle();
+/// let acme = lifecycle.create(NewTenant::new("acme", "Acme")?.plan("free")).await?;
 /// assert_eq!(acme.status, TenantStatus::Active);
-/// let acme = lifecycle.suspend(&acme.id, Some("unpaid")).await.unwrap();
+/// let acme = lifecycle.suspend("acme", Some("unpaid")).await?;
 /// assert_eq!(acme.status, TenantStatus::Suspended);
-/// # });
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct LifecycleService {
@@ -58,6 +63,7 @@ pub struct LifecycleService {
     provisioner: Provisioner,
     bus: EventBus,
     validators: Vec<Validator>,
+    provisioning: Arc<DurationHistogram>,
 }
 
 impl LifecycleService {
@@ -68,6 +74,7 @@ impl LifecycleService {
             provisioner: Provisioner::default(),
             bus: EventBus::new(),
             validators: Vec::new(),
+            provisioning: Arc::default(),
         }
     }
 
@@ -95,6 +102,12 @@ impl LifecycleService {
         &self.bus
     }
 
+    /// How long provisioning took (schema or database creation and the
+    /// tenant's migrations), failed attempts included.
+    pub fn provisioning_durations(&self) -> &DurationHistogram {
+        &self.provisioning
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn TenantStore> {
         &self.store
@@ -115,8 +128,9 @@ impl LifecycleService {
 
     /// Provisions a `Provisioning` tenant and activates it; on failure
     /// removes the tenant record (the strategy removes what it made).
-    pub async fn provision(&self, id: &TenantId) -> Result<TenantInfo, LifecycleError> {
-        let tenant = self.require(id).await?;
+    pub async fn provision(&self, tenant: impl AsRef<str>) -> Result<TenantInfo, LifecycleError> {
+        let tenant = self.require(tenant.as_ref()).await?;
+        let id = &tenant.id;
         if tenant.status != TenantStatus::Provisioning {
             return Err(StoreError::InvalidTransition {
                 id: id.to_string(),
@@ -125,7 +139,10 @@ impl LifecycleService {
             }
             .into());
         }
-        if let Err(source) = self.provisioner.strategy().provision(&tenant).await {
+        let started = std::time::Instant::now();
+        let provisioned = self.provisioner.strategy().provision(&tenant).await;
+        self.provisioning.observe(started.elapsed());
+        if let Err(source) = provisioned {
             tracing::error!(tenant_id = %tenant.id, error = %source, "provisioning failed; removing the tenant");
             if let Err(cleanup) = self.store.delete(&tenant.id).await {
                 tracing::error!(tenant_id = %tenant.id, error = %cleanup, "could not remove the failed tenant record");
@@ -150,13 +167,24 @@ impl LifecycleService {
     }
 
     /// Changes the given fields.
+    ///
+    /// ```
+    /// # use tenancy::{MemoryStore, NewTenant, Tenancy, TenantUpdate};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// # tenancy.lifecycle().create(NewTenant::new("acme", "Acme")?).await?;
+    /// let acme = tenancy.lifecycle().update("acme", TenantUpdate::default().plan("pro")).await?;
+    /// assert_eq!(acme.plan.as_deref(), Some("pro"));
+    /// # Ok(()) }
+    /// ```
     pub async fn update(
         &self,
-        id: &TenantId,
+        tenant: impl AsRef<str>,
         update: TenantUpdate,
     ) -> Result<TenantInfo, LifecycleError> {
-        let previous = self.require(id).await?;
-        let tenant = self.store.update(id, update).await?;
+        let previous = self.require(tenant.as_ref()).await?;
+        let tenant = self.store.update(&previous.id, update).await?;
         self.forget(&previous).await;
         self.forget(&tenant).await;
         self.bus
@@ -170,8 +198,9 @@ impl LifecycleService {
 
     /// Makes a tenant `Active` (re-provisioning it when the policy removed
     /// its isolation on deactivation).
-    pub async fn activate(&self, id: &TenantId) -> Result<TenantInfo, LifecycleError> {
-        let current = self.require(id).await?;
+    pub async fn activate(&self, tenant: impl AsRef<str>) -> Result<TenantInfo, LifecycleError> {
+        let current = self.require(tenant.as_ref()).await?;
+        let id = &current.id;
         if current.status == TenantStatus::Active {
             return Ok(current);
         }
@@ -202,8 +231,9 @@ impl LifecycleService {
     }
 
     /// Makes a tenant `Inactive` and applies the deprovision policy.
-    pub async fn deactivate(&self, id: &TenantId) -> Result<TenantInfo, LifecycleError> {
-        let current = self.require(id).await?;
+    pub async fn deactivate(&self, tenant: impl AsRef<str>) -> Result<TenantInfo, LifecycleError> {
+        let current = self.require(tenant.as_ref()).await?;
+        let id = &current.id;
         if current.status == TenantStatus::Inactive {
             return Ok(current);
         }
@@ -221,13 +251,28 @@ impl LifecycleService {
         Ok(tenant)
     }
 
-    /// Makes a tenant `Suspended`, recording `reason`. Its data is kept.
+    /// Makes a tenant `Suspended`, recording `reason`. Its data is kept,
+    /// and its requests are refused (403 `tenant_not_active`) from the
+    /// moment this returns.
+    ///
+    /// ```
+    /// # use tenancy::{MemoryStore, NewTenant, Tenancy, TenantStatus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// # tenancy.lifecycle().create(NewTenant::new("acme", "Acme")?).await?;
+    /// let acme = tenancy.lifecycle().suspend("acme", Some("unpaid invoice")).await?;
+    /// assert_eq!(acme.status, TenantStatus::Suspended);
+    /// tenancy.lifecycle().activate(&acme.id).await?; // by id or by slug
+    /// # Ok(()) }
+    /// ```
     pub async fn suspend(
         &self,
-        id: &TenantId,
+        tenant: impl AsRef<str>,
         reason: Option<&str>,
     ) -> Result<TenantInfo, LifecycleError> {
-        let current = self.require(id).await?;
+        let current = self.require(tenant.as_ref()).await?;
+        let id = &current.id;
         if current.status == TenantStatus::Suspended && current.status_reason.as_deref() == reason {
             return Ok(current);
         }
@@ -247,8 +292,8 @@ impl LifecycleService {
 
     /// Deletes a tenant: refuses service at once, applies the deprovision
     /// policy, then removes the record and its config overrides.
-    pub async fn delete(&self, id: &TenantId) -> Result<TenantInfo, LifecycleError> {
-        self.delete_with_policy(id, self.provisioner.deprovision_policy())
+    pub async fn delete(&self, tenant: impl AsRef<str>) -> Result<TenantInfo, LifecycleError> {
+        self.delete_with_policy(tenant, self.provisioner.deprovision_policy())
             .await
     }
 
@@ -256,10 +301,11 @@ impl LifecycleService {
     /// deprovision policy (e.g. [`DeprovisionPolicy::Drop`] for a purge).
     pub async fn delete_with_policy(
         &self,
-        id: &TenantId,
+        tenant: impl AsRef<str>,
         policy: DeprovisionPolicy,
     ) -> Result<TenantInfo, LifecycleError> {
-        let tenant = self.require(id).await?;
+        let tenant = self.require(tenant.as_ref()).await?;
+        let id = &tenant.id;
         // Stop serving before touching its data.
         if tenant.status == TenantStatus::Active {
             self.store
@@ -298,11 +344,13 @@ impl LifecycleService {
             })
     }
 
-    async fn require(&self, id: &TenantId) -> Result<TenantInfo, LifecycleError> {
+    /// The tenant with id `reference`, else with slug `reference` (the
+    /// order requests resolve in, SPEC R4).
+    async fn require(&self, reference: &str) -> Result<TenantInfo, LifecycleError> {
         self.store
-            .get(id)
+            .find(reference)
             .await?
-            .ok_or_else(|| StoreError::NotFound(id.to_string()).into())
+            .ok_or_else(|| StoreError::NotFound(reference.to_owned()).into())
     }
 
     async fn forget(&self, tenant: &TenantInfo) {

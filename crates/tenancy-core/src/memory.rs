@@ -11,20 +11,24 @@ use crate::store::{
 };
 use crate::tenant::{NewTenant, TenantId, TenantInfo, TenantStatus, TenantUpdate};
 
-/// A [`TenantStore`] and [`ConfigStore`] held in memory: for tests, examples
-/// and single-process deployments. Cloning shares the same data.
+/// A [`TenantStore`], [`ConfigStore`] and domain store held in memory: for
+/// tests, examples and single-process deployments. Cloning shares the same
+/// data.
+///
+/// Give it to `Tenancy::builder().store(…)` and create tenants through
+/// [`Tenancy::lifecycle`](crate::LifecycleService): the store's own
+/// [`TenantStore::create`] only records a tenant as `provisioning`, which
+/// every request refuses until it is provisioned.
 ///
 /// ```
-/// use tenancy_core::{MemoryStore, NewTenant, TenantStore};
-/// # tokio_test_block_on(async {
-/// let store = MemoryStore::new();
-/// let acme = store.create(NewTenant::new("acme", "Acme")?).await?;
-/// assert_eq!(store.find("acme").await?.map(|t| t.id), Some(acme.id));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # });
-/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
-/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
-/// # }
+/// use tenancy::{MemoryStore, NewTenant, Tenancy, TenantStatus, TenantStore};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+/// let acme = tenancy.lifecycle().create(NewTenant::new("acme", "Acme")?).await?;
+/// assert_eq!(acme.status, TenantStatus::Active);
+/// assert_eq!(tenancy.store().find("acme").await?.map(|t| t.id), Some(acme.id));
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryStore {
@@ -37,6 +41,9 @@ struct Inner {
     slugs: HashMap<String, TenantId>,
     config: HashMap<TenantId, ConfigMap>,
     domains: std::collections::BTreeMap<String, crate::domain::TenantDomain>,
+    audit: Vec<crate::audit::AuditEntry>,
+    /// Grants by key, with whether they were used.
+    grants: HashMap<String, (crate::impersonation::ImpersonationGrant, bool)>,
 }
 
 impl MemoryStore {
@@ -84,7 +91,7 @@ impl TenantStore for MemoryStore {
         let mut matching: Vec<&TenantInfo> = inner
             .tenants
             .values()
-            .filter(|t| query.include_inactive || t.is_active())
+            .filter(|t| query.matches(t))
             .collect();
         matching.sort_by(|a, b| {
             a.created_at
@@ -291,5 +298,76 @@ impl crate::domain::DomainStore for MemoryStore {
         domain: &str,
     ) -> Result<Option<crate::domain::TenantDomain>, StoreError> {
         Ok(self.write().domains.remove(domain))
+    }
+}
+
+#[async_trait]
+impl crate::audit::AuditStore for MemoryStore {
+    async fn record(
+        &self,
+        entry: crate::audit::NewAuditEntry,
+    ) -> Result<crate::audit::AuditEntry, StoreError> {
+        let mut inner = self.write();
+        let id = inner.audit.last().map_or(1, |e| e.id + 1);
+        let entry = crate::audit::AuditEntry {
+            id,
+            at: Utc::now(),
+            actor: entry.actor,
+            action: entry.action,
+            tenant_id: entry.tenant_id,
+            before: entry.before,
+            after: entry.after,
+        };
+        inner.audit.push(entry.clone());
+        Ok(entry)
+    }
+
+    async fn audit(
+        &self,
+        query: crate::audit::AuditQuery,
+    ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+        let inner = self.read();
+        Ok(inner
+            .audit
+            .iter()
+            .rev()
+            .filter(|e| query.before.is_none_or(|before| e.id < before))
+            .filter(|e| {
+                query
+                    .tenant_id
+                    .as_ref()
+                    .is_none_or(|t| e.tenant_id.as_ref() == Some(t))
+            })
+            .take(query.effective_limit() as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl crate::impersonation::ImpersonationStore for MemoryStore {
+    async fn issue(
+        &self,
+        grant: crate::impersonation::ImpersonationGrant,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        let now = Utc::now();
+        inner.grants.retain(|_, (g, _)| g.expires_at > now);
+        inner.grants.insert(grant.key.clone(), (grant, false));
+        Ok(())
+    }
+
+    async fn redeem(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::impersonation::ImpersonationGrant>, StoreError> {
+        let mut inner = self.write();
+        match inner.grants.get_mut(key) {
+            Some((grant, used)) if !*used && grant.expires_at > Utc::now() => {
+                *used = true;
+                Ok(Some(grant.clone()))
+            }
+            _ => Ok(None),
+        }
     }
 }

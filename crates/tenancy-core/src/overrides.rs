@@ -119,19 +119,24 @@ pub enum ConfigValueError {
 
 /// Application defaults + per-tenant overrides (SPEC O2).
 ///
+/// Get it from `Tenancy::overrides`; in a handler, the `Setting` extractor
+/// reads one value for the request's tenant.
+///
 /// ```
-/// use std::sync::Arc;
 /// use serde_json::json;
-/// use tenancy_core::{MemoryStore, NewTenant, TenantStore, TenantConfigService};
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let store = MemoryStore::new();
-/// let acme = store.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
-/// let defaults = [("theme".to_string(), json!("light"))].into_iter().collect();
-/// let config = TenantConfigService::new(Arc::new(store), defaults);
-/// assert_eq!(config.get(&acme.id, "theme").await.unwrap(), Some(json!("light")));
-/// config.set(&acme.id, "theme", json!("dark")).await.unwrap();
-/// assert_eq!(config.get_as::<String>(&acme.id, "theme").await.unwrap().as_deref(), Some("dark"));
-/// # });
+/// use tenancy::{MemoryStore, NewTenant, Tenancy, TenancyConfig};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = TenancyConfig::default();
+/// config.overrides.defaults.insert("theme".into(), json!("light"));
+/// let tenancy = Tenancy::builder().config(config).store(MemoryStore::new()).build()?;
+/// let acme = tenancy.lifecycle().create(NewTenant::new("acme", "Acme")?).await?;
+///
+/// let overrides = tenancy.overrides();
+/// assert_eq!(overrides.get(&acme.id, "theme").await?, Some(json!("light")));
+/// overrides.set(&acme.id, "theme", json!("dark")).await?;
+/// assert_eq!(overrides.get_as::<String>(&acme.id, "theme").await?.as_deref(), Some("dark"));
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct TenantConfigService {

@@ -7,7 +7,7 @@
 //! optional override runs before all of them.
 //!
 //! ```
-//! use tenancy_core::resolve::{HeaderResolver, ResolutionContext, ResolverChain};
+//! use tenancy::resolve::{HeaderResolver, ResolutionContext, ResolverChain};
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let chain = ResolverChain::new().with(HeaderResolver::default());
 //! let mut headers = http::HeaderMap::new();
@@ -151,8 +151,8 @@ impl fmt::Debug for ResolutionContext<'_> {
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use tenancy_core::resolve::{ResolutionContext, Resolver};
-/// use tenancy_core::TenantRef;
+/// use tenancy::resolve::{ResolutionContext, Resolver};
+/// use tenancy::TenantRef;
 ///
 /// /// `?tenant=acme`
 /// struct QueryParam;
@@ -179,6 +179,13 @@ pub trait Resolver: Send + Sync + 'static {
 
     /// The tenant this request names, if this resolver finds one.
     async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef>;
+
+    /// How a client names a tenant to this resolver, for the 401 detail
+    /// when no resolver found one ("the X-Tenant-Id header"). `None` (the
+    /// default) leaves it out of the detail.
+    fn hint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Reads the tenant from a claim of a verified token (`tenant_id` by
@@ -220,6 +227,9 @@ impl Resolver for JwtClaimResolver {
             serde_json::Value::Number(n) => Some(TenantRef::new(&n.to_string())),
             _ => None,
         }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(format!("a bearer token with a `{}` claim", self.claim))
     }
 }
 
@@ -264,6 +274,25 @@ impl Resolver for HeaderResolver {
             Err(_) => Some(TenantRef::new(&String::from_utf8_lossy(value.as_bytes()))),
         }
     }
+    fn hint(&self) -> Option<String> {
+        Some(format!(
+            "the {} header",
+            canonical_header(self.header.as_str())
+        ))
+    }
+}
+
+/// `x-tenant-id` → `X-Tenant-Id`, as people write it.
+fn canonical_header(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Reads the tenant from the first label of the host under a base domain:
@@ -332,6 +361,9 @@ impl Resolver for SubdomainResolver {
             Some(TenantRef::new(label))
         }
     }
+    fn hint(&self) -> Option<String> {
+        Some(format!("a subdomain of {}", &self.suffix[1..]))
+    }
 }
 
 /// Reads the tenant from a path segment, by a pattern such as
@@ -394,6 +426,9 @@ impl Resolver for PathResolver {
         let rest = ctx.path().strip_prefix(self.prefix.as_str())?;
         let segment = rest.split('/').next().unwrap_or(rest);
         (!segment.is_empty()).then(|| TenantRef::new(segment))
+    }
+    fn hint(&self) -> Option<String> {
+        Some(format!("a {}{{tenant}}/… path", self.prefix))
     }
 }
 
@@ -485,6 +520,52 @@ impl ResolverChain {
     /// The resolvers' names in the order they run.
     pub fn names(&self) -> Vec<&str> {
         self.resolvers.iter().map(|r| r.name()).collect()
+    }
+
+    /// The detail of a 401 when no resolver found a tenant: what the
+    /// configured resolvers accept, in the order they run, so a client is
+    /// told only about ways that work.
+    ///
+    /// ```
+    /// use tenancy::{ResolverChain, config::ResolutionConfig};
+    /// let config = ResolutionConfig {
+    ///     resolvers: vec!["header".into(), "subdomain".into()],
+    ///     base_domain: Some("app.example".into()),
+    ///     ..Default::default()
+    /// };
+    /// assert_eq!(
+    ///     ResolverChain::from_config(&config)?.hint(),
+    ///     "no tenant identified: send the X-Tenant-Id header or a subdomain of app.example",
+    /// );
+    /// # Ok::<(), tenancy::ConfigError>(())
+    /// ```
+    pub fn hint(&self) -> String {
+        self.hint_without(&[])
+    }
+
+    /// [`ResolverChain::hint`] leaving out the resolvers named in `skip`:
+    /// the tenant layer leaves out `jwt_claim` when it verifies no tokens
+    /// itself, since the client could not use that way.
+    pub fn hint_without(&self, skip: &[&str]) -> String {
+        let mut ways: Vec<String> = Vec::new();
+        for hint in self
+            .override_hook
+            .iter()
+            .chain(&self.resolvers)
+            .filter(|r| !skip.contains(&r.name()))
+            .filter_map(|r| r.hint())
+        {
+            if !ways.contains(&hint) {
+                ways.push(hint);
+            }
+        }
+        match ways.as_slice() {
+            [] => "no tenant identified".to_owned(),
+            [one] => format!("no tenant identified: send {one}"),
+            [init @ .., last] => {
+                format!("no tenant identified: send {} or {last}", init.join(", "))
+            }
+        }
     }
 
     /// The first answer: the override's, else the resolvers' in order.

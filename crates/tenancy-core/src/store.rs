@@ -63,7 +63,7 @@ impl StoreError {
 }
 
 /// Which tenants [`TenantStore::list`] returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
     /// Include tenants that are not `Active`.
     pub include_inactive: bool,
@@ -71,6 +71,11 @@ pub struct ListQuery {
     pub offset: u64,
     /// Rows to return at most (capped at [`ListQuery::MAX_LIMIT`]).
     pub limit: u64,
+    /// Only tenants in this status (it overrides `include_inactive`).
+    pub status: Option<TenantStatus>,
+    /// Only tenants whose slug or name contains this text (ignoring ASCII
+    /// case), or whose id is exactly this.
+    pub search: Option<String>,
 }
 
 impl ListQuery {
@@ -83,6 +88,8 @@ impl ListQuery {
             include_inactive: false,
             offset: 0,
             limit: 100,
+            status: None,
+            search: None,
         }
     }
 
@@ -92,6 +99,51 @@ impl ListQuery {
             include_inactive: true,
             ..Self::active()
         }
+    }
+
+    /// Only tenants in `status`.
+    pub fn with_status(mut self, status: TenantStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only tenants whose slug or name contains `text` (ignoring ASCII
+    /// case) or whose id is `text`; blank text matches everything.
+    pub fn search(mut self, text: &str) -> Self {
+        let text = text.trim();
+        self.search = (!text.is_empty()).then(|| text.to_owned());
+        self
+    }
+
+    /// Whether `tenant` passes the status and search filters.
+    pub fn matches(&self, tenant: &TenantInfo) -> bool {
+        let status_ok = match self.status {
+            Some(status) => tenant.status == status,
+            None => self.include_inactive || tenant.is_active(),
+        };
+        status_ok
+            && self.search.as_deref().is_none_or(|q| {
+                let q = q.to_ascii_lowercase();
+                tenant.id.as_str() == q
+                    || tenant.slug.as_str().to_ascii_lowercase().contains(&q)
+                    || tenant.name.to_ascii_lowercase().contains(&q)
+            })
+    }
+
+    /// The search text as a SQL `LIKE` pattern (`%`, `_` and `\` escaped,
+    /// lower-cased), for stores.
+    pub fn like_pattern(&self) -> Option<String> {
+        self.search.as_deref().map(|q| {
+            let mut pattern = String::from("%");
+            for c in q.to_ascii_lowercase().chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            pattern
+        })
     }
 
     /// Sets the page.
@@ -110,6 +162,7 @@ impl Default for ListQuery {
 
 /// One page of tenants, ordered by creation time then id.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantPage {
     /// The tenants of this page.
     pub items: Vec<TenantInfo>,
@@ -133,7 +186,10 @@ pub trait TenantStore: Send + Sync + 'static {
     /// A page of tenants.
     async fn list(&self, query: ListQuery) -> Result<TenantPage, StoreError>;
 
-    /// Stores a new tenant in status `Provisioning`.
+    /// Stores a new tenant in status `Provisioning`, which requests are
+    /// refused for. Applications create tenants with
+    /// [`LifecycleService::create`](crate::LifecycleService::create), which
+    /// also provisions and activates them; this is the storage step.
     async fn create(&self, tenant: NewTenant) -> Result<TenantInfo, StoreError>;
 
     /// Changes the fields given in `update`.

@@ -23,11 +23,11 @@ pub const MAX_SLUG_LEN: usize = 63;
 /// so an id is always safe in a header, a URL and a log line.
 ///
 /// ```
-/// use tenancy_core::TenantId;
+/// use tenancy::TenantId;
 /// let id: TenantId = "acme-001".parse()?;
 /// assert_eq!(id.as_str(), "acme-001");
 /// assert!("../etc".parse::<TenantId>().is_err());
-/// # Ok::<(), tenancy_core::InvalidTenantId>(())
+/// # Ok::<(), tenancy::InvalidTenantId>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -130,7 +130,7 @@ pub struct InvalidTenantId {
 /// subdomain) and a safe path segment.
 ///
 /// ```
-/// use tenancy_core::Slug;
+/// use tenancy::Slug;
 /// assert!(Slug::new("acme-corp").is_ok());
 /// assert!(Slug::new("Acme").is_err());
 /// assert!(Slug::new("x'; DROP TABLE t;--").is_err());
@@ -208,6 +208,7 @@ pub struct InvalidSlug {
 
 /// Where a tenant stands. Only [`TenantStatus::Active`] tenants are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     /// Served.
@@ -272,10 +273,13 @@ impl FromStr for TenantStatus {
 
 /// Everything known about a tenant (SPEC S1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantInfo {
     /// Opaque, immutable id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: TenantId,
     /// Unique, URL-safe handle.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub slug: Slug,
     /// Display name.
     pub name: String,
@@ -287,6 +291,7 @@ pub struct TenantInfo {
     /// Commercial plan; selects plan-wide defaults such as rate limits.
     pub plan: Option<String>,
     /// Free-form JSON object.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Value,
     /// When the tenant was created.
     pub created_at: DateTime<Utc>,
@@ -309,9 +314,9 @@ impl TenantInfo {
 /// The command that creates a tenant.
 ///
 /// ```
-/// use tenancy_core::NewTenant;
+/// use tenancy::NewTenant;
 /// let cmd = NewTenant::new("acme", "Acme Corp")?.plan("pro");
-/// # Ok::<(), tenancy_core::InvalidSlug>(())
+/// # Ok::<(), tenancy::InvalidSlug>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewTenant {
@@ -382,22 +387,32 @@ impl NewTenant {
 
 /// The command that changes a tenant: only the fields given change.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantUpdate {
     /// New slug.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub slug: Option<Slug>,
     /// New display name.
     #[serde(default)]
     pub name: Option<String>,
-    /// New plan (`Some(None)` clears it).
+    /// New plan (`null` clears it).
     #[serde(default, with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub plan: Option<Option<String>>,
     /// New metadata (replaces the old object).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
 }
 
 impl TenantUpdate {
+    /// Sets the plan (`TenantUpdate::default().plan("pro")`).
+    pub fn plan(mut self, plan: impl Into<String>) -> Self {
+        self.plan = Some(Some(plan.into()));
+        self
+    }
+
     /// Whether the update changes nothing.
     pub fn is_empty(&self) -> bool {
         self.slug.is_none() && self.name.is_none() && self.plan.is_none() && self.metadata.is_none()

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use quick_cache::sync::Cache;
 
 use crate::config::ValidationConfig;
+use crate::metrics::{Counter, ValidatorStats};
 use crate::store::TenantStore;
 use crate::tenant::{TenantId, TenantInfo, TenantRef, TenantStatus};
 
@@ -55,16 +56,20 @@ struct Entry {
 /// Cloning shares the cache.
 ///
 /// ```
-/// use std::sync::Arc;
-/// use tenancy_core::{MemoryStore, NewTenant, TenantRef, TenantStore, Validator};
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let store = MemoryStore::new();
-/// let acme = store.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
-/// store.activate(&acme.id).await.unwrap();
-/// let validator = Validator::new(Arc::new(store), &Default::default());
-/// let tenant = validator.validate(&TenantRef::new("acme")).await.unwrap();
-/// assert_eq!(tenant.id, acme.id);
-/// # });
+/// use tenancy::{MemoryStore, NewTenant, Rejection, Tenancy, TenantRef, TenantStatus};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+/// let acme = tenancy.lifecycle().create(NewTenant::new("acme", "Acme")?).await?;
+/// let validator = tenancy.validator();
+/// assert_eq!(validator.validate(&TenantRef::new("acme")).await?.id, acme.id);
+///
+/// tenancy.lifecycle().suspend("acme", None).await?; // the lifecycle invalidates the cache
+/// assert_eq!(
+///     validator.validate(&TenantRef::new("acme")).await,
+///     Err(Rejection::NotActive(TenantStatus::Suspended)),
+/// );
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Validator {
@@ -79,6 +84,15 @@ pub struct Validator {
     /// Bumped by every invalidation: a lookup that overlapped one may have
     /// read the old record, so its entry is dropped after insertion.
     generation: Arc<AtomicU64>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Default)]
+struct Stats {
+    hits: Counter,
+    misses: Counter,
+    store_lookups: Counter,
+    invalidations: Counter,
 }
 
 impl Validator {
@@ -92,6 +106,7 @@ impl Validator {
             negative_ttl: Duration::from_secs(config.negative_ttl_secs),
             aliases: Arc::default(),
             generation: Arc::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -104,8 +119,14 @@ impl Validator {
         }
         let key = reference.as_str();
         let cached = match self.cache.get(key) {
-            Some(hit) if hit.expires > Instant::now() => hit.value,
-            _ => self.load(key).await?,
+            Some(hit) if hit.expires > Instant::now() => {
+                self.stats.hits.inc();
+                hit.value
+            }
+            _ => {
+                self.stats.misses.inc();
+                self.load(key).await?
+            }
         };
         match cached {
             Cached::Found(t) if t.status == TenantStatus::Active => Ok(t),
@@ -126,6 +147,7 @@ impl Validator {
                 Err(guard) => guard,
             };
             let generation = self.generation.load(Ordering::Acquire);
+            self.stats.store_lookups.inc();
             let found = self.store.find(key).await.map_err(|err| {
                 tracing::warn!(error = %err, "tenant lookup failed; refusing the request");
                 // Dropping the guard lets the next waiter try the store again.
@@ -133,6 +155,15 @@ impl Validator {
             })?;
             let (value, ttl) = match found {
                 Some(t) => {
+                    if t.status == TenantStatus::Provisioning {
+                        tracing::warn!(
+                            tenant_id = %t.id,
+                            slug = %t.slug,
+                            "refusing a tenant that is still provisioning: a store's own create() \
+                             leaves tenants there; create them with LifecycleService::create \
+                             (or finish them with LifecycleService::provision)"
+                        );
+                    }
                     self.lock_aliases()
                         .entry(t.id.clone())
                         .or_default()
@@ -159,6 +190,7 @@ impl Validator {
     /// any slug it was looked up by.
     pub async fn invalidate(&self, id: &TenantId) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.stats.invalidations.inc();
         let aliases = self.lock_aliases().remove(id).unwrap_or_default();
         self.cache.remove(id.as_str());
         for alias in aliases {
@@ -175,14 +207,27 @@ impl Validator {
     /// as a negative entry for a slug that now exists.
     pub async fn invalidate_reference(&self, reference: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.stats.invalidations.inc();
         self.cache.remove(reference);
     }
 
     /// Forgets everything.
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.stats.invalidations.inc();
         self.cache.clear();
         self.lock_aliases().clear();
+    }
+
+    /// What this validator (and its clones) did so far: cache hits and
+    /// misses, store lookups, invalidations.
+    pub fn stats(&self) -> ValidatorStats {
+        ValidatorStats {
+            hits: self.stats.hits.get(),
+            misses: self.stats.misses.get(),
+            store_lookups: self.stats.store_lookups.get(),
+            invalidations: self.stats.invalidations.get(),
+        }
     }
 
     /// Entries held, after pending maintenance (for tests and metrics).

@@ -21,7 +21,7 @@
 //! See `docs/sql-rewrite.md` for the full list.
 //!
 //! ```
-//! use tenancy_interceptor::{Dialect, Interceptor, TenantTables};
+//! use tenancy::interceptor::{Dialect, Interceptor, TenantTables};
 //!
 //! let interceptor = Interceptor::new(TenantTables::new(["notes", "orders"]).column("tenant_id"));
 //! let out = interceptor

@@ -1,15 +1,24 @@
 //! Tenant-scoped table service (SPEC Q4): list / get / create / update /
 //! delete / count / search over one table, every statement generated with
 //! validated identifiers and bind parameters, then scoped by the
-//! [`Interceptor`](crate::Interceptor) before it runs.
+//! [`Interceptor`] before it runs.
 //!
-//! ```no_run
-//! # async fn demo(pool: sqlx::PgPool) -> Result<(), tenancy_interceptor::service::ServiceError> {
-//! use tenancy_interceptor::{Interceptor, TenantTables, service::ScopedTable};
+//! ```
+//! use tenancy::interceptor::{Interceptor, TenantTables, service::ScopedTable};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+//! sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, body TEXT, pinned BOOLEAN)")
+//!     .execute(&pool)
+//!     .await?;
 //! let interceptor = Interceptor::new(TenantTables::new(["notes"]));
 //! let notes = ScopedTable::new(interceptor, "notes", "id", ["id", "body", "pinned"])?;
 //! let mut conn = pool.acquire().await?;
-//! let first_page = notes.list_pg(&mut conn, "tenant-a", &Default::default(), 50, 0).await?;
+//! let mut row = serde_json::Map::new();
+//! row.insert("body".into(), "hello".into());
+//! notes.create_sqlite(&mut conn, "tenant-a", &row).await?;
+//! assert_eq!(notes.list_sqlite(&mut conn, "tenant-a", &Default::default(), 50, 0).await?.len(), 1);
+//! assert!(notes.list_sqlite(&mut conn, "tenant-b", &Default::default(), 50, 0).await?.is_empty());
 //! # Ok(()) }
 //! ```
 

@@ -24,7 +24,7 @@ fn is_safe(id: &str) -> bool {
 /// The schema or database name of a tenant: `tenant_<id>`, exact case.
 ///
 /// ```
-/// use tenancy_sql::ident::tenant_object_name;
+/// use tenancy::sql::ident::tenant_object_name;
 /// assert_eq!(tenant_object_name(&"Acme-1".parse().unwrap()).unwrap(), "tenant_Acme-1");
 /// ```
 pub fn tenant_object_name(id: &TenantId) -> Result<String, DbError> {
@@ -63,6 +63,7 @@ pub fn quote_ident(name: &str) -> Result<String, DbError> {
 /// cannot be bound: the `BEGIN` that scopes a transaction in the same round
 /// trip. The id's alphabet (`[A-Za-z0-9_-]`, re-checked here) cannot close
 /// or escape a literal.
+#[cfg(feature = "postgres")]
 pub(crate) fn tenant_literal(id: &TenantId) -> Result<String, DbError> {
     let s = id.as_str();
     if s.is_empty()

@@ -6,18 +6,37 @@
 //!   scoped transactions through one API, [`TenantDb::begin`].
 //! - Per-tenant migrations: [`Migrations`].
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use tenancy_sql::{Migrations, PgSchemaIsolation, TenantDb};
-//! let pool = sqlx::PgPool::connect("postgres://app@127.0.0.1/app").await?;
-//! let schemas = PgSchemaIsolation::new(pool, Migrations::from_dir("migrations".as_ref())?);
-//! let db = TenantDb::new(schemas.clone()); // and `.isolation(schemas)` on the Tenancy builder
-//! tenancy_core::context::with_tenant("acme".parse()?, async {
-//!     let mut tx = db.begin().await?; // search_path = "tenant_acme", for this transaction only
+//! ```
+//! use tenancy::{Migration, Migrations, NewTenant, PgSchemaIsolation, PgStore, Tenancy, TenantDb};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let name = format!("doc_{}", uuid::Uuid::new_v4().simple());
+//! # let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/postgres").await?;
+//! # sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await?;
+//! # let url = format!("postgres://postgres@127.0.0.1/{name}");
+//! let pool = sqlx::PgPool::connect(&url).await?;
+//! let migrations = Migrations::new(vec![Migration {
+//!     version: 1,
+//!     name: "notes".into(),
+//!     sql: "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)".into(),
+//! }])?; // or Migrations::from_dir("migrations".as_ref())?
+//! let schemas = PgSchemaIsolation::new(pool.clone(), migrations);
+//! let tenancy = Tenancy::builder()
+//!     .store(PgStore::new(pool.clone()))
+//!     .isolation(schemas.clone())
+//!     .build()?;
+//! # PgStore::new(pool.clone()).migrate().await?;
+//! let acme = tenancy.lifecycle().create(NewTenant::new("acme", "Acme")?).await?; // schema made, migrated
+//!
+//! let db = TenantDb::new(schemas);
+//! tenancy::with_tenant(acme.id.clone(), async {
+//!     let mut tx = db.begin().await?; // search_path = the tenant's schema, this transaction only
 //!     sqlx::query("INSERT INTO notes (body) VALUES ($1)").bind("hi").execute(&mut *tx).await?;
 //!     tx.commit().await?;
 //!     Ok::<_, Box<dyn std::error::Error>>(())
 //! }).await?;
+//! # pool.close().await;
+//! # sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&admin).await?;
 //! # Ok(()) }
 //! ```
 //!

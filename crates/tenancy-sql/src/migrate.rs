@@ -101,6 +101,15 @@ impl Migrations {
 pub(crate) const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _tenancy_migrations (\
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)";
 
+static DURATIONS: std::sync::LazyLock<tenancy_core::metrics::DurationHistogram> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How long applying migrations to one tenant took in this process, for
+/// every run that applied at least one (at provisioning, or `migrate`).
+pub fn durations() -> &'static tenancy_core::metrics::DurationHistogram {
+    &DURATIONS
+}
+
 /// What applying migrations to one tenant did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
@@ -120,6 +129,7 @@ pub(crate) async fn apply_pg(
     conn: &mut sqlx::PgConnection,
     migrations: &Migrations,
 ) -> Result<Applied, DbError> {
+    let started = std::time::Instant::now();
     sqlx::raw_sql(BOOKKEEPING).execute(&mut *conn).await?;
     let from: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _tenancy_migrations")
         .fetch_one(&mut *conn)
@@ -145,6 +155,9 @@ pub(crate) async fn apply_pg(
         applied.to = m.version;
         applied.count += 1;
     }
+    if applied.count > 0 {
+        DURATIONS.observe(started.elapsed());
+    }
     Ok(applied)
 }
 
@@ -154,6 +167,7 @@ pub(crate) async fn apply_sqlite(
     conn: &mut sqlx::SqliteConnection,
     migrations: &Migrations,
 ) -> Result<Applied, DbError> {
+    let started = std::time::Instant::now();
     sqlx::raw_sql(BOOKKEEPING).execute(&mut *conn).await?;
     let from: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _tenancy_migrations")
         .fetch_one(&mut *conn)
@@ -178,6 +192,9 @@ pub(crate) async fn apply_sqlite(
         .await?;
         applied.to = m.version;
         applied.count += 1;
+    }
+    if applied.count > 0 {
+        DURATIONS.observe(started.elapsed());
     }
     Ok(applied)
 }

@@ -26,21 +26,30 @@
 //! database as the store, and keep the handle for as long as the service
 //! runs:
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! With the facade, `Tenancy::listen(options)` does this wiring; by hand:
+//!
+//! ```
 //! use sqlx::postgres::PgConnectOptions;
-//! use tenancy_sql::{ChangeTargets, PgChangeListener, PgStore};
-//! let url = "postgres://app@127.0.0.1/app";
-//! let store = PgStore::connect(url).await?;
-//! // let tenancy = Tenancy::builder().store(store.clone()).build()?;
-//! # let validator = tenancy_core::Validator::new(std::sync::Arc::new(store.clone()), &Default::default());
-//! # let config_cache = tenancy_core::CachedConfigStore::new(std::sync::Arc::new(store.clone()), &Default::default());
+//! use tenancy::Tenancy;
+//! use tenancy::sql::{ChangeTargets, PgChangeListener, PgStore};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A throwaway database on the local server.
+//! # let name = format!("doc_{}", uuid::Uuid::new_v4().simple());
+//! # let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/postgres").await?;
+//! # sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await?;
+//! # let url = format!("postgres://postgres@127.0.0.1/{name}");
+//! let store = PgStore::connect(&url).await?;
+//! let tenancy = Tenancy::builder().store(store.clone()).build()?;
 //! let targets = ChangeTargets::new()
-//!     .validator(validator.clone())          // tenancy.validator().clone()
-//!     .config_cache(config_cache.clone());   // tenancy.config_store().clone()
+//!     .validator(tenancy.validator().clone())
+//!     .config_cache(tenancy.config_store().clone());
 //! let listener = PgChangeListener::spawn(url.parse::<PgConnectOptions>()?, targets);
 //! listener.listening().await; // optional: wait for the first LISTEN
 //! // … serve; dropping `listener` (or `listener.shutdown().await`) stops it.
+//! # listener.shutdown().await;
+//! # store.pool().close().await;
+//! # sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&admin).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -170,8 +179,8 @@ enum ChangeKind {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use tenancy_core::{CachedConfigStore, MemoryStore, Validator};
-/// use tenancy_sql::ChangeTargets;
+/// use tenancy::{CachedConfigStore, MemoryStore, Validator};
+/// use tenancy::sql::ChangeTargets;
 /// let store = Arc::new(MemoryStore::new());
 /// let targets = ChangeTargets::new()
 ///     .validator(Validator::new(store.clone(), &Default::default()))
@@ -295,10 +304,13 @@ pub struct ListenerStatus {
 /// [`PgChangeListener::shutdown`]) stops the task and closes its
 /// connection.
 ///
-/// ```no_run
-/// # async fn demo(validator: tenancy_core::Validator) -> Result<(), Box<dyn std::error::Error>> {
-/// use tenancy_sql::{ChangeTargets, PgChangeListener};
-/// let options = "postgres://app@127.0.0.1/app".parse()?;
+/// ```
+/// use tenancy::sql::{ChangeTargets, PgChangeListener};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let tenancy = tenancy::Tenancy::builder().store(tenancy::MemoryStore::new()).build()?;
+/// # let validator = tenancy.validator().clone();
+/// let options = "postgres://postgres@127.0.0.1/postgres".parse()?;
 /// let listener = PgChangeListener::spawn(options, ChangeTargets::new().validator(validator));
 /// listener.listening().await;
 /// assert!(listener.status().connected);

@@ -9,6 +9,140 @@ use serde_json::json;
 use tenancy_core::*;
 use tenancy_sql::{PgStore, SqliteStore};
 
+/// Listing by status and search (the console's filters).
+async fn search_conformance<S: TenantStore>(store: S) {
+    for (slug, name) in [
+        ("srch-alpha", "Alpha Widgets"),
+        ("srch-beta", "Beta 100% Co"),
+        ("srch-gamma", "gamma_under"),
+    ] {
+        store
+            .create(NewTenant::new(slug, name).unwrap())
+            .await
+            .unwrap();
+    }
+    let beta = store.get_by_slug("srch-beta").await.unwrap().unwrap();
+    store.activate(&beta.id).await.unwrap();
+    let slugs = |page: TenantPage| {
+        page.items
+            .into_iter()
+            .map(|t| t.slug.to_string())
+            .collect::<Vec<_>>()
+    };
+    let q = |text: &str| ListQuery::all().search(text);
+    assert_eq!(slugs(store.list(q("ALPHA")).await.unwrap()), ["srch-alpha"]);
+    assert_eq!(
+        slugs(store.list(q("widgets")).await.unwrap()),
+        ["srch-alpha"]
+    );
+    // LIKE wildcards are literal text.
+    assert_eq!(slugs(store.list(q("100%")).await.unwrap()), ["srch-beta"]);
+    assert_eq!(slugs(store.list(q("a_u")).await.unwrap()), ["srch-gamma"]);
+    assert!(slugs(store.list(q("a%b")).await.unwrap()).is_empty());
+    assert_eq!(
+        slugs(store.list(q(beta.id.as_str())).await.unwrap()),
+        ["srch-beta"]
+    );
+    let page = store
+        .list(q("srch").with_status(TenantStatus::Provisioning))
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2);
+    assert_eq!(slugs(page), ["srch-alpha", "srch-gamma"]);
+    let page = store
+        .list(q("srch").with_status(TenantStatus::Active).page(0, 10))
+        .await
+        .unwrap();
+    assert_eq!((page.total, slugs(page)), (1, vec!["srch-beta".to_owned()]));
+    let page = store.list(q("srch").page(1, 1)).await.unwrap();
+    assert_eq!((page.total, page.items.len()), (3, 1));
+    // Active only by default.
+    assert_eq!(
+        slugs(
+            store
+                .list(ListQuery::active().search("srch"))
+                .await
+                .unwrap()
+        ),
+        ["srch-beta"]
+    );
+}
+
+/// The audit log (SPEC A3): newest first, by tenant, paged, values kept
+/// exactly, entries outliving their tenant.
+async fn audit_conformance<S: TenantStore + AuditStore>(store: S) {
+    let a = store
+        .create(NewTenant::new("aud-a", "A").unwrap())
+        .await
+        .unwrap();
+    let b = store
+        .create(NewTenant::new("aud-b", "B").unwrap())
+        .await
+        .unwrap();
+    let before = json!({"status": "active", "name": "A \u{1F600} \"q\""});
+    let after = json!({"status": "suspended", "reason": null, "n": 1.5});
+    for i in 0..5 {
+        let tenant = if i % 2 == 0 { &a.id } else { &b.id };
+        let entry = store
+            .record(
+                NewAuditEntry::new(format!("admin:{i}"), "tenant.suspend")
+                    .tenant(tenant.clone())
+                    .change(Some(before.clone()), Some(after.clone())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(entry.actor, format!("admin:{i}"));
+        assert!((chrono::Utc::now() - entry.at).num_seconds() < 60);
+    }
+    store
+        .record(NewAuditEntry::new("cli:root", "config.set"))
+        .await
+        .unwrap();
+
+    let all = store.audit(AuditQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(all[0].action, "config.set");
+    assert_eq!(all[0].tenant_id, None);
+    assert_eq!(all[0].before, None);
+
+    let of_a = store
+        .audit(AuditQuery::default().tenant(a.id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(of_a.len(), 3);
+    assert!(of_a.iter().all(|e| e.tenant_id.as_ref() == Some(&a.id)));
+    assert_eq!(of_a[0].before.as_ref(), Some(&before));
+    assert_eq!(of_a[0].after.as_ref(), Some(&after));
+
+    let page = store
+        .audit(AuditQuery::default().tenant(a.id.clone()).limit(2))
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    let next = store
+        .audit(AuditQuery {
+            before: Some(page[1].id),
+            ..AuditQuery::default().tenant(a.id.clone()).limit(2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].id < page[1].id);
+
+    // The entries outlive the tenant.
+    store.delete(&a.id).await.unwrap();
+    assert_eq!(
+        store
+            .audit(AuditQuery::default().tenant(a.id.clone()))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let _ = b;
+}
+
 /// Domains (SPEC D1): unique across tenants, one primary, pending until
 /// verified, gone with their tenant; and the `domain` resolver over them.
 async fn domain_conformance<S: TenantStore + DomainStore + Clone>(store: S) {
@@ -356,6 +490,8 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
 async fn memory_store_conforms() {
     conformance(MemoryStore::new()).await;
     domain_conformance(MemoryStore::new()).await;
+    audit_conformance(MemoryStore::new()).await;
+    search_conformance(MemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -364,6 +500,8 @@ async fn sqlite_store_conforms() {
     let url = format!("sqlite://{}", dir.path().join("tenancy.db").display());
     conformance(SqliteStore::connect(&url).await.unwrap()).await;
     domain_conformance(SqliteStore::connect(&url).await.unwrap()).await;
+    audit_conformance(SqliteStore::connect(&url).await.unwrap()).await;
+    search_conformance(SqliteStore::connect(&url).await.unwrap()).await;
     // Reopening keeps the data and re-running migrations is harmless.
     let again = SqliteStore::connect(&url).await.unwrap();
     assert!(again.get_by_slug("globex").await.unwrap().is_some());
@@ -379,6 +517,8 @@ async fn pg_store_conforms() {
     let db = common::PgTestDb::new().await;
     conformance(PgStore::connect(&db.url).await.unwrap()).await;
     domain_conformance(PgStore::connect(&db.url).await.unwrap()).await;
+    audit_conformance(PgStore::connect(&db.url).await.unwrap()).await;
+    search_conformance(PgStore::connect(&db.url).await.unwrap()).await;
     let again = PgStore::connect(&db.url).await.unwrap();
     assert!(again.get_by_slug("globex").await.unwrap().is_some());
 }

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use tenancy_core::impersonation::ImpersonationStore;
 use tenancy_core::{
-    CachedConfigStore, ConfigError, ConfigStore, DomainResolver, DomainStore, EventBus,
+    AuditStore, CachedConfigStore, ConfigError, ConfigStore, DomainResolver, DomainStore, EventBus,
     IsolationRegistry, IsolationStrategy, LifecycleService, Provisioner, Resolver, ResolverChain,
     TenancyConfig, TenantConfigService, TenantStore, Validator,
 };
@@ -39,6 +40,10 @@ struct Inner {
     isolation: Arc<dyn IsolationStrategy>,
     domain_store: Option<Arc<dyn DomainStore>>,
     domains: Option<DomainResolver>,
+    audit: Option<Arc<dyn AuditStore>>,
+    impersonation: Option<Arc<dyn ImpersonationStore>>,
+    #[cfg(feature = "axum")]
+    layer: tenancy_axum::TenantLayer,
 }
 
 impl Tenancy {
@@ -55,25 +60,59 @@ impl Tenancy {
         self.inner.domains.as_ref()
     }
 
+    /// The audit log of admin actions, when the store given keeps one
+    /// (every store of the toolkit does).
+    pub fn audit(&self) -> Option<&Arc<dyn AuditStore>> {
+        self.inner.audit.as_ref()
+    }
+
+    /// Where impersonation grants are kept, when the store given keeps
+    /// them (every store of the toolkit does).
+    pub fn impersonation(&self) -> Option<&Arc<dyn ImpersonationStore>> {
+        self.inner.impersonation.as_ref()
+    }
+
     /// Starts a builder.
     pub fn builder() -> TenancyBuilder {
         TenancyBuilder::default()
     }
 
-    /// The tower layer for the router (SPEC M1). Verifies bearer tokens
-    /// when `auth.*` configures a key (feature `jwt`).
+    /// The tower layer for the router (SPEC M1): it resolves and validates
+    /// every request's tenant, verifies bearer tokens when `auth.*`
+    /// configures a key (feature `jwt`), and applies the rate limits when
+    /// the builder turned them on. Every clone shares one cache and one set
+    /// of rate-limit buckets.
     #[cfg(feature = "axum")]
     pub fn layer(&self) -> tenancy_axum::TenantLayer {
-        let layer =
-            tenancy_axum::TenantLayer::new(self.inner.chain.clone(), self.inner.validator.clone())
-                .membership_claim(self.inner.config.resolution.membership_claim.clone());
-        #[cfg(feature = "jwt")]
-        let layer = match tenancy_axum::JwtVerifier::from_config(&self.inner.config.auth) {
-            Ok(Some(verifier)) => layer.jwt(verifier),
-            // Checked in `build`.
-            Ok(None) | Err(_) => layer,
-        };
-        layer
+        self.inner.layer.clone()
+    }
+
+    /// A listener that applies every tenant, config and domain change made
+    /// by any process to this one's caches at once (PostgreSQL `LISTEN`,
+    /// reconnecting by itself). Keep it alive as long as the service runs;
+    /// without it, other processes' changes apply when cache entries
+    /// expire (`validation.cache_ttl_secs`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let tenancy = tenancy::Tenancy::builder().store(tenancy::MemoryStore::new()).build()?;
+    /// let options = "postgres://postgres@127.0.0.1/postgres".parse()?;
+    /// let _listener = tenancy.listen(options); // dropped: stops listening
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn listen(
+        &self,
+        options: sqlx::postgres::PgConnectOptions,
+    ) -> tenancy_sql::PgChangeListener {
+        let mut targets = tenancy_sql::ChangeTargets::new()
+            .validator(self.inner.validator.clone())
+            .config_cache(self.inner.config_store.clone());
+        if let Some(domains) = &self.inner.domains {
+            targets = targets.domains(domains.clone());
+        }
+        tenancy_sql::PgChangeListener::spawn(options, targets)
     }
 
     /// The configuration.
@@ -137,11 +176,17 @@ pub struct TenancyBuilder {
     config: Option<TenancyConfig>,
     stores: Option<(Arc<dyn TenantStore>, Arc<dyn ConfigStore>)>,
     domain_store: Option<Arc<dyn DomainStore>>,
+    audit: Option<Arc<dyn AuditStore>>,
+    impersonation: Option<Arc<dyn ImpersonationStore>>,
     registry: IsolationRegistry,
     isolation: Option<String>,
     resolvers: Vec<Arc<dyn Resolver>>,
     override_hook: Option<Box<dyn FnOnce(ResolverChain) -> ResolverChain + Send>>,
     bus: Option<EventBus>,
+    #[cfg(feature = "axum")]
+    rate_limits: bool,
+    #[cfg(feature = "redis")]
+    redis: Option<tenancy_axum::RedisBackend>,
 }
 
 impl TenancyBuilder {
@@ -151,11 +196,23 @@ impl TenancyBuilder {
         self
     }
 
-    /// Uses `store` for tenants, config overrides and domains.
-    pub fn store<S: TenantStore + ConfigStore + DomainStore>(mut self, store: S) -> Self {
+    /// Uses `store` for tenants, config overrides, domains and the audit
+    /// log ([`MemoryStore`](crate::MemoryStore), `SqliteStore`, `PgStore`).
+    pub fn store<S>(mut self, store: S) -> Self
+    where
+        S: TenantStore + ConfigStore + DomainStore + AuditStore + ImpersonationStore,
+    {
         let store = Arc::new(store);
         self.stores = Some((store.clone(), store.clone()));
-        self.domain_store = Some(store);
+        self.domain_store = Some(store.clone());
+        self.audit = Some(store.clone());
+        self.impersonation = Some(store);
+        self
+    }
+
+    /// Uses `store` for the audit log (with [`TenancyBuilder::stores`]).
+    pub fn audit_store(mut self, store: Arc<dyn AuditStore>) -> Self {
+        self.audit = Some(store);
         self
     }
 
@@ -197,6 +254,37 @@ impl TenancyBuilder {
         self
     }
 
+    /// Applies per-tenant rate limits in [`Tenancy::layer`], from
+    /// `rate_limit.*`: requests per second by plan, else `default_rps`,
+    /// with a tenant's `rate_limit.rps` config override first. Over the
+    /// limit a request gets 429 `rate_limited` with `Retry-After`. Off by
+    /// default. Buckets live in this process unless
+    /// [`TenancyBuilder::redis`] shares them.
+    #[cfg(feature = "axum")]
+    pub fn rate_limits(mut self) -> Self {
+        self.rate_limits = true;
+        self
+    }
+
+    /// Shares the rate-limit buckets of every instance through Redis (and
+    /// turns rate limits on). When Redis is down or slow, limits fall back
+    /// to this process's buckets: requests never wait on it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenancy::{MemoryStore, RedisBackend, Tenancy};
+    /// let redis = RedisBackend::connect("redis://127.0.0.1:6379").await?;
+    /// let tenancy = Tenancy::builder().store(MemoryStore::new()).redis(redis).build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, backend: tenancy_axum::RedisBackend) -> Self {
+        self.redis = Some(backend);
+        self.rate_limits = true;
+        self
+    }
+
     /// Publishes on `bus` (default: a new in-process bus).
     pub fn event_bus(mut self, bus: EventBus) -> Self {
         self.bus = Some(bus);
@@ -210,6 +298,15 @@ impl TenancyBuilder {
         let (store, config_store) = self.stores.ok_or(BuildError::MissingStore)?;
 
         let mut chain = ResolverChain::from_config(&config.resolution)?;
+        let names = chain.names();
+        if names.contains(&"header") && names.contains(&"subdomain") {
+            tracing::warn!(
+                header = %config.resolution.header_name,
+                "resolution.resolvers enables both `subdomain` and `header`: a client can pick any \
+                 active tenant with the header, whatever the host it calls; enable only the \
+                 resolvers your clients use"
+            );
+        }
         // `domain` needs a store with domains; with `.stores()` and none
         // given it is off, as `subdomain` is without a base domain.
         let domains = match &self.domain_store {
@@ -233,7 +330,7 @@ impl TenancyBuilder {
             chain = hook(chain);
         }
         #[cfg(feature = "jwt")]
-        tenancy_axum::JwtVerifier::from_config(&config.auth)?;
+        let jwt = tenancy_axum::JwtVerifier::from_config(&config.auth)?;
 
         let strategy_name = self
             .isolation
@@ -256,6 +353,29 @@ impl TenancyBuilder {
         )
         .with_bus(bus.clone());
 
+        #[cfg(feature = "axum")]
+        let layer = {
+            let layer = tenancy_axum::TenantLayer::new(chain.clone(), validator.clone())
+                .membership_claim(config.resolution.membership_claim.clone());
+            #[cfg(feature = "jwt")]
+            let layer = match jwt {
+                Some(verifier) => layer.jwt(verifier),
+                None => layer,
+            };
+            if self.rate_limits {
+                let limits =
+                    tenancy_axum::RateLimits::new(&config.rate_limit).overrides(overrides.clone());
+                #[cfg(feature = "redis")]
+                let limits = match self.redis {
+                    Some(backend) => limits.redis(backend),
+                    None => limits,
+                };
+                layer.rate_limits(limits)
+            } else {
+                layer
+            }
+        };
+
         Ok(Tenancy {
             inner: Arc::new(Inner {
                 config,
@@ -269,6 +389,10 @@ impl TenancyBuilder {
                 isolation: strategy,
                 domain_store: self.domain_store,
                 domains,
+                audit: self.audit,
+                impersonation: self.impersonation,
+                #[cfg(feature = "axum")]
+                layer,
             }),
         })
     }

@@ -5,8 +5,9 @@
 //! `config_changed`, …) as the event's JSON, so other services (billing,
 //! search) can react to a suspension or a new tenant.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use tenancy::{EventBus, MemoryStore, Tenancy};
 //! use tenancy::nats::NatsEventSink;
 //! let bus = EventBus::new().with_sink(NatsEventSink::connect("nats://127.0.0.1:4222").await?);

@@ -4,9 +4,13 @@
 //! cargo run -p example-quickstart
 //! curl -H 'X-Tenant-Id: acme'   localhost:3000/whoami        # 200 {"tenant":"acme",…}
 //! curl localhost:3000/tenants/globex/whoami                   # 200, path resolver
-//! curl localhost:3000/whoami                                  # 401 problem+json
-//! curl -H 'X-Tenant-Id: initech' localhost:3000/whoami        # 403 (suspended)
+//! curl localhost:3000/whoami                                  # 401 tenant_required, naming the ways to name one
+//! curl -H 'X-Tenant-Id: initech' localhost:3000/whoami        # 403 tenant_not_active (suspended)
+//! curl -H 'X-Tenant-Id: nope' localhost:3000/whoami           # 403 unknown_tenant
 //! ```
+//!
+//! `BIND` (default `127.0.0.1:3000`); `tenancy.yaml` and `TENANCY__*`
+//! variables are read if present.
 
 use axum::{Json, Router, routing::get};
 use serde_json::{Value, json};
@@ -46,8 +50,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/tenants/{tenant}/whoami", get(whoami))
         .layer(tenancy.layer());
 
-    let addr = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&bind).await?;
+    let addr = listener.local_addr()?;
     println!("listening on http://{addr}  (try: curl -H 'X-Tenant-Id: acme' http://{addr}/whoami)");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

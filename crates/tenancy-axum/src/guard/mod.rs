@@ -8,8 +8,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use axum::{Router, routing::get};
-//! use tenancy_axum::{RequireTenantLayer, TenantLayer};
-//! use tenancy_core::{MemoryStore, ResolverChain, Validator};
+//! use tenancy::{RequireTenantLayer, TenantLayer};
+//! use tenancy::{MemoryStore, ResolverChain, Validator};
 //!
 //! # let layer = TenantLayer::new(ResolverChain::new(), Validator::new(Arc::new(MemoryStore::new()), &Default::default()));
 //! let api: Router = Router::new()

@@ -12,8 +12,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use axum::{Router, routing::get};
-//! use tenancy_axum::{Tenant, TenantLayer};
-//! use tenancy_core::{MemoryStore, ResolverChain, Validator, resolve::HeaderResolver};
+//! use tenancy::{Tenant, TenantLayer};
+//! use tenancy::{MemoryStore, ResolverChain, Validator, resolve::HeaderResolver};
 //!
 //! async fn hello(tenant: Tenant) -> String {
 //!     format!("hello, {}", tenant.name)
@@ -34,6 +34,9 @@ use std::sync::Arc;
 use tenancy_core::{ResolverChain, Validator};
 use tower_layer::Layer;
 
+use crate::metrics::RequestMetrics;
+use crate::rate_limit::{Limits, RateLimits};
+
 pub use service::TenantService;
 
 #[cfg(feature = "jwt")]
@@ -49,6 +52,10 @@ pub struct TenantLayer {
 
 pub(crate) struct Shared {
     pub(crate) chain: ResolverChain,
+    /// The 401 answer, built once from the chain.
+    pub(crate) not_identified: Arc<str>,
+    pub(crate) limits: Option<Arc<Limits>>,
+    pub(crate) metrics: Option<RequestMetrics>,
     pub(crate) validator: Validator,
     pub(crate) membership_claim: String,
     #[cfg(feature = "jwt")]
@@ -61,6 +68,12 @@ impl TenantLayer {
     pub fn new(chain: ResolverChain, validator: Validator) -> Self {
         Self {
             shared: Arc::new(Shared {
+                // Tokens are offered only once a verifier is set (`jwt`).
+                not_identified: Arc::from(
+                    chain.hint_without(&[tenancy_core::resolve::JwtClaimResolver::NAME]),
+                ),
+                limits: None,
+                metrics: None,
                 chain,
                 validator,
                 membership_claim: "tenants".to_owned(),
@@ -86,7 +99,25 @@ impl TenantLayer {
     /// it never falls back to other resolvers.
     #[cfg(feature = "jwt")]
     pub fn jwt(mut self, verifier: JwtVerifier) -> Self {
-        self.shared_mut().jwt = Some(verifier);
+        let shared = self.shared_mut();
+        shared.jwt = Some(verifier);
+        shared.not_identified = Arc::from(shared.chain.hint());
+        self
+    }
+
+    /// Applies per-tenant rate limits to every request whose tenant this
+    /// layer resolved: over the limit, the answer is 429 `rate_limited`
+    /// and the handler does not run.
+    pub fn rate_limits(mut self, limits: RateLimits) -> Self {
+        self.shared_mut().limits = Some(limits.limits);
+        self
+    }
+
+    /// Counts every request by outcome, its latency and its tenant into
+    /// `metrics` (read them with an exporter such as `tenancy serve`'s
+    /// `GET /metrics`).
+    pub fn metrics(mut self, metrics: RequestMetrics) -> Self {
+        self.shared_mut().metrics = Some(metrics);
         self
     }
 
@@ -100,6 +131,9 @@ impl TenantLayer {
         // it was cloned already, copy-on-write keeps the clones unchanged.
         if Arc::get_mut(&mut self.shared).is_none() {
             self.shared = Arc::new(Shared {
+                not_identified: self.shared.not_identified.clone(),
+                limits: self.shared.limits.clone(),
+                metrics: self.shared.metrics.clone(),
                 chain: self.shared.chain.clone(),
                 validator: self.shared.validator.clone(),
                 membership_claim: self.shared.membership_claim.clone(),
@@ -124,6 +158,7 @@ impl std::fmt::Debug for TenantLayer {
         f.debug_struct("TenantLayer")
             .field("chain", &self.shared.chain)
             .field("membership_claim", &self.shared.membership_claim)
+            .field("rate_limits", &self.shared.limits.is_some())
             .finish_non_exhaustive()
     }
 }

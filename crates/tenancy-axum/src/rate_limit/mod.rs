@@ -1,49 +1,45 @@
-//! [`RateLimitLayer`]: per-tenant rate limits (SPEC W2).
+//! Per-tenant rate limits (SPEC W2), applied by the tenant layer.
 //!
 //! Every request whose tenant the [`TenantLayer`](crate::TenantLayer)
 //! resolved takes one token from that tenant's bucket; when the bucket is
 //! empty the answer is `429 Too Many Requests`, an RFC 9457 problem with
 //! code `rate_limited` and a `Retry-After` header (whole seconds, at least
-//! 1). Requests without a resolved tenant pass through untouched: the
+//! 1). Requests without a resolved tenant are not counted: the
 //! [`Tenant`](crate::Tenant) extractor or the
 //! [`RequireTenantLayer`](crate::RequireTenantLayer) answers those.
 //!
+//! Limits are part of the tenant layer, so there is no layer order to get
+//! wrong. With the facade, `TenancyBuilder::rate_limits` turns them on from
+//! `rate_limit.*` in the config:
+//!
 //! ```
-//! use std::sync::Arc;
 //! use axum::{Router, body::Body, routing::get};
 //! use http::{Request, StatusCode};
-//! use tenancy_axum::{RateLimitLayer, Tenant, TenantLayer};
-//! use tenancy_core::config::RateLimitConfig;
-//! use tenancy_core::resolve::HeaderResolver;
-//! use tenancy_core::{LifecycleService, MemoryStore, NewTenant, ResolverChain, Validator};
+//! use tenancy::{MemoryStore, NewTenant, Tenancy, TenancyConfig, Tenant};
 //! use tower::ServiceExt;
 //!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let store = Arc::new(MemoryStore::new());
-//! LifecycleService::new(store.clone())
-//!     .create(NewTenant::new("acme", "Acme").unwrap().plan("free"))
-//!     .await
-//!     .unwrap();
-//! let tenants = TenantLayer::new(
-//!     ResolverChain::new().with(HeaderResolver::default()),
-//!     Validator::new(store, &Default::default()),
-//! );
-//! let mut limits = RateLimitConfig::default();
-//! limits.plans.insert("free".into(), 2); // 2 requests/s, bursts of 2
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = TenancyConfig::default();
+//! config.rate_limit.plans.insert("free".into(), 2); // 2 requests/s, bursts of 2
+//! let tenancy = Tenancy::builder()
+//!     .config(config)
+//!     .store(MemoryStore::new())
+//!     .rate_limits()
+//!     .build()?;
+//! tenancy.lifecycle().create(NewTenant::new("acme", "Acme")?.plan("free")).await?;
 //!
-//! // Layers added later run first: TenantLayer, then RateLimitLayer.
 //! let app: Router = Router::new()
 //!     .route("/notes", get(|t: Tenant| async move { format!("notes of {}", t.slug) }))
-//!     .layer(RateLimitLayer::new(&limits))
-//!     .layer(tenants);
+//!     .layer(tenancy.layer());
 //!
-//! let request = || Request::get("/notes").header("x-tenant-id", "acme").body(Body::empty()).unwrap();
-//! assert_eq!(app.clone().oneshot(request()).await.unwrap().status(), StatusCode::OK);
-//! assert_eq!(app.clone().oneshot(request()).await.unwrap().status(), StatusCode::OK);
-//! let refused = app.clone().oneshot(request()).await.unwrap();
+//! let request = || Request::get("/notes").header("x-tenant-id", "acme").body(Body::empty());
+//! assert_eq!(app.clone().oneshot(request()?).await?.status(), StatusCode::OK);
+//! assert_eq!(app.clone().oneshot(request()?).await?.status(), StatusCode::OK);
+//! let refused = app.clone().oneshot(request()?).await?;
 //! assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
 //! assert_eq!(refused.headers()["retry-after"], "1");
-//! # });
+//! # Ok(()) }
 //! ```
 //!
 //! # Which limit
@@ -54,7 +50,7 @@
 //!
 //! 1. the tenant's override of [`RPS_KEY`] (`rate_limit.rps`, a positive
 //!    integer) in the [`TenantConfigService`]
-//!    given to [`RateLimitLayer::overrides`];
+//!    given to [`RateLimits::overrides`];
 //! 2. the tenant's plan in [`RateLimitConfig::plans`](tenancy_core::config::RateLimitConfig);
 //! 3. an application default of `rate_limit.rps` in the config service
 //!    (`overrides.defaults`): it is a default, so a plan beats it (a tenant
@@ -82,9 +78,9 @@
 //! governor limiter per tenant anyway.
 //!
 //! - In process (default): buckets live in a bounded cache keyed by tenant
-//!   id ([`RateLimitLayer::capacity`], default 10,000 tenants). Each
+//!   id ([`RateLimits::capacity`], default 10,000 tenants). Each
 //!   instance limits on its own.
-//! - Redis (feature `redis`, `RateLimitLayer::redis` with a
+//! - Redis (feature `redis`, `RateLimits::redis` with a
 //!   `RedisBackend`): every instance shares one bucket per tenant, updated
 //!   by one atomic Lua script on the Redis server's clock, under the key
 //!   `t:{tenant_id}:ratelimit:{scope}` (SPEC W3). If Redis fails or is
@@ -92,12 +88,10 @@
 //!   logged: availability is preferred to strictness for rate limits, and
 //!   tenant isolation never depends on them.
 
-mod future;
 mod gcra;
-mod layer;
 #[cfg(feature = "redis")]
 mod redis;
-mod service;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -107,11 +101,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tenancy_core::config::RateLimitConfig;
 use tenancy_core::{TenantConfigService, TenantInfo};
 
-pub use future::RateLimitFuture;
-pub use layer::RateLimitLayer;
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisBackendError};
-pub use service::RateLimit;
+pub use settings::RateLimits;
 
 /// The per-tenant config key that overrides a tenant's requests per second.
 pub const RPS_KEY: &str = "rate_limit.rps";

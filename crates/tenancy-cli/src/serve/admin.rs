@@ -30,6 +30,11 @@ pub(super) fn routes(state: ServerState) -> Router<ServerState> {
         )
         .route("/domains/{domain}/verify", post(verify_domain))
         .route("/domains/{domain}", axum::routing::delete(remove_domain))
+        .route("/audit", get(audit_log))
+        .route(
+            "/tenants/{tenant}/impersonate",
+            post(super::impersonate::issue),
+        )
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -38,7 +43,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_admin(State(state): State<ServerState>, req: Request, next: Next) -> Response {
+pub(super) async fn require_admin(
+    State(state): State<ServerState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -61,6 +70,58 @@ async fn require_admin(State(state): State<ServerState>, req: Request, next: Nex
             res
         }
     }
+}
+
+/// Who is acting, for the audit log: `admin`, or `admin:<name>` when the
+/// request names itself with `X-Actor` (recorded as said: access rests on
+/// the admin token alone).
+pub(super) struct Actor(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("x-actor") else {
+            return Ok(Self("admin".to_owned()));
+        };
+        match value.to_str() {
+            Ok(name)
+                if (1..=64).contains(&name.len())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) =>
+            {
+                Ok(Self(format!("admin:{name}")))
+            }
+            _ => Err(problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_actor",
+                "X-Actor must be 1–64 characters of letters, digits, `.`, `_`, `@` or `-`",
+            )),
+        }
+    }
+}
+
+/// Records an admin action (SPEC A3).
+async fn audit(
+    state: &ServerState,
+    actor: &Actor,
+    action: &str,
+    tenant: &TenantInfo,
+    before: Option<Value>,
+    after: Option<Value>,
+) {
+    state
+        .app
+        .audit(
+            tenancy::audit::NewAuditEntry::new(actor.0.clone(), action)
+                .tenant(tenant.id.clone())
+                .change(before, after),
+        )
+        .await;
 }
 
 /// Maps lifecycle and store errors to problem responses.
@@ -96,7 +157,7 @@ fn bad_body(err: impl std::fmt::Display) -> Response {
     problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", err)
 }
 
-async fn find(state: &ServerState, reference: &str) -> Result<TenantInfo, Response> {
+pub(super) async fn find(state: &ServerState, reference: &str) -> Result<TenantInfo, Response> {
     match state.app.tenancy.store().find(reference).await {
         Ok(Some(t)) => Ok(t),
         Ok(None) => Err(store_problem(StoreError::NotFound(
@@ -106,19 +167,34 @@ async fn find(state: &ServerState, reference: &str) -> Result<TenantInfo, Respon
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(super) struct CreateBody {
     slug: String,
     name: String,
     #[serde(default)]
     plan: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
-async fn create(
+#[utoipa::path(post,
+    path = "/admin/tenants",
+    tag = "admin",
+    summary = "Create a tenant (provisioned and active)",
+    request_body = CreateBody,
+    params(("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 201, description = "Created and active", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn create(
     State(state): State<ServerState>,
+    actor: Actor,
     body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(body) = match body {
@@ -139,22 +215,49 @@ async fn create(
         new = new.metadata(metadata);
     }
     match state.app.tenancy.lifecycle().create(new).await {
-        Ok(t) => (StatusCode::CREATED, Json(t)).into_response(),
+        Ok(t) => {
+            audit(
+                &state,
+                &actor,
+                "tenant.create",
+                &t,
+                None,
+                crate::app::audit_value(&t),
+            )
+            .await;
+            (StatusCode::CREATED, Json(t)).into_response()
+        }
         Err(e) => lifecycle_problem(e),
     }
 }
 
 #[derive(Deserialize)]
-struct ListParams {
+pub(super) struct ListParams {
     #[serde(default)]
     all: Option<bool>,
     #[serde(default)]
     limit: Option<u64>,
     #[serde(default)]
     offset: Option<u64>,
+    /// Slug or name contains (ignoring case), or the exact id.
+    #[serde(default)]
+    q: Option<String>,
+    /// Only this status.
+    #[serde(default)]
+    status: Option<tenancy::TenantStatus>,
 }
 
-async fn list(
+#[utoipa::path(get,
+    path = "/admin/tenants",
+    tag = "admin",
+    summary = "List tenants",
+    params(("q" = Option<String>, Query, description = "Slug or name contains (ignoring case), or the exact id"), ("status" = Option<tenancy::TenantStatus>, Query, description = "Only this status"), ("all" = Option<bool>, Query, description = "Include inactive tenants (default true)"), ("limit" = Option<u64>, Query, description = "Page size (default 100)"), ("offset" = Option<u64>, Query, description = "Page start")),
+    responses((status = 200, description = "A page of tenants", body = tenancy::TenantPage),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn list(
     State(state): State<ServerState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -162,11 +265,17 @@ async fn list(
         Ok(p) => p,
         Err(e) => return bad_body(e.body_text()),
     };
-    let query = if p.all.unwrap_or(true) {
+    let mut query = if p.all.unwrap_or(true) {
         ListQuery::all()
     } else {
         ListQuery::active()
     };
+    if let Some(q) = &p.q {
+        query = query.search(q);
+    }
+    if let Some(status) = p.status {
+        query = query.with_status(status);
+    }
     match state
         .app
         .tenancy
@@ -179,15 +288,42 @@ async fn list(
     }
 }
 
-async fn show(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
+#[utoipa::path(get,
+    path = "/admin/tenants/{tenant}",
+    tag = "admin",
+    summary = "One tenant",
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn show(
+    State(state): State<ServerState>,
+    Path(reference): Path<String>,
+) -> Response {
     match find(&state, &reference).await {
         Ok(t) => Json(t).into_response(),
         Err(r) => r,
     }
 }
 
-async fn update(
+#[utoipa::path(patch,
+    path = "/admin/tenants/{tenant}",
+    tag = "admin",
+    summary = "Change a tenant's slug, name, plan or metadata",
+    request_body = tenancy::TenantUpdate,
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn update(
     State(state): State<ServerState>,
+    actor: Actor,
     Path(reference): Path<String>,
     body: Result<Json<TenantUpdate>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -206,7 +342,14 @@ async fn update(
         .update(&tenant.id, update)
         .await
     {
-        Ok(t) => Json(t).into_response(),
+        Ok(t) => {
+            let (before, after) = (
+                crate::app::audit_value(&tenant),
+                crate::app::audit_value(&t),
+            );
+            audit(&state, &actor, "tenant.update", &t, before, after).await;
+            Json(t).into_response()
+        }
         Err(e) => lifecycle_problem(e),
     }
 }
@@ -221,12 +364,19 @@ enum Change {
 
 /// Finds the tenant, applies `change` through the lifecycle (events, cache
 /// invalidation, deprovisioning) and answers with the tenant.
-async fn change(state: &ServerState, reference: &str, change: Change) -> Response {
+async fn change(state: &ServerState, actor: &Actor, reference: &str, change: Change) -> Response {
     let tenant = match find(state, reference).await {
         Ok(t) => t,
         Err(r) => return r,
     };
     let lifecycle = state.app.tenancy.lifecycle();
+    let action = match change {
+        Change::Delete => "tenant.delete",
+        Change::Suspend(_) => "tenant.suspend",
+        Change::Activate => "tenant.activate",
+        Change::Deactivate => "tenant.deactivate",
+    };
+    let deleting = matches!(change, Change::Delete);
     let result = match change {
         Change::Delete => lifecycle.delete(&tenant.id).await,
         Change::Suspend(reason) => lifecycle.suspend(&tenant.id, reason.as_deref()).await,
@@ -234,24 +384,67 @@ async fn change(state: &ServerState, reference: &str, change: Change) -> Respons
         Change::Deactivate => lifecycle.deactivate(&tenant.id).await,
     };
     match result {
-        Ok(t) => Json(t).into_response(),
+        Ok(t) => {
+            let after = (!deleting).then(|| crate::app::audit_value(&t)).flatten();
+            audit(
+                state,
+                actor,
+                action,
+                &t,
+                crate::app::audit_value(&tenant),
+                after,
+            )
+            .await;
+            Json(t).into_response()
+        }
         Err(e) => lifecycle_problem(e),
     }
 }
 
-async fn remove(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
-    change(&state, &reference, Change::Delete).await
+#[utoipa::path(delete,
+    path = "/admin/tenants/{tenant}",
+    tag = "admin",
+    summary = "Delete a tenant (deprovision policy applies)",
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 200, description = "The deleted tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn remove(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+) -> Response {
+    change(&state, &actor, &reference, Change::Delete).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SuspendBody {
+pub(super) struct SuspendBody {
     #[serde(default)]
     reason: Option<String>,
 }
 
-async fn suspend(
+#[utoipa::path(post,
+    path = "/admin/tenants/{tenant}/suspend",
+    tag = "admin",
+    summary = "Suspend a tenant, with an optional reason",
+    request_body = Option<SuspendBody>,
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn suspend(
     State(state): State<ServerState>,
+    actor: Actor,
     Path(reference): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -263,18 +456,62 @@ async fn suspend(
             Err(e) => return bad_body(e),
         }
     };
-    change(&state, &reference, Change::Suspend(body.reason)).await
+    change(&state, &actor, &reference, Change::Suspend(body.reason)).await
 }
 
-async fn activate(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
-    change(&state, &reference, Change::Activate).await
+#[utoipa::path(post,
+    path = "/admin/tenants/{tenant}/activate",
+    tag = "admin",
+    summary = "Activate a tenant",
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn activate(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+) -> Response {
+    change(&state, &actor, &reference, Change::Activate).await
 }
 
-async fn deactivate(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
-    change(&state, &reference, Change::Deactivate).await
+#[utoipa::path(post,
+    path = "/admin/tenants/{tenant}/deactivate",
+    tag = "admin",
+    summary = "Deactivate a tenant",
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn deactivate(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+) -> Response {
+    change(&state, &actor, &reference, Change::Deactivate).await
 }
 
-async fn effective_config(
+#[utoipa::path(get,
+    path = "/admin/tenants/{tenant}/config",
+    tag = "admin",
+    summary = "The tenant's effective config (defaults and overrides)",
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses((status = 200, description = "Key → value", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn effective_config(
     State(state): State<ServerState>,
     Path(reference): Path<String>,
 ) -> Response {
@@ -288,7 +525,18 @@ async fn effective_config(
     }
 }
 
-async fn get_config(
+#[utoipa::path(get,
+    path = "/admin/tenants/{tenant}/config/{key}",
+    tag = "admin",
+    summary = "One config value",
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("key" = String, Path, description = "Dotted config key")),
+    responses((status = 200, description = "{key, value}", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn get_config(
     State(state): State<ServerState>,
     Path((reference, key)): Path<(String, String)>,
 ) -> Response {
@@ -307,8 +555,21 @@ async fn get_config(
     }
 }
 
-async fn put_config(
+#[utoipa::path(put,
+    path = "/admin/tenants/{tenant}/config/{key}",
+    tag = "admin",
+    summary = "Set a config override (any JSON value)",
+    request_body = Object,
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("key" = String, Path, description = "Dotted config key"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 200, description = "{key, value}", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn put_config(
     State(state): State<ServerState>,
+    actor: Actor,
     Path((reference, key)): Path<(String, String)>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -320,6 +581,7 @@ async fn put_config(
         Ok(t) => t,
         Err(r) => return r,
     };
+    let before = crate::config_cmd::previous(&state.app, &tenant.id, &key).await;
     match state
         .app
         .tenancy
@@ -327,15 +589,28 @@ async fn put_config(
         .set(&tenant.id, &key, value.clone())
         .await
     {
-        Ok(()) => Json(serde_json::json!({"key": key, "value": value})).into_response(),
+        Ok(()) => {
+            let after = serde_json::json!({"key": key, "value": value});
+            let before = before.map(|v| serde_json::json!({"key": key, "value": v}));
+            audit(
+                &state,
+                &actor,
+                "config.set",
+                &tenant,
+                before,
+                Some(after.clone()),
+            )
+            .await;
+            Json(after).into_response()
+        }
         Err(e) => store_problem(e),
     }
 }
 
 /// `POST /admin/tenants/{id}/domains` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddDomain {
+pub(super) struct AddDomain {
     domain: String,
     #[serde(default)]
     primary: bool,
@@ -357,8 +632,22 @@ fn domain_problem(err: crate::domains::DomainError) -> Response {
     }
 }
 
-async fn add_domain(
+#[utoipa::path(post,
+    path = "/admin/tenants/{tenant}/domains",
+    tag = "admin",
+    summary = "Add a domain to a tenant",
+    request_body = AddDomain,
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 201, description = "The domain, with its TXT challenge", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn add_domain(
     State(state): State<ServerState>,
+    actor: Actor,
     Path(reference): Path<String>,
     body: Result<Json<AddDomain>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -368,6 +657,7 @@ async fn add_domain(
     };
     match crate::domains::add(
         &state.app,
+        &actor.0,
         &reference,
         &body.domain,
         body.primary,
@@ -380,7 +670,20 @@ async fn add_domain(
     }
 }
 
-async fn list_domains(State(state): State<ServerState>, Path(reference): Path<String>) -> Response {
+#[utoipa::path(get,
+    path = "/admin/tenants/{tenant}/domains",
+    tag = "admin",
+    summary = "A tenant's domains",
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses((status = 200, description = "{items}", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn list_domains(
+    State(state): State<ServerState>,
+    Path(reference): Path<String>,
+) -> Response {
     match crate::domains::list(&state.app, &reference).await {
         Ok(all) => {
             let items: Vec<Value> = all.iter().map(crate::domains::domain_json).collect();
@@ -390,16 +693,113 @@ async fn list_domains(State(state): State<ServerState>, Path(reference): Path<St
     }
 }
 
-async fn verify_domain(State(state): State<ServerState>, Path(domain): Path<String>) -> Response {
-    match crate::domains::verify(&state.app, &domain).await {
+#[utoipa::path(post,
+    path = "/admin/domains/{domain}/verify",
+    tag = "admin",
+    summary = "Verify a domain by its DNS TXT record",
+    params(("domain" = String, Path, description = "The domain"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 200, description = "The verified domain", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such domain", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn verify_domain(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(domain): Path<String>,
+) -> Response {
+    match crate::domains::verify(&state.app, &actor.0, &domain).await {
         Ok(d) => Json(crate::domains::domain_json(&d)).into_response(),
         Err(e) => domain_problem(e),
     }
 }
 
-async fn remove_domain(State(state): State<ServerState>, Path(domain): Path<String>) -> Response {
-    match crate::domains::remove(&state.app, &domain).await {
+#[utoipa::path(delete,
+    path = "/admin/domains/{domain}",
+    tag = "admin",
+    summary = "Remove a domain",
+    params(("domain" = String, Path, description = "The domain"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 200, description = "The removed domain", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such domain", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn remove_domain(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(domain): Path<String>,
+) -> Response {
+    match crate::domains::remove(&state.app, &actor.0, &domain).await {
         Ok(d) => Json(crate::domains::domain_json(&d)).into_response(),
         Err(e) => domain_problem(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditParams {
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+/// `GET /admin/audit?tenant=…&limit=…&before=…`: newest first. `tenant` is
+/// an id or a slug; a deleted tenant's entries are found by its id.
+#[utoipa::path(get,
+    path = "/admin/audit",
+    tag = "admin",
+    summary = "The audit log, newest first",
+    params(("tenant" = Option<String>, Query, description = "Tenant id or slug (the id of a deleted tenant)"), ("limit" = Option<u32>, Query, description = "At most this many (1–1000, default 50)"), ("before" = Option<i64>, Query, description = "Only entries older than this id")),
+    responses((status = 200, description = "Entries", body = super::openapi::AuditPageDoc),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn audit_log(
+    State(state): State<ServerState>,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return bad_body(e.body_text()),
+    };
+    let Some(log) = state.app.tenancy.audit() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "no_audit_log",
+            "this store keeps no audit log",
+        );
+    };
+    let mut query = tenancy::audit::AuditQuery::default();
+    if let Some(limit) = p.limit {
+        query = query.limit(limit);
+    }
+    query.before = p.before;
+    if let Some(reference) = &p.tenant {
+        match state.app.tenancy.store().find(reference).await {
+            Ok(Some(t)) => query = query.tenant(t.id),
+            Ok(None) => match reference.parse() {
+                Ok(id) => query = query.tenant(id),
+                Err(_) => {
+                    return store_problem(StoreError::NotFound(
+                        reference.chars().take(64).collect(),
+                    ));
+                }
+            },
+            Err(e) => return store_problem(e),
+        }
+    }
+    match log.audit(query).await {
+        Ok(items) => {
+            let next = items.last().map(|e| e.id);
+            Json(serde_json::json!({ "items": items, "next_before": next })).into_response()
+        }
+        Err(e) => store_problem(e),
     }
 }

@@ -248,7 +248,19 @@ fn page(query: HashMap<String, String>) -> Result<Page, Response> {
     Ok(page)
 }
 
-async fn list(
+#[utoipa::path(get,
+    path = "/api/{resource}",
+    tag = "tenant",
+    summary = "List the tenant's rows",
+    params(("resource" = String, Path, description = "Resource name (notes by default)"), ("limit" = Option<i64>, Query, description = "Page size (at most 1000)"), ("offset" = Option<i64>, Query, description = "Page start"), ("q" = Option<String>, Query, description = "Text search")),
+    responses((status = 200, description = "Rows", body = super::openapi::RowsDoc),
+        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn list(
     State(state): State<ServerState>,
     tenant: Tenant,
     Path(params): Path<HashMap<String, String>>,
@@ -306,7 +318,19 @@ async fn list_for(
     }
 }
 
-async fn show(
+#[utoipa::path(get,
+    path = "/api/{resource}/{id}",
+    tag = "tenant",
+    summary = "One of the tenant's rows",
+    params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
+    responses((status = 200, description = "The row", body = Object),
+        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn show(
     State(state): State<ServerState>,
     tenant: Tenant,
     Path(params): Path<HashMap<String, String>>,
@@ -337,7 +361,21 @@ fn not_found(params: &HashMap<String, String>) -> Response {
     )
 }
 
-async fn create(
+#[utoipa::path(post,
+    path = "/api/{resource}",
+    tag = "tenant",
+    summary = "Create a row for the tenant",
+    request_body = Object,
+    params(("resource" = String, Path, description = "Resource name (notes by default)")),
+    responses((status = 201, description = "The row", body = Object),
+        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Duplicate key", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn create(
     State(state): State<ServerState>,
     tenant: Tenant,
     Path(params): Path<HashMap<String, String>>,
@@ -363,7 +401,21 @@ async fn create(
     }
 }
 
-async fn update(
+#[utoipa::path(patch,
+    path = "/api/{resource}/{id}",
+    tag = "tenant",
+    summary = "Change one of the tenant's rows",
+    request_body = Object,
+    params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
+    responses((status = 200, description = "The row", body = Object),
+        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Duplicate key", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn update(
     State(state): State<ServerState>,
     tenant: Tenant,
     Path(params): Path<HashMap<String, String>>,
@@ -390,7 +442,19 @@ async fn update(
     }
 }
 
-async fn remove(
+#[utoipa::path(delete,
+    path = "/api/{resource}/{id}",
+    tag = "tenant",
+    summary = "Delete one of the tenant's rows",
+    params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn remove(
     State(state): State<ServerState>,
     tenant: Tenant,
     Path(params): Path<HashMap<String, String>>,

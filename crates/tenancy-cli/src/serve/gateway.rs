@@ -17,6 +17,16 @@ use super::{ServerState, problem};
 const ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+#[utoipa::path(get,
+    path = "/resolve",
+    tag = "gateway",
+    summary = "Resolve the tenant of a forwarded request (nginx auth_request, Envoy ext_authz)",
+    params(("x-original-uri" = Option<String>, Header, description = "The original request target"), ("x-forwarded-host" = Option<String>, Header, description = "The original Host"), ("x-tenant-id" = Option<String>, Header, description = "As the client sent it")),
+    responses((status = 200, description = "Resolved: X-Tenant-Id, X-Tenant-Slug and X-Tenant-Plan headers"),
+        (status = 400, description = "Malformed forwarded request", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let uri: Uri = match parts
@@ -48,14 +58,19 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
             "the forwarded request is malformed",
         );
     };
+    // The probe hands back what the layer found.
     let probe = tower::service_fn(|req: Request| async move {
-        Ok::<_, Infallible>(req.extensions().get::<TenantState>().cloned())
+        let mut res = Response::new(Body::empty());
+        if let Some(state) = req.extensions().get::<TenantState>().cloned() {
+            res.extensions_mut().insert(state);
+        }
+        Ok::<_, Infallible>(res)
     });
-    let outcome = match state.layer.layer(probe).oneshot(forwarded).await {
-        Ok(outcome) => outcome,
+    let response = match state.gateway_layer.layer(probe).oneshot(forwarded).await {
+        Ok(response) => response,
         Err(never) => match never {},
     };
-    match outcome {
+    match response.extensions().get::<TenantState>().cloned() {
         Some(TenantState::Resolved(tenant)) => {
             let mut res = StatusCode::OK.into_response();
             let headers = res.headers_mut();
@@ -84,6 +99,13 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
 /// `<slug>.<base_domain>` of an active tenant; 404 for anything else, so no
 /// certificate is issued. Both lookups are cached (domain resolver,
 /// validator).
+#[utoipa::path(get,
+    path = "/tls/ask",
+    tag = "gateway",
+    summary = "Whether a certificate may be issued for a domain (Caddy on-demand TLS)",
+    params(("domain" = Option<String>, Query, description = "The domain")),
+    responses((status = 200, description = "A verified domain of an active tenant"),
+        (status = 404, description = "No certificate for this domain", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn tls_ask(
     State(state): State<ServerState>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,

@@ -14,7 +14,13 @@
 mod admin;
 mod crud;
 pub(crate) use crud::MOVING_KEY;
+mod console;
 mod gateway;
+mod impersonate;
+mod metrics;
+mod openapi;
+
+pub(crate) use impersonate::ImpersonationResolver;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +59,15 @@ pub(crate) struct ServerState {
     pub admin_token: Arc<str>,
     /// Built once: parsing JWT keys per request would be wasteful.
     pub layer: tenancy::TenantLayer,
+    /// The same without rate limits, for `/resolve`: nginx `auth_request`
+    /// turns any status but 2xx/401/403 into a 500.
+    pub gateway_layer: tenancy::TenantLayer,
+    /// What the tenant layer counts, for `GET /metrics`.
+    pub metrics: tenancy::metrics::RequestMetrics,
+    /// The change listener (PostgreSQL), for its status in `GET /metrics`.
+    pub listener: metrics::Listener,
+    /// `GET /openapi.json`, rendered once.
+    pub openapi: Arc<str>,
 }
 
 /// Runs the server until Ctrl-C / SIGTERM.
@@ -89,9 +104,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         ))
     })?;
     let addr: SocketAddr = listener.local_addr().map_err(CliError::msg)?;
-    let layer = app.tenancy.layer();
-    let mut limiter = tenancy::RateLimitLayer::new(&app.config.rate_limit)
-        .overrides(app.tenancy.overrides().clone());
+    let mut limiter =
+        tenancy::RateLimits::new(&app.config.rate_limit).overrides(app.tenancy.overrides().clone());
     if let Some(url) = &app.config.integration.redis_url {
         let backend = tenancy::RedisBackend::connect(url).await.map_err(|e| {
             CliError::msg(format!(
@@ -101,7 +115,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         limiter = limiter.redis(backend);
     }
     // With Postgres, every process hears every change at once (SPEC V3).
-    let _listener = match &app.db {
+    let changes = match &app.db {
         crate::app::Db::Postgres(_) => {
             let url = global.database_url.clone().unwrap_or_default();
             let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(CliError::msg)?;
@@ -115,16 +129,29 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
                 // A move switches a tenant's server: drop its pool at once.
                 targets = targets.database_pools(dbs.clone());
             }
-            Some(tenancy_sql::PgChangeListener::spawn(options, targets))
+            Some(Arc::new(tenancy_sql::PgChangeListener::spawn(
+                options, targets,
+            )))
         }
         _ => None,
     };
+    let metrics = tenancy::metrics::RequestMetrics::new(app.config.server.metrics_tenants);
+    let gateway_layer = app.tenancy.layer();
+    let layer = app
+        .tenancy
+        .layer()
+        .rate_limits(limiter)
+        .metrics(metrics.clone());
     let state = ServerState {
         app,
         admin_token,
         layer,
+        gateway_layer,
+        metrics,
+        listener: changes,
+        openapi: Arc::from(openapi::document()),
     };
-    let router = router(state, limiter, args.load_test_baseline);
+    let router = router(state, args.load_test_baseline);
     println!(
         "tenancy serve: listening on http://{addr} (database {}, isolation {})",
         crate::app::redact(
@@ -142,24 +169,36 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
 }
 
 /// The whole HTTP surface.
-pub(crate) fn router(
-    state: ServerState,
-    limiter: tenancy::RateLimitLayer,
-    baseline: bool,
-) -> (Router, String) {
+pub(crate) fn router(state: ServerState, baseline: bool) -> (Router, String) {
     let strategy = state.app.tenancy.isolation().name().to_owned();
-    // Outermost first at run time: require a tenant, then its rate limit.
-    let tenant_routes = crud::routes()
-        .layer(limiter)
-        .layer(RequireTenantLayer::new());
+    let tenant_routes = crud::routes().layer(RequireTenantLayer::new());
+    // The tenant layer wraps the tenant routes only (with their full path,
+    // so `path` resolution sees `/tenants/{tenant}/…`); admin, health and
+    // TLS routes name tenants in their own way, and `/resolve` runs the
+    // layer once, on the forwarded request.
+    let tenant_api = Router::new()
+        .nest("/api", tenant_routes.clone())
+        .nest("/tenants/{tenant}/api", tenant_routes)
+        .layer(state.layer.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            impersonate::accept,
+        ));
     let mut router = Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(console::routes())
+        .route(
+            "/metrics",
+            get(metrics::metrics).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                admin::require_admin,
+            )),
+        )
         .nest("/admin", admin::routes(state.clone()))
         .route("/resolve", get(gateway::resolve))
         .route("/tls/ask", get(gateway::tls_ask))
-        .nest("/api", tenant_routes.clone())
-        .nest("/tenants/{tenant}/api", tenant_routes)
-        .layer(state.layer.clone());
+        .merge(tenant_api);
     if baseline {
         router = router.merge(crud::baseline_routes());
     }
@@ -170,7 +209,13 @@ async fn not_found() -> Response {
     Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
 }
 
-async fn health(State(state): State<ServerState>) -> Response {
+#[utoipa::path(get,
+    path = "/health",
+    tag = "meta",
+    summary = "Store and isolation checks",
+    responses((status = 200, description = "All checks ok", body = Object),
+        (status = 503, description = "A check is down", body = Object)))]
+pub(super) async fn health(State(state): State<ServerState>) -> Response {
     let store = state.app.tenancy.store().check().await;
     let isolation = state.app.tenancy.isolation().check().await;
     let check = |r: Result<(), String>| match r {

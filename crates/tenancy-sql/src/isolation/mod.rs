@@ -42,6 +42,7 @@ pub use sqlite_row_level::{InterceptedTx, ScopedQuery, SqliteRowLevel};
 
 use tenancy_core::IsolationError;
 
+#[cfg(feature = "postgres")]
 pub(crate) fn step_error<'a>(
     strategy: &'a str,
     step: &'a str,

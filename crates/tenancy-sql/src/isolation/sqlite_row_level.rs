@@ -19,8 +19,8 @@ use crate::db::DbError;
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// use tenancy_interceptor::{Interceptor, TenantTables};
-/// use tenancy_sql::SqliteRowLevel;
+/// use tenancy::interceptor::{Interceptor, TenantTables};
+/// use tenancy::SqliteRowLevel;
 /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
 /// sqlx::query("CREATE TABLE notes (id INTEGER, tenant_id TEXT NOT NULL, body TEXT)").execute(&pool).await?;
 /// let rows = SqliteRowLevel::new(pool, Interceptor::new(TenantTables::new(["notes"])));

@@ -421,6 +421,7 @@ impl Session {
     /// The tenant's rows in `table`.
     pub async fn row_count(&mut self, table: &Table) -> Result<u64, DbError> {
         let filter = self.filter(table);
+        #[cfg(feature = "sqlite")]
         let tenant = self.data.tenant.clone();
         match &mut self.tx {
             #[cfg(feature = "postgres")]
@@ -483,6 +484,7 @@ impl Session {
             ));
         }
         let tables = self.tables().await?;
+        #[cfg(feature = "sqlite")]
         let tenant = self.data.tenant.clone();
         let column = self.data.column.clone();
         let mut deleted = Vec::new();

@@ -162,3 +162,38 @@ mod tests {
         );
     }
 }
+
+/// One row of `tenancy_audit`, as both databases return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    id: i64,
+    at: DateTime<Utc>,
+    actor: String,
+    action: String,
+    tenant_id: Option<String>,
+    before: Option<Json<serde_json::Value>>,
+    after: Option<Json<serde_json::Value>>,
+}
+
+/// The columns of [`AuditRow`], in order.
+pub(crate) const AUDIT_COLUMNS: &str = "id, at, actor, action, tenant_id, before, after";
+
+impl TryFrom<AuditRow> for tenancy_core::AuditEntry {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        Ok(tenancy_core::AuditEntry {
+            id: row.id,
+            at: row.at,
+            actor: row.actor,
+            action: row.action,
+            tenant_id: row
+                .tenant_id
+                .map(|t| t.parse())
+                .transpose()
+                .map_err(|_| StoreError::Unavailable(format!("corrupt audit row {}", row.id)))?,
+            before: row.before.map(|j| j.0),
+            after: row.after.map(|j| j.0),
+        })
+    }
+}

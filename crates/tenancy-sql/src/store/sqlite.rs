@@ -46,19 +46,39 @@ CREATE TABLE IF NOT EXISTS tenancy_domains (
     verified_at TEXT
 );
 CREATE INDEX IF NOT EXISTS tenancy_domains_tenant ON tenancy_domains (tenant_id);
+-- No foreign key: a deleted tenant's entries stay.
+CREATE TABLE IF NOT EXISTS tenancy_audit (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    tenant_id TEXT,
+    before    TEXT,
+    after     TEXT
+);
+CREATE INDEX IF NOT EXISTS tenancy_audit_tenant ON tenancy_audit (tenant_id, id);
+-- Impersonation grants, keyed by the hash of their token; used once.
+CREATE TABLE IF NOT EXISTS tenancy_impersonations (
+    key        TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL,
+    user_name  TEXT NOT NULL,
+    issued_by  TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at    TEXT
+);
 "#;
 
 /// Tenants and config overrides in SQLite (SPEC S4): the embedded
 /// default. The file is created if missing; WAL journal.
 ///
 /// ```
-/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// use tenancy_core::{NewTenant, TenantStore};
-/// use tenancy_sql::SqliteStore;
-/// let store = SqliteStore::connect("sqlite::memory:").await?;
-/// store.create(NewTenant::new("acme", "Acme")?).await?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// use tenancy::{NewTenant, SqliteStore, Tenancy};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = SqliteStore::connect("sqlite::memory:").await?; // or sqlite://tenancy.db
+/// let tenancy = Tenancy::builder().store(store).build()?;
+/// tenancy.lifecycle().create(NewTenant::new("acme", "Acme")?).await?;
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -151,21 +171,31 @@ impl TenantStore for SqliteStore {
     }
 
     async fn list(&self, query: ListQuery) -> Result<TenantPage, StoreError> {
-        let all = query.include_inactive;
+        // A status filter decides on its own; the search is a LIKE on the
+        // lower-cased slug and name, or the exact id.
+        let all = query.include_inactive || query.status.is_some();
+        let status = query.status.map(|s| s.as_str());
+        let pattern = query.like_pattern();
         let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tenancy_tenants WHERE ?1 OR status = 'active'",
+            "SELECT count(*) FROM tenancy_tenants WHERE (?1 OR status = 'active') AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR lower(slug) LIKE ?3 ESCAPE '\\' OR lower(name) LIKE ?3 ESCAPE '\\' OR id = ?4)",
         )
         .bind(all)
+        .bind(status)
+        .bind(&pattern)
+        .bind(&query.search)
         .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
         let rows = sqlx::query_as::<_, TenantRow>(
             "SELECT id, slug, name, status, status_reason, plan, metadata, created_at, updated_at FROM tenancy_tenants \
-             WHERE ?1 OR status = 'active' ORDER BY created_at, id LIMIT ?2 OFFSET ?3",
+             WHERE (?1 OR status = 'active') AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR lower(slug) LIKE ?5 ESCAPE '\\' OR lower(name) LIKE ?5 ESCAPE '\\' OR id = ?6) ORDER BY created_at, id LIMIT ?2 OFFSET ?3",
         )
         .bind(all)
         .bind(i64::try_from(query.limit.min(ListQuery::MAX_LIMIT)).unwrap_or(i64::MAX))
         .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+        .bind(status)
+        .bind(&pattern)
+        .bind(&query.search)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -442,5 +472,110 @@ impl tenancy_core::DomainStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(found)
+    }
+}
+
+#[async_trait]
+impl tenancy_core::AuditStore for SqliteStore {
+    async fn record(
+        &self,
+        entry: tenancy_core::NewAuditEntry,
+    ) -> Result<tenancy_core::AuditEntry, StoreError> {
+        let sql = format!(
+            "INSERT INTO tenancy_audit (at, actor, action, tenant_id, before, after) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING {}",
+            super::AUDIT_COLUMNS
+        );
+        sqlx::query_as::<_, super::AuditRow>(sqlx::AssertSqlSafe(sql))
+            .bind(chrono::Utc::now())
+            .bind(entry.actor)
+            .bind(entry.action)
+            .bind(entry.tenant_id.map(|t| t.to_string()))
+            .bind(entry.before.map(sqlx::types::Json))
+            .bind(entry.after.map(sqlx::types::Json))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .try_into()
+    }
+
+    async fn audit(
+        &self,
+        query: tenancy_core::AuditQuery,
+    ) -> Result<Vec<tenancy_core::AuditEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM tenancy_audit \
+             WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id < ?2) \
+             ORDER BY id DESC LIMIT ?3",
+            super::AUDIT_COLUMNS
+        );
+        sqlx::query_as::<_, super::AuditRow>(sqlx::AssertSqlSafe(sql))
+            .bind(query.tenant_id.as_ref().map(|t| t.to_string()))
+            .bind(query.before)
+            .bind(i64::from(query.effective_limit()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl tenancy_core::impersonation::ImpersonationStore for SqliteStore {
+    async fn issue(
+        &self,
+        grant: tenancy_core::impersonation::ImpersonationGrant,
+    ) -> Result<(), StoreError> {
+        // Expired grants are of no use to anyone: drop them as we go.
+        sqlx::query("DELETE FROM tenancy_impersonations WHERE expires_at < ?1")
+            .bind(chrono::Utc::now())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO tenancy_impersonations (key, tenant_id, user_name, issued_by, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(grant.key)
+        .bind(grant.tenant_id.to_string())
+        .bind(grant.user)
+        .bind(grant.issued_by)
+        .bind(grant.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn redeem(
+        &self,
+        key: &str,
+    ) -> Result<Option<tenancy_core::impersonation::ImpersonationGrant>, StoreError> {
+        // One statement: checks and marks it used, so a token is accepted
+        // once however many instances see it at the same moment.
+        let row: Option<(String, String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "UPDATE tenancy_impersonations SET used_at = ?2 \
+             WHERE key = ?1 AND used_at IS NULL AND expires_at > ?2 \
+             RETURNING tenant_id, user_name, issued_by, expires_at",
+        )
+        .bind(key)
+        .bind(chrono::Utc::now())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(|(tenant_id, user, issued_by, expires_at)| {
+            Ok(tenancy_core::impersonation::ImpersonationGrant {
+                key: key.to_owned(),
+                tenant_id: tenant_id
+                    .parse()
+                    .map_err(|_| StoreError::Unavailable("corrupt impersonation row".into()))?,
+                user,
+                issued_by,
+                expires_at,
+            })
+        })
+        .transpose()
     }
 }

@@ -1,25 +1,25 @@
-//! [`RateLimitLayer`]: the tower layer and its settings.
+//! [`RateLimits`]: the settings and buckets given to the tenant layer.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use tenancy_core::config::RateLimitConfig;
 use tenancy_core::{TenantConfigService, TenantInfo};
-use tower_layer::Layer;
 
 use super::Limits;
-use super::service::RateLimit;
 
-/// Per-tenant rate limits (SPEC W2). Put it inside (after) the
-/// [`TenantLayer`](crate::TenantLayer).
+/// Per-tenant rate limits (SPEC W2), applied by the tenant layer to every
+/// request whose tenant it resolved: give them to
+/// [`TenantLayer::rate_limits`](crate::TenantLayer::rate_limits) (the
+/// `tenancy` facade does it for you with `TenancyBuilder::rate_limits`).
 ///
 /// Cloning is cheap (one `Arc`); clones share the buckets.
 #[derive(Clone)]
-pub struct RateLimitLayer {
-    limits: Arc<Limits>,
+pub struct RateLimits {
+    pub(crate) limits: Arc<Limits>,
 }
 
-impl RateLimitLayer {
+impl RateLimits {
     /// In-process limits from `config`: `plans` by the tenant's plan, else
     /// `default_rps`. A zero in a hand-built config counts as 1 (loaded
     /// configs refuse zeros).
@@ -72,17 +72,9 @@ impl RateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.limits.clone())
-    }
-}
-
-impl std::fmt::Debug for RateLimitLayer {
+impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut s = f.debug_struct("RateLimitLayer");
+        let mut s = f.debug_struct("RateLimits");
         s.field("default_rps", &self.limits.default_rps)
             .field("plans", &self.limits.plans)
             .field("overrides", &self.limits.overrides.is_some())

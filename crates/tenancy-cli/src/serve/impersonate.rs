@@ -1,0 +1,260 @@
+//! Impersonation (SPEC A5): `POST /admin/tenants/{tenant}/impersonate`
+//! issues a token that lets support act as one user of one active tenant,
+//! once, for at most 300 s; the tenant routes accept it as
+//! `Authorization: Bearer imp_…`.
+//!
+//! The token is 256 random bits; the store keeps only its SHA-256, and
+//! marks it used in the statement that accepts it, so a replay, on this
+//! instance or another, is 401. Issuing and using it are both in the audit
+//! log, and the request runs in a span carrying `impersonated_by`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tenancy::impersonation::{ImpersonationGrant, MAX_TTL_SECS};
+use tenancy::resolve::{ResolutionContext, Resolver};
+use tenancy::{TenantRef, VerifiedClaims};
+use tracing::Instrument;
+
+use super::admin::{Actor, find, store_problem};
+use super::{ServerState, problem};
+
+/// Tokens start with this, so they are told from JWTs at a glance.
+const PREFIX: &str = "imp_";
+/// The claim that marks claims made from an impersonation grant.
+const IMPERSONATED_BY: &str = "impersonated_by";
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ImpersonateBody {
+    user: String,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+fn key_of(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `POST /admin/tenants/{tenant}/impersonate {"user", "ttl_s"}`.
+#[utoipa::path(post,
+    path = "/admin/tenants/{tenant}/impersonate",
+    tag = "admin",
+    summary = "A single-use token to act as one user of an active tenant",
+    request_body = ImpersonateBody,
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    responses((status = 201, description = "{token, tenant_id, user, expires_at, ttl_s}", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(super) async fn issue(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+    body: Result<Json<ImpersonateBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.body_text(),
+            );
+        }
+    };
+    let user = body.user.trim();
+    if user.is_empty() || user.chars().count() > 128 || user.chars().any(char::is_control) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_user",
+            "user must be 1–128 characters without control characters",
+        );
+    }
+    let ttl = body.ttl_s.unwrap_or(60);
+    if !(1..=MAX_TTL_SECS).contains(&ttl) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_ttl",
+            format!("ttl_s must be between 1 and {MAX_TTL_SECS} seconds"),
+        );
+    }
+    let Some(grants) = state.app.tenancy.impersonation() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "no_impersonation",
+            "this store keeps no impersonation grants",
+        );
+    };
+    let tenant = match find(&state, &reference).await {
+        Ok(t) => t,
+        Err(refused) => return refused,
+    };
+    if !tenant.is_active() {
+        return problem(
+            StatusCode::CONFLICT,
+            "tenant_not_active",
+            format!(
+                "tenant {} is {}: only an active tenant can be impersonated",
+                tenant.slug, tenant.status
+            ),
+        );
+    }
+    let token = format!(
+        "{PREFIX}{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let expires_at = Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(60));
+    let grant = ImpersonationGrant {
+        key: key_of(&token),
+        tenant_id: tenant.id.clone(),
+        user: user.to_owned(),
+        issued_by: actor.0.clone(),
+        expires_at,
+    };
+    if let Err(e) = grants.issue(grant).await {
+        return store_problem(e);
+    }
+    state
+        .app
+        .audit(
+            tenancy::audit::NewAuditEntry::new(actor.0.clone(), "tenant.impersonate")
+                .tenant(tenant.id.clone())
+                .change(
+                    None,
+                    Some(json!({ "user": user, "expires_at": expires_at })),
+                ),
+        )
+        .await;
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "tenant_id": tenant.id,
+            "user": user,
+            "expires_at": expires_at,
+            "ttl_s": ttl,
+        })),
+    )
+        .into_response()
+}
+
+/// In front of the tenant routes: turns a valid impersonation token into
+/// verified claims for the tenant layer; refuses an unknown, expired or
+/// used one with 401. Other requests pass untouched.
+pub(super) async fn accept(
+    State(state): State<ServerState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && token.trim().starts_with(PREFIX)
+        })
+        .map(|(_, token)| token.trim().to_owned());
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    let refused = || {
+        problem(
+            StatusCode::UNAUTHORIZED,
+            "invalid_impersonation_token",
+            "the impersonation token is unknown, expired or already used: ask for a new one",
+        )
+    };
+    let Some(grants) = state.app.tenancy.impersonation() else {
+        return refused();
+    };
+    let grant = match grants.redeem(&key_of(&token)).await {
+        Ok(Some(grant)) => grant,
+        Ok(None) => return refused(),
+        Err(e) => return store_problem(e),
+    };
+    let resolution = &state.app.config.resolution;
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), Value::String(grant.user.clone()));
+    claims.insert(
+        resolution.jwt_claim.clone(),
+        Value::String(grant.tenant_id.to_string()),
+    );
+    claims.insert(
+        resolution.membership_claim.clone(),
+        json!([grant.tenant_id]),
+    );
+    claims.insert(
+        IMPERSONATED_BY.into(),
+        Value::String(grant.issued_by.clone()),
+    );
+    req.headers_mut().remove(header::AUTHORIZATION);
+    req.extensions_mut().insert(VerifiedClaims::new(claims));
+    state
+        .app
+        .audit(
+            tenancy::audit::NewAuditEntry::new(
+                format!("impersonation:{}", grant.user),
+                "impersonation.use",
+            )
+            .tenant(grant.tenant_id.clone())
+            .change(
+                None,
+                Some(json!({
+                    "impersonated_by": grant.issued_by,
+                    "method": req.method().as_str(),
+                    "path": req.uri().path(),
+                })),
+            ),
+        )
+        .await;
+    let span = tracing::info_span!(
+        "impersonation",
+        impersonated_by = %grant.issued_by,
+        user = %grant.user,
+        tenant_id = %grant.tenant_id
+    );
+    next.run(req).instrument(span).await
+}
+
+/// Resolves the tenant of an impersonation grant first, whatever other
+/// resolvers would say (installed as the chain's override).
+#[derive(Debug, Clone)]
+pub(crate) struct ImpersonationResolver {
+    pub(crate) claim: Arc<str>,
+}
+
+#[async_trait]
+impl Resolver for ImpersonationResolver {
+    fn name(&self) -> &str {
+        "impersonation"
+    }
+    fn priority(&self) -> i32 {
+        0
+    }
+    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        let claims = ctx.claims()?;
+        claims.get(IMPERSONATED_BY)?;
+        claims
+            .get(&self.claim)
+            .and_then(Value::as_str)
+            .map(TenantRef::new)
+    }
+}

@@ -1,0 +1,94 @@
+//! Every admin route (and /metrics) refuses a missing or wrong admin token
+//! with the same 401, whether the tenant or domain it names exists or not:
+//! the refusal reveals nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ADMIN_TOKEN, Cli, serve};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn admin_routes_refuse_without_the_token_and_reveal_nothing() {
+    let cli = Cli::sqlite();
+    let server = serve(&cli);
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let res = c
+        .post(format!("{}/admin/tenants", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"slug": "acme", "name": "Acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    c.post(format!("{}/admin/tenants/acme/domains", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"domain": "acme.example", "verified": true}))
+        .send()
+        .await
+        .unwrap();
+
+    let routes = |t: &str, d: &str| {
+        vec![
+            (Method::GET, "/admin/tenants".to_owned()),
+            (Method::POST, "/admin/tenants".to_owned()),
+            (Method::GET, format!("/admin/tenants/{t}")),
+            (Method::PATCH, format!("/admin/tenants/{t}")),
+            (Method::DELETE, format!("/admin/tenants/{t}")),
+            (Method::POST, format!("/admin/tenants/{t}/suspend")),
+            (Method::POST, format!("/admin/tenants/{t}/activate")),
+            (Method::POST, format!("/admin/tenants/{t}/deactivate")),
+            (Method::GET, format!("/admin/tenants/{t}/config")),
+            (Method::GET, format!("/admin/tenants/{t}/config/theme")),
+            (Method::PUT, format!("/admin/tenants/{t}/config/theme")),
+            (Method::GET, format!("/admin/tenants/{t}/domains")),
+            (Method::POST, format!("/admin/tenants/{t}/domains")),
+            (Method::POST, format!("/admin/tenants/{t}/impersonate")),
+            (Method::POST, format!("/admin/domains/{d}/verify")),
+            (Method::DELETE, format!("/admin/domains/{d}")),
+            (Method::GET, format!("/admin/audit?tenant={t}")),
+            (Method::GET, "/metrics".to_owned()),
+        ]
+    };
+    let mut bodies = Vec::new();
+    for (t, d) in [("acme", "acme.example"), ("nope", "nope.example")] {
+        for (method, path) in routes(t, d) {
+            for auth in [
+                None,
+                Some("Bearer wrong-token-0123456789"),
+                Some("Basic YWRtaW4="),
+            ] {
+                let mut req = c
+                    .request(method.clone(), format!("{}{path}", server.base))
+                    .json(&json!({"name": "x"}));
+                if let Some(a) = auth {
+                    req = req.header("authorization", a);
+                }
+                let res = req.send().await.unwrap();
+                assert_eq!(
+                    res.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} {auth:?}"
+                );
+                assert_eq!(res.headers()["www-authenticate"], "Bearer");
+                let body: Value = res.json().await.unwrap();
+                assert_eq!(body["code"], "admin_token_required", "{method} {path}");
+                bodies.push(body);
+            }
+        }
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "every refusal is the same"
+    );
+    // Nothing changed.
+    let res = c
+        .get(format!("{}/admin/tenants/acme", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "active");
+}

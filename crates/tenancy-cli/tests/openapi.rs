@@ -1,0 +1,107 @@
+//! `GET /openapi.json` (SPEC A1): an OpenAPI 3.1 document of the whole
+//! surface, and schemathesis against a running `tenancy serve`: no 5xx,
+//! every response's status, content type, headers and body conform.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{ADMIN_TOKEN, Cli, serve};
+use serde_json::{Value, json};
+
+/// schemathesis's `st`, installed by scripts/test.sh into a virtualenv.
+fn schemathesis() -> String {
+    if let Ok(path) = std::env::var("TENANCY_SCHEMATHESIS") {
+        return path;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let default = format!("{home}/.cache/tenancy-schemathesis/bin/st");
+    if std::path::Path::new(&default).exists() {
+        return default;
+    }
+    panic!(
+        "schemathesis is required for this test: scripts/test.sh installs it \
+         (python3 -m venv ~/.cache/tenancy-schemathesis && ~/.cache/tenancy-schemathesis/bin/pip install schemathesis)"
+    );
+}
+
+#[tokio::test]
+async fn the_document_covers_the_surface_and_the_server_conforms_to_it() {
+    let st = schemathesis();
+    let cli = Cli::sqlite();
+    let server = serve(&cli);
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let doc: Value = c
+        .get(format!("{}/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/health",
+        "/metrics",
+        "/resolve",
+        "/tls/ask",
+        "/admin/tenants",
+        "/admin/tenants/{tenant}/suspend",
+        "/admin/tenants/{tenant}/config/{key}",
+        "/admin/tenants/{tenant}/domains",
+        "/admin/tenants/{tenant}/impersonate",
+        "/admin/audit",
+        "/api/{resource}",
+        "/api/{resource}/{id}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    let unauthorized = &doc["paths"]["/admin/tenants"]["post"]["responses"]["401"];
+    assert!(
+        unauthorized["content"]["application/problem+json"].is_object(),
+        "{unauthorized}"
+    );
+    assert!(doc["components"]["schemas"]["TenantInfo"].is_object());
+
+    // A tenant for the tenant routes to resolve.
+    let res = c
+        .post(format!("{}/admin/tenants", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"slug": "acme", "name": "Acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    let out = Command::new(&st)
+        .args([
+            "run",
+            &format!("{}/openapi.json", server.base),
+            "--header",
+            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+            "--header",
+            "X-Tenant-Id: acme",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            "--max-examples",
+            "25",
+            "--generation-deterministic",
+            "--request-timeout",
+            "10",
+        ])
+        // Anything schemathesis writes stays out of the source tree.
+        .current_dir(cli.dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+}
