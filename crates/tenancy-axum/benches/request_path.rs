@@ -23,6 +23,47 @@ use tenancy_core::resolve::HeaderResolver;
 use tenancy_core::*;
 use tower::ServiceExt;
 
+/// Counts heap allocations, to show what the layer allocates per request.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Allocations made by one request through `app` (the smallest of 10).
+fn allocations_per_request(rt: &tokio::runtime::Runtime, app: &Router) -> usize {
+    (0..10)
+        .map(|_| {
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            rt.block_on(async {
+                let res = app
+                    .clone()
+                    .oneshot(request())
+                    .await
+                    .unwrap_or_else(|e| match e {});
+                assert_eq!(res.status(), 200);
+            });
+            ALLOCATIONS.load(Ordering::Relaxed) - before
+        })
+        .min()
+        .unwrap_or(0)
+}
+
 /// Counts every store lookup, to show the cached path makes none.
 #[derive(Clone)]
 struct Counting(MemoryStore, Arc<AtomicUsize>);
@@ -113,6 +154,14 @@ fn bench(c: &mut Criterion) {
         }
     });
     let warm = lookups.load(Ordering::Relaxed);
+    let (bare, layered) = (
+        allocations_per_request(&rt, &without),
+        allocations_per_request(&rt, &with),
+    );
+    println!(
+        "allocations per request: {bare} without the layer, {layered} with it (+{})",
+        layered.saturating_sub(bare)
+    );
 
     let mut group = c.benchmark_group("request_path");
     group.bench_function("without_layer", |b| {
