@@ -37,7 +37,7 @@ pub use extract::Tenant;
 pub use guard::{GuardFuture, RequireTenant, RequireTenantLayer};
 #[cfg(feature = "jwt")]
 pub use jwt::{JwtError, JwtVerifier};
-pub use layer::{TenantLayer, TenantService};
+pub use layer::{TenantFuture, TenantLayer, TenantService};
 pub use metrics::RequestMetrics;
 pub use outcome::{TenantError, TenantState};
 pub use problem::{PROBLEM_JSON, Problem};

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::tenant::{TenantId, TenantInfo};
 
 #[derive(Clone)]
-struct Scope {
+pub(crate) struct Scope {
     id: TenantId,
     info: Option<Arc<TenantInfo>>,
 }
@@ -55,17 +55,42 @@ pub async fn with_tenant<F: Future>(id: TenantId, fut: F) -> F::Output {
 
 /// Runs `fut` with the validated `tenant` as the current tenant (what the
 /// web layer does for each request).
-pub fn with_tenant_info<F: Future>(
-    tenant: Arc<TenantInfo>,
-    fut: F,
-) -> impl Future<Output = F::Output> {
-    CURRENT.scope(
-        Scope {
-            id: tenant.id.clone(),
-            info: Some(tenant),
-        },
-        fut,
-    )
+pub fn with_tenant_info<F: Future>(tenant: Arc<TenantInfo>, fut: F) -> TenantScoped<F> {
+    TenantScoped {
+        inner: CURRENT.scope(
+            Scope {
+                id: tenant.id.clone(),
+                info: Some(tenant),
+            },
+            fut,
+        ),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future running in a tenant's scope ([`with_tenant_info`]). A named
+    /// type, so a tower service can return it without boxing.
+    pub struct TenantScoped<F> {
+        #[pin]
+        inner: tokio::task::futures::TaskLocalFuture<Scope, F>,
+    }
+}
+
+impl<F: Future> Future for TenantScoped<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+impl<F> std::fmt::Debug for TenantScoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantScoped").finish_non_exhaustive()
+    }
 }
 
 /// Spawns `fut` on the runtime with the current tenant (if any) carried

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::resolve::{ResolutionContext, Resolver};
+use crate::resolve::{Answer, ResolutionContext, Resolver};
 use crate::store::StoreError;
 use crate::tenant::{TenantId, TenantRef};
 
@@ -353,9 +353,16 @@ impl DomainResolver {
     /// unknown, pending or malformed hosts, and when the store fails (not
     /// cached then).
     pub async fn tenant_of(&self, host: &str) -> Option<TenantRef> {
-        let inner = &self.inner;
-        // Fast path: an already-normal host (a port aside) is looked up
-        // without allocating.
+        if let Some(cached) = self.cached(host) {
+            return cached;
+        }
+        self.look_up(host).await
+    }
+
+    /// The cached answer for a host already in normal form (a port
+    /// aside), found without allocating; `None` when the cache must be
+    /// asked the slow way (a miss, an expired entry, a host to normalise).
+    fn cached(&self, host: &str) -> Option<Option<TenantRef>> {
         let bare = match host.rsplit_once(':') {
             Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
                 name
@@ -366,12 +373,17 @@ impl DomainResolver {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
             && !bare.ends_with('.');
-        if normal
-            && let Some(entry) = inner.cache.get(bare)
-            && entry.until > std::time::Instant::now()
-        {
-            return entry.tenant;
+        if !normal {
+            return None;
         }
+        let entry = self.inner.cache.get(bare)?;
+        (entry.until > std::time::Instant::now()).then_some(entry.tenant)
+    }
+
+    /// The miss path: normalise, then one store lookup per host however
+    /// many requests wait for it.
+    async fn look_up(&self, host: &str) -> Option<TenantRef> {
+        let inner = &self.inner;
         let domain = Domain::parse(host).ok()?;
         // Concurrent misses for one host wait for the first lookup.
         let guard = loop {
@@ -426,6 +438,16 @@ impl Resolver for DomainResolver {
     }
     fn priority(&self) -> i32 {
         Self::PRIORITY
+    }
+    fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
+        let Some(host) = ctx.host() else {
+            return Answer::NotFound;
+        };
+        match self.cached(host) {
+            Some(Some(tenant)) => Answer::Found(tenant),
+            Some(None) => Answer::NotFound,
+            None => Answer::Wait,
+        }
     }
     async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
         self.tenant_of(ctx.host()?).await

@@ -144,28 +144,73 @@ impl fmt::Debug for ResolutionContext<'_> {
     }
 }
 
+/// What a resolver can tell from the request alone, without waiting
+/// ([`Resolver::resolve_now`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The request names this tenant.
+    Found(TenantRef),
+    /// This resolver finds no tenant in the request.
+    NotFound,
+    /// Only [`Resolver::resolve`] can tell (it needs I/O, such as a lookup).
+    Wait,
+}
+
+impl Answer {
+    /// The reference found, if any.
+    pub fn found(self) -> Option<TenantRef> {
+        match self {
+            Self::Found(found) => Some(found),
+            Self::NotFound | Self::Wait => None,
+        }
+    }
+}
+
 /// Finds a tenant reference in a request (SPEC R1).
 ///
 /// Implement it for your own sources (a query parameter, a cookie, an API
-/// key table) and add it with [`ResolverChain::with`].
+/// key table) and add it with [`ResolverChain::with`]. A resolver that
+/// reads only the request implements [`Resolver::resolve_now`]; one that
+/// needs I/O implements the async [`Resolver::resolve`] (and may still
+/// answer cached cases in `resolve_now`). The tenant layer asks
+/// `resolve_now` first, so a request that every resolver answers at once
+/// never waits or allocates for resolution.
+///
+/// ```
+/// use tenancy::resolve::{Answer, ResolutionContext, Resolver};
+/// use tenancy::TenantRef;
+///
+/// /// `?tenant=acme`
+/// struct QueryParam;
+///
+/// impl Resolver for QueryParam {
+///     fn name(&self) -> &str { "query" }
+///     fn priority(&self) -> i32 { 50 }
+///     fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
+///         ctx.query()
+///             .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("tenant=")))
+///             .map_or(Answer::NotFound, |value| Answer::Found(TenantRef::new(value)))
+///     }
+/// }
+/// ```
+///
+/// One that looks API keys up in a table:
 ///
 /// ```
 /// use async_trait::async_trait;
 /// use tenancy::resolve::{ResolutionContext, Resolver};
 /// use tenancy::TenantRef;
 ///
-/// /// `?tenant=acme`
-/// struct QueryParam;
+/// struct ApiKeys; // holds a pool in real code
 ///
 /// #[async_trait]
-/// impl Resolver for QueryParam {
-///     fn name(&self) -> &str { "query" }
-///     fn priority(&self) -> i32 { 50 }
+/// impl Resolver for ApiKeys {
+///     fn name(&self) -> &str { "api_key" }
+///     fn priority(&self) -> i32 { 15 }
 ///     async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-///         ctx.query()?
-///             .split('&')
-///             .find_map(|pair| pair.strip_prefix("tenant="))
-///             .map(TenantRef::new)
+///         let key = ctx.headers().get("x-api-key")?.to_str().ok()?;
+///         // SELECT tenant_id FROM api_keys WHERE key_hash = $1 …
+///         (key == "k-123").then(|| TenantRef::new("acme"))
 ///     }
 /// }
 /// ```
@@ -177,8 +222,19 @@ pub trait Resolver: Send + Sync + 'static {
     /// Order in the chain: lower runs first.
     fn priority(&self) -> i32;
 
-    /// The tenant this request names, if this resolver finds one.
-    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef>;
+    /// The answer from the request alone, without waiting. When it is
+    /// [`Answer::Found`] or [`Answer::NotFound`] it must be what
+    /// [`Resolver::resolve`] would answer. The default is [`Answer::Wait`]:
+    /// ask `resolve`.
+    fn resolve_now(&self, _ctx: &ResolutionContext<'_>) -> Answer {
+        Answer::Wait
+    }
+
+    /// The tenant this request names, if this resolver finds one. The
+    /// default is [`Resolver::resolve_now`]'s answer.
+    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        self.resolve_now(ctx).found()
+    }
 
     /// How a client names a tenant to this resolver, for the 401 detail
     /// when no resolver found one ("the X-Tenant-Id header"). `None` (the
@@ -186,6 +242,11 @@ pub trait Resolver: Send + Sync + 'static {
     fn hint(&self) -> Option<String> {
         None
     }
+}
+
+/// `Some(found)` → `Found`, `None` → `NotFound`.
+fn answer(found: Option<TenantRef>) -> Answer {
+    found.map_or(Answer::NotFound, Answer::Found)
 }
 
 /// Reads the tenant from a claim of a verified token (`tenant_id` by
@@ -213,7 +274,16 @@ impl Default for JwtClaimResolver {
     }
 }
 
-#[async_trait]
+impl JwtClaimResolver {
+    fn find(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        match ctx.claims()?.get(&self.claim)? {
+            serde_json::Value::String(s) if !s.is_empty() => Some(TenantRef::new(s)),
+            serde_json::Value::Number(n) => Some(TenantRef::new(&n.to_string())),
+            _ => None,
+        }
+    }
+}
+
 impl Resolver for JwtClaimResolver {
     fn name(&self) -> &str {
         Self::NAME
@@ -221,12 +291,8 @@ impl Resolver for JwtClaimResolver {
     fn priority(&self) -> i32 {
         10
     }
-    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        match ctx.claims()?.get(&self.claim)? {
-            serde_json::Value::String(s) if !s.is_empty() => Some(TenantRef::new(s)),
-            serde_json::Value::Number(n) => Some(TenantRef::new(&n.to_string())),
-            _ => None,
-        }
+    fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
+        answer(self.find(ctx))
     }
     fn hint(&self) -> Option<String> {
         Some(format!("a bearer token with a `{}` claim", self.claim))
@@ -258,7 +324,17 @@ impl Default for HeaderResolver {
     }
 }
 
-#[async_trait]
+impl HeaderResolver {
+    fn find(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        let value = ctx.headers().get(&self.header)?;
+        match value.to_str() {
+            Ok("") => None,
+            Ok(s) => Some(TenantRef::new(s.trim())),
+            Err(_) => Some(TenantRef::new(&String::from_utf8_lossy(value.as_bytes()))),
+        }
+    }
+}
+
 impl Resolver for HeaderResolver {
     fn name(&self) -> &str {
         Self::NAME
@@ -266,13 +342,8 @@ impl Resolver for HeaderResolver {
     fn priority(&self) -> i32 {
         20
     }
-    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        let value = ctx.headers().get(&self.header)?;
-        match value.to_str() {
-            Ok("") => None,
-            Ok(s) => Some(TenantRef::new(s.trim())),
-            Err(_) => Some(TenantRef::new(&String::from_utf8_lossy(value.as_bytes()))),
-        }
+    fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
+        answer(self.find(ctx))
     }
     fn hint(&self) -> Option<String> {
         Some(format!(
@@ -326,15 +397,8 @@ impl SubdomainResolver {
     }
 }
 
-#[async_trait]
-impl Resolver for SubdomainResolver {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-    fn priority(&self) -> i32 {
-        30
-    }
-    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+impl SubdomainResolver {
+    fn find(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
         let host = ctx.host()?;
         if host.starts_with('[') {
             return None; // an IPv6 literal has no subdomain
@@ -360,6 +424,18 @@ impl Resolver for SubdomainResolver {
         } else {
             Some(TenantRef::new(label))
         }
+    }
+}
+
+impl Resolver for SubdomainResolver {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn priority(&self) -> i32 {
+        30
+    }
+    fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
+        answer(self.find(ctx))
     }
     fn hint(&self) -> Option<String> {
         Some(format!("a subdomain of {}", &self.suffix[1..]))
@@ -414,7 +490,14 @@ impl Default for PathResolver {
     }
 }
 
-#[async_trait]
+impl PathResolver {
+    fn find(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        let rest = ctx.path().strip_prefix(self.prefix.as_str())?;
+        let segment = rest.split('/').next().unwrap_or(rest);
+        (!segment.is_empty()).then(|| TenantRef::new(segment))
+    }
+}
+
 impl Resolver for PathResolver {
     fn name(&self) -> &str {
         Self::NAME
@@ -422,10 +505,8 @@ impl Resolver for PathResolver {
     fn priority(&self) -> i32 {
         40
     }
-    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        let rest = ctx.path().strip_prefix(self.prefix.as_str())?;
-        let segment = rest.split('/').next().unwrap_or(rest);
-        (!segment.is_empty()).then(|| TenantRef::new(segment))
+    fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
+        answer(self.find(ctx))
     }
     fn hint(&self) -> Option<String> {
         Some(format!("a {}{{tenant}}/… path", self.prefix))
@@ -569,20 +650,44 @@ impl ResolverChain {
     }
 
     /// The first answer: the override's, else the resolvers' in order.
+    ///
+    /// Resolvers that answer at once ([`Resolver::resolve_now`]) are not
+    /// awaited; only those that say [`Answer::Wait`] are.
     pub async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        if let Some(hook) = &self.override_hook
-            && let Some(found) = hook.resolve(ctx).await
-        {
-            tracing::trace!(resolver = hook.name(), "tenant resolved by override");
-            return Some(found);
-        }
-        for resolver in &self.resolvers {
-            if let Some(found) = resolver.resolve(ctx).await {
+        for resolver in self.in_order() {
+            let found = match resolver.resolve_now(ctx) {
+                Answer::Found(found) => Some(found),
+                Answer::NotFound => None,
+                Answer::Wait => resolver.resolve(ctx).await,
+            };
+            if let Some(found) = found {
                 tracing::trace!(resolver = resolver.name(), "tenant resolved");
                 return Some(found);
             }
         }
         None
+    }
+
+    /// The chain's answer without waiting: [`Answer::Wait`] as soon as a
+    /// resolver must be awaited before a later one may answer (then use
+    /// [`ResolverChain::resolve`]).
+    pub fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
+        for resolver in self.in_order() {
+            match resolver.resolve_now(ctx) {
+                Answer::Found(found) => {
+                    tracing::trace!(resolver = resolver.name(), "tenant resolved");
+                    return Answer::Found(found);
+                }
+                Answer::NotFound => {}
+                Answer::Wait => return Answer::Wait,
+            }
+        }
+        Answer::NotFound
+    }
+
+    /// The override hook (SPEC R6), then the resolvers by priority.
+    fn in_order(&self) -> impl Iterator<Item = &Arc<dyn Resolver>> {
+        self.override_hook.iter().chain(&self.resolvers)
     }
 }
 

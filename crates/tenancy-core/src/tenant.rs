@@ -452,36 +452,78 @@ mod double_option {
 
 /// What a resolver found: an id or a slug, not yet checked against the
 /// store (SPEC R4). Untrusted input: it may be anything the client sent.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TenantRef(Box<str>);
+///
+/// Values up to [`MAX_ID_LEN`] bytes (every well-formed one) are held
+/// inline, so resolving a tenant does not allocate; longer (malformed)
+/// values are kept on the heap, only to be refused and logged.
+#[derive(Clone)]
+pub struct TenantRef(RefRepr);
+
+#[derive(Clone)]
+enum RefRepr {
+    /// `bytes[..len]` is the value, valid UTF-8 (copied from a `&str`).
+    Inline {
+        len: u8,
+        bytes: [u8; MAX_ID_LEN],
+    },
+    Heap(Box<str>),
+}
 
 impl TenantRef {
     /// Wraps a raw value taken from a request.
     pub fn new(raw: &str) -> Self {
-        Self(Box::from(raw))
+        let Ok(len) = u8::try_from(raw.len()) else {
+            return Self(RefRepr::Heap(Box::from(raw)));
+        };
+        if raw.len() > MAX_ID_LEN {
+            return Self(RefRepr::Heap(Box::from(raw)));
+        }
+        let mut bytes = [0; MAX_ID_LEN];
+        bytes[..raw.len()].copy_from_slice(raw.as_bytes());
+        Self(RefRepr::Inline { len, bytes })
     }
 
     /// The raw value.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Always valid: the bytes were copied whole from a `&str`.
+            RefRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            RefRepr::Heap(value) => value,
+        }
     }
 
     /// Whether the value can possibly name a tenant (an id or a slug
     /// shape). Malformed values are refused without a store lookup.
     pub fn is_well_formed(&self) -> bool {
-        is_valid_id(&self.0)
+        is_valid_id(self.as_str())
+    }
+}
+
+impl PartialEq for TenantRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TenantRef {}
+
+impl std::hash::Hash for TenantRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
 impl fmt::Debug for TenantRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TenantRef(\"{}\")", printable_prefix(&self.0))
+        write!(f, "TenantRef(\"{}\")", printable_prefix(self.as_str()))
     }
 }
 
 impl fmt::Display for TenantRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&printable_prefix(&self.0))
+        f.write_str(&printable_prefix(self.as_str()))
     }
 }
 

@@ -114,20 +114,32 @@ impl Validator {
     ///
     /// On a cache hit this neither allocates nor touches the store.
     pub async fn validate(&self, reference: &TenantRef) -> Result<Arc<TenantInfo>, Rejection> {
-        if !reference.is_well_formed() {
-            return Err(Rejection::Malformed);
+        if let Some(answer) = self.validate_cached(reference) {
+            return answer;
         }
-        let key = reference.as_str();
-        let cached = match self.cache.get(key) {
-            Some(hit) if hit.expires > Instant::now() => {
-                self.stats.hits.inc();
-                hit.value
-            }
-            _ => {
-                self.stats.misses.inc();
-                self.load(key).await?
-            }
-        };
+        self.stats.misses.inc();
+        Self::judge(self.load(reference.as_str()).await?)
+    }
+
+    /// [`Validator::validate`]'s answer when it is known without waiting
+    /// (a malformed reference, or a live cache entry); `None` on a miss.
+    pub fn validate_cached(
+        &self,
+        reference: &TenantRef,
+    ) -> Option<Result<Arc<TenantInfo>, Rejection>> {
+        if !reference.is_well_formed() {
+            return Some(Err(Rejection::Malformed));
+        }
+        let hit = self.cache.get(reference.as_str())?;
+        if hit.expires <= Instant::now() {
+            return None;
+        }
+        self.stats.hits.inc();
+        Some(Self::judge(hit.value))
+    }
+
+    /// Only `Active` tenants are served.
+    fn judge(cached: Cached) -> Result<Arc<TenantInfo>, Rejection> {
         match cached {
             Cached::Found(t) if t.status == TenantStatus::Active => Ok(t),
             Cached::Found(t) => Err(Rejection::NotActive(t.status)),

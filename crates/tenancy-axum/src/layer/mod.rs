@@ -37,7 +37,7 @@ use tower_layer::Layer;
 use crate::metrics::RequestMetrics;
 use crate::rate_limit::{Limits, RateLimits};
 
-pub use service::TenantService;
+pub use service::{TenantFuture, TenantService};
 
 #[cfg(feature = "jwt")]
 use crate::jwt::JwtVerifier;

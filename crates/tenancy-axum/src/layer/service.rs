@@ -10,11 +10,15 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Request, StatusCode, header};
-use tenancy_core::{Rejection, ResolutionContext, TenantInfo, VerifiedClaims, context};
+use tenancy_core::context::{self, TenantScoped};
+use tenancy_core::resolve::Answer;
+use tenancy_core::{Rejection, ResolutionContext, TenantInfo, TenantRef, VerifiedClaims};
 use tower_service::Service;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use super::Shared;
+use crate::metrics::RequestMetrics;
 use crate::outcome::{TenantError, TenantState};
 use crate::problem::Problem;
 use crate::rate_limit::Decision;
@@ -48,7 +52,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = TenantFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -57,59 +61,192 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // Take the service that was polled ready; leave a fresh clone behind.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let started = shared
-                .metrics
-                .as_ref()
-                .filter(|_| crate::metrics::timed())
-                .map(|_| quanta::Instant::now());
-            // Work on the parts: the body need not be `Sync`.
-            let (mut parts, body) = req.into_parts();
-            let (state, verified) = tenant_state(&shared, &parts).await;
-            let response = match state {
-                TenantState::Resolved(tenant) => {
-                    if let Some(limits) = &shared.limits
-                        && let Decision::Deny { rps, retry_after } = limits.check(&tenant).await
-                    {
-                        if let Some(metrics) = &shared.metrics {
-                            metrics.outcome(crate::metrics::RATE_LIMITED);
-                            metrics.tenant(&tenant.id);
-                        }
-                        return Ok(rate_limited(&tenant, rps, retry_after));
-                    }
-                    if let Some(metrics) = &shared.metrics {
-                        // Counts as resolved too (`RequestMetrics::outcomes`).
-                        metrics.tenant(&tenant.id);
-                    }
-                    let span = tracing::info_span!("tenant", tenant_id = %tenant.id);
-                    tracing::Span::current().record("tenant_id", tenant.id.as_str());
-                    parts
-                        .extensions
-                        .insert(TenantState::Resolved(tenant.clone()));
-                    // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
-                    if let Some(claims) = verified {
-                        parts.extensions.insert(claims);
-                    }
-                    let req = Request::from_parts(parts, body);
-                    context::with_tenant_info(tenant, inner.call(req))
-                        .instrument(span)
-                        .await
-                }
-                TenantState::Refused(error) => {
-                    if let Some(metrics) = &shared.metrics {
-                        metrics.outcome(crate::metrics::refusal_index(&error));
-                    }
-                    parts.extensions.insert(TenantState::Refused(error));
-                    inner.call(Request::from_parts(parts, body)).await
-                }
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let timer = self
+            .shared
+            .metrics
+            .as_ref()
+            .filter(|_| crate::metrics::timed())
+            .map(|metrics| (metrics.clone(), quanta::Instant::now()));
+        // Work on the parts: the body need not be `Sync`.
+        let (parts, body) = req.into_parts();
+        // The hit path: every resolver answered at once, the validator's
+        // cache held the tenant, and no limit needs waiting for. Nothing
+        // here allocates but the extension M1 requires.
+        if let Some((state, verified)) = tenant_state_now(&self.shared, &parts) {
+            let limited = match &state {
+                TenantState::Resolved(tenant) => match &self.shared.limits {
+                    None => Some(Decision::Allow),
+                    Some(limits) => limits.check_now(tenant),
+                },
+                TenantState::Refused(_) => Some(Decision::Allow),
             };
-            if let (Some(metrics), Some(started)) = (&shared.metrics, started) {
-                metrics.latency(started.elapsed());
+            if let Some(decision) = limited {
+                let kind = serve(&self.shared, state, verified, decision, parts, body, inner);
+                return TenantFuture { kind, timer };
             }
-            response
-        })
+            return TenantFuture::slow(
+                self.shared.clone(),
+                parts,
+                body,
+                inner,
+                timer,
+                Some((state, verified)),
+            );
+        }
+        TenantFuture::slow(self.shared.clone(), parts, body, inner, timer, None)
+    }
+}
+
+/// What happens once the tenant is known and the limit decided.
+fn serve<S, B>(
+    shared: &Shared,
+    state: TenantState,
+    verified: Option<VerifiedClaims>,
+    decision: Decision,
+    mut parts: Parts,
+    body: B,
+    mut inner: S,
+) -> Kind<S::Future>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    match state {
+        TenantState::Resolved(tenant) => {
+            if let Decision::Deny { rps, retry_after } = decision {
+                if let Some(metrics) = &shared.metrics {
+                    metrics.outcome(crate::metrics::RATE_LIMITED);
+                    metrics.tenant(&tenant.id);
+                }
+                return Kind::Answered {
+                    response: Some(rate_limited(&tenant, rps, retry_after)),
+                };
+            }
+            if let Some(metrics) = &shared.metrics {
+                // Counts as resolved too (`RequestMetrics::outcomes`).
+                metrics.tenant(&tenant.id);
+            }
+            let span = tracing::info_span!("tenant", tenant_id = %tenant.id);
+            tracing::Span::current().record("tenant_id", tenant.id.as_str());
+            parts
+                .extensions
+                .insert(TenantState::Resolved(tenant.clone()));
+            // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
+            if let Some(claims) = verified {
+                parts.extensions.insert(claims);
+            }
+            let call = inner.call(Request::from_parts(parts, body));
+            Kind::Served {
+                fut: context::with_tenant_info(tenant, call).instrument(span),
+            }
+        }
+        TenantState::Refused(error) => {
+            if let Some(metrics) = &shared.metrics {
+                metrics.outcome(crate::metrics::refusal_index(&error));
+            }
+            parts.extensions.insert(TenantState::Refused(error));
+            Kind::Refused {
+                fut: inner.call(Request::from_parts(parts, body)),
+            }
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TenantService`]. On the hit path (tenant
+    /// answered at once, cached, no limit to wait for) it is the inner
+    /// service's future in the tenant's scope, without boxing.
+    pub struct TenantFuture<F: Future> {
+        #[pin]
+        kind: Kind<F>,
+        // Metrics to record the latency into, and when the request began.
+        timer: Option<(RequestMetrics, quanta::Instant)>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<F: Future> {
+        // The tenant's request, in its scope and span.
+        Served { #[pin] fut: Instrumented<TenantScoped<F>> },
+        // No valid tenant: the handler or guard answers 401/403.
+        Refused { #[pin] fut: F },
+        // Answered by the layer itself (429).
+        Answered { response: Option<Response> },
+        // Something had to be awaited first (a resolver, a cache miss, a
+        // shared limit): the whole path, boxed.
+        Slow { fut: BoxFuture<F::Output> },
+    }
+}
+
+impl<F, E> TenantFuture<F>
+where
+    F: Future<Output = Result<Response, E>> + Send + 'static,
+{
+    /// The path that awaits: `known` when the tenant was known at once
+    /// and only the limit must be waited for.
+    fn slow<S, B>(
+        shared: Arc<Shared>,
+        parts: Parts,
+        body: B,
+        inner: S,
+        timer: Option<(RequestMetrics, quanta::Instant)>,
+        known: Option<(TenantState, Option<VerifiedClaims>)>,
+    ) -> Self
+    where
+        S: Service<Request<B>, Response = Response, Error = E, Future = F> + Send + 'static,
+        B: Send + 'static,
+    {
+        let fut = Box::pin(async move {
+            let (state, verified) = match known {
+                Some(known) => known,
+                None => tenant_state(&shared, &parts).await,
+            };
+            let decision = match (&state, &shared.limits) {
+                (TenantState::Resolved(tenant), Some(limits)) => limits.check(tenant).await,
+                _ => Decision::Allow,
+            };
+            let kind = serve(&shared, state, verified, decision, parts, body, inner);
+            match kind {
+                Kind::Served { fut } => fut.await,
+                Kind::Refused { fut } => fut.await,
+                Kind::Answered { response } => Ok(response.unwrap_or_default()),
+                Kind::Slow { fut } => fut.await,
+            }
+        });
+        Self {
+            kind: Kind::Slow { fut },
+            timer,
+        }
+    }
+}
+
+impl<F, E> Future for TenantFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = match this.kind.project() {
+            KindProj::Served { fut } => std::task::ready!(fut.poll(cx)),
+            KindProj::Refused { fut } => std::task::ready!(fut.poll(cx)),
+            KindProj::Answered { response } => Ok(response.take().unwrap_or_default()),
+            KindProj::Slow { fut } => std::task::ready!(fut.as_mut().poll(cx)),
+        };
+        if let Some((metrics, started)) = this.timer.take() {
+            metrics.latency(started.elapsed());
+        }
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future> std::fmt::Debug for TenantFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantFuture").finish_non_exhaustive()
     }
 }
 
@@ -135,37 +272,98 @@ fn rate_limited(tenant: &TenantInfo, rps: u32, retry_after: Duration) -> Respons
 /// Also returns the claims when this layer verified them itself (not when
 /// an upstream layer put them in the extensions already).
 async fn tenant_state(shared: &Shared, req: &Parts) -> (TenantState, Option<VerifiedClaims>) {
-    let claims = match verified_claims(shared, req) {
+    let claims = match claims_of(shared, req) {
         Ok(claims) => claims,
         Err(error) => return (TenantState::Refused(error), None),
     };
-    let (parts_uri, headers, method) = (&req.uri, &req.headers, &req.method);
-    let host = headers
+    let reference = shared.chain.resolve(&context_of(req, claims.get())).await;
+    let tenant = match reference {
+        None => None,
+        Some(reference) => Some((shared.validator.validate(&reference).await, reference)),
+    };
+    judge(shared, claims, tenant)
+}
+
+/// [`tenant_state`] when it needs no waiting: every resolver answered at
+/// once and the validator's cache held the answer. `None` otherwise.
+fn tenant_state_now(shared: &Shared, req: &Parts) -> Option<(TenantState, Option<VerifiedClaims>)> {
+    let claims = match claims_of(shared, req) {
+        Ok(claims) => claims,
+        Err(error) => return Some((TenantState::Refused(error), None)),
+    };
+    let tenant = match shared.chain.resolve_now(&context_of(req, claims.get())) {
+        Answer::Wait => return None,
+        Answer::NotFound => None,
+        Answer::Found(reference) => {
+            Some((shared.validator.validate_cached(&reference)?, reference))
+        }
+    };
+    Some(judge(shared, claims, tenant))
+}
+
+/// The resolvers' view of the request.
+fn context_of<'a>(req: &'a Parts, claims: Option<&'a VerifiedClaims>) -> ResolutionContext<'a> {
+    let host = req
+        .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| parts_uri.host());
-    let ctx = ResolutionContext::new(method, host, parts_uri.path(), parts_uri.query(), headers)
-        .with_claims(claims.as_ref());
+        .or_else(|| req.uri.host());
+    ResolutionContext::new(
+        &req.method,
+        host,
+        req.uri.path(),
+        req.uri.query(),
+        &req.headers,
+    )
+    .with_claims(claims)
+}
 
-    let Some(reference) = shared.chain.resolve(&ctx).await else {
+/// The outcome for what resolution and validation found.
+fn judge(
+    shared: &Shared,
+    claims: Claims<'_>,
+    found: Option<(Result<Arc<TenantInfo>, Rejection>, TenantRef)>,
+) -> (TenantState, Option<VerifiedClaims>) {
+    let Some((validated, reference)) = found else {
         return (
             TenantState::Refused(TenantError::NotIdentified(shared.not_identified.clone())),
             None,
         );
     };
-    let tenant = match shared.validator.validate(&reference).await {
+    let tenant = match validated {
         Ok(tenant) => tenant,
         Err(rejection) => {
             tracing::debug!(tenant = %reference, %rejection, "tenant refused");
             return (TenantState::Refused(rejection.into()), None);
         }
     };
-    if !is_member(claims.as_ref(), &shared.membership_claim, &tenant) {
+    if !is_member(claims.get(), &shared.membership_claim, &tenant) {
         tracing::debug!(tenant_id = %tenant.id, "tenant is not among the token's memberships");
         return (TenantState::Refused(Rejection::NotMember.into()), None);
     }
-    let verified_here = claims.filter(|_| req.extensions.get::<VerifiedClaims>().is_none());
+    let verified_here = match claims {
+        Claims::Verified(claims) => Some(claims),
+        Claims::None | Claims::Upstream(_) => None,
+    };
     (TenantState::Resolved(tenant), verified_here)
+}
+
+/// The request's verified claims: none, an upstream layer's (borrowed from
+/// the extensions), or verified here (to be inserted for handlers).
+enum Claims<'a> {
+    None,
+    Upstream(&'a VerifiedClaims),
+    Verified(VerifiedClaims),
+}
+
+impl Claims<'_> {
+    fn get(&self) -> Option<&VerifiedClaims> {
+        match self {
+            Self::None => None,
+            Self::Upstream(claims) => Some(claims),
+            Self::Verified(claims) => Some(claims),
+        }
+    }
 }
 
 /// SPEC M4: when verified claims list memberships, the tenant must be one
@@ -178,24 +376,24 @@ fn is_member(claims: Option<&VerifiedClaims>, claim: &str, tenant: &TenantInfo) 
 }
 
 /// Claims verified upstream (an extension), else by the built-in verifier.
-fn verified_claims(shared: &Shared, req: &Parts) -> Result<Option<VerifiedClaims>, TenantError> {
+fn claims_of<'a>(shared: &Shared, req: &'a Parts) -> Result<Claims<'a>, TenantError> {
     if let Some(claims) = req.extensions.get::<VerifiedClaims>() {
-        return Ok(Some(claims.clone()));
+        return Ok(Claims::Upstream(claims));
     }
     #[cfg(feature = "jwt")]
     if let Some(verifier) = &shared.jwt {
         let Some(value) = req.headers.get(header::AUTHORIZATION) else {
-            return Ok(None);
+            return Ok(Claims::None);
         };
         let token = crate::jwt::bearer_token(value).ok_or_else(|| {
             TenantError::InvalidToken("the Authorization header is not `Bearer <token>`".into())
         })?;
         return verifier
             .verify(token)
-            .map(Some)
+            .map(Claims::Verified)
             .map_err(|e| TenantError::InvalidToken(e.to_string()));
     }
     #[cfg(not(feature = "jwt"))]
     let _ = shared;
-    Ok(None)
+    Ok(Claims::None)
 }

@@ -161,6 +161,31 @@ impl Limits {
         }
     }
 
+    /// [`Limits::check`] when it needs no waiting: limits from the plan
+    /// and default only, counted in process. `None` when an override
+    /// service or a shared backend must be asked.
+    pub(crate) fn check_now(&self, tenant: &TenantInfo) -> Option<Decision> {
+        if self.overrides.is_some() {
+            return None;
+        }
+        #[cfg(feature = "redis")]
+        if self.redis.is_some() {
+            return None;
+        }
+        let rps = tenant
+            .plan
+            .as_deref()
+            .and_then(|plan| self.plans.get(plan).copied())
+            .unwrap_or(self.default_rps);
+        Some(match self.local.check(&tenant.id, rps) {
+            Ok(()) => Decision::Allow,
+            Err(retry_after) => Decision::Deny {
+                rps: rps.get(),
+                retry_after,
+            },
+        })
+    }
+
     /// Takes one token for `tenant`.
     pub(crate) async fn check(&self, tenant: &TenantInfo) -> Decision {
         let rps = self.rps_for(tenant).await;
