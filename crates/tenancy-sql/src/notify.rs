@@ -9,6 +9,7 @@
 //! ```json
 //! {"kind": "tenant", "id": "…", "slug": "acme", "previous_slug": "acme-old"}
 //! {"kind": "config", "id": "…", "slug": null, "previous_slug": null}
+//! {"kind": "domain", "id": "…", "slug": null, "previous_slug": null, "domain": "portal.acme.com"}
 //! ```
 //!
 //! (ids and slugs are at most 64 bytes, far below the 8000-byte `NOTIFY`
@@ -81,9 +82,62 @@ use tokio::task::JoinHandle;
 /// The Postgres channel tenant and config changes are announced on.
 pub const CHANGES_CHANNEL: &str = "tenancy_changes";
 
-/// The statement [`PgStore`](crate::PgStore) announces a change with, the
-/// payload bound as `$1`.
+/// A statement that announces a change, the payload bound as `$1` (for a
+/// change made in a transaction of several statements; the store's own
+/// writes put their `NOTIFY` in the write itself, see [`notify_tenant_sql`]).
 pub(crate) const NOTIFY_SQL: &str = "SELECT pg_notify('tenancy_changes', $1)";
+
+/// SQL that announces a tenant change from inside a statement (so a store
+/// write and its `NOTIFY` are one statement): a `pg_notify` call whose
+/// payload is built by the server, byte for byte what [`Change::payload`]
+/// writes (serde_json's compact form, keys sorted). The arguments are SQL
+/// text expressions (string literals of SQL): the tenant's id, its slug
+/// and its previous slug (`NULL` when unchanged).
+///
+/// Values go through `to_json`, which quotes and escapes them as serde_json
+/// does; nothing is spliced into the SQL at run time.
+macro_rules! notify_tenant_sql {
+    ($id:literal, $slug:literal, $previous_slug:literal) => {
+        concat!(
+            r#"pg_notify('tenancy_changes', '{"id":' || to_json("#,
+            $id,
+            r#"::text)::text || ',"kind":"tenant","previous_slug":' || COALESCE(to_json("#,
+            $previous_slug,
+            r#"::text)::text, 'null') || ',"slug":' || to_json("#,
+            $slug,
+            r#"::text)::text || '}')"#
+        )
+    };
+}
+pub(crate) use notify_tenant_sql;
+
+/// As [`notify_tenant_sql`], for a change of the config overrides of the
+/// tenant whose id is the SQL expression `$id`.
+macro_rules! notify_config_sql {
+    ($id:literal) => {
+        concat!(
+            r#"pg_notify('tenancy_changes', '{"id":' || to_json("#,
+            $id,
+            r#"::text)::text || ',"kind":"config","previous_slug":null,"slug":null}')"#
+        )
+    };
+}
+pub(crate) use notify_config_sql;
+
+/// As [`notify_tenant_sql`], for a change of the domain `$domain` of the
+/// tenant `$id` (both SQL expressions).
+macro_rules! notify_domain_sql {
+    ($domain:literal, $id:literal) => {
+        concat!(
+            r#"pg_notify('tenancy_changes', '{"domain":' || to_json("#,
+            $domain,
+            r#"::text)::text || ',"id":' || to_json("#,
+            $id,
+            r#"::text)::text || ',"kind":"domain","previous_slug":null,"slug":null}')"#
+        )
+    };
+}
+pub(crate) use notify_domain_sql;
 
 /// The `application_name` the listener's connection uses unless the
 /// connect options set one (handy in `pg_stat_activity`).
@@ -96,8 +150,10 @@ const KEEPALIVE: Duration = Duration::from_secs(10);
 /// How long connecting, `LISTEN` or a keepalive check may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One announced change: what [`PgStore`](crate::PgStore) sends and the
-/// listener receives.
+/// A change announced from Rust with [`NOTIFY_SQL`] (a tenant's database
+/// moving to another server). [`PgStore`](crate::PgStore)'s writes build the
+/// same payloads in SQL ([`notify_tenant_sql`], [`notify_config_sql`],
+/// [`notify_domain_sql`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
     /// A tenant record was created, changed or deleted.
@@ -106,10 +162,6 @@ pub(crate) enum Change {
         slug: String,
         previous_slug: Option<String>,
     },
-    /// One of a tenant's config overrides was set or removed.
-    Config { id: String },
-    /// A domain was added, verified or removed.
-    Domain { domain: String, id: String },
 }
 
 impl Change {
@@ -125,19 +177,6 @@ impl Change {
                 "id": id,
                 "slug": slug,
                 "previous_slug": previous_slug,
-            }),
-            Self::Config { id } => serde_json::json!({
-                "kind": "config",
-                "id": id,
-                "slug": null,
-                "previous_slug": null,
-            }),
-            Self::Domain { domain, id } => serde_json::json!({
-                "kind": "domain",
-                "id": id,
-                "slug": null,
-                "previous_slug": null,
-                "domain": domain,
             }),
         };
         value.to_string()
@@ -580,20 +619,40 @@ mod tests {
             parsed,
             serde_json::json!({"kind": "tenant", "id": "t-1", "slug": "acme", "previous_slug": "acme-old"})
         );
+        // The exact bytes, which the `notify_*_sql` payloads reproduce
+        // (tests/round_trips.rs checks what the server sends).
+        assert_eq!(
+            payload,
+            r#"{"id":"t-1","kind":"tenant","previous_slug":"acme-old","slug":"acme"}"#
+        );
         let (kind, id, refs) = Change::parse(&payload).unwrap_or_else(|| panic!("{payload}"));
         assert_eq!(kind, ChangeKind::Tenant);
         assert_eq!(id.as_str(), "t-1");
         assert_eq!(refs, ["acme", "acme-old"]);
 
-        let config = Change::Config { id: "t-1".into() }.payload();
-        let (kind, _, refs) = Change::parse(&config).unwrap_or_else(|| panic!("{config}"));
+        let config = r#"{"id":"t-1","kind":"config","previous_slug":null,"slug":null}"#;
+        let (kind, _, refs) = Change::parse(config).unwrap_or_else(|| panic!("{config}"));
         assert_eq!(kind, ChangeKind::Config);
         assert!(refs.is_empty());
+
+        let domain =
+            r#"{"domain":"a.test","id":"t-1","kind":"domain","previous_slug":null,"slug":null}"#;
+        let (kind, _, refs) = Change::parse(domain).unwrap_or_else(|| panic!("{domain}"));
+        assert_eq!(kind, ChangeKind::Domain);
+        assert_eq!(refs, ["a.test"]);
     }
 
     #[test]
     fn the_store_notifies_on_the_channel() {
-        assert!(NOTIFY_SQL.contains(&format!("'{CHANGES_CHANNEL}'")));
+        let channel = format!("pg_notify('{CHANGES_CHANNEL}', ");
+        for sql in [
+            NOTIFY_SQL,
+            notify_tenant_sql!("t.id", "t.slug", "NULL"),
+            notify_config_sql!("t.id"),
+            notify_domain_sql!("t.domain", "t.id"),
+        ] {
+            assert!(sql.contains(&channel), "{sql}");
+        }
     }
 
     #[test]

@@ -29,9 +29,17 @@ pub(crate) struct DomainRow {
     verified_at: Option<DateTime<Utc>>,
 }
 
+/// The columns of [`DomainRow`], in order, as a literal for `concat!`.
+macro_rules! domain_columns {
+    () => {
+        "domain, tenant_id, is_primary, status, token, created_at, verified_at"
+    };
+}
+#[cfg(feature = "postgres")]
+pub(crate) use domain_columns;
+
 /// The columns of [`DomainRow`], in order.
-pub(crate) const DOMAIN_COLUMNS: &str =
-    "domain, tenant_id, is_primary, status, token, created_at, verified_at";
+pub(crate) const DOMAIN_COLUMNS: &str = domain_columns!();
 
 impl TryFrom<DomainRow> for tenancy_core::TenantDomain {
     type Error = StoreError;

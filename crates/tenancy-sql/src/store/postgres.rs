@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use tenancy_core::store::validate_config_key;
 use tenancy_core::{
@@ -10,8 +10,8 @@ use tenancy_core::{
     TenantStatus, TenantStore, TenantUpdate,
 };
 
-use super::{TenantRow, allowed_sources, map_err, unavailable};
-use crate::notify::{Change, NOTIFY_SQL};
+use super::{TenantRow, allowed_sources, domain_columns, map_err, unavailable};
+use crate::notify::{notify_config_sql, notify_domain_sql, notify_tenant_sql};
 
 /// The store's own schema, applied by [`PgStore::migrate`] under an
 /// advisory lock so concurrent starts don't race. Idempotent.
@@ -67,11 +67,134 @@ CREATE TABLE IF NOT EXISTS tenancy_impersonations (
 );
 "#;
 
+/// The columns of [`TenantRow`], in order, as a literal for `concat!`.
+macro_rules! tenant_columns {
+    () => {
+        "id, slug, name, status, status_reason, plan, metadata, created_at, updated_at"
+    };
+}
+
+// Every write below is ONE statement, sent once in autocommit: its implicit
+// transaction holds both the change and its `pg_notify`, so the change and
+// its announcement commit together (or neither does) in one round trip. The
+// write is a data-modifying CTE `t`; the announcement is the CTE `n`, which
+// reads `t`. Postgres runs a non-modifying CTE only as far as the outer
+// query reads it, so the outer query joins `n` (one row per row of `t`):
+// no row written, no notification.
+
+/// Inserts a tenant ($1..$9 are its columns in `tenant_columns!` order).
+const CREATE_SQL: &str = concat!(
+    "WITH t AS (INSERT INTO tenancy_tenants (",
+    tenant_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, slug), \
+     n AS (SELECT ",
+    notify_tenant_sql!("t.id", "t.slug", "NULL"),
+    " FROM t) SELECT t.id FROM t, n"
+);
+
+/// Applies a `TenantUpdate` to tenant $1: slug $2, name $3 and metadata $6
+/// when not NULL, plan $5 when $4, `updated_at` $7. The row is locked first
+/// so the previous slug announced is the one this update replaced.
+const UPDATE_SQL: &str = concat!(
+    "WITH t AS (UPDATE tenancy_tenants AS cur SET slug = COALESCE($2, cur.slug), \
+     name = COALESCE($3, cur.name), plan = CASE WHEN $4 THEN $5 ELSE cur.plan END, \
+     metadata = COALESCE($6, cur.metadata), updated_at = $7 \
+     FROM (SELECT slug FROM tenancy_tenants WHERE id = $1 FOR UPDATE) AS prev \
+     WHERE cur.id = $1 \
+     RETURNING cur.id, cur.slug, cur.name, cur.status, cur.status_reason, cur.plan, \
+     cur.metadata, cur.created_at, cur.updated_at, prev.slug AS previous_slug), \
+     n AS (SELECT ",
+    notify_tenant_sql!("t.id", "t.slug", "NULLIF(t.previous_slug, t.slug)"),
+    " FROM t) SELECT ",
+    tenant_columns!(),
+    " FROM t, n"
+);
+
+/// Moves tenant $1 to status $2 (reason $3, at $4) if its status is one of
+/// $5..$8.
+const SET_STATUS_SQL: &str = concat!(
+    "WITH t AS (UPDATE tenancy_tenants SET status = $2, status_reason = $3, updated_at = $4 \
+     WHERE id = $1 AND status IN ($5, $6, $7, $8) RETURNING ",
+    tenant_columns!(),
+    "), n AS (SELECT ",
+    notify_tenant_sql!("t.id", "t.slug", "NULL"),
+    " FROM t) SELECT ",
+    tenant_columns!(),
+    " FROM t, n"
+);
+
+/// Deletes tenant $1 (its config and domains go with it).
+const DELETE_SQL: &str = concat!(
+    "WITH t AS (DELETE FROM tenancy_tenants WHERE id = $1 RETURNING id, slug), \
+     n AS (SELECT ",
+    notify_tenant_sql!("t.id", "t.slug", "NULL"),
+    " FROM t) SELECT t.slug FROM t, n"
+);
+
+/// Sets config key $2 of tenant $1 to $3.
+const SET_CONFIG_SQL: &str = concat!(
+    "WITH t AS (INSERT INTO tenancy_config (tenant_id, key, value) VALUES ($1, $2, $3) \
+     ON CONFLICT (tenant_id, key) DO UPDATE SET value = EXCLUDED.value RETURNING tenant_id), \
+     n AS (SELECT ",
+    notify_config_sql!("t.tenant_id"),
+    " FROM t) SELECT t.tenant_id FROM t, n"
+);
+
+/// Deletes config key $2 of tenant $1.
+const DELETE_CONFIG_SQL: &str = concat!(
+    "WITH t AS (DELETE FROM tenancy_config WHERE tenant_id = $1 AND key = $2 RETURNING tenant_id), \
+     n AS (SELECT ",
+    notify_config_sql!("t.tenant_id"),
+    " FROM t) SELECT t.tenant_id FROM t, n"
+);
+
+/// Inserts a domain ($1..$7 are its columns in `domain_columns!` order);
+/// when it is primary ($3), the tenant's other domains stop being primary.
+/// (Both writes see the same snapshot: the demotion never meets the new row.)
+const ADD_DOMAIN_SQL: &str = concat!(
+    "WITH demoted AS (UPDATE tenancy_domains SET is_primary = false \
+     WHERE $3 AND tenant_id = $2 AND is_primary), \
+     t AS (INSERT INTO tenancy_domains (",
+    domain_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING domain, tenant_id), \
+     n AS (SELECT ",
+    notify_domain_sql!("t.domain", "t.tenant_id"),
+    " FROM t) SELECT t.domain FROM t, n"
+);
+
+/// Marks domain $1 verified (keeping the first verification time).
+const VERIFY_DOMAIN_SQL: &str = concat!(
+    "WITH t AS (UPDATE tenancy_domains SET status = 'verified', verified_at = COALESCE(verified_at, now()) \
+     WHERE domain = $1 RETURNING ",
+    domain_columns!(),
+    "), n AS (SELECT ",
+    notify_domain_sql!("t.domain", "t.tenant_id"),
+    " FROM t) SELECT ",
+    domain_columns!(),
+    " FROM t, n"
+);
+
+/// Removes domain $1.
+const REMOVE_DOMAIN_SQL: &str = concat!(
+    "WITH t AS (DELETE FROM tenancy_domains WHERE domain = $1 RETURNING ",
+    domain_columns!(),
+    "), n AS (SELECT ",
+    notify_domain_sql!("t.domain", "t.tenant_id"),
+    " FROM t) SELECT ",
+    domain_columns!(),
+    " FROM t, n"
+);
+
 /// Tenants and config overrides in PostgreSQL (SPEC S4).
 ///
 /// Every change is announced with `NOTIFY tenancy_changes` in the same
 /// transaction, so [`PgChangeListener`](crate::PgChangeListener)s in other
-/// processes drop their cached copies at once (SPEC V3).
+/// processes drop their cached copies at once (SPEC V3). Each write (tenant
+/// create, update, status change and delete; config set and delete; domain
+/// add, verify and remove) is a single statement whose implicit transaction
+/// holds the change and its `NOTIFY`: one round trip to the server (once the
+/// connection has prepared it). A refused status change takes a second one,
+/// to say why.
 ///
 /// ```
 /// use tenancy::{NewTenant, PgStore, Tenancy};
@@ -160,17 +283,6 @@ impl PgStore {
     }
 }
 
-/// Announces `change` on [`CHANGES_CHANNEL`](crate::CHANGES_CHANNEL); sent
-/// when the surrounding transaction commits, never if it rolls back.
-async fn announce(conn: &mut PgConnection, change: Change) -> Result<(), StoreError> {
-    sqlx::query(NOTIFY_SQL)
-        .bind(change.payload())
-        .execute(conn)
-        .await
-        .map(|_| ())
-        .map_err(unavailable)
-}
-
 #[async_trait]
 impl TenantStore for PgStore {
     async fn get(&self, id: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
@@ -229,71 +341,38 @@ impl TenantStore for PgStore {
 
     async fn create(&self, tenant: NewTenant) -> Result<TenantInfo, StoreError> {
         let t = tenant.into_info(Utc::now());
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query(
-            "INSERT INTO tenancy_tenants (id, slug, name, status, status_reason, plan, metadata, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(t.id.as_str())
-        .bind(t.slug.as_str())
-        .bind(&t.name)
-        .bind(t.status.as_str())
-        .bind(&t.status_reason)
-        .bind(&t.plan)
-        .bind(Json(&t.metadata))
-        .bind(t.created_at)
-        .bind(t.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
-        announce(
-            &mut tx,
-            Change::Tenant {
-                id: t.id.to_string(),
-                slug: t.slug.to_string(),
-                previous_slug: None,
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
+        sqlx::query(CREATE_SQL)
+            .bind(t.id.as_str())
+            .bind(t.slug.as_str())
+            .bind(&t.name)
+            .bind(t.status.as_str())
+            .bind(&t.status_reason)
+            .bind(&t.plan)
+            .bind(Json(&t.metadata))
+            .bind(t.created_at)
+            .bind(t.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
         Ok(t)
     }
 
     async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<TenantInfo, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let row = sqlx::query_as::<_, TenantRow>(
-            "SELECT id, slug, name, status, status_reason, plan, metadata, created_at, updated_at FROM tenancy_tenants WHERE id = $1 FOR UPDATE",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let mut t = TenantInfo::try_from(row)?;
-        let previous_slug = t.slug.to_string();
-        update.apply_to(&mut t, Utc::now());
-        sqlx::query("UPDATE tenancy_tenants SET slug = $2, name = $3, plan = $4, metadata = $5, updated_at = $6 WHERE id = $1")
+        // `TenantUpdate::apply_to`, in SQL: only the given fields change.
+        let slug = update.slug.as_ref().map(|s| s.as_str());
+        sqlx::query_as::<_, TenantRow>(UPDATE_SQL)
             .bind(id.as_str())
-            .bind(t.slug.as_str())
-            .bind(&t.name)
-            .bind(&t.plan)
-            .bind(Json(&t.metadata))
-            .bind(t.updated_at)
-            .execute(&mut *tx)
+            .bind(slug)
+            .bind(&update.name)
+            .bind(update.plan.is_some())
+            .bind(update.plan.as_ref().and_then(Option::as_deref))
+            .bind(update.metadata.as_ref().map(Json))
+            .bind(Utc::now())
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(id.as_str())))?;
-        let slug = t.slug.to_string();
-        announce(
-            &mut tx,
-            Change::Tenant {
-                id: id.to_string(),
-                previous_slug: (previous_slug != slug).then_some(previous_slug),
-                slug,
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(t)
+            .map_err(|e| map_err(e, slug, Some(id.as_str())))?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?
+            .try_into()
     }
 
     async fn set_status(
@@ -303,67 +382,32 @@ impl TenantStore for PgStore {
         reason: Option<&str>,
     ) -> Result<TenantInfo, StoreError> {
         let [a, b, c, d] = allowed_sources(status);
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let row = sqlx::query_as::<_, TenantRow>(
-            "UPDATE tenancy_tenants SET status = $2, status_reason = $3, updated_at = $4 \
-             WHERE id = $1 AND status IN ($5, $6, $7, $8) RETURNING id, slug, name, status, status_reason, plan, metadata, created_at, updated_at",
-        )
-        .bind(id.as_str())
-        .bind(status.as_str())
-        .bind(reason)
-        .bind(Utc::now())
-        .bind(a)
-        .bind(b)
-        .bind(c)
-        .bind(d)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        let row = sqlx::query_as::<_, TenantRow>(SET_STATUS_SQL)
+            .bind(id.as_str())
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(Utc::now())
+            .bind(a)
+            .bind(b)
+            .bind(c)
+            .bind(d)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
         match row {
-            Some(row) => {
-                let tenant = TenantInfo::try_from(row)?;
-                announce(
-                    &mut tx,
-                    Change::Tenant {
-                        id: tenant.id.to_string(),
-                        slug: tenant.slug.to_string(),
-                        previous_slug: None,
-                    },
-                )
-                .await?;
-                tx.commit().await.map_err(unavailable)?;
-                Ok(tenant)
-            }
-            None => {
-                // Nothing changed: end the transaction, then say why.
-                tx.rollback().await.map_err(unavailable)?;
-                self.refused_transition(id, status).await
-            }
+            Some(row) => row.try_into(),
+            // Nothing changed (nor was announced): say why.
+            None => self.refused_transition(id, status).await,
         }
     }
 
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let slug: Option<String> =
-            sqlx::query_scalar("DELETE FROM tenancy_tenants WHERE id = $1 RETURNING slug")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let Some(slug) = slug else {
-            return Ok(false);
-        };
-        announce(
-            &mut tx,
-            Change::Tenant {
-                id: id.to_string(),
-                slug,
-                previous_slug: None,
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
+        let slug: Option<String> = sqlx::query_scalar(DELETE_SQL)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(slug.is_some())
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -410,27 +454,14 @@ impl ConfigStore for PgStore {
         value: serde_json::Value,
     ) -> Result<(), StoreError> {
         validate_config_key(key)?;
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let result = sqlx::query(
-            "INSERT INTO tenancy_config (tenant_id, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id, key) DO UPDATE SET value = EXCLUDED.value",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(Json(&value))
-        .execute(&mut *tx)
-        .await;
-        match result {
-            Ok(_) => {
-                announce(
-                    &mut tx,
-                    Change::Config {
-                        id: tenant.to_string(),
-                    },
-                )
-                .await?;
-                tx.commit().await.map_err(unavailable)
-            }
+        match sqlx::query(SET_CONFIG_SQL)
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(Json(&value))
+            .execute(&self.pool)
+            .await
+        {
+            Ok(_) => Ok(()),
             Err(e)
                 if e.as_database_error()
                     .is_some_and(|d| d.is_foreign_key_violation()) =>
@@ -442,71 +473,36 @@ impl ConfigStore for PgStore {
     }
 
     async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let done = sqlx::query("DELETE FROM tenancy_config WHERE tenant_id = $1 AND key = $2")
+        let deleted: Option<String> = sqlx::query_scalar(DELETE_CONFIG_SQL)
             .bind(tenant.as_str())
             .bind(key)
-            .execute(&mut *tx)
+            .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        announce(
-            &mut tx,
-            Change::Config {
-                id: tenant.to_string(),
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
-    }
-}
-
-fn domain_change(domain: &str, tenant: &str) -> Change {
-    Change::Domain {
-        domain: domain.to_owned(),
-        id: tenant.to_owned(),
+        Ok(deleted.is_some())
     }
 }
 
 /// Domain changes are announced in their transaction, as tenant changes
-/// are, so every process's `domain` resolver forgets them at once.
+/// are (one statement, one round trip), so every process's `domain`
+/// resolver forgets them at once.
 #[async_trait]
 impl tenancy_core::DomainStore for PgStore {
     async fn add_domain(
         &self,
         domain: tenancy_core::TenantDomain,
     ) -> Result<tenancy_core::TenantDomain, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        if domain.primary {
-            sqlx::query("UPDATE tenancy_domains SET is_primary = false WHERE tenant_id = $1")
-                .bind(domain.tenant_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        sqlx::query(
-            "INSERT INTO tenancy_domains (domain, tenant_id, is_primary, status, token, created_at, verified_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(domain.domain.as_str())
-        .bind(domain.tenant_id.as_str())
-        .bind(domain.primary)
-        .bind(domain.status.as_str())
-        .bind(&domain.token)
-        .bind(domain.created_at)
-        .bind(domain.verified_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| super::domain_insert_error(e, &domain))?;
-        announce(
-            &mut tx,
-            domain_change(domain.domain.as_str(), domain.tenant_id.as_str()),
-        )
-        .await?;
-        tx.commit().await.map_err(unavailable)?;
+        sqlx::query(ADD_DOMAIN_SQL)
+            .bind(domain.domain.as_str())
+            .bind(domain.tenant_id.as_str())
+            .bind(domain.primary)
+            .bind(domain.status.as_str())
+            .bind(&domain.token)
+            .bind(domain.created_at)
+            .bind(domain.verified_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| super::domain_insert_error(e, &domain))?;
         Ok(domain)
     }
 
@@ -547,41 +543,26 @@ impl tenancy_core::DomainStore for PgStore {
         &self,
         domain: &str,
     ) -> Result<Option<tenancy_core::TenantDomain>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let row = sqlx::query_as::<_, super::DomainRow>(sqlx::AssertSqlSafe(format!(
-            "UPDATE tenancy_domains SET status = 'verified', verified_at = COALESCE(verified_at, now()) \
-             WHERE domain = $1 RETURNING {}",
-            super::DOMAIN_COLUMNS
-        )))
-        .bind(domain)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        if let Some(row) = &row {
-            announce(&mut tx, domain_change(&row.domain, &row.tenant_id)).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        row.map(TryInto::try_into).transpose()
+        sqlx::query_as::<_, super::DomainRow>(VERIFY_DOMAIN_SQL)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(TryInto::try_into)
+            .transpose()
     }
 
     async fn remove_domain(
         &self,
         domain: &str,
     ) -> Result<Option<tenancy_core::TenantDomain>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let row = sqlx::query_as::<_, super::DomainRow>(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM tenancy_domains WHERE domain = $1 RETURNING {}",
-            super::DOMAIN_COLUMNS
-        )))
-        .bind(domain)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        if let Some(row) = &row {
-            announce(&mut tx, domain_change(&row.domain, &row.tenant_id)).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        row.map(TryInto::try_into).transpose()
+        sqlx::query_as::<_, super::DomainRow>(REMOVE_DOMAIN_SQL)
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(TryInto::try_into)
+            .transpose()
     }
 }
 
