@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,11 +20,6 @@ pub(super) fn routes() -> Router<ServerState> {
     Router::new()
         .route("/{resource}", get(list).post(create))
         .route("/{resource}/{id}", get(show).patch(update).delete(remove))
-}
-
-/// The list handler without the tenancy layer, for load-test baselines.
-pub(super) fn baseline_routes() -> Router<ServerState> {
-    Router::new().route("/_baseline/api/{resource}", get(baseline_list))
 }
 
 const MAX_LIMIT: i64 = 1000;
@@ -474,30 +469,4 @@ pub(super) async fn remove(
         Ok(false) => not_found(&params),
         Err(r) => r,
     }
-}
-
-/// Load-test baseline: the same list handler, tenant taken unchecked from
-/// the header, no resolution, validation or task-local scope.
-async fn baseline_list(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(params): Path<HashMap<String, String>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let res = match resource(&state.app, &params) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let Some(tenant) = headers
-        .get("x-tenant-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<TenantId>().ok())
-    else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "tenant_required",
-            "X-Tenant-Id (an id) is required",
-        );
-    };
-    list_for(&state.app, res, &tenant, query).await
 }

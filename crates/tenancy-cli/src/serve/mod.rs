@@ -45,11 +45,6 @@ pub struct ServeArgs {
     /// Bearer token of the admin API [default: server.admin_token (TENANCY__SERVER__ADMIN_TOKEN), else generated and printed once]
     #[arg(long)]
     pub admin_token: Option<String>,
-    /// Also serve `/_baseline/api/{resource}`: the CRUD list handler WITHOUT
-    /// the tenancy layer (tenant taken unchecked from X-Tenant-Id), for load
-    /// tests only. Never enable it in production.
-    #[arg(long, hide = true)]
-    pub load_test_baseline: bool,
 }
 
 /// Shared state of the handlers.
@@ -151,7 +146,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         listener: changes,
         openapi: Arc::from(openapi::document()),
     };
-    let router = router(state, args.load_test_baseline);
+    let router = router(state);
     println!(
         "tenancy serve: listening on http://{addr} (database {}, isolation {})",
         crate::app::redact(
@@ -169,7 +164,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
 }
 
 /// The whole HTTP surface.
-pub(crate) fn router(state: ServerState, baseline: bool) -> (Router, String) {
+pub(crate) fn router(state: ServerState) -> (Router, String) {
     let strategy = state.app.tenancy.isolation().name().to_owned();
     let tenant_routes = crud::routes().layer(RequireTenantLayer::new());
     // The tenant layer wraps the tenant routes only (with their full path,
@@ -184,7 +179,7 @@ pub(crate) fn router(state: ServerState, baseline: bool) -> (Router, String) {
             state.clone(),
             impersonate::accept,
         ));
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(console::routes())
@@ -199,9 +194,6 @@ pub(crate) fn router(state: ServerState, baseline: bool) -> (Router, String) {
         .route("/resolve", get(gateway::resolve))
         .route("/tls/ask", get(gateway::tls_ask))
         .merge(tenant_api);
-    if baseline {
-        router = router.merge(crud::baseline_routes());
-    }
     (router.fallback(not_found).with_state(state), strategy)
 }
 
