@@ -15,6 +15,7 @@ mod config_cmd;
 mod domains;
 mod export;
 mod migrate;
+mod pool;
 mod portability;
 mod serve;
 mod sql;

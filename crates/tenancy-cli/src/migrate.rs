@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use serde::Serialize;
-use tenancy::{ListQuery, TenantInfo};
+use tenancy::{ListQuery, TenantId};
 use tokio::sync::Semaphore;
 
 use crate::app::{App, CliError, Global};
@@ -64,7 +64,15 @@ pub async fn run(global: &Global, args: MigrateArgs) -> Result<(), CliError> {
             dir.display()
         )));
     };
-    let tenants = all_tenants(&app).await?;
+    let mut tenants = all_tenants(&app).await?;
+    // Ready pending-pool members too: a claimed one must be current.
+    if let Some(pool) = app.tenancy.pending_pool() {
+        let members = pool.members().await.map_err(CliError::msg)?;
+        tenants.extend(members.into_iter().filter(|m| m.ready).map(|m| Target {
+            id: m.id,
+            slug: "(pending pool)".into(),
+        }));
+    }
     let total = tenants.len() as u64;
 
     let progress = Progress::new(total);
@@ -88,7 +96,7 @@ pub async fn run(global: &Global, args: MigrateArgs) -> Result<(), CliError> {
             joined.map_err(|e| CliError::msg(format!("a migration task failed: {e}")))?;
         let mut outcome = TenantOutcome {
             id: tenant.id.to_string(),
-            slug: tenant.slug.to_string(),
+            slug: tenant.slug.clone(),
             from: 0,
             to: 0,
             error: None,
@@ -148,9 +156,15 @@ pub async fn run(global: &Global, args: MigrateArgs) -> Result<(), CliError> {
     }
 }
 
+/// One schema or database to migrate.
+struct Target {
+    id: TenantId,
+    slug: String,
+}
+
 /// Every tenant, whatever its status: a suspended tenant's schema must not
 /// fall behind.
-async fn all_tenants(app: &App) -> Result<Vec<TenantInfo>, CliError> {
+async fn all_tenants(app: &App) -> Result<Vec<Target>, CliError> {
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
@@ -164,7 +178,11 @@ async fn all_tenants(app: &App) -> Result<Vec<TenantInfo>, CliError> {
         out.extend(
             page.items
                 .into_iter()
-                .filter(|t| t.status != tenancy::TenantStatus::Provisioning),
+                .filter(|t| t.status != tenancy::TenantStatus::Provisioning)
+                .map(|t| Target {
+                    id: t.id,
+                    slug: t.slug.to_string(),
+                }),
         );
         offset += n;
         if n == 0 || offset >= page.total {
@@ -199,11 +217,7 @@ impl Progress {
         }
     }
 
-    fn tick(
-        &self,
-        tenant: &TenantInfo,
-        result: &Result<tenancy_sql::Applied, tenancy_sql::DbError>,
-    ) {
+    fn tick(&self, tenant: &Target, result: &Result<tenancy_sql::Applied, tenancy_sql::DbError>) {
         let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match &self.bar {
             Some(bar) => {

@@ -37,6 +37,9 @@ pub enum TenantsCommand {
     Import(crate::portability::ImportArgs),
     /// Move a tenant's database to another server (database strategy, lifecycle.database_servers).
     Move(crate::portability::MoveArgs),
+    /// The pending pool (lifecycle.pending_pool): provisioned tenants waiting for a signup.
+    #[command(subcommand)]
+    Pool(crate::pool::PoolCommand),
 }
 
 /// `tenants delete`.
@@ -131,6 +134,7 @@ pub async fn run(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
         TenantsCommand::Export(args) => return crate::portability::export(global, args).await,
         TenantsCommand::Import(args) => return crate::portability::import(global, args).await,
         TenantsCommand::Move(args) => return crate::portability::move_tenant(global, args).await,
+        TenantsCommand::Pool(cmd) => return crate::pool::run(global, cmd).await,
         TenantsCommand::Delete(args) if args.purge => {
             if !args.yes {
                 return Err(CliError::msg(
@@ -221,7 +225,10 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
             let tenant = lifecycle.delete(&current.id).await.map_err(CliError::msg)?;
             ("deleted", Some(current), tenant)
         }
-        TenantsCommand::Export(_) | TenantsCommand::Import(_) | TenantsCommand::Move(_) => {
+        TenantsCommand::Export(_)
+        | TenantsCommand::Import(_)
+        | TenantsCommand::Move(_)
+        | TenantsCommand::Pool(_) => {
             return Ok(());
         }
     };

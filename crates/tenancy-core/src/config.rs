@@ -22,6 +22,7 @@
 //!     auto_provision: true
 //!     deprovision_policy: keep      # keep | archive | drop
 //!     migrations_dir: migrations
+//!     pending_pool: 20              # schema/database: tenants kept provisioned for instant signup
 //!     database_servers:             # database strategy on Postgres; default: the main server
 //!       - { name: pg1, url: "postgres://app@db1/postgres", weight: 2 }
 //!       - { name: pg2, url: "postgres://app@db2/postgres" }
@@ -199,6 +200,11 @@ pub struct LifecycleConfig {
     /// none: the main database's server). New tenants go to the server with
     /// the fewest tenants per unit of weight.
     pub database_servers: Vec<DatabaseServerConfig>,
+    /// Tenants kept provisioned and migrated, unclaimed, so signup does not
+    /// wait for provisioning (SPEC N1; default 0: off). Used by the
+    /// `schema` and `database` strategies; `row_level` has nothing to
+    /// provision.
+    pub pending_pool: u32,
 }
 
 /// One database server (`lifecycle.database_servers[]`).
@@ -226,6 +232,7 @@ impl Default for LifecycleConfig {
             deprovision_policy: DeprovisionPolicy::Keep,
             migrations_dir: None,
             database_servers: Vec::new(),
+            pending_pool: 0,
         }
     }
 }

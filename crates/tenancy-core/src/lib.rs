@@ -41,6 +41,7 @@ pub mod lifecycle;
 mod memory;
 pub mod metrics;
 pub mod overrides;
+pub mod pool;
 pub mod resolve;
 pub mod store;
 pub mod tenant;
@@ -55,6 +56,7 @@ pub use isolation::{IsolationError, IsolationRegistry, IsolationStrategy, Provis
 pub use lifecycle::{LifecycleError, LifecycleService};
 pub use memory::MemoryStore;
 pub use overrides::{CachedConfigStore, ConfigValueError, TenantConfigService};
+pub use pool::{PendingPool, PendingStore, PendingTenant, PoolError};
 pub use resolve::{ResolutionContext, Resolver, ResolverChain, VerifiedClaims};
 pub use store::{ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore};
 pub use tenant::{

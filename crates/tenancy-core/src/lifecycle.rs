@@ -8,6 +8,7 @@ use crate::config::DeprovisionPolicy;
 use crate::events::{EventBus, TenantEvent};
 use crate::isolation::{IsolationError, Provisioner};
 use crate::metrics::DurationHistogram;
+use crate::pool::PendingPool;
 use crate::store::{StoreError, TenantStore};
 use crate::tenant::{NewTenant, TenantInfo, TenantStatus, TenantUpdate};
 use crate::validate::Validator;
@@ -64,6 +65,7 @@ pub struct LifecycleService {
     bus: EventBus,
     validators: Vec<Validator>,
     provisioning: Arc<DurationHistogram>,
+    pool: Option<PendingPool>,
 }
 
 impl LifecycleService {
@@ -75,7 +77,14 @@ impl LifecycleService {
             bus: EventBus::new(),
             validators: Vec::new(),
             provisioning: Arc::default(),
+            pool: None,
         }
+    }
+
+    /// Claims new tenants from `pool` when it has a ready member (SPEC N1).
+    pub fn pending_pool(mut self, pool: PendingPool) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// Uses `provisioner` for isolation.
@@ -117,28 +126,50 @@ impl LifecycleService {
     /// `Active`. When provisioning fails the record is removed and the
     /// error names the failed step. With `auto_provision` off the tenant
     /// stays `Provisioning` until [`LifecycleService::provision`].
+    ///
+    /// With a [pending pool](crate::pool) holding a ready member (and no
+    /// id chosen), the tenant takes over that member in one store
+    /// transaction: its schema or database already exists and is migrated,
+    /// so only a check that no migration is missing remains.
     pub async fn create(&self, new: NewTenant) -> Result<TenantInfo, LifecycleError> {
+        if let Some(pool) = &self.pool
+            && self.provisioner.is_auto()
+            && new.id.is_none()
+            && let Some(tenant) = pool.claim(new.clone()).await?
+        {
+            self.forget(&tenant).await;
+            return self.finish_provisioning(tenant, true).await;
+        }
         let tenant = self.store.create(new).await?;
         self.forget(&tenant).await;
         if !self.provisioner.is_auto() {
             return Ok(tenant);
         }
-        self.provision(&tenant.id).await
+        self.finish_provisioning(tenant, false).await
     }
 
     /// Provisions a `Provisioning` tenant and activates it; on failure
     /// removes the tenant record (the strategy removes what it made).
     pub async fn provision(&self, tenant: impl AsRef<str>) -> Result<TenantInfo, LifecycleError> {
         let tenant = self.require(tenant.as_ref()).await?;
-        let id = &tenant.id;
         if tenant.status != TenantStatus::Provisioning {
             return Err(StoreError::InvalidTransition {
-                id: id.to_string(),
+                id: tenant.id.to_string(),
                 from: tenant.status,
                 to: TenantStatus::Active,
             }
             .into());
         }
+        self.finish_provisioning(tenant, false).await
+    }
+
+    /// Provisions (for a claimed pool member: tops up its migrations),
+    /// activates and announces `tenant`.
+    async fn finish_provisioning(
+        &self,
+        tenant: TenantInfo,
+        claimed: bool,
+    ) -> Result<TenantInfo, LifecycleError> {
         let started = std::time::Instant::now();
         let provisioned = self.provisioner.strategy().provision(&tenant).await;
         self.provisioning.observe(started.elapsed());
@@ -146,6 +177,10 @@ impl LifecycleService {
             tracing::error!(tenant_id = %tenant.id, error = %source, "provisioning failed; removing the tenant");
             if let Err(cleanup) = self.store.delete(&tenant.id).await {
                 tracing::error!(tenant_id = %tenant.id, error = %cleanup, "could not remove the failed tenant record");
+            }
+            if claimed && let Some(pool) = &self.pool {
+                // Made before this call, so not removed by the strategy.
+                pool.discard_claimed(&tenant.id).await;
             }
             self.forget(&tenant).await;
             return Err(LifecycleError::Provisioning {

@@ -44,6 +44,8 @@ struct Inner {
     audit: Vec<crate::audit::AuditEntry>,
     /// Grants by key, with whether they were used.
     grants: HashMap<String, (crate::impersonation::ImpersonationGrant, bool)>,
+    /// Pending pool members, oldest first.
+    pending: Vec<crate::pool::PendingTenant>,
 }
 
 impl MemoryStore {
@@ -369,5 +371,58 @@ impl crate::impersonation::ImpersonationStore for MemoryStore {
             }
             _ => Ok(None),
         }
+    }
+}
+
+#[async_trait]
+impl crate::pool::PendingStore for MemoryStore {
+    async fn add_pending(&self, id: &TenantId) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        if inner.tenants.contains_key(id) || inner.pending.iter().any(|m| &m.id == id) {
+            return Err(StoreError::DuplicateId(id.to_string()));
+        }
+        inner.pending.push(crate::pool::PendingTenant {
+            id: id.clone(),
+            ready: false,
+            created_at: Utc::now(),
+        });
+        Ok(())
+    }
+
+    async fn mark_pending_ready(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let mut inner = self.write();
+        Ok(match inner.pending.iter_mut().find(|m| &m.id == id) {
+            Some(member) => {
+                member.ready = true;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn list_pending(&self) -> Result<Vec<crate::pool::PendingTenant>, StoreError> {
+        Ok(self.read().pending.clone())
+    }
+
+    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError> {
+        let mut inner = self.write();
+        let Some(at) = inner.pending.iter().position(|m| m.ready) else {
+            return Ok(None);
+        };
+        if inner.slugs.contains_key(tenant.slug.as_str()) {
+            return Err(StoreError::DuplicateSlug(tenant.slug.to_string()));
+        }
+        let member = inner.pending.remove(at);
+        let info = tenant.id(member.id).into_info(Utc::now());
+        inner.slugs.insert(info.slug.to_string(), info.id.clone());
+        inner.tenants.insert(info.id.clone(), info.clone());
+        Ok(Some(info))
+    }
+
+    async fn remove_pending(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let mut inner = self.write();
+        let before = inner.pending.len();
+        inner.pending.retain(|m| &m.id != id);
+        Ok(inner.pending.len() != before)
     }
 }

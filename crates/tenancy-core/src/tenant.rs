@@ -162,6 +162,11 @@ impl Slug {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `pending`: the slug a pending pool member is provisioned under.
+    pub(crate) fn pending() -> Self {
+        Self("pending".to_owned())
+    }
 }
 
 impl<'de> Deserialize<'de> for Slug {

@@ -269,6 +269,18 @@ async fn schema_per_tenant_on_postgres() {
     assert!(err.to_string().contains("permission denied"), "{err}");
     tx.rollback().await.unwrap();
 
+    // A tenant with no schema (never provisioned, or dropped) is refused,
+    // and the pool's only connection comes back usable, not stuck in an
+    // aborted transaction.
+    let ghost: TenantId = format!("ghost{}", &db.name[14..24]).parse().unwrap();
+    assert!(tdb.begin_for(&ghost).await.is_err());
+    let mut tx = tdb.begin_for(&ta.id).await.unwrap();
+    sqlx::query("SELECT count(*) FROM notes")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
     // The pooled connection is back to the default search_path and role.
     let (path, role): (String, String) =
         sqlx::query_as("SELECT current_setting('search_path'), current_user::text")

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tenancy_core::impersonation::ImpersonationStore;
 use tenancy_core::{
     AuditStore, CachedConfigStore, ConfigError, ConfigStore, DomainResolver, DomainStore, EventBus,
-    IsolationRegistry, IsolationStrategy, LifecycleService, Provisioner, Resolver, ResolverChain,
-    TenancyConfig, TenantConfigService, TenantStore, Validator,
+    IsolationRegistry, IsolationStrategy, LifecycleService, PendingPool, PendingStore, Provisioner,
+    Resolver, ResolverChain, TenancyConfig, TenantConfigService, TenantStore, Validator,
 };
 
 /// Why [`TenancyBuilder::build`] failed.
@@ -42,11 +42,19 @@ struct Inner {
     domains: Option<DomainResolver>,
     audit: Option<Arc<dyn AuditStore>>,
     impersonation: Option<Arc<dyn ImpersonationStore>>,
+    pending_pool: Option<PendingPool>,
     #[cfg(feature = "axum")]
     layer: tenancy_axum::TenantLayer,
 }
 
 impl Tenancy {
+    /// The pending pool (SPEC N1), when `lifecycle.pending_pool` is above
+    /// 0. [`LifecycleService::create`] claims from it; keep it full with
+    /// [`PendingPool::spawn_refill`] (`tenancy serve` does).
+    pub fn pending_pool(&self) -> Option<&PendingPool> {
+        self.inner.pending_pool.as_ref()
+    }
+
     /// The store of tenant domains, when the store given has them (every
     /// store of the toolkit does).
     pub fn domain_store(&self) -> Option<&Arc<dyn DomainStore>> {
@@ -178,6 +186,7 @@ pub struct TenancyBuilder {
     domain_store: Option<Arc<dyn DomainStore>>,
     audit: Option<Arc<dyn AuditStore>>,
     impersonation: Option<Arc<dyn ImpersonationStore>>,
+    pending: Option<Arc<dyn PendingStore>>,
     registry: IsolationRegistry,
     isolation: Option<String>,
     resolvers: Vec<Arc<dyn Resolver>>,
@@ -200,13 +209,21 @@ impl TenancyBuilder {
     /// log ([`MemoryStore`](crate::MemoryStore), `SqliteStore`, `PgStore`).
     pub fn store<S>(mut self, store: S) -> Self
     where
-        S: TenantStore + ConfigStore + DomainStore + AuditStore + ImpersonationStore,
+        S: TenantStore + ConfigStore + DomainStore + AuditStore + ImpersonationStore + PendingStore,
     {
         let store = Arc::new(store);
         self.stores = Some((store.clone(), store.clone()));
         self.domain_store = Some(store.clone());
         self.audit = Some(store.clone());
-        self.impersonation = Some(store);
+        self.impersonation = Some(store.clone());
+        self.pending = Some(store);
+        self
+    }
+
+    /// Uses `store` for the pending pool (with [`TenancyBuilder::stores`];
+    /// claims need it in the same database as the tenants).
+    pub fn pending_store(mut self, store: Arc<dyn PendingStore>) -> Self {
+        self.pending = Some(store);
         self
     }
 
@@ -291,6 +308,45 @@ impl TenancyBuilder {
         self
     }
 
+    /// The pool `lifecycle.pending_pool` asks for, refusing settings it
+    /// cannot honour.
+    fn pending_pool(
+        config: &TenancyConfig,
+        store: Option<Arc<dyn PendingStore>>,
+        strategy: &Arc<dyn IsolationStrategy>,
+    ) -> Result<Option<PendingPool>, ConfigError> {
+        let size = config.lifecycle.pending_pool;
+        if size == 0 {
+            return Ok(None);
+        }
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "lifecycle.pending_pool".into(),
+            reason,
+        };
+        if strategy.name() == tenancy_core::RowLevel::NAME {
+            return Err(invalid(
+                "the row_level strategy provisions nothing per tenant, so there is nothing to keep ready: \
+                 set it to 0 or use the schema or database strategy"
+                    .into(),
+            ));
+        }
+        if !config.lifecycle.auto_provision {
+            return Err(invalid(
+                "needs lifecycle.auto_provision: a claimed tenant is provisioned at once".into(),
+            ));
+        }
+        let Some(store) = store else {
+            return Err(invalid(
+                "the stores given keep no pending pool: also call .pending_store(..)".into(),
+            ));
+        };
+        Ok(Some(PendingPool::new(
+            store,
+            strategy.clone(),
+            usize::try_from(size).unwrap_or(usize::MAX),
+        )))
+    }
+
     /// Validates the config and wires everything.
     pub fn build(self) -> Result<Tenancy, BuildError> {
         let config = self.config.unwrap_or_default();
@@ -340,12 +396,17 @@ impl TenancyBuilder {
             .auto_provision(config.lifecycle.auto_provision)
             .policy(config.lifecycle.deprovision_policy);
 
+        let pending_pool = Self::pending_pool(&config, self.pending, &strategy)?;
+
         let bus = self.bus.unwrap_or_default();
         let validator = Validator::new(store.clone(), &config.validation);
-        let lifecycle = LifecycleService::new(store.clone())
+        let mut lifecycle = LifecycleService::new(store.clone())
             .provisioner(provisioner)
             .bus(bus.clone())
             .invalidates(validator.clone());
+        if let Some(pool) = &pending_pool {
+            lifecycle = lifecycle.pending_pool(pool.clone());
+        }
         let config_store = CachedConfigStore::new(config_store, &config.overrides);
         let overrides = TenantConfigService::new(
             Arc::new(config_store.clone()),
@@ -391,6 +452,7 @@ impl TenancyBuilder {
                 domains,
                 audit: self.audit,
                 impersonation: self.impersonation,
+                pending_pool,
                 #[cfg(feature = "axum")]
                 layer,
             }),

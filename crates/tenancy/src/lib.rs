@@ -337,16 +337,18 @@ pub use tenancy_core::domain;
 pub use tenancy_core::impersonation;
 /// Isolation strategies: the trait every strategy implements.
 pub use tenancy_core::isolation;
+/// Pending tenants for instant signup (SPEC N1).
+pub use tenancy_core::pool;
 /// Resolvers: the built-in ones and how to write your own.
 pub use tenancy_core::resolve;
 pub use tenancy_core::{
     CachedConfigStore, ConfigError, ConfigMap, ConfigStore, ConfigValueError, DeprovisionPolicy,
     Domain, DomainResolver, DomainStatus, DomainStore, EventBus, EventSink, InvalidSlug,
     InvalidTenantId, IsolationError, IsolationStrategy, LifecycleError, LifecycleService,
-    ListQuery, MemoryStore, NewTenant, Rejection, ResolutionContext, Resolver, ResolverChain,
-    RowLevel, Slug, StoreError, TenancyConfig, TenantConfigService, TenantDomain, TenantEvent,
-    TenantId, TenantInfo, TenantPage, TenantRef, TenantStatus, TenantStore, TenantUpdate,
-    Validator, VerifiedClaims,
+    ListQuery, MemoryStore, NewTenant, PendingPool, PendingStore, PendingTenant, PoolError,
+    Rejection, ResolutionContext, Resolver, ResolverChain, RowLevel, Slug, StoreError,
+    TenancyConfig, TenantConfigService, TenantDomain, TenantEvent, TenantId, TenantInfo,
+    TenantPage, TenantRef, TenantStatus, TenantStore, TenantUpdate, Validator, VerifiedClaims,
 };
 
 #[cfg(feature = "jwt")]

@@ -47,13 +47,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .rate_limits(limits)
         .metrics(RequestMetrics::new(config.server.metrics_tenants));
 
-    let app = Router::new()
-        .route("/bare/hello", get(bare))
-        .merge(
-            Router::new()
-                .route("/api/hello", get(tenant_hello))
-                .layer(layer),
-        );
+    let app = Router::new().route("/bare/hello", get(bare)).merge(
+        Router::new()
+            .route("/api/hello", get(tenant_hello))
+            .layer(layer),
+    );
 
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3001".into());
     let listener = tokio::net::TcpListener::bind(&bind).await?;

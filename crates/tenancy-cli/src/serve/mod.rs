@@ -146,6 +146,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         listener: changes,
         openapi: Arc::from(openapi::document()),
     };
+    // Pending tenants are provisioned in the background (SPEC N1).
+    let _refill = state
+        .app
+        .tenancy
+        .pending_pool()
+        .map(tenancy::PendingPool::spawn_refill);
     let router = router(state);
     println!(
         "tenancy serve: listening on http://{addr} (database {}, isolation {})",

@@ -88,8 +88,14 @@ impl ScopedBegin<Postgres> for PgSchemaIsolation {
         let schema = Self::schema_of(tenant)?;
         // BEGIN, the tenant's role and search_path, transaction-local, in
         // one round trip; `schema` is a validated, quoted identifier.
+        // The role is looked up BEFORE `BEGIN`: when it is missing (a tenant
+        // never provisioned, or dropped) the error ends the implicit
+        // transaction and the connection goes back to the pool clean. Failing
+        // after `BEGIN` would leave it in an aborted transaction block that
+        // sqlx does not roll back, poisoning every later borrower.
         let begin = format!(
-            "BEGIN; SET LOCAL ROLE {schema}; SELECT set_config('search_path', '{schema}', true)"
+            "SELECT '{schema}'::regrole; BEGIN; SET LOCAL ROLE {schema}; \
+             SELECT set_config('search_path', '{schema}', true)"
         );
         Ok(self.pool.begin_with(AssertSqlSafe(begin)).await?)
     }

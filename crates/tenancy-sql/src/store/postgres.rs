@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS tenancy_impersonations (
     expires_at TIMESTAMPTZ NOT NULL,
     used_at    TIMESTAMPTZ
 );
+-- Pending pool members (SPEC N1): provisioned ids waiting for a signup.
+CREATE TABLE IF NOT EXISTS tenancy_pending (
+    id         TEXT PRIMARY KEY,
+    ready      BOOLEAN NOT NULL DEFAULT false,
+    created_at TIMESTAMPTZ NOT NULL
+);
 "#;
 
 /// The columns of [`TenantRow`], in order, as a literal for `concat!`.
@@ -121,6 +127,21 @@ const SET_STATUS_SQL: &str = concat!(
     " FROM t) SELECT ",
     tenant_columns!(),
     " FROM t, n"
+);
+
+/// Claims the oldest ready pending member no other transaction holds and
+/// inserts the tenant under its id: slug $1, name $2, plan $3, metadata
+/// $4, created and updated at $5. No row when no member is free; a taken
+/// slug fails the statement and the member stays.
+const CLAIM_PENDING_SQL: &str = concat!(
+    "WITH c AS (DELETE FROM tenancy_pending WHERE id = (SELECT id FROM tenancy_pending \
+     WHERE ready ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id), \
+     t AS (INSERT INTO tenancy_tenants (",
+    tenant_columns!(),
+    ") SELECT c.id, $1, $2, 'provisioning', NULL, $3, $4, $5, $5 FROM c RETURNING id, slug), \
+     n AS (SELECT ",
+    notify_tenant_sql!("t.id", "t.slug", "NULL"),
+    " FROM t) SELECT t.id FROM t, n"
 );
 
 /// Deletes tenant $1 (its config and domains go with it).
@@ -668,5 +689,64 @@ impl tenancy_core::impersonation::ImpersonationStore for PgStore {
             })
         })
         .transpose()
+    }
+}
+
+#[async_trait]
+impl tenancy_core::PendingStore for PgStore {
+    async fn add_pending(&self, id: &TenantId) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tenancy_pending (id, ready, created_at) VALUES ($1, false, $2)")
+            .bind(id.as_str())
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, None, Some(id.as_str())))?;
+        Ok(())
+    }
+
+    async fn mark_pending_ready(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE tenancy_pending SET ready = true WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_pending(&self) -> Result<Vec<tenancy_core::PendingTenant>, StoreError> {
+        let rows: Vec<(String, bool, chrono::DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, ready, created_at FROM tenancy_pending ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        super::pending_members(rows)
+    }
+
+    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError> {
+        // The record as it will be stored; its id is the member's.
+        let mut t = tenant.into_info(Utc::now());
+        let id: Option<String> = sqlx::query_scalar(CLAIM_PENDING_SQL)
+            .bind(t.slug.as_str())
+            .bind(&t.name)
+            .bind(&t.plan)
+            .bind(Json(&t.metadata))
+            .bind(t.created_at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, Some(t.slug.as_str()), None))?;
+        let Some(id) = id else { return Ok(None) };
+        t.id = TenantId::new(&id)
+            .map_err(|_| StoreError::Unavailable(format!("corrupt pending id {id}")))?;
+        Ok(Some(t))
+    }
+
+    async fn remove_pending(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM tenancy_pending WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
     }
 }

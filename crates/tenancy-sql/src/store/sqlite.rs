@@ -66,6 +66,12 @@ CREATE TABLE IF NOT EXISTS tenancy_impersonations (
     expires_at TEXT NOT NULL,
     used_at    TEXT
 );
+-- Pending pool members (SPEC N1): provisioned ids waiting for a signup.
+CREATE TABLE IF NOT EXISTS tenancy_pending (
+    id         TEXT PRIMARY KEY,
+    ready      INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
 "#;
 
 /// Tenants and config overrides in SQLite (SPEC S4): the embedded
@@ -577,5 +583,84 @@ impl tenancy_core::impersonation::ImpersonationStore for SqliteStore {
             })
         })
         .transpose()
+    }
+}
+
+#[async_trait]
+impl tenancy_core::PendingStore for SqliteStore {
+    async fn add_pending(&self, id: &TenantId) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tenancy_pending (id, ready, created_at) VALUES (?1, 0, ?2)")
+            .bind(id.as_str())
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, None, Some(id.as_str())))?;
+        Ok(())
+    }
+
+    async fn mark_pending_ready(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE tenancy_pending SET ready = 1 WHERE id = ?1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_pending(&self) -> Result<Vec<tenancy_core::PendingTenant>, StoreError> {
+        let rows: Vec<(String, bool, chrono::DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, ready, created_at FROM tenancy_pending ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        super::pending_members(rows)
+    }
+
+    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError> {
+        // IMMEDIATE takes the write lock now: no other claim sees the member.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        let id: Option<String> = sqlx::query_scalar(
+            "DELETE FROM tenancy_pending WHERE id = (SELECT id FROM tenancy_pending WHERE ready \
+             ORDER BY created_at, id LIMIT 1) RETURNING id",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(id) = id else { return Ok(None) };
+        let id = TenantId::new(&id)
+            .map_err(|_| StoreError::Unavailable(format!("corrupt pending id {id}")))?;
+        let t = tenant.id(id).into_info(Utc::now());
+        sqlx::query(
+            "INSERT INTO tenancy_tenants (id, slug, name, status, status_reason, plan, metadata, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .bind(t.id.as_str())
+        .bind(t.slug.as_str())
+        .bind(&t.name)
+        .bind(t.status.as_str())
+        .bind(&t.status_reason)
+        .bind(&t.plan)
+        .bind(Json(&t.metadata))
+        .bind(t.created_at)
+        .bind(t.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(t))
+    }
+
+    async fn remove_pending(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM tenancy_pending WHERE id = ?1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
     }
 }
