@@ -367,3 +367,151 @@ impl std::fmt::Debug for PendingPool {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{LifecycleService, MemoryStore, Provisioner, TenantStore};
+
+    /// Records provisioned ids; fails while `fail` is set.
+    #[derive(Default)]
+    struct Recording {
+        live: Mutex<HashSet<TenantId>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl IsolationStrategy for Recording {
+        fn name(&self) -> &str {
+            "recording"
+        }
+        async fn provision(&self, tenant: &TenantInfo) -> Result<(), IsolationError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(IsolationError::new("recording", "migrate", "boom"));
+            }
+            self.live.lock().unwrap().insert(tenant.id.clone());
+            Ok(())
+        }
+        async fn deprovision(
+            &self,
+            tenant: &TenantInfo,
+            _policy: DeprovisionPolicy,
+        ) -> Result<(), IsolationError> {
+            self.live.lock().unwrap().remove(&tenant.id);
+            Ok(())
+        }
+    }
+
+    fn setup(target: usize) -> (MemoryStore, Arc<Recording>, PendingPool, LifecycleService) {
+        let store = MemoryStore::new();
+        let strategy = Arc::new(Recording::default());
+        let pool = PendingPool::new(Arc::new(store.clone()), strategy.clone(), target);
+        let lifecycle = LifecycleService::new(Arc::new(store.clone()))
+            .provisioner(Provisioner::new(strategy.clone()))
+            .pending_pool(pool.clone());
+        (store, strategy, pool, lifecycle)
+    }
+
+    #[tokio::test]
+    async fn claims_then_falls_back_to_provisioning() {
+        let (store, strategy, pool, lifecycle) = setup(2);
+        assert_eq!(pool.fill().await.unwrap().len(), 2);
+        let members: HashSet<TenantId> = pool
+            .members()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        let a = lifecycle
+            .create(NewTenant::new("a-co", "A").unwrap())
+            .await
+            .unwrap();
+        let b = lifecycle
+            .create(NewTenant::new("b-co", "B").unwrap())
+            .await
+            .unwrap();
+        let c = lifecycle
+            .create(NewTenant::new("c-co", "C").unwrap())
+            .await
+            .unwrap();
+        assert!(members.contains(&a.id) && members.contains(&b.id) && a.id != b.id);
+        assert!(!members.contains(&c.id), "pool empty: provisioned as usual");
+        for t in [&a, &b, &c] {
+            assert!(t.is_active());
+            assert!(strategy.live.lock().unwrap().contains(&t.id));
+        }
+        assert_eq!(store.list(crate::ListQuery::all()).await.unwrap().total, 3);
+        assert!(pool.members().await.unwrap().is_empty());
+        // A chosen id never takes a member.
+        pool.fill().await.unwrap();
+        let chosen: TenantId = "chosen".parse().unwrap();
+        let d = lifecycle
+            .create(NewTenant::new("d-co", "D").unwrap().id(chosen.clone()))
+            .await
+            .unwrap();
+        assert_eq!(d.id, chosen);
+        assert_eq!(pool.status().await.unwrap().ready, 2);
+    }
+
+    #[tokio::test]
+    async fn failed_member_is_removed_and_prune_trims() {
+        let (_store, strategy, pool, _lifecycle) = setup(2);
+        strategy
+            .fail
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(
+            pool.fill().await,
+            Err(PoolError::Isolation { .. })
+        ));
+        assert!(
+            pool.members().await.unwrap().is_empty(),
+            "nothing half-made kept"
+        );
+        strategy
+            .fail
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        pool.fill_to(5).await.unwrap();
+        assert_eq!(strategy.live.lock().unwrap().len(), 5);
+        let report = pool.prune(false).await.unwrap();
+        assert_eq!(report.removed.len(), 3);
+        assert_eq!(strategy.live.lock().unwrap().len(), 2);
+        let status = pool.status().await.unwrap();
+        assert_eq!((status.ready, status.provisioning), (2, 0));
+        pool.prune(true).await.unwrap();
+        assert!(strategy.live.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refill_task_tops_up_after_a_claim() {
+        let (_store, _strategy, pool, lifecycle) = setup(2);
+        let task = pool.spawn_refill();
+        let ready = |pool: PendingPool| async move { pool.status().await.unwrap().ready };
+        for _ in 0..200 {
+            if ready(pool.clone()).await == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(ready(pool.clone()).await, 2);
+        lifecycle
+            .create(NewTenant::new("a-co", "A").unwrap())
+            .await
+            .unwrap();
+        let mut refilled = false;
+        for _ in 0..200 {
+            if ready(pool.clone()).await == 2 && pool.members().await.unwrap().len() == 2 {
+                refilled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(refilled, "woken by the claim, well before the 30 s tick");
+        drop(task);
+    }
+}
