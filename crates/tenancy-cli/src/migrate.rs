@@ -71,6 +71,7 @@ pub async fn run(global: &Global, args: MigrateArgs) -> Result<(), CliError> {
         tenants.extend(members.into_iter().filter(|m| m.ready).map(|m| Target {
             id: m.id,
             slug: "(pending pool)".into(),
+            pending: true,
         }));
     }
     let total = tenants.len() as u64;
@@ -94,6 +95,14 @@ pub async fn run(global: &Global, args: MigrateArgs) -> Result<(), CliError> {
     while let Some(joined) = tasks.join_next().await {
         let (tenant, result) =
             joined.map_err(|e| CliError::msg(format!("a migration task failed: {e}")))?;
+        if tenant.pending
+            && let (Ok(applied), Some(pool)) = (&result, app.tenancy.pending_pool())
+        {
+            // Claims then know the member is current and skip the check.
+            pool.record_migrated(&tenant.id, applied.to)
+                .await
+                .map_err(CliError::msg)?;
+        }
         let mut outcome = TenantOutcome {
             id: tenant.id.to_string(),
             slug: tenant.slug.clone(),
@@ -160,6 +169,8 @@ pub async fn run(global: &Global, args: MigrateArgs) -> Result<(), CliError> {
 struct Target {
     id: TenantId,
     slug: String,
+    /// A pending pool member, not a tenant.
+    pending: bool,
 }
 
 /// Every tenant, whatever its status: a suspended tenant's schema must not
@@ -182,6 +193,7 @@ async fn all_tenants(app: &App) -> Result<Vec<Target>, CliError> {
                 .map(|t| Target {
                     id: t.id,
                     slug: t.slug.to_string(),
+                    pending: false,
                 }),
         );
         offset += n;

@@ -59,6 +59,14 @@ pub trait IsolationStrategy: Send + Sync + 'static {
         policy: DeprovisionPolicy,
     ) -> Result<(), IsolationError>;
 
+    /// The migration version `provision` brings a tenant to, when the
+    /// strategy applies versioned migrations (`None`: unknown). A pending
+    /// pool member provisioned at this version is claimed without
+    /// re-checking its migrations.
+    fn migration_version(&self) -> Option<i64> {
+        None
+    }
+
     /// Whether the strategy's backend answers (SPEC W4).
     async fn check(&self) -> Result<(), IsolationError> {
         Ok(())

@@ -56,7 +56,7 @@ pub use isolation::{IsolationError, IsolationRegistry, IsolationStrategy, Provis
 pub use lifecycle::{LifecycleError, LifecycleService};
 pub use memory::MemoryStore;
 pub use overrides::{CachedConfigStore, ConfigValueError, TenantConfigService};
-pub use pool::{PendingPool, PendingStore, PendingTenant, PoolError};
+pub use pool::{Claimed, PendingPool, PendingStore, PendingTenant, PoolError};
 pub use resolve::{ResolutionContext, Resolver, ResolverChain, VerifiedClaims};
 pub use store::{ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore};
 pub use tenant::{

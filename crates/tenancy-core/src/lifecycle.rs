@@ -135,17 +135,18 @@ impl LifecycleService {
         if let Some(pool) = &self.pool
             && self.provisioner.is_auto()
             && new.id.is_none()
-            && let Some(tenant) = pool.claim(new.clone()).await?
+            && let Some(claimed) = pool.claim(new.clone()).await?
         {
-            self.forget(&tenant).await;
-            return self.finish_provisioning(tenant, true).await;
+            self.forget(&claimed.tenant).await;
+            let check = !pool.is_current(claimed.version);
+            return self.finish_provisioning(claimed.tenant, Some(check)).await;
         }
         let tenant = self.store.create(new).await?;
         self.forget(&tenant).await;
         if !self.provisioner.is_auto() {
             return Ok(tenant);
         }
-        self.finish_provisioning(tenant, false).await
+        self.finish_provisioning(tenant, None).await
     }
 
     /// Provisions a `Provisioning` tenant and activates it; on failure
@@ -160,25 +161,32 @@ impl LifecycleService {
             }
             .into());
         }
-        self.finish_provisioning(tenant, false).await
+        self.finish_provisioning(tenant, None).await
     }
 
-    /// Provisions (for a claimed pool member: tops up its migrations),
-    /// activates and announces `tenant`.
+    /// Provisions, activates and announces `tenant`. `claimed` is set for a
+    /// claimed pool member: `Some(true)` when its migrations must be
+    /// topped up (provisioned at another version), `Some(false)` when it is
+    /// current and needs nothing.
     async fn finish_provisioning(
         &self,
         tenant: TenantInfo,
-        claimed: bool,
+        claimed: Option<bool>,
     ) -> Result<TenantInfo, LifecycleError> {
         let started = std::time::Instant::now();
-        let provisioned = self.provisioner.strategy().provision(&tenant).await;
+        let provisioned = match claimed {
+            Some(false) => Ok(()),
+            _ => self.provisioner.strategy().provision(&tenant).await,
+        };
         self.provisioning.observe(started.elapsed());
         if let Err(source) = provisioned {
             tracing::error!(tenant_id = %tenant.id, error = %source, "provisioning failed; removing the tenant");
             if let Err(cleanup) = self.store.delete(&tenant.id).await {
                 tracing::error!(tenant_id = %tenant.id, error = %cleanup, "could not remove the failed tenant record");
             }
-            if claimed && let Some(pool) = &self.pool {
+            if claimed.is_some()
+                && let Some(pool) = &self.pool
+            {
                 // Made before this call, so not removed by the strategy.
                 pool.discard_claimed(&tenant.id).await;
             }

@@ -384,16 +384,22 @@ impl crate::pool::PendingStore for MemoryStore {
         inner.pending.push(crate::pool::PendingTenant {
             id: id.clone(),
             ready: false,
+            version: None,
             created_at: Utc::now(),
         });
         Ok(())
     }
 
-    async fn mark_pending_ready(&self, id: &TenantId) -> Result<bool, StoreError> {
+    async fn mark_pending_ready(
+        &self,
+        id: &TenantId,
+        version: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let mut inner = self.write();
         Ok(match inner.pending.iter_mut().find(|m| &m.id == id) {
             Some(member) => {
                 member.ready = true;
+                member.version = version;
                 true
             }
             None => false,
@@ -404,7 +410,10 @@ impl crate::pool::PendingStore for MemoryStore {
         Ok(self.read().pending.clone())
     }
 
-    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError> {
+    async fn claim_pending(
+        &self,
+        tenant: NewTenant,
+    ) -> Result<Option<crate::pool::Claimed>, StoreError> {
         let mut inner = self.write();
         let Some(at) = inner.pending.iter().position(|m| m.ready) else {
             return Ok(None);
@@ -416,7 +425,10 @@ impl crate::pool::PendingStore for MemoryStore {
         let info = tenant.id(member.id).into_info(Utc::now());
         inner.slugs.insert(info.slug.to_string(), info.id.clone());
         inner.tenants.insert(info.id.clone(), info.clone());
-        Ok(Some(info))
+        Ok(Some(crate::pool::Claimed {
+            tenant: info,
+            version: member.version,
+        }))
     }
 
     async fn remove_pending(&self, id: &TenantId) -> Result<bool, StoreError> {

@@ -61,6 +61,9 @@ pub struct PendingTenant {
     pub id: TenantId,
     /// Provisioned and migrated; only ready members are claimed.
     pub ready: bool,
+    /// The migration version it was provisioned (or last migrated) at,
+    /// when the strategy reports one.
+    pub version: Option<i64>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
 }
@@ -72,8 +75,13 @@ pub trait PendingStore: Send + Sync + 'static {
     /// Records a new member, not ready yet.
     async fn add_pending(&self, id: &TenantId) -> Result<(), StoreError>;
 
-    /// Marks a member ready; `false` when it is no longer in the pool.
-    async fn mark_pending_ready(&self, id: &TenantId) -> Result<bool, StoreError>;
+    /// Marks a member ready at migration `version`; `false` when it is no
+    /// longer in the pool.
+    async fn mark_pending_ready(
+        &self,
+        id: &TenantId,
+        version: Option<i64>,
+    ) -> Result<bool, StoreError>;
 
     /// Every member, oldest first.
     async fn list_pending(&self) -> Result<Vec<PendingTenant>, StoreError>;
@@ -82,11 +90,20 @@ pub trait PendingStore: Send + Sync + 'static {
     /// holds (skipping locked ones) and creates `tenant` under its id, as
     /// `Provisioning`. `None` when no ready member is free. A taken slug
     /// fails the whole claim and the member stays in the pool.
-    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError>;
+    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<Claimed>, StoreError>;
 
     /// Removes a member; `false` when it was not in the pool (claimed or
     /// removed meanwhile), in which case its isolation must be left alone.
     async fn remove_pending(&self, id: &TenantId) -> Result<bool, StoreError>;
+}
+
+/// A tenant made from a pool member by [`PendingStore::claim_pending`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The new tenant (`Provisioning`), under the member's id.
+    pub tenant: TenantInfo,
+    /// The member's migration version.
+    pub version: Option<i64>,
 }
 
 #[async_trait]
@@ -94,13 +111,17 @@ impl<T: PendingStore + ?Sized> PendingStore for Arc<T> {
     async fn add_pending(&self, id: &TenantId) -> Result<(), StoreError> {
         (**self).add_pending(id).await
     }
-    async fn mark_pending_ready(&self, id: &TenantId) -> Result<bool, StoreError> {
-        (**self).mark_pending_ready(id).await
+    async fn mark_pending_ready(
+        &self,
+        id: &TenantId,
+        version: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        (**self).mark_pending_ready(id, version).await
     }
     async fn list_pending(&self) -> Result<Vec<PendingTenant>, StoreError> {
         (**self).list_pending().await
     }
-    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError> {
+    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<Claimed>, StoreError> {
         (**self).claim_pending(tenant).await
     }
     async fn remove_pending(&self, id: &TenantId) -> Result<bool, StoreError> {
@@ -241,7 +262,8 @@ impl PendingPool {
             }
             return Err(PoolError::Isolation { id, source });
         }
-        if !self.inner.store.mark_pending_ready(&id).await? {
+        let version = self.inner.strategy.migration_version();
+        if !self.inner.store.mark_pending_ready(&id, version).await? {
             // Pruned while provisioning: its isolation is ours to remove.
             self.drop_isolation(&id).await?;
         }
@@ -294,12 +316,29 @@ impl PendingPool {
 
     /// Claims a member for `tenant` (see [`PendingStore::claim_pending`])
     /// and wakes the refill task.
-    pub(crate) async fn claim(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError> {
+    pub(crate) async fn claim(&self, tenant: NewTenant) -> Result<Option<Claimed>, StoreError> {
         let claimed = self.inner.store.claim_pending(tenant).await?;
         if claimed.is_some() {
             self.inner.wake.notify_one();
         }
         Ok(claimed)
+    }
+
+    /// Whether a member at `version` needs no migration check: the
+    /// strategy reports a version and the member is at it.
+    pub(crate) fn is_current(&self, version: Option<i64>) -> bool {
+        version.is_some() && version == self.inner.strategy.migration_version()
+    }
+
+    /// Records that member `id` was migrated to `version` (by `tenancy
+    /// migrate`), so a claim need not check it again. `false` when it is
+    /// no longer in the pool.
+    pub async fn record_migrated(&self, id: &TenantId, version: i64) -> Result<bool, PoolError> {
+        Ok(self
+            .inner
+            .store
+            .mark_pending_ready(id, Some(version))
+            .await?)
     }
 
     /// Removes the isolation of a claimed member whose tenant could not be

@@ -468,6 +468,10 @@ impl IsolationStrategy for PgDatabaseIsolation {
         "database"
     }
 
+    fn migration_version(&self) -> Option<i64> {
+        Some(self.inner.migrations.latest())
+    }
+
     /// Places the tenant, creates its database (if missing) and migrates
     /// it; when this call created it and a later step fails, the database
     /// is dropped and the placement removed again.

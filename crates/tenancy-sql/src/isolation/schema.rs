@@ -107,6 +107,10 @@ impl IsolationStrategy for PgSchemaIsolation {
         "schema"
     }
 
+    fn migration_version(&self) -> Option<i64> {
+        Some(self.migrations.latest())
+    }
+
     async fn provision(&self, tenant: &TenantInfo) -> Result<(), IsolationError> {
         self.migrate_tenant(&tenant.id)
             .await

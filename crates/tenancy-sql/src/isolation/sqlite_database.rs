@@ -146,6 +146,10 @@ impl IsolationStrategy for SqliteDatabaseIsolation {
         "database"
     }
 
+    fn migration_version(&self) -> Option<i64> {
+        Some(self.inner.migrations.latest())
+    }
+
     async fn provision(&self, tenant: &TenantInfo) -> Result<(), IsolationError> {
         let path = self
             .path_of(&tenant.id)

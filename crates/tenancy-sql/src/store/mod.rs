@@ -208,14 +208,15 @@ impl TryFrom<AuditRow> for tenancy_core::AuditEntry {
 
 /// Rows of `tenancy_pending` (id, ready, created_at) as pool members.
 pub(crate) fn pending_members(
-    rows: Vec<(String, bool, DateTime<Utc>)>,
+    rows: Vec<(String, bool, Option<i64>, DateTime<Utc>)>,
 ) -> Result<Vec<tenancy_core::PendingTenant>, StoreError> {
     rows.into_iter()
-        .map(|(id, ready, created_at)| {
+        .map(|(id, ready, version, created_at)| {
             Ok(tenancy_core::PendingTenant {
                 id: tenancy_core::TenantId::new(&id)
                     .map_err(|_| StoreError::Unavailable(format!("corrupt pending id {id}")))?,
                 ready,
+                version,
                 created_at,
             })
         })

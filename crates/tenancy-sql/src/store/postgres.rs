@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS tenancy_impersonations (
 CREATE TABLE IF NOT EXISTS tenancy_pending (
     id         TEXT PRIMARY KEY,
     ready      BOOLEAN NOT NULL DEFAULT false,
+    version    BIGINT,
     created_at TIMESTAMPTZ NOT NULL
 );
 "#;
@@ -135,13 +136,13 @@ const SET_STATUS_SQL: &str = concat!(
 /// slug fails the statement and the member stays.
 const CLAIM_PENDING_SQL: &str = concat!(
     "WITH c AS (DELETE FROM tenancy_pending WHERE id = (SELECT id FROM tenancy_pending \
-     WHERE ready ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id), \
+     WHERE ready ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, version), \
      t AS (INSERT INTO tenancy_tenants (",
     tenant_columns!(),
     ") SELECT c.id, $1, $2, 'provisioning', NULL, $3, $4, $5, $5 FROM c RETURNING id, slug), \
      n AS (SELECT ",
     notify_tenant_sql!("t.id", "t.slug", "NULL"),
-    " FROM t) SELECT t.id FROM t, n"
+    " FROM t) SELECT t.id, c.version FROM t, n, c"
 );
 
 /// Deletes tenant $1 (its config and domains go with it).
@@ -704,18 +705,24 @@ impl tenancy_core::PendingStore for PgStore {
         Ok(())
     }
 
-    async fn mark_pending_ready(&self, id: &TenantId) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE tenancy_pending SET ready = true WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+    async fn mark_pending_ready(
+        &self,
+        id: &TenantId,
+        version: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE tenancy_pending SET ready = true, version = $2 WHERE id = $1")
+                .bind(id.as_str())
+                .bind(version)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn list_pending(&self) -> Result<Vec<tenancy_core::PendingTenant>, StoreError> {
-        let rows: Vec<(String, bool, chrono::DateTime<Utc>)> = sqlx::query_as(
-            "SELECT id, ready, created_at FROM tenancy_pending ORDER BY created_at, id",
+        let rows: Vec<(String, bool, Option<i64>, chrono::DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, ready, version, created_at FROM tenancy_pending ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await
@@ -723,10 +730,13 @@ impl tenancy_core::PendingStore for PgStore {
         super::pending_members(rows)
     }
 
-    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError> {
+    async fn claim_pending(
+        &self,
+        tenant: NewTenant,
+    ) -> Result<Option<tenancy_core::Claimed>, StoreError> {
         // The record as it will be stored; its id is the member's.
         let mut t = tenant.into_info(Utc::now());
-        let id: Option<String> = sqlx::query_scalar(CLAIM_PENDING_SQL)
+        let row: Option<(String, Option<i64>)> = sqlx::query_as(CLAIM_PENDING_SQL)
             .bind(t.slug.as_str())
             .bind(&t.name)
             .bind(&t.plan)
@@ -735,10 +745,12 @@ impl tenancy_core::PendingStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| map_err(e, Some(t.slug.as_str()), None))?;
-        let Some(id) = id else { return Ok(None) };
+        let Some((id, version)) = row else {
+            return Ok(None);
+        };
         t.id = TenantId::new(&id)
             .map_err(|_| StoreError::Unavailable(format!("corrupt pending id {id}")))?;
-        Ok(Some(t))
+        Ok(Some(tenancy_core::Claimed { tenant: t, version }))
     }
 
     async fn remove_pending(&self, id: &TenantId) -> Result<bool, StoreError> {

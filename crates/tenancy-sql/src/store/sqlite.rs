@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS tenancy_impersonations (
 CREATE TABLE IF NOT EXISTS tenancy_pending (
     id         TEXT PRIMARY KEY,
     ready      INTEGER NOT NULL DEFAULT 0,
+    version    BIGINT,
     created_at TEXT NOT NULL
 );
 "#;
@@ -598,9 +599,14 @@ impl tenancy_core::PendingStore for SqliteStore {
         Ok(())
     }
 
-    async fn mark_pending_ready(&self, id: &TenantId) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE tenancy_pending SET ready = 1 WHERE id = ?1")
+    async fn mark_pending_ready(
+        &self,
+        id: &TenantId,
+        version: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE tenancy_pending SET ready = 1, version = ?2 WHERE id = ?1")
             .bind(id.as_str())
+            .bind(version)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -608,8 +614,8 @@ impl tenancy_core::PendingStore for SqliteStore {
     }
 
     async fn list_pending(&self) -> Result<Vec<tenancy_core::PendingTenant>, StoreError> {
-        let rows: Vec<(String, bool, chrono::DateTime<Utc>)> = sqlx::query_as(
-            "SELECT id, ready, created_at FROM tenancy_pending ORDER BY created_at, id",
+        let rows: Vec<(String, bool, Option<i64>, chrono::DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, ready, version, created_at FROM tenancy_pending ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await
@@ -617,21 +623,26 @@ impl tenancy_core::PendingStore for SqliteStore {
         super::pending_members(rows)
     }
 
-    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<TenantInfo>, StoreError> {
+    async fn claim_pending(
+        &self,
+        tenant: NewTenant,
+    ) -> Result<Option<tenancy_core::Claimed>, StoreError> {
         // IMMEDIATE takes the write lock now: no other claim sees the member.
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
-        let id: Option<String> = sqlx::query_scalar(
+        let row: Option<(String, Option<i64>)> = sqlx::query_as(
             "DELETE FROM tenancy_pending WHERE id = (SELECT id FROM tenancy_pending WHERE ready \
-             ORDER BY created_at, id LIMIT 1) RETURNING id",
+             ORDER BY created_at, id LIMIT 1) RETURNING id, version",
         )
         .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let Some(id) = id else { return Ok(None) };
+        let Some((id, version)) = row else {
+            return Ok(None);
+        };
         let id = TenantId::new(&id)
             .map_err(|_| StoreError::Unavailable(format!("corrupt pending id {id}")))?;
         let t = tenant.id(id).into_info(Utc::now());
@@ -652,7 +663,7 @@ impl tenancy_core::PendingStore for SqliteStore {
         .await
         .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(Some(t))
+        Ok(Some(tenancy_core::Claimed { tenant: t, version }))
     }
 
     async fn remove_pending(&self, id: &TenantId) -> Result<bool, StoreError> {
