@@ -84,6 +84,11 @@ fn pool_commands_and_migrate_on_sqlite_files() {
             .len(),
         3
     );
+    // Members record the version, so a claim skips the migration check.
+    let status = cli.json(&["tenants", "pool", "status", "--json"]);
+    for m in status["members"].as_array().unwrap() {
+        assert_eq!(m["version"], 2, "{status}");
+    }
 
     // Signup claims a member.
     let acme = cli.json(&[
