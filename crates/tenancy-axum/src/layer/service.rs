@@ -59,9 +59,6 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // Take the service that was polled ready; leave a fresh clone behind.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let timer = self
             .shared
             .metrics
@@ -82,19 +79,45 @@ where
                 TenantState::Refused(_) => Some(Decision::Allow),
             };
             if let Some(decision) = limited {
-                let kind = serve(&self.shared, state, verified, decision, parts, body, inner);
+                // Called now, on the service that was polled ready: no
+                // clone of it (an axum route clone is an allocation).
+                let kind = serve(
+                    &self.shared,
+                    state,
+                    verified,
+                    decision,
+                    parts,
+                    body,
+                    &mut self.inner,
+                );
                 return TenantFuture { kind, timer };
             }
             return TenantFuture::slow(
                 self.shared.clone(),
                 parts,
                 body,
-                inner,
+                self.take_ready(),
                 timer,
                 Some((state, verified)),
             );
         }
-        TenantFuture::slow(self.shared.clone(), parts, body, inner, timer, None)
+        TenantFuture::slow(
+            self.shared.clone(),
+            parts,
+            body,
+            self.take_ready(),
+            timer,
+            None,
+        )
+    }
+}
+
+impl<S: Clone> TenantService<S> {
+    /// The service that was polled ready, for a future that calls it later;
+    /// a fresh clone stays behind.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 
@@ -106,7 +129,7 @@ fn serve<S, B>(
     decision: Decision,
     mut parts: Parts,
     body: B,
-    mut inner: S,
+    inner: &mut S,
 ) -> Kind<S::Future>
 where
     S: Service<Request<B>, Response = Response>,
@@ -200,6 +223,7 @@ where
         B: Send + 'static,
     {
         let fut = Box::pin(async move {
+            let mut inner = inner;
             let (state, verified) = match known {
                 Some(known) => known,
                 None => tenant_state(&shared, &parts).await,
@@ -208,7 +232,7 @@ where
                 (TenantState::Resolved(tenant), Some(limits)) => limits.check(tenant).await,
                 _ => Decision::Allow,
             };
-            let kind = serve(&shared, state, verified, decision, parts, body, inner);
+            let kind = serve(&shared, state, verified, decision, parts, body, &mut inner);
             match kind {
                 Kind::Served { fut } => fut.await,
                 Kind::Refused { fut } => fut.await,
