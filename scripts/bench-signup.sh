@@ -64,7 +64,7 @@ run() { # strategy tables pool -> "p50 p99 n"
   export TENANCY__LIFECYCLE__MIGRATIONS_DIR="$work/migrations"
   export TENANCY__LIFECYCLE__PENDING_POOL="$pool"
   : >"$work/times"
-  (cd "$work" && TENANCY_LOG=error "$bin" serve --bind 127.0.0.1:0 --admin-token "$token" >"$work/out" 2>&1) &
+  (cd "$work" && exec env TENANCY_LOG=error "$bin" serve --bind 127.0.0.1:0 --admin-token "$token" >"$work/out" 2>&1) &
   pid=$!
   for _ in $(seq 1 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
   local base

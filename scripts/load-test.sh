@@ -62,7 +62,7 @@ printf '  with layer    (/api/hello):  %8s req/s  p99 %6s ms\n' "$wr" "$wp"
 awk -v w="$wr" -v b="$br" 'BEGIN {printf "  throughput ratio with/without: %.3f (layer costs %.1f%%)\n", w/b, (1-w/b)*100}'
 
 token="load-test-admin-token-$$"
-(cd "$work" && TENANCY_LOG=error TENANCY__RATE_LIMIT__DEFAULT_RPS=1000000000 "$bin/tenancy" serve --bind 127.0.0.1:0 --admin-token "$token" >"$work/serve.out" 2>&1) &
+(cd "$work" && exec env TENANCY_LOG=error TENANCY__RATE_LIMIT__DEFAULT_RPS=1000000000 "$bin/tenancy" serve --bind 127.0.0.1:0 --admin-token "$token" >"$work/serve.out" 2>&1) &
 pids+=($!)
 base="$(wait_for "$work/serve.out")"
 [ -n "$base" ] || { cat "$work/serve.out"; exit 1; }

@@ -23,6 +23,10 @@ pub struct MigrateArgs {
     /// Tenants migrated at the same time.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
+    /// Open every schema to check its version, even those the version index
+    /// records as current (schema strategy).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// The outcome for one tenant.
@@ -74,6 +78,24 @@ pub async fn run(global: &Global, args: MigrateArgs) -> Result<(), CliError> {
             pending: true,
         }));
     }
+    // Schema strategy: one query says which schemas are already current.
+    let mut already = Vec::new();
+    if let (crate::app::Migrator::PgSchema(schemas), false) = (&migrator, args.verify) {
+        let recorded = schemas.recorded_versions().await.map_err(CliError::msg)?;
+        tenants.retain(|t| {
+            let current = recorded.get(t.id.as_str()) == Some(&latest);
+            if current {
+                already.push(TenantOutcome {
+                    id: t.id.to_string(),
+                    slug: t.slug.clone(),
+                    from: latest,
+                    to: latest,
+                    error: None,
+                });
+            }
+            !current
+        });
+    }
     let total = tenants.len() as u64;
 
     let progress = Progress::new(total);
@@ -90,6 +112,7 @@ pub async fn run(global: &Global, args: MigrateArgs) -> Result<(), CliError> {
     }
     let mut summary = Summary {
         latest_version: latest,
+        current: already,
         ..Summary::default()
     };
     while let Some(joined) = tasks.join_next().await {

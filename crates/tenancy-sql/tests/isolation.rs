@@ -256,6 +256,10 @@ async fn schema_per_tenant_on_postgres() {
     schemas.provision(&ta).await.unwrap();
     schemas.provision(&tb).await.unwrap();
     schemas.provision(&ta).await.unwrap(); // idempotent
+    // The version index records both, at the latest version.
+    let recorded = schemas.recorded_versions().await.unwrap();
+    assert_eq!(recorded.get(ta.id.as_str()), Some(&1));
+    assert_eq!(recorded.get(tb.id.as_str()), Some(&1));
     let tdb = TenantDb::new(schemas.clone());
     pg_suite(&tdb, &ta.id, &tb.id).await;
 
@@ -306,6 +310,10 @@ async fn schema_per_tenant_on_postgres() {
         .deprovision(&tb, DeprovisionPolicy::Drop)
         .await
         .unwrap();
+    assert!(
+        schemas.recorded_versions().await.unwrap().is_empty(),
+        "archived and dropped schemas leave the index"
+    );
     let names: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant_%' OR nspname LIKE 'archived_%' ORDER BY 1")
         .fetch_all(&pool)
         .await

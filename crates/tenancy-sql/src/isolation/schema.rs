@@ -28,12 +28,55 @@ use crate::migrate::{Applied, Migrations, apply_pg};
 pub struct PgSchemaIsolation {
     pool: PgPool,
     migrations: Migrations,
+    index_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
+
+/// The version index: each tenant schema's migration version, written in
+/// the same transaction as the schema's own `_tenancy_migrations`, so
+/// `tenancy migrate` learns which of thousands of schemas are behind in one
+/// query. A schema without a row is migrated the long way (and gets one).
+const VERSION_INDEX: &str = "CREATE TABLE IF NOT EXISTS tenancy_schema_versions (\
+    tenant_id TEXT PRIMARY KEY, version BIGINT NOT NULL)";
 
 impl PgSchemaIsolation {
     /// Schemas in the database of `pool`, migrated with `migrations`.
     pub fn new(pool: PgPool, migrations: Migrations) -> Self {
-        Self { pool, migrations }
+        Self {
+            pool,
+            migrations,
+            index_ready: Default::default(),
+        }
+    }
+
+    /// Creates the version index once per process (under an advisory lock:
+    /// concurrent `CREATE TABLE IF NOT EXISTS` can collide).
+    async fn version_index(&self) -> Result<(), DbError> {
+        self.index_ready
+            .get_or_try_init(|| async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7261637)")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(VERSION_INDEX).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok::<(), DbError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Every tenant's recorded migration version (the version index). A
+    /// tenant missing here has never been migrated by this version of the
+    /// toolkit: migrate it with [`PgSchemaIsolation::migrate_tenant`].
+    pub async fn recorded_versions(
+        &self,
+    ) -> Result<std::collections::HashMap<String, i64>, DbError> {
+        self.version_index().await?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT tenant_id, version FROM tenancy_schema_versions")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// The quoted schema of `tenant`.
@@ -46,6 +89,7 @@ impl PgSchemaIsolation {
     pub async fn migrate_tenant(&self, tenant: &TenantId) -> Result<Applied, DbError> {
         let name = tenant_object_name(tenant)?;
         let schema = quote_ident(&name)?;
+        self.version_index().await?;
         let mut tx = self.pool.begin().await?;
         let role_exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
@@ -69,6 +113,18 @@ impl PgSchemaIsolation {
             .execute(&mut *tx)
             .await?;
         let applied = apply_pg(&mut tx, &self.migrations).await?;
+        // Back to the application's role for the index, same transaction.
+        sqlx::raw_sql("RESET ROLE; RESET search_path")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO tenancy_schema_versions (tenant_id, version) VALUES ($1, $2) \
+             ON CONFLICT (tenant_id) DO UPDATE SET version = EXCLUDED.version",
+        )
+        .bind(tenant.as_str())
+        .bind(applied.to)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -124,6 +180,16 @@ impl IsolationStrategy for PgSchemaIsolation {
         policy: DeprovisionPolicy,
     ) -> Result<(), IsolationError> {
         let schema = Self::schema_of(&tenant.id).map_err(|e| db_error("schema", "name", e))?;
+        if policy != DeprovisionPolicy::Keep {
+            self.version_index()
+                .await
+                .map_err(|e| db_error("schema", "version index", e))?;
+            sqlx::query("DELETE FROM tenancy_schema_versions WHERE tenant_id = $1")
+                .bind(tenant.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(step_error("schema", "version index"))?;
+        }
         let sql = match policy {
             DeprovisionPolicy::Keep => return Ok(()),
             DeprovisionPolicy::Archive => {
