@@ -6,7 +6,7 @@
 # up POOL tenants one after another, then waits for the background refill;
 # without the pool (the baseline) every signup provisions.
 #
-#   scripts/bench-signup.sh [ROUNDS=3] [POOL=20]
+#   [STRATEGIES="schema database"] scripts/bench-signup.sh [ROUNDS=3] [POOL=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
@@ -91,7 +91,7 @@ run() { # strategy tables pool -> "p50 p99 n"
 
 echo "POST /admin/tenants, one signup at a time; pool of $size, $rounds rounds (refill awaited between rounds)"
 printf '%-10s %-7s %-22s %9s %9s %6s\n' strategy tables setup p50_ms p99_ms n
-for strategy in schema database; do
+for strategy in ${STRATEGIES:-schema database}; do
   for tables in 5 50; do
     read -r b50 b99 bn <<<"$(run "$strategy" "$tables" 0)"
     printf '%-10s %-7s %-22s %9s %9s %6s\n' "$strategy" "$tables" "no pool (baseline)" "$b50" "$b99" "$bn"

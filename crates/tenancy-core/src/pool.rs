@@ -190,6 +190,10 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(600);
 /// processes claim too).
 const REFILL_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long the refill task waits after a claim before provisioning, so a
+/// burst of signups does not share the database with `CREATE DATABASE`.
+const REFILL_SETTLE: Duration = Duration::from_millis(500);
+
 impl PendingPool {
     /// A pool of `target` members provisioned with `strategy`, kept in
     /// `store`.
@@ -349,8 +353,9 @@ impl PendingPool {
         }
     }
 
-    /// Keeps the pool full in the background: fills at once, then after
-    /// every claim (in this process) and every 30 s (claims elsewhere).
+    /// Keeps the pool full in the background: fills at once, then half a
+    /// second after a claim (in this process; so a burst of signups is not
+    /// slowed by provisioning) and every 30 s (claims elsewhere).
     /// Provisioning runs one member at a time so requests keep the
     /// database. A failure is logged and retried at the next wake.
     /// Dropping or aborting the handle stops it.
@@ -361,7 +366,10 @@ impl PendingPool {
                 if let Err(e) = pool.fill().await {
                     tracing::warn!(error = %e, "pending pool refill failed; retrying later");
                 }
-                let _ = tokio::time::timeout(REFILL_INTERVAL, pool.inner.wake.notified()).await;
+                let woken = tokio::time::timeout(REFILL_INTERVAL, pool.inner.wake.notified()).await;
+                if woken.is_ok() {
+                    tokio::time::sleep(REFILL_SETTLE).await;
+                }
             }
         });
         RefillTask { handle }
@@ -543,7 +551,7 @@ mod tests {
             .await
             .unwrap();
         let mut refilled = false;
-        for _ in 0..200 {
+        for _ in 0..600 {
             if ready(pool.clone()).await == 2 && pool.members().await.unwrap().len() == 2 {
                 refilled = true;
                 break;

@@ -8,7 +8,7 @@ use tenancy_core::{IsolationError, IsolationStrategy, TenantId, TenantInfo};
 
 use super::{db_error, step_error};
 use crate::db::{DbError, ScopedBegin};
-use crate::ident::{archive_name, quote_ident, tenant_object_name};
+use crate::ident::{archive_name, quote_ident, tenant_literal, tenant_object_name};
 use crate::migrate::{Applied, Migrations, apply_pg};
 
 /// One schema per tenant, named `tenant_<id>` (exact case, quoted; ids of
@@ -91,38 +91,28 @@ impl PgSchemaIsolation {
         let schema = quote_ident(&name)?;
         self.version_index().await?;
         let mut tx = self.pool.begin().await?;
-        let role_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                .bind(&name)
-                .fetch_one(&mut *tx)
-                .await?;
-        if !role_exists {
-            sqlx::query(AssertSqlSafe(format!("CREATE ROLE {schema} NOLOGIN")))
-                .execute(&mut *tx)
-                .await?;
-        }
-        for sql in [
-            format!("GRANT {schema} TO CURRENT_USER"),
-            format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {schema}"),
-            format!("SET LOCAL ROLE {schema}"),
-        ] {
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-        }
-        sqlx::query("SELECT set_config('search_path', $1, true)")
-            .bind(&schema)
-            .execute(&mut *tx)
-            .await?;
+        // Role, grant, schema and the tenant's scope in one round trip (a
+        // migrate over thousands of schemas is round trips). `name` and
+        // `schema` are validated (`[A-Za-z0-9_-]`, quoted).
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') \
+             THEN CREATE ROLE {schema} NOLOGIN; END IF; END$$; \
+             GRANT {schema} TO CURRENT_USER; \
+             CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {schema}; \
+             SET LOCAL ROLE {schema}; \
+             SELECT set_config('search_path', '{schema}', true)"
+        )))
+        .execute(&mut *tx)
+        .await?;
         let applied = apply_pg(&mut tx, &self.migrations).await?;
         // Back to the application's role for the index, same transaction.
-        sqlx::raw_sql("RESET ROLE; RESET search_path")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO tenancy_schema_versions (tenant_id, version) VALUES ($1, $2) \
+        let id = tenant_literal(tenant)?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "RESET ROLE; RESET search_path; \
+             INSERT INTO tenancy_schema_versions (tenant_id, version) VALUES ({id}, {}) \
              ON CONFLICT (tenant_id) DO UPDATE SET version = EXCLUDED.version",
-        )
-        .bind(tenant.as_str())
-        .bind(applied.to)
+            applied.to
+        )))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
