@@ -91,19 +91,36 @@ impl PgSchemaIsolation {
         let schema = quote_ident(&name)?;
         self.version_index().await?;
         let mut tx = self.pool.begin().await?;
-        // Role, grant, schema and the tenant's scope in one round trip (a
-        // migrate over thousands of schemas is round trips). `name` and
-        // `schema` are validated (`[A-Za-z0-9_-]`, quoted).
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') \
-             THEN CREATE ROLE {schema} NOLOGIN; END IF; END$$; \
-             GRANT {schema} TO CURRENT_USER; \
-             CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {schema}; \
-             SET LOCAL ROLE {schema}; \
-             SELECT set_config('search_path', '{schema}', true)"
-        )))
-        .execute(&mut *tx)
+        // What exists already, in one query: a migrate over thousands of
+        // existing schemas is round trips, so those skip the DDL (and its
+        // notices) entirely.
+        let (role, member, schema_exists): (bool, bool, bool) = sqlx::query_as(
+            "SELECT r.oid IS NOT NULL, r.oid IS NOT NULL AND pg_has_role(current_user, r.oid, 'MEMBER'), \
+             EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) \
+             FROM (SELECT (SELECT oid FROM pg_roles WHERE rolname = $1) AS oid) AS r",
+        )
+        .bind(&name)
+        .fetch_one(&mut *tx)
         .await?;
+        let mut setup = Vec::new();
+        if !role {
+            setup.push(format!("CREATE ROLE {schema} NOLOGIN"));
+        }
+        if !member {
+            setup.push(format!("GRANT {schema} TO CURRENT_USER"));
+        }
+        if !schema_exists {
+            setup.push(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {schema}"
+            ));
+        }
+        // `name` and `schema` are validated (`[A-Za-z0-9_-]`, quoted).
+        setup.push(format!(
+            "SET LOCAL ROLE {schema}; SELECT set_config('search_path', '{schema}', true)"
+        ));
+        sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
+            .execute(&mut *tx)
+            .await?;
         let applied = apply_pg(&mut tx, &self.migrations).await?;
         // Back to the application's role for the index, same transaction.
         let id = tenant_literal(tenant)?;
