@@ -217,22 +217,7 @@ impl TenantStore for SqliteStore {
 
     async fn create(&self, tenant: NewTenant) -> Result<TenantInfo, StoreError> {
         let t = tenant.into_info(Utc::now());
-        sqlx::query(
-            "INSERT INTO tenancy_tenants (id, slug, name, status, status_reason, plan, metadata, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(t.id.as_str())
-        .bind(t.slug.as_str())
-        .bind(&t.name)
-        .bind(t.status.as_str())
-        .bind(&t.status_reason)
-        .bind(&t.plan)
-        .bind(Json(&t.metadata))
-        .bind(t.created_at)
-        .bind(t.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
+        insert_tenant(&self.pool, &t).await?;
         Ok(t)
     }
 
@@ -646,22 +631,7 @@ impl tenancy_core::PendingStore for SqliteStore {
         let id = TenantId::new(&id)
             .map_err(|_| StoreError::Unavailable(format!("corrupt pending id {id}")))?;
         let t = tenant.id(id).into_info(Utc::now());
-        sqlx::query(
-            "INSERT INTO tenancy_tenants (id, slug, name, status, status_reason, plan, metadata, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(t.id.as_str())
-        .bind(t.slug.as_str())
-        .bind(&t.name)
-        .bind(t.status.as_str())
-        .bind(&t.status_reason)
-        .bind(&t.plan)
-        .bind(Json(&t.metadata))
-        .bind(t.created_at)
-        .bind(t.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
+        insert_tenant(&mut *tx, &t).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(tenancy_core::Claimed { tenant: t, version }))
     }
@@ -674,4 +644,28 @@ impl tenancy_core::PendingStore for SqliteStore {
             .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Inserts the record `t` (a new tenant, or a claimed pool member).
+async fn insert_tenant<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    t: &TenantInfo,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tenancy_tenants (id, slug, name, status, status_reason, plan, metadata, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .bind(t.id.as_str())
+    .bind(t.slug.as_str())
+    .bind(&t.name)
+    .bind(t.status.as_str())
+    .bind(&t.status_reason)
+    .bind(&t.plan)
+    .bind(Json(&t.metadata))
+    .bind(t.created_at)
+    .bind(t.updated_at)
+    .execute(executor)
+    .await
+    .map_err(|e| map_err(e, Some(t.slug.as_str()), Some(t.id.as_str())))?;
+    Ok(())
 }
