@@ -123,19 +123,41 @@ fn bench(c: &mut Criterion) {
             .ok();
     });
 
-    let without: Router = Router::new().route("/notes", get(|| async { "ok" }));
+    // Every router is finished with `with_state(())`, as `axum::serve`
+    // finishes it once at start-up: an unfinished router converts (and
+    // allocates) its route again on every call, which a server never does.
+    let without: Router = Router::new()
+        .route("/notes", get(|| async { "ok" }))
+        .with_state(());
     // The same route under a layer that does nothing: what axum's
     // `Router::layer` costs by itself (it boxes the layered route).
     let noop: Router = Router::new()
         .route("/notes", get(|| async { "ok" }))
-        .layer(tower::layer::util::Identity::new());
+        .layer(tower::layer::util::Identity::new())
+        .with_state(());
     let with: Router = Router::new()
         .route("/notes", get(|_t: Tenant| async { "ok" }))
         .layer(TenantLayer::new(
             ResolverChain::new().with(HeaderResolver::default()),
             validator.clone(),
-        ));
+        ))
+        .with_state(());
 
+    // The two halves of the tenant layer's cost: an extractor under the
+    // no-op layer (what axum charges for any extractor: it splits the
+    // request into parts and back), and the tenant layer with a handler
+    // that extracts nothing.
+    let noop_ext: Router = Router::new()
+        .route("/notes", get(|_m: http::Method| async { "ok" }))
+        .layer(tower::layer::util::Identity::new())
+        .with_state(());
+    let with_noext: Router = Router::new()
+        .route("/notes", get(|| async { "ok" }))
+        .layer(TenantLayer::new(
+            ResolverChain::new().with(HeaderResolver::default()),
+            validator.clone(),
+        ))
+        .with_state(());
     let metrics = tenancy_axum::RequestMetrics::new(100);
     let with_metrics: Router = Router::new()
         .route("/notes", get(|_t: Tenant| async { "ok" }))
@@ -145,7 +167,8 @@ fn bench(c: &mut Criterion) {
                 validator.clone(),
             )
             .metrics(metrics.clone()),
-        );
+        )
+        .with_state(());
 
     // Warm the cache (one store lookup), then measure hits only.
     rt.block_on(async {
@@ -178,6 +201,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("noop_layer", |b| {
         b.to_async(&rt)
             .iter(|| async { noop.clone().oneshot(request()).await })
+    });
+    group.bench_function("noop_layer_method_extractor", |b| {
+        b.to_async(&rt)
+            .iter(|| async { noop_ext.clone().oneshot(request()).await })
+    });
+    group.bench_function("with_layer_no_extractor", |b| {
+        b.to_async(&rt)
+            .iter(|| async { with_noext.clone().oneshot(request()).await })
     });
     group.bench_function("with_layer_cache_hit", |b| {
         b.to_async(&rt)

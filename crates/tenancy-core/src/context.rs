@@ -25,10 +25,21 @@ use std::sync::Arc;
 
 use crate::tenant::{TenantId, TenantInfo};
 
+/// What a task's scope holds: an id alone ([`with_tenant`]) or the whole
+/// validated record (the web layer), whose id is not copied out of it.
 #[derive(Clone)]
-pub(crate) struct Scope {
-    id: TenantId,
-    info: Option<Arc<TenantInfo>>,
+pub(crate) enum Scope {
+    Id(TenantId),
+    Info(Arc<TenantInfo>),
+}
+
+impl Scope {
+    fn id(&self) -> &TenantId {
+        match self {
+            Self::Id(id) => id,
+            Self::Info(info) => &info.id,
+        }
+    }
 }
 
 tokio::task_local! {
@@ -37,33 +48,33 @@ tokio::task_local! {
 
 /// The id of the current task's tenant, if the task runs in a tenant scope.
 pub fn current() -> Option<TenantId> {
-    CURRENT.try_with(|s| s.id.clone()).ok()
+    CURRENT.try_with(|s| s.id().clone()).ok()
 }
 
 /// The full record of the current tenant, when the scope was set from a
 /// validated tenant (as the web layer does). `None` under [`with_tenant`],
 /// which knows only the id.
 pub fn current_info() -> Option<Arc<TenantInfo>> {
-    CURRENT.try_with(|s| s.info.clone()).ok().flatten()
+    CURRENT
+        .try_with(|s| match s {
+            Scope::Info(info) => Some(info.clone()),
+            Scope::Id(_) => None,
+        })
+        .ok()
+        .flatten()
 }
 
 /// Runs `fut` with `id` as the current tenant: for background jobs and
 /// anything that works for a known tenant outside a request.
 pub async fn with_tenant<F: Future>(id: TenantId, fut: F) -> F::Output {
-    CURRENT.scope(Scope { id, info: None }, fut).await
+    CURRENT.scope(Scope::Id(id), fut).await
 }
 
 /// Runs `fut` with the validated `tenant` as the current tenant (what the
 /// web layer does for each request).
 pub fn with_tenant_info<F: Future>(tenant: Arc<TenantInfo>, fut: F) -> TenantScoped<F> {
     TenantScoped {
-        inner: CURRENT.scope(
-            Scope {
-                id: tenant.id.clone(),
-                info: Some(tenant),
-            },
-            fut,
-        ),
+        inner: CURRENT.scope(Scope::Info(tenant), fut),
     }
 }
 

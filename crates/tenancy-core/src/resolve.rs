@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, HeaderName, Method, Uri};
 
 use crate::config::{ConfigError, ResolutionConfig};
 use crate::tenant::TenantRef;
@@ -69,14 +69,43 @@ impl VerifiedClaims {
 #[derive(Clone, Copy)]
 pub struct ResolutionContext<'a> {
     method: &'a Method,
-    host: Option<&'a str>,
+    host: HostSource<'a>,
     path: &'a str,
     query: Option<&'a str>,
     headers: &'a HeaderMap,
     claims: Option<&'a VerifiedClaims>,
 }
 
+/// Where [`ResolutionContext::host`] comes from: given, or read from the
+/// request only when a resolver asks (most chains never do).
+#[derive(Clone, Copy)]
+enum HostSource<'a> {
+    Given(Option<&'a str>),
+    Request(&'a Uri),
+}
+
 impl<'a> ResolutionContext<'a> {
+    /// The context of an HTTP request: the host is its `Host` header, else
+    /// the authority of its URI (HTTP/2), read only if a resolver asks.
+    ///
+    /// ```
+    /// use tenancy::resolve::ResolutionContext;
+    /// let req = http::Request::get("/notes").header("host", "acme.example.com").body(()).unwrap();
+    /// let ctx = ResolutionContext::of_request(req.method(), req.uri(), req.headers());
+    /// assert_eq!(ctx.host(), Some("acme.example.com"));
+    /// assert_eq!(ctx.path(), "/notes");
+    /// ```
+    pub fn of_request(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        Self {
+            method,
+            host: HostSource::Request(uri),
+            path: uri.path(),
+            query: uri.query(),
+            headers,
+            claims: None,
+        }
+    }
+
     /// A context for a request. `host` is the `Host` (or forwarded host)
     /// without any change; resolvers strip the port themselves.
     pub fn new(
@@ -88,7 +117,7 @@ impl<'a> ResolutionContext<'a> {
     ) -> Self {
         Self {
             method,
-            host,
+            host: HostSource::Given(host),
             path,
             query,
             headers,
@@ -109,7 +138,14 @@ impl<'a> ResolutionContext<'a> {
 
     /// The host the client addressed, if known.
     pub fn host(&self) -> Option<&'a str> {
-        self.host
+        match self.host {
+            HostSource::Given(host) => host,
+            HostSource::Request(uri) => self
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| uri.host()),
+        }
     }
 
     /// The path, not percent-decoded.
@@ -137,7 +173,7 @@ impl fmt::Debug for ResolutionContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResolutionContext")
             .field("method", self.method)
-            .field("host", &self.host)
+            .field("host", &self.host())
             .field("path", &self.path)
             .field("has_claims", &self.claims.is_some())
             .finish_non_exhaustive()

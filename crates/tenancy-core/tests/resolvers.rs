@@ -380,3 +380,47 @@ fn memberships_fail_closed_on_odd_shapes() {
     let c = VerifiedClaims::new(json!({"sub": "x"}).as_object().unwrap().clone());
     assert_eq!(c.memberships("tenants"), None);
 }
+
+/// `of_request` reads the host only when asked: the `Host` header first,
+/// else the URI's authority (HTTP/2 requests carry no `Host` header), and a
+/// subdomain resolver sees the same host either way.
+#[tokio::test]
+async fn a_request_context_takes_its_host_from_the_header_then_the_uri() {
+    let resolver = SubdomainResolver::new("example.com");
+    let with_header = http::Request::get("/notes?x=1")
+        .header("host", "acme.example.com:8080")
+        .body(())
+        .unwrap();
+    let ctx = ResolutionContext::of_request(
+        with_header.method(),
+        with_header.uri(),
+        with_header.headers(),
+    );
+    assert_eq!(ctx.host(), Some("acme.example.com:8080"));
+    assert_eq!((ctx.path(), ctx.query()), ("/notes", Some("x=1")));
+    assert_eq!(resolver.resolve(&ctx).await.unwrap().as_str(), "acme");
+
+    let http2 = http::Request::get("https://globex.example.com/notes")
+        .body(())
+        .unwrap();
+    let ctx = ResolutionContext::of_request(http2.method(), http2.uri(), http2.headers());
+    assert_eq!(ctx.host(), Some("globex.example.com"));
+    assert_eq!(resolver.resolve(&ctx).await.unwrap().as_str(), "globex");
+
+    // A header wins over the authority; an unreadable header falls back.
+    let mut both = http::Request::get("https://globex.example.com/")
+        .header("host", "acme.example.com")
+        .body(())
+        .unwrap();
+    let ctx = ResolutionContext::of_request(both.method(), both.uri(), both.headers());
+    assert_eq!(ctx.host(), Some("acme.example.com"));
+    both.headers_mut()
+        .insert("host", HeaderValue::from_bytes(b"\xffbad").unwrap());
+    let ctx = ResolutionContext::of_request(both.method(), both.uri(), both.headers());
+    assert_eq!(ctx.host(), Some("globex.example.com"));
+
+    let neither = http::Request::get("/").body(()).unwrap();
+    let ctx = ResolutionContext::of_request(neither.method(), neither.uri(), neither.headers());
+    assert_eq!(ctx.host(), None);
+    assert_eq!(resolver.resolve(&ctx).await, None);
+}

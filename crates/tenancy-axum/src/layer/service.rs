@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{Request, StatusCode, header};
+use http::{Extensions, HeaderMap, Method, Request, StatusCode, Uri, header};
 use tenancy_core::context::{self, TenantScoped};
 use tenancy_core::resolve::Answer;
 use tenancy_core::{Rejection, ResolutionContext, TenantInfo, TenantRef, VerifiedClaims};
@@ -65,12 +65,12 @@ where
             .as_ref()
             .filter(|_| crate::metrics::timed())
             .map(|metrics| (metrics.clone(), quanta::Instant::now()));
-        // Work on the parts: the body need not be `Sync`.
-        let (parts, body) = req.into_parts();
         // The hit path: every resolver answered at once, the validator's
-        // cache held the tenant, and no limit needs waiting for. Nothing
+        // cache held the tenant, and no limit needs waiting for. It reads
+        // the request in place (no split into parts and back) and nothing
         // here allocates but the extension M1 requires.
-        if let Some((state, verified)) = tenant_state_now(&self.shared, &parts) {
+        let known = tenant_state_now(&self.shared, Head::of(&req));
+        if let Some((state, verified)) = known {
             let limited = match &state {
                 TenantState::Resolved(tenant) => match &self.shared.limits {
                     None => Some(Decision::Allow),
@@ -86,29 +86,20 @@ where
                     state,
                     verified,
                     decision,
-                    parts,
-                    body,
+                    req,
                     &mut self.inner,
                 );
                 return TenantFuture { kind, timer };
             }
             return TenantFuture::slow(
                 self.shared.clone(),
-                parts,
-                body,
+                req,
                 self.take_ready(),
                 timer,
                 Some((state, verified)),
             );
         }
-        TenantFuture::slow(
-            self.shared.clone(),
-            parts,
-            body,
-            self.take_ready(),
-            timer,
-            None,
-        )
+        TenantFuture::slow(self.shared.clone(), req, self.take_ready(), timer, None)
     }
 }
 
@@ -127,8 +118,7 @@ fn serve<S, B>(
     state: TenantState,
     verified: Option<VerifiedClaims>,
     decision: Decision,
-    mut parts: Parts,
-    body: B,
+    mut req: Request<B>,
     inner: &mut S,
 ) -> Kind<S::Future>
 where
@@ -151,14 +141,13 @@ where
             }
             let span = tracing::info_span!("tenant", tenant_id = %tenant.id);
             tracing::Span::current().record("tenant_id", tenant.id.as_str());
-            parts
-                .extensions
+            req.extensions_mut()
                 .insert(TenantState::Resolved(tenant.clone()));
             // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
             if let Some(claims) = verified {
-                parts.extensions.insert(claims);
+                req.extensions_mut().insert(claims);
             }
-            let call = inner.call(Request::from_parts(parts, body));
+            let call = inner.call(req);
             Kind::Served {
                 fut: context::with_tenant_info(tenant, call).instrument(span),
             }
@@ -167,9 +156,9 @@ where
             if let Some(metrics) = &shared.metrics {
                 metrics.outcome(crate::metrics::refusal_index(&error));
             }
-            parts.extensions.insert(TenantState::Refused(error));
+            req.extensions_mut().insert(TenantState::Refused(error));
             Kind::Refused {
-                fut: inner.call(Request::from_parts(parts, body)),
+                fut: inner.call(req),
             }
         }
     }
@@ -212,8 +201,7 @@ where
     /// and only the limit must be waited for.
     fn slow<S, B>(
         shared: Arc<Shared>,
-        parts: Parts,
-        body: B,
+        req: Request<B>,
         inner: S,
         timer: Option<(RequestMetrics, quanta::Instant)>,
         known: Option<(TenantState, Option<VerifiedClaims>)>,
@@ -222,17 +210,20 @@ where
         S: Service<Request<B>, Response = Response, Error = E, Future = F> + Send + 'static,
         B: Send + 'static,
     {
+        // Awaited on parts: the body need not be `Sync`.
+        let (parts, body) = req.into_parts();
         let fut = Box::pin(async move {
             let mut inner = inner;
             let (state, verified) = match known {
                 Some(known) => known,
-                None => tenant_state(&shared, &parts).await,
+                None => tenant_state(&shared, Head::of_parts(&parts)).await,
             };
             let decision = match (&state, &shared.limits) {
                 (TenantState::Resolved(tenant), Some(limits)) => limits.check(tenant).await,
                 _ => Decision::Allow,
             };
-            let kind = serve(&shared, state, verified, decision, parts, body, &mut inner);
+            let req = Request::from_parts(parts, body);
+            let kind = serve(&shared, state, verified, decision, req, &mut inner);
             match kind {
                 Kind::Served { fut } => fut.await,
                 Kind::Refused { fut } => fut.await,
@@ -295,7 +286,7 @@ fn rate_limited(tenant: &TenantInfo, rps: u32, retry_after: Duration) -> Respons
 /// Resolves and validates the tenant of `req`.
 /// Also returns the claims when this layer verified them itself (not when
 /// an upstream layer put them in the extensions already).
-async fn tenant_state(shared: &Shared, req: &Parts) -> (TenantState, Option<VerifiedClaims>) {
+async fn tenant_state(shared: &Shared, req: Head<'_>) -> (TenantState, Option<VerifiedClaims>) {
     let claims = match claims_of(shared, req) {
         Ok(claims) => claims,
         Err(error) => return (TenantState::Refused(error), None),
@@ -310,7 +301,10 @@ async fn tenant_state(shared: &Shared, req: &Parts) -> (TenantState, Option<Veri
 
 /// [`tenant_state`] when it needs no waiting: every resolver answered at
 /// once and the validator's cache held the answer. `None` otherwise.
-fn tenant_state_now(shared: &Shared, req: &Parts) -> Option<(TenantState, Option<VerifiedClaims>)> {
+fn tenant_state_now(
+    shared: &Shared,
+    req: Head<'_>,
+) -> Option<(TenantState, Option<VerifiedClaims>)> {
     let claims = match claims_of(shared, req) {
         Ok(claims) => claims,
         Err(error) => return Some((TenantState::Refused(error), None)),
@@ -325,21 +319,39 @@ fn tenant_state_now(shared: &Shared, req: &Parts) -> Option<(TenantState, Option
     Some(judge(shared, claims, tenant))
 }
 
+/// The parts of a request that resolution reads, borrowed from a whole
+/// request (the hit path) or from its parts (the path that awaits).
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+}
+
+impl<'a> Head<'a> {
+    fn of<B>(req: &'a Request<B>) -> Self {
+        Self {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        }
+    }
+
+    fn of_parts(parts: &'a Parts) -> Self {
+        Self {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+        }
+    }
+}
+
 /// The resolvers' view of the request.
-fn context_of<'a>(req: &'a Parts, claims: Option<&'a VerifiedClaims>) -> ResolutionContext<'a> {
-    let host = req
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host());
-    ResolutionContext::new(
-        &req.method,
-        host,
-        req.uri.path(),
-        req.uri.query(),
-        &req.headers,
-    )
-    .with_claims(claims)
+fn context_of<'a>(req: Head<'a>, claims: Option<&'a VerifiedClaims>) -> ResolutionContext<'a> {
+    ResolutionContext::of_request(req.method, req.uri, req.headers).with_claims(claims)
 }
 
 /// The outcome for what resolution and validation found.
@@ -402,7 +414,7 @@ fn is_member(claims: Option<&VerifiedClaims>, claim: &str, tenant: &TenantInfo) 
 }
 
 /// Claims verified upstream (an extension), else by the built-in verifier.
-fn claims_of<'a>(shared: &Shared, req: &'a Parts) -> Result<Claims<'a>, TenantError> {
+fn claims_of<'a>(shared: &Shared, req: Head<'a>) -> Result<Claims<'a>, TenantError> {
     if let Some(claims) = req.extensions.get::<VerifiedClaims>() {
         return Ok(Claims::Upstream(claims));
     }
