@@ -234,6 +234,61 @@ async fn an_override_applies_at_the_next_request() {
     assert_eq!(admitted(&app, &f.acme, 5).await, 1);
 }
 
+/// Counts reads of a tenant's whole override map (what the cache loads).
+struct CountingConfig(Arc<MemoryStore>, Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait::async_trait]
+impl ConfigStore for CountingConfig {
+    async fn get_config(&self, t: &TenantId, key: &str) -> Result<Option<Value>, StoreError> {
+        self.0.get_config(t, key).await
+    }
+    async fn all_config(&self, t: &TenantId) -> Result<ConfigMap, StoreError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.all_config(t).await
+    }
+    async fn set_config(&self, t: &TenantId, key: &str, value: Value) -> Result<(), StoreError> {
+        self.0.set_config(t, key, value).await
+    }
+    async fn delete_config(&self, t: &TenantId, key: &str) -> Result<bool, StoreError> {
+        self.0.delete_config(t, key).await
+    }
+}
+
+/// Requests for a tenant whose overrides are cached read them without the
+/// store (the layer's path that does not wait), and a change made through
+/// the service applies at the very next request, a bad value included.
+#[tokio::test(start_paused = true)]
+async fn cached_overrides_serve_requests_and_changes_apply_at_once() {
+    let f = fixture(Some("free"), ConfigMap::new()).await;
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = CountingConfig(f.store.clone(), reads.clone());
+    let cached = CachedConfigStore::new(Arc::new(counting), &Default::default());
+    let config = TenantConfigService::new(Arc::new(cached), ConfigMap::new());
+    let app = app(
+        &f,
+        RateLimits::new(&limits(3, &[("free", 1)])).overrides(config.clone()),
+    );
+    let reads_now = || reads.load(std::sync::atomic::Ordering::SeqCst);
+
+    assert_eq!(admitted(&app, &f.acme, 5).await, 1, "plan free: 1 rps");
+    assert_eq!(reads_now(), 1, "one read, then the cache answers");
+    for (value, expected) in [
+        (json!(4), 4),
+        (json!("fast"), 1),
+        (json!(0), 1),
+        (json!(2), 2),
+    ] {
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        let before = reads_now();
+        config
+            .set(&f.acme.id, "rate_limit.rps", value.clone())
+            .await
+            .unwrap();
+        assert_eq!(admitted(&app, &f.acme, 10).await, expected, "after {value}");
+        assert_eq!(reads_now(), before + 1, "a change is read once, at once");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn bad_overrides_are_ignored() {
     let f = fixture(Some("free"), ConfigMap::new()).await;

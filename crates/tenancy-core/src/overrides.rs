@@ -2,10 +2,12 @@
 //! tenant may override.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use moka::future::Cache;
+use quanta::Instant;
+use quick_cache::sync::Cache;
 use serde::de::DeserializeOwned;
 
 use crate::config::OverridesConfig;
@@ -19,42 +21,74 @@ use crate::tenant::TenantId;
 /// Writes made by other processes are seen after the TTL, or at once when
 /// something calls [`CachedConfigStore::invalidate`] (the Postgres change
 /// listener does).
+///
+/// A hit is read without waiting ([`ConfigStore::cached_config`]), so the
+/// request path (per-tenant rate limits) never awaits a cached tenant;
+/// concurrent misses for one tenant share one store read.
 #[derive(Clone)]
 pub struct CachedConfigStore {
     inner: Arc<dyn ConfigStore>,
-    cache: Cache<TenantId, Arc<ConfigMap>>,
+    cache: Arc<Cache<TenantId, Cached>>,
+    ttl: Duration,
+    /// Bumped by every invalidation: a read that overlapped one may have
+    /// seen the old overrides, so what it read is not kept.
+    generation: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    overrides: Arc<ConfigMap>,
+    expires: Instant,
 }
 
 impl CachedConfigStore {
     /// Caches `inner` with the TTL and size of `config`.
     pub fn new(inner: Arc<dyn ConfigStore>, config: &OverridesConfig) -> Self {
+        let capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
         Self {
             inner,
-            cache: Cache::builder()
-                .max_capacity(config.cache_capacity)
-                .time_to_live(Duration::from_secs(config.cache_ttl_secs))
-                .build(),
+            cache: Arc::new(Cache::new(capacity.max(1))),
+            ttl: Duration::from_secs(config.cache_ttl_secs),
+            generation: Arc::default(),
         }
     }
 
     /// A tenant's whole override map, from the cache when present.
     pub async fn overrides(&self, tenant: &TenantId) -> Result<Arc<ConfigMap>, StoreError> {
-        self.cache
-            .try_get_with_by_ref(tenant, async {
-                self.inner.all_config(tenant).await.map(Arc::new)
-            })
-            .await
-            .map_err(|e: Arc<StoreError>| StoreError::Unavailable(e.to_string()))
+        loop {
+            let guard = match self.cache.get_value_or_guard_async(tenant).await {
+                Ok(hit) if hit.expires > Instant::now() => return Ok(hit.overrides),
+                Ok(_expired) => {
+                    self.cache.remove(tenant);
+                    continue;
+                }
+                Err(guard) => guard,
+            };
+            let generation = self.generation.load(Ordering::Acquire);
+            // On an error the guard is dropped: the next reader tries again.
+            let overrides = Arc::new(self.inner.all_config(tenant).await?);
+            let _ = guard.insert(Cached {
+                overrides: overrides.clone(),
+                expires: Instant::now() + self.ttl,
+            });
+            if self.generation.load(Ordering::Acquire) != generation {
+                // Invalidated while reading: don't keep what was read.
+                self.cache.remove(tenant);
+            }
+            return Ok(overrides);
+        }
     }
 
     /// Forgets one tenant's overrides.
     pub async fn invalidate(&self, tenant: &TenantId) {
-        self.cache.invalidate(tenant).await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.remove(tenant);
     }
 
     /// Forgets every tenant's overrides.
     pub fn clear(&self) {
-        self.cache.invalidate_all();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.clear();
     }
 }
 
@@ -88,12 +122,17 @@ impl ConfigStore for CachedConfigStore {
         self.invalidate(tenant).await;
         result
     }
+
+    fn cached_config(&self, tenant: &TenantId) -> Option<Arc<ConfigMap>> {
+        let hit = self.cache.get(tenant)?;
+        (hit.expires > Instant::now()).then_some(hit.overrides)
+    }
 }
 
 impl std::fmt::Debug for CachedConfigStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CachedConfigStore")
-            .field("cached", &self.cache.entry_count())
+            .field("cached", &self.cache.len())
             .finish_non_exhaustive()
     }
 }
@@ -164,6 +203,13 @@ impl TenantConfigService {
     /// The application defaults.
     pub fn defaults(&self) -> &ConfigMap {
         &self.defaults
+    }
+
+    /// The tenant's overrides when known without waiting (cached by a
+    /// [`CachedConfigStore`]), for code on the request path that must not
+    /// await; `None` means: ask [`TenantConfigService::get`].
+    pub fn cached_overrides(&self, tenant: &TenantId) -> Option<Arc<ConfigMap>> {
+        self.store.cached_config(tenant)
     }
 
     /// The tenant's override for `key`, else the default, else `None`.

@@ -260,6 +260,13 @@ pub trait ConfigStore: Send + Sync + 'static {
 
     /// Removes one override. Returns whether it existed.
     async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError>;
+
+    /// All of a tenant's overrides when they are known without waiting (a
+    /// cache holds them), for the request path; `None` when only the async
+    /// methods can tell. The default is `None`.
+    fn cached_config(&self, _tenant: &TenantId) -> Option<Arc<ConfigMap>> {
+        None
+    }
 }
 
 #[async_trait]
@@ -320,6 +327,9 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     async fn delete_config(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
         (**self).delete_config(tenant, key).await
+    }
+    fn cached_config(&self, tenant: &TenantId) -> Option<Arc<ConfigMap>> {
+        (**self).cached_config(tenant)
     }
 }
 

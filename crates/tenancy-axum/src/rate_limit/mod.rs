@@ -98,6 +98,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::Deserialize;
 use tenancy_core::config::RateLimitConfig;
 use tenancy_core::{TenantConfigService, TenantInfo};
 
@@ -161,22 +162,15 @@ impl Limits {
         }
     }
 
-    /// [`Limits::check`] when it needs no waiting: limits from the plan
-    /// and default only, counted in process. `None` when an override
-    /// service or a shared backend must be asked.
+    /// [`Limits::check`] when it needs no waiting: counted in process, with
+    /// the tenant's overrides (if any) in their cache. `None` when a shared
+    /// backend or the override store must be asked.
     pub(crate) fn check_now(&self, tenant: &TenantInfo) -> Option<Decision> {
-        if self.overrides.is_some() {
-            return None;
-        }
         #[cfg(feature = "redis")]
         if self.redis.is_some() {
             return None;
         }
-        let rps = tenant
-            .plan
-            .as_deref()
-            .and_then(|plan| self.plans.get(plan).copied())
-            .unwrap_or(self.default_rps);
+        let rps = self.rps_now(tenant)?;
         Some(match self.local.check(&tenant.id, rps) {
             Ok(()) => Decision::Allow,
             Err(retry_after) => Decision::Deny {
@@ -223,10 +217,55 @@ impl Limits {
 
     /// Override, else plan, else application default, else `default_rps`.
     pub(crate) async fn rps_for(&self, tenant: &TenantInfo) -> NonZeroU32 {
+        let setting = match &self.overrides {
+            None => None,
+            Some(service) => Some(
+                service
+                    .get_as::<u32>(&tenant.id, RPS_KEY)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+        };
+        self.rps_with(tenant, setting)
+    }
+
+    /// [`Limits::rps_for`] when it needs no waiting: no override service,
+    /// or one whose cache holds the tenant's overrides. `None` otherwise.
+    fn rps_now(&self, tenant: &TenantInfo) -> Option<NonZeroU32> {
+        let setting = match &self.overrides {
+            None => None,
+            Some(service) => {
+                let overrides = service.cached_overrides(&tenant.id)?;
+                let value = overrides
+                    .get(RPS_KEY)
+                    .or_else(|| service.defaults().get(RPS_KEY));
+                // Read in place: `&Value` deserializes without a copy.
+                Some(
+                    value
+                        .map(|v| {
+                            u32::deserialize(v).map_err(|e| {
+                                format!("config key `{RPS_KEY}` holds {v}, which is not the expected type: {e}")
+                            })
+                        })
+                        .transpose(),
+                )
+            }
+        };
+        Some(self.rps_with(tenant, setting))
+    }
+
+    /// The limit for `tenant` given its `rate_limit.rps` setting (`None`
+    /// when there is no override service): a positive override other than
+    /// the application default, else the plan's, else the default.
+    fn rps_with(
+        &self,
+        tenant: &TenantInfo,
+        setting: Option<Result<Option<u32>, String>>,
+    ) -> NonZeroU32 {
         let mut app_default = None;
         if let Some(service) = &self.overrides {
-            match service.get_as::<u32>(&tenant.id, RPS_KEY).await {
-                Ok(Some(value)) => {
+            match setting {
+                Some(Ok(Some(value))) => {
                     let is_default = service
                         .defaults()
                         .get(RPS_KEY)
@@ -240,8 +279,8 @@ impl Limits {
                         }),
                     }
                 }
-                Ok(None) => {}
-                Err(error) => self.warn(|| {
+                Some(Ok(None)) | None => {}
+                Some(Err(error)) => self.warn(|| {
                     tracing::warn!(tenant_id = %tenant.id, %error, "cannot read `{RPS_KEY}`: the plan or default limit applies");
                 }),
             }
