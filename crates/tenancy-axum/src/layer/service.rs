@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{Extensions, HeaderMap, Method, Request, StatusCode, Uri, header};
+use http::{Extensions, HeaderMap, Method, Request, StatusCode, Uri};
 use tenancy_core::context::{self, TenantScoped};
 use tenancy_core::resolve::Answer;
 use tenancy_core::{Rejection, ResolutionContext, TenantInfo, TenantRef, VerifiedClaims};
@@ -420,7 +420,7 @@ fn claims_of<'a>(shared: &Shared, req: Head<'a>) -> Result<Claims<'a>, TenantErr
     }
     #[cfg(feature = "jwt")]
     if let Some(verifier) = &shared.jwt {
-        let Some(value) = req.headers.get(header::AUTHORIZATION) else {
+        let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
             return Ok(Claims::None);
         };
         let token = crate::jwt::bearer_token(value).ok_or_else(|| {
