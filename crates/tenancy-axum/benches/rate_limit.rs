@@ -52,10 +52,14 @@ fn bench(c: &mut Criterion) {
         ..Default::default()
     };
     let route = || Router::new().route("/notes", get(|_t: Tenant| async { "ok" }));
-    let tenant_only: Router = route().layer(tenants.clone());
-    let limited: Router = route().layer(tenants.clone().rate_limits(RateLimits::new(&limits)));
-    let limited_overrides: Router =
-        route().layer(tenants.rate_limits(RateLimits::new(&limits).overrides(config)));
+    // Finished with `with_state(())` as `axum::serve` finishes a router.
+    let tenant_only: Router = route().layer(tenants.clone()).with_state(());
+    let limited: Router = route()
+        .layer(tenants.clone().rate_limits(RateLimits::new(&limits)))
+        .with_state(());
+    let limited_overrides: Router = route()
+        .layer(tenants.rate_limits(RateLimits::new(&limits).overrides(config)))
+        .with_state(());
 
     // Warm the caches; every request must be admitted.
     rt.block_on(async {
