@@ -20,8 +20,11 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use crate::tenant::{TenantId, TenantInfo};
 
@@ -42,23 +45,40 @@ impl Scope {
     }
 }
 
-tokio::task_local! {
-    static CURRENT: Scope;
+// The current scope of this thread: set only while a scoped future is
+// being polled (and swapped back out when its poll returns), so a task
+// sees its own tenant on whatever worker thread polls it, and nothing is
+// left behind between polls. A `Cell` swap, not a `RefCell` borrow: the
+// request path pays two swaps per poll.
+thread_local! {
+    static CURRENT: Cell<Option<Scope>> = const { Cell::new(None) };
 }
 
 /// The id of the current task's tenant, if the task runs in a tenant scope.
 pub fn current() -> Option<TenantId> {
-    CURRENT.try_with(|s| s.id().clone()).ok()
+    read(|scope| scope.id().clone())
 }
 
 /// The full record of the current tenant, when the scope was set from a
 /// validated tenant (as the web layer does). `None` under [`with_tenant`],
 /// which knows only the id.
 pub fn current_info() -> Option<Arc<TenantInfo>> {
+    read(|scope| match scope {
+        Scope::Info(info) => Some(info.clone()),
+        Scope::Id(_) => None,
+    })
+    .flatten()
+}
+
+/// `f` of the current scope, if there is one. `f` only clones: it cannot
+/// reach this thread-local again while the scope is taken out.
+fn read<R>(f: impl FnOnce(&Scope) -> R) -> Option<R> {
     CURRENT
-        .try_with(|s| match s {
-            Scope::Info(info) => Some(info.clone()),
-            Scope::Id(_) => None,
+        .try_with(|cell| {
+            let scope = cell.take();
+            let out = scope.as_ref().map(f);
+            cell.set(scope);
+            out
         })
         .ok()
         .flatten()
@@ -67,34 +87,92 @@ pub fn current_info() -> Option<Arc<TenantInfo>> {
 /// Runs `fut` with `id` as the current tenant: for background jobs and
 /// anything that works for a known tenant outside a request.
 pub async fn with_tenant<F: Future>(id: TenantId, fut: F) -> F::Output {
-    CURRENT.scope(Scope::Id(id), fut).await
+    TenantScoped::new(Scope::Id(id), fut).await
 }
 
 /// Runs `fut` with the validated `tenant` as the current tenant (what the
 /// web layer does for each request).
+#[inline(always)]
 pub fn with_tenant_info<F: Future>(tenant: Arc<TenantInfo>, fut: F) -> TenantScoped<F> {
-    TenantScoped {
-        inner: CURRENT.scope(Scope::Info(tenant), fut),
-    }
+    TenantScoped::new(Scope::Info(tenant), fut)
 }
 
 pin_project_lite::pin_project! {
     /// A future running in a tenant's scope ([`with_tenant_info`]). A named
     /// type, so a tower service can return it without boxing.
+    ///
+    /// The tenant is current while the future is polled and while it is
+    /// dropped (a cancelled request's destructors still see it), and at
+    /// no other time.
     pub struct TenantScoped<F> {
         #[pin]
-        inner: tokio::task::futures::TaskLocalFuture<Scope, F>,
+        inner: Option<F>,
+        // This future's scope while it is not being polled; the scope it
+        // displaced (usually none) while it is.
+        slot: Option<Scope>,
     }
+
+    impl<F> PinnedDrop for TenantScoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.inner.is_some() {
+                let _entered = Entered::new(this.slot);
+                this.inner.set(None);
+            }
+        }
+    }
+}
+
+impl<F> TenantScoped<F> {
+    #[inline(always)]
+    fn new(scope: Scope, fut: F) -> Self {
+        Self {
+            inner: Some(fut),
+            slot: Some(scope),
+        }
+    }
+}
+
+/// Swaps a scope into this thread's current one, and back out on drop
+/// (also when the poll inside panics).
+struct Entered<'a> {
+    slot: &'a mut Option<Scope>,
+}
+
+impl<'a> Entered<'a> {
+    fn new(slot: &'a mut Option<Scope>) -> Self {
+        swap(slot);
+        Self { slot }
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        swap(self.slot);
+    }
+}
+
+fn swap(slot: &mut Option<Scope>) {
+    // Fails only while the thread is being torn down: the future then runs
+    // with no tenant (fail closed), and both swaps fail alike.
+    let _ = CURRENT.try_with(|cell| *slot = cell.replace(slot.take()));
 }
 
 impl<F: Future> Future for TenantScoped<F> {
     type Output = F::Output;
 
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        self.project().inner.poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        let _entered = Entered::new(this.slot);
+        let output = match this.inner.as_mut().as_pin_mut() {
+            Some(fut) => fut.poll(cx),
+            None => panic!("TenantScoped polled after completion"),
+        };
+        if output.is_ready() {
+            // Dropped at once, still in its scope.
+            this.inner.set(None);
+        }
+        output
     }
 }
 
@@ -111,9 +189,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match CURRENT.try_with(Scope::clone) {
-        Ok(scope) => tokio::spawn(CURRENT.scope(scope, fut)),
-        Err(_) => tokio::spawn(fut),
+    match read(Scope::clone) {
+        Some(scope) => tokio::spawn(TenantScoped::new(scope, fut)),
+        None => tokio::spawn(fut),
     }
 }
 
@@ -166,6 +244,47 @@ mod tests {
         assert_eq!(plain, None);
         assert_eq!(carried, Some(id("acme")));
         assert_eq!(spawn(async { current() }).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_future_is_dropped_in_its_scope() {
+        struct SeesTenant(Arc<std::sync::Mutex<Option<Option<TenantId>>>>);
+        impl Drop for SeesTenant {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap() = Some(current());
+            }
+        }
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let guard = SeesTenant(seen.clone());
+        let fut = with_tenant(id("acme"), async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(5), fut).await;
+        assert!(waited.is_err(), "the future never completes");
+        assert_eq!(*seen.lock().unwrap(), Some(Some(id("acme"))));
+        assert_eq!(current(), None, "and the scope ended with it");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scopes_follow_tasks_across_worker_threads() {
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                tokio::spawn(with_tenant(id(&format!("t{i}")), async move {
+                    let mut seen = Vec::new();
+                    for _ in 0..20 {
+                        tokio::task::yield_now().await;
+                        seen.push(current());
+                    }
+                    (i, seen)
+                }))
+            })
+            .collect();
+        for task in tasks {
+            let (i, seen) = task.await.unwrap();
+            assert!(seen.iter().all(|s| s == &Some(id(&format!("t{i}")))));
+        }
+        assert_eq!(current(), None);
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@
 
 pub mod audit;
 pub mod cache_key;
+mod clock;
 pub mod config;
 pub mod context;
 pub mod domain;

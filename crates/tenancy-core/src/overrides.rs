@@ -45,6 +45,7 @@ impl CachedConfigStore {
     /// Caches `inner` with the TTL and size of `config`.
     pub fn new(inner: Arc<dyn ConfigStore>, config: &OverridesConfig) -> Self {
         let capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
+        crate::clock::start();
         Self {
             inner,
             cache: Arc::new(Cache::new(capacity.max(1))),
@@ -125,7 +126,7 @@ impl ConfigStore for CachedConfigStore {
 
     fn cached_config(&self, tenant: &TenantId) -> Option<Arc<ConfigMap>> {
         let hit = self.cache.get(tenant)?;
-        (hit.expires > Instant::now()).then_some(hit.overrides)
+        (hit.expires > crate::clock::recent()).then_some(hit.overrides)
     }
 }
 

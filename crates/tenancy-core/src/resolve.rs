@@ -365,7 +365,7 @@ impl HeaderResolver {
         let value = ctx.headers().get(&self.header)?;
         match value.to_str() {
             Ok("") => None,
-            Ok(s) => Some(TenantRef::new(s.trim())),
+            Ok(s) => Some(TenantRef::new(s.trim_ascii())),
             Err(_) => Some(TenantRef::new(&String::from_utf8_lossy(value.as_bytes()))),
         }
     }

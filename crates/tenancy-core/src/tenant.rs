@@ -466,35 +466,24 @@ pub struct TenantRef(RefRepr);
 
 #[derive(Clone)]
 enum RefRepr {
-    /// `bytes[..len]` is the value, valid UTF-8 (copied from a `&str`).
-    Inline {
-        len: u8,
-        bytes: [u8; MAX_ID_LEN],
-    },
+    /// Up to [`MAX_ID_LEN`] bytes, copied from a `&str`.
+    Inline(arrayvec::ArrayString<MAX_ID_LEN>),
     Heap(Box<str>),
 }
 
 impl TenantRef {
     /// Wraps a raw value taken from a request.
     pub fn new(raw: &str) -> Self {
-        let Ok(len) = u8::try_from(raw.len()) else {
-            return Self(RefRepr::Heap(Box::from(raw)));
-        };
-        if raw.len() > MAX_ID_LEN {
-            return Self(RefRepr::Heap(Box::from(raw)));
+        match arrayvec::ArrayString::from(raw) {
+            Ok(inline) => Self(RefRepr::Inline(inline)),
+            Err(_) => Self(RefRepr::Heap(Box::from(raw))),
         }
-        let mut bytes = [0; MAX_ID_LEN];
-        bytes[..raw.len()].copy_from_slice(raw.as_bytes());
-        Self(RefRepr::Inline { len, bytes })
     }
 
     /// The raw value.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Always valid: the bytes were copied whole from a `&str`.
-            RefRepr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
+            RefRepr::Inline(value) => value.as_str(),
             RefRepr::Heap(value) => value,
         }
     }

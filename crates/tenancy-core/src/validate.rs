@@ -101,6 +101,7 @@ impl Validator {
     /// A validator over `store` with the cache sized and timed by `config`.
     pub fn new(store: Arc<dyn TenantStore>, config: &ValidationConfig) -> Self {
         let capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
+        crate::clock::start();
         Self {
             store,
             cache: Arc::new(Cache::new(capacity.max(1))),
@@ -129,11 +130,12 @@ impl Validator {
         &self,
         reference: &TenantRef,
     ) -> Option<Result<Arc<TenantInfo>, Rejection>> {
-        if !reference.is_well_formed() {
-            return Some(Err(Rejection::Malformed));
-        }
-        let hit = self.cache.get(reference.as_str())?;
-        if hit.expires <= Instant::now() {
+        // Only well-formed references are ever cached (`validate` checks
+        // before it loads), so a hit needs no check of its own.
+        let Some(hit) = self.cache.get(reference.as_str()) else {
+            return (!reference.is_well_formed()).then_some(Err(Rejection::Malformed));
+        };
+        if hit.expires <= crate::clock::recent() {
             return None;
         }
         self.stats.hits.inc();

@@ -113,6 +113,9 @@ impl<S: Clone> TenantService<S> {
 }
 
 /// What happens once the tenant is known and the limit decided.
+// Inlined so the inner future is built where it will live: the inner
+// future is large (hundreds of bytes) and each move of it is a memcpy.
+#[inline(always)]
 fn serve<S, B>(
     shared: &Shared,
     state: TenantState,
@@ -139,17 +142,22 @@ where
                 // Counts as resolved too (`RequestMetrics::outcomes`).
                 metrics.tenant(&tenant.id);
             }
-            let span = tracing::info_span!("tenant", tenant_id = %tenant.id);
-            tracing::Span::current().record("tenant_id", tenant.id.as_str());
+            let span = tenant_span(&tenant);
             req.extensions_mut()
                 .insert(TenantState::Resolved(tenant.clone()));
             // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
             if let Some(claims) = verified {
                 req.extensions_mut().insert(claims);
             }
-            let call = inner.call(req);
-            Kind::Served {
-                fut: context::with_tenant_info(tenant, call).instrument(span),
+            if span.is_disabled() {
+                // No subscriber wants it: no span to enter on every poll.
+                Kind::Scoped {
+                    fut: context::with_tenant_info(tenant, inner.call(req)),
+                }
+            } else {
+                Kind::Served {
+                    fut: context::with_tenant_info(tenant, inner.call(req)).instrument(span),
+                }
             }
         }
         TenantState::Refused(error) => {
@@ -183,6 +191,8 @@ pin_project_lite::pin_project! {
     enum Kind<F: Future> {
         // The tenant's request, in its scope and span.
         Served { #[pin] fut: Instrumented<TenantScoped<F>> },
+        // The same when no subscriber takes the span.
+        Scoped { #[pin] fut: TenantScoped<F> },
         // No valid tenant: the handler or guard answers 401/403.
         Refused { #[pin] fut: F },
         // Answered by the layer itself (429).
@@ -226,6 +236,7 @@ where
             let kind = serve(&shared, state, verified, decision, req, &mut inner);
             match kind {
                 Kind::Served { fut } => fut.await,
+                Kind::Scoped { fut } => fut.await,
                 Kind::Refused { fut } => fut.await,
                 Kind::Answered { response } => Ok(response.unwrap_or_default()),
                 Kind::Slow { fut } => fut.await,
@@ -248,6 +259,7 @@ where
         let this = self.project();
         let output = match this.kind.project() {
             KindProj::Served { fut } => std::task::ready!(fut.poll(cx)),
+            KindProj::Scoped { fut } => std::task::ready!(fut.poll(cx)),
             KindProj::Refused { fut } => std::task::ready!(fut.poll(cx)),
             KindProj::Answered { response } => Ok(response.take().unwrap_or_default()),
             KindProj::Slow { fut } => std::task::ready!(fut.as_mut().poll(cx)),
@@ -263,6 +275,18 @@ impl<F: Future> std::fmt::Debug for TenantFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantFuture").finish_non_exhaustive()
     }
+}
+
+/// The span the tenant's request runs in, with `tenant_id` also recorded
+/// on the current span (a `TraceLayer`'s, when it declares the field).
+/// When no subscriber was ever installed nothing can record a span, and
+/// the hit path skips the work.
+fn tenant_span(tenant: &TenantInfo) -> tracing::Span {
+    if !tracing::dispatcher::has_been_set() {
+        return tracing::Span::none();
+    }
+    tracing::Span::current().record("tenant_id", tenant.id.as_str());
+    tracing::info_span!("tenant", tenant_id = %tenant.id)
 }
 
 /// The 429 for a tenant over its limit.
