@@ -279,3 +279,123 @@ async fn cache_is_bounded_and_clear_empties_it() {
     validator.clear();
     assert_eq!(validator.cached_entries(), 0);
 }
+
+// The per-thread front (hot tenants copied per thread) must never serve
+// what an invalidation removed, nor another validator's tenant.
+
+#[tokio::test]
+async fn a_hot_tenant_is_suspended_at_once_through_every_threads_copy() {
+    let (validator, lifecycle, acme) = setup(CountingStore::default(), &Default::default()).await;
+    let by_slug = TenantRef::new("acme");
+    let by_id = TenantRef::from(&acme.id);
+    // Warm: several hits on each reference copy it into this thread.
+    for _ in 0..5 {
+        assert!(validator.validate(&by_slug).await.is_ok());
+        assert!(validator.validate(&by_id).await.is_ok());
+    }
+    // Other threads serve it from their own copies too.
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let validator = validator.clone();
+            let by_slug = by_slug.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    assert!(matches!(validator.validate_cached(&by_slug), Some(Ok(_))));
+                }
+                validator
+            })
+        })
+        .collect();
+    let validators: Vec<Validator> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+    lifecycle.suspend(&acme.id, Some("unpaid")).await.unwrap();
+    let suspended = Err(Rejection::NotActive(TenantStatus::Suspended));
+    assert_eq!(validator.validate(&by_slug).await, suspended);
+    assert_eq!(validator.validate(&by_id).await, suspended);
+    // Each other thread's next answer is the new one (a miss, then the store).
+    for v in validators {
+        let by_slug = by_slug.clone();
+        let seen = std::thread::spawn(move || v.validate_cached(&by_slug))
+            .join()
+            .unwrap();
+        assert!(
+            !matches!(seen, Some(Ok(_))),
+            "a thread served a suspended tenant"
+        );
+    }
+
+    lifecycle.activate(&acme.id).await.unwrap();
+    for _ in 0..5 {
+        assert!(validator.validate(&by_slug).await.is_ok());
+    }
+    lifecycle
+        .update(
+            &acme.id,
+            TenantUpdate {
+                name: Some("Acme Renamed".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        validator.validate(&by_slug).await.unwrap().name,
+        "Acme Renamed",
+        "an update is seen at once too"
+    );
+}
+
+#[tokio::test]
+async fn clear_and_reference_invalidation_reach_the_threads_copies() {
+    let (validator, _lifecycle, _acme) = setup(CountingStore::default(), &Default::default()).await;
+    let acme = TenantRef::new("acme");
+    for _ in 0..5 {
+        assert!(validator.validate(&acme).await.is_ok());
+    }
+    validator.clear();
+    assert!(
+        validator.validate_cached(&acme).is_none(),
+        "after clear() the next answer is a miss"
+    );
+    for _ in 0..5 {
+        assert!(validator.validate(&acme).await.is_ok());
+    }
+    validator.invalidate_reference("acme").await;
+    assert!(validator.validate_cached(&acme).is_none());
+}
+
+#[tokio::test]
+async fn two_validators_never_share_copies() {
+    // The same slug names different tenants in two stores: active in one,
+    // still provisioning in the other. Neither validator has seen an
+    // invalidation, so only their identity tells their copies apart.
+    let (store_a, store_b) = (MemoryStore::new(), MemoryStore::new());
+    let a = store_a
+        .create(NewTenant::new("acme", "A").unwrap())
+        .await
+        .unwrap();
+    store_a
+        .set_status(&a.id, TenantStatus::Active, None)
+        .await
+        .unwrap();
+    store_b
+        .create(NewTenant::new("acme", "B").unwrap())
+        .await
+        .unwrap();
+    let active = Validator::new(Arc::new(store_a), &Default::default());
+    let other = Validator::new(Arc::new(store_b), &Default::default());
+    let acme = TenantRef::new("acme");
+    for _ in 0..10 {
+        assert_eq!(active.validate(&acme).await.unwrap().name, "A");
+        assert_eq!(
+            other.validate(&acme).await,
+            Err(Rejection::NotActive(TenantStatus::Provisioning))
+        );
+    }
+    // A validator made later, over an empty store, knows no `acme`.
+    let empty = Validator::new(Arc::new(MemoryStore::new()), &Default::default());
+    for _ in 0..3 {
+        assert!(active.validate(&acme).await.is_ok());
+        assert_eq!(empty.validate(&acme).await, Err(Rejection::Unknown));
+    }
+}
