@@ -27,7 +27,17 @@ use tenancy_core::*;
 use tower::ServiceExt;
 
 fn request() -> Request<Body> {
+    // What an API client sends, the tenant header last.
     Request::get("/notes")
+        .header("host", "api.example.com")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+        )
+        .header("accept", "application/json")
+        .header("accept-encoding", "gzip, br")
+        .header("authorization", "Bearer 0123456789abcdef")
+        .header("x-request-id", "7f3c2a9e-1b4d-4c8e-9a6f-2d5e8b1c0a37")
         .header("x-tenant-id", "acme")
         .body(Body::empty())
         .unwrap()

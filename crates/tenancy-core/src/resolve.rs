@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{HeaderMap, HeaderName, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::config::{ConfigError, ResolutionConfig};
 use crate::tenant::TenantRef;
@@ -362,7 +362,7 @@ impl Default for HeaderResolver {
 
 impl HeaderResolver {
     fn find(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        let value = ctx.headers().get(&self.header)?;
+        let value = header_value(ctx.headers(), &self.header)?;
         match value.to_str() {
             Ok("") => None,
             Ok(s) => Some(TenantRef::new(s.trim_ascii())),
@@ -387,6 +387,18 @@ impl Resolver for HeaderResolver {
             canonical_header(self.header.as_str())
         ))
     }
+}
+
+/// The first value of header `name`. A request carries a handful of
+/// headers, most of them standard ones that differ from a custom name at
+/// the first comparison, so a scan beats hashing the name; a large map
+/// is looked up by hash.
+fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    const SCAN_UP_TO: usize = 24;
+    if headers.keys_len() > SCAN_UP_TO {
+        return headers.get(name);
+    }
+    headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
 }
 
 /// `x-tenant-id` → `X-Tenant-Id`, as people write it.

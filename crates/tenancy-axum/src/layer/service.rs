@@ -58,7 +58,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let timer = self
             .shared
             .metrics
@@ -69,18 +69,53 @@ where
         // cache held the tenant, and no limit needs waiting for. It reads
         // the request in place (no split into parts and back) and nothing
         // here allocates but the extension M1 requires.
-        let known = tenant_state_now(&self.shared, Head::of(&req));
-        if let Some((state, verified)) = known {
-            let limited = match &state {
-                TenantState::Resolved(tenant) => match &self.shared.limits {
-                    None => Some(Decision::Allow),
-                    Some(limits) => limits.check_now(tenant),
-                },
-                TenantState::Refused(_) => Some(Decision::Allow),
-            };
-            if let Some(decision) = limited {
+        let Some((state, verified)) = tenant_state_now(&self.shared, Head::of(&req)) else {
+            return TenantFuture::slow(self.shared.clone(), req, self.take_ready(), timer, None);
+        };
+        let decision = match (&state, &self.shared.limits) {
+            (TenantState::Resolved(tenant), Some(limits)) => limits.check_now(tenant),
+            _ => Some(Decision::Allow),
+        };
+        let Some(decision) = decision else {
+            let known = Some((state, verified));
+            return TenantFuture::slow(self.shared.clone(), req, self.take_ready(), timer, known);
+        };
+        match (state, decision) {
+            (TenantState::Resolved(tenant), Decision::Allow) => {
+                // Written out here, not in `serve`: the request and the
+                // inner future (hundreds of bytes each) are moved straight
+                // to where they live, without a copy through a callee.
+                if let Some(metrics) = &self.shared.metrics {
+                    // Counts as resolved too (`RequestMetrics::outcomes`).
+                    metrics.tenant(&tenant.id);
+                }
+                let span = tenant_span(&tenant);
+                req.extensions_mut()
+                    .insert(TenantState::Resolved(tenant.clone()));
+                // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
+                if let Some(claims) = verified {
+                    req.extensions_mut().insert(claims);
+                }
                 // Called now, on the service that was polled ready: no
                 // clone of it (an axum route clone is an allocation).
+                if span.is_disabled() {
+                    // No subscriber wants it: no span to enter on every poll.
+                    return TenantFuture {
+                        kind: Kind::Scoped {
+                            fut: context::with_tenant_info(tenant, self.inner.call(req)),
+                        },
+                        timer,
+                    };
+                }
+                TenantFuture {
+                    kind: Kind::Served {
+                        fut: context::with_tenant_info(tenant, self.inner.call(req))
+                            .instrument(span),
+                    },
+                    timer,
+                }
+            }
+            (state, decision) => {
                 let kind = serve(
                     &self.shared,
                     state,
@@ -89,17 +124,9 @@ where
                     req,
                     &mut self.inner,
                 );
-                return TenantFuture { kind, timer };
+                TenantFuture { kind, timer }
             }
-            return TenantFuture::slow(
-                self.shared.clone(),
-                req,
-                self.take_ready(),
-                timer,
-                Some((state, verified)),
-            );
         }
-        TenantFuture::slow(self.shared.clone(), req, self.take_ready(), timer, None)
     }
 }
 
@@ -112,10 +139,8 @@ impl<S: Clone> TenantService<S> {
     }
 }
 
-/// What happens once the tenant is known and the limit decided.
-// Inlined so the inner future is built where it will live: the inner
-// future is large (hundreds of bytes) and each move of it is a memcpy.
-#[inline(always)]
+/// What happens once the tenant is known and the limit decided (the
+/// path that awaited, and the hit path's refusals and 429s).
 fn serve<S, B>(
     shared: &Shared,
     state: TenantState,
@@ -316,11 +341,13 @@ async fn tenant_state(shared: &Shared, req: Head<'_>) -> (TenantState, Option<Ve
         Err(error) => return (TenantState::Refused(error), None),
     };
     let reference = shared.chain.resolve(&context_of(req, claims.get())).await;
-    let tenant = match reference {
-        None => None,
-        Some(reference) => Some((shared.validator.validate(&reference).await, reference)),
-    };
-    judge(shared, claims, tenant)
+    match reference {
+        None => judge(shared, claims, None),
+        Some(reference) => {
+            let validated = shared.validator.validate(&reference).await;
+            judge(shared, claims, Some((validated, &reference)))
+        }
+    }
 }
 
 /// [`tenant_state`] when it needs no waiting: every resolver answered at
@@ -333,14 +360,14 @@ fn tenant_state_now(
         Ok(claims) => claims,
         Err(error) => return Some((TenantState::Refused(error), None)),
     };
-    let tenant = match shared.chain.resolve_now(&context_of(req, claims.get())) {
-        Answer::Wait => return None,
-        Answer::NotFound => None,
+    match shared.chain.resolve_now(&context_of(req, claims.get())) {
+        Answer::Wait => None,
+        Answer::NotFound => Some(judge(shared, claims, None)),
         Answer::Found(reference) => {
-            Some((shared.validator.validate_cached(&reference)?, reference))
+            let validated = shared.validator.validate_cached(&reference)?;
+            Some(judge(shared, claims, Some((validated, &reference))))
         }
-    };
-    Some(judge(shared, claims, tenant))
+    }
 }
 
 /// The parts of a request that resolution reads, borrowed from a whole
@@ -382,7 +409,7 @@ fn context_of<'a>(req: Head<'a>, claims: Option<&'a VerifiedClaims>) -> Resoluti
 fn judge(
     shared: &Shared,
     claims: Claims<'_>,
-    found: Option<(Result<Arc<TenantInfo>, Rejection>, TenantRef)>,
+    found: Option<(Result<Arc<TenantInfo>, Rejection>, &TenantRef)>,
 ) -> (TenantState, Option<VerifiedClaims>) {
     let Some((validated, reference)) = found else {
         return (
