@@ -15,16 +15,23 @@ use quanta::Instant;
 /// How stale [`recent`] may be.
 pub(crate) const RESOLUTION: Duration = Duration::from_millis(10);
 
-/// Starts the refreshing thread, once per process. Caches call it when
-/// they are made, never on a hit.
+/// Starts the refreshing thread, once per process, without waiting for it
+/// (quanta calibrates its clock first, which takes a while). Caches call
+/// it when they first store an entry: a process that never caches (a CLI
+/// command) never starts it.
 pub(crate) fn start() {
-    static UPKEEP: OnceLock<Option<quanta::Handle>> = OnceLock::new();
-    UPKEEP.get_or_init(|| match quanta::Upkeep::new(RESOLUTION).start() {
-        Ok(handle) => Some(handle),
-        Err(err) => {
-            // Another library may run quanta's upkeep already: fine.
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("tenancy-clock".into())
+            .spawn(|| match quanta::Upkeep::new(RESOLUTION).start() {
+                // Runs until the process ends.
+                Ok(handle) => std::mem::forget(handle),
+                // Another library may run quanta's upkeep already: fine.
+                Err(err) => tracing::debug!(error = %err, "coarse clock not started"),
+            });
+        if let Err(err) = spawned {
             tracing::debug!(error = %err, "coarse clock not started; cache hits read the clock");
-            None
         }
     });
 }
@@ -43,6 +50,8 @@ mod tests {
     #[test]
     fn recent_follows_the_clock_within_its_resolution() {
         start();
+        // The thread calibrates first; give it time to publish.
+        std::thread::sleep(Duration::from_millis(500));
         let before = Instant::now();
         std::thread::sleep(RESOLUTION * 5);
         let seen = recent();

@@ -45,7 +45,6 @@ impl CachedConfigStore {
     /// Caches `inner` with the TTL and size of `config`.
     pub fn new(inner: Arc<dyn ConfigStore>, config: &OverridesConfig) -> Self {
         let capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
-        crate::clock::start();
         Self {
             inner,
             cache: Arc::new(Cache::new(capacity.max(1))),
@@ -68,6 +67,8 @@ impl CachedConfigStore {
             let generation = self.generation.load(Ordering::Acquire);
             // On an error the guard is dropped: the next reader tries again.
             let overrides = Arc::new(self.inner.all_config(tenant).await?);
+            // Hits on what is cached from now on read the coarse clock.
+            crate::clock::start();
             let _ = guard.insert(Cached {
                 overrides: overrides.clone(),
                 expires: Instant::now() + self.ttl,

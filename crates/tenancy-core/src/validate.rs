@@ -113,7 +113,6 @@ impl Validator {
     /// A validator over `store` with the cache sized and timed by `config`.
     pub fn new(store: Arc<dyn TenantStore>, config: &ValidationConfig) -> Self {
         let capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
-        crate::clock::start();
         Self {
             store,
             cache: Arc::new(Cache::new(capacity.max(1))),
@@ -227,6 +226,8 @@ impl Validator {
                 expires: Instant::now() + ttl,
             };
             // A failed insert means the entry was invalidated meanwhile: fine.
+            // Hits on what is cached from now on read the coarse clock.
+            crate::clock::start();
             let _ = guard.insert(entry);
             if self.generation.load(Ordering::Acquire) != generation {
                 // An invalidation raced with this lookup: don't keep what it
