@@ -721,14 +721,16 @@ impl ResolverChain {
     /// [`ResolverChain::resolve`]).
     pub fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
         for resolver in self.in_order() {
-            match resolver.resolve_now(ctx) {
-                Answer::Found(found) => {
+            // Returned as it is: the reference is not moved out and back.
+            let answer = resolver.resolve_now(ctx);
+            match &answer {
+                Answer::NotFound => continue,
+                Answer::Found(_) => {
                     tracing::trace!(resolver = resolver.name(), "tenant resolved");
-                    return Answer::Found(found);
                 }
-                Answer::NotFound => {}
-                Answer::Wait => return Answer::Wait,
+                Answer::Wait => {}
             }
+            return answer;
         }
         Answer::NotFound
     }
