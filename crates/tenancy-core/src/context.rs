@@ -140,6 +140,7 @@ struct Entered<'a> {
 }
 
 impl<'a> Entered<'a> {
+    #[inline]
     fn new(slot: &'a mut Option<Scope>) -> Self {
         swap(slot);
         Self { slot }
@@ -147,11 +148,13 @@ impl<'a> Entered<'a> {
 }
 
 impl Drop for Entered<'_> {
+    #[inline]
     fn drop(&mut self) {
         swap(self.slot);
     }
 }
 
+#[inline]
 fn swap(slot: &mut Option<Scope>) {
     // Fails only while the thread is being torn down: the future then runs
     // with no tenant (fail closed), and both swaps fail alike.
@@ -161,6 +164,7 @@ fn swap(slot: &mut Option<Scope>) {
 impl<F: Future> Future for TenantScoped<F> {
     type Output = F::Output;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
         let _entered = Entered::new(this.slot);

@@ -95,6 +95,7 @@ impl<'a> ResolutionContext<'a> {
     /// assert_eq!(ctx.host(), Some("acme.example.com"));
     /// assert_eq!(ctx.path(), "/notes");
     /// ```
+    #[inline]
     pub fn of_request(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
         Self {
             method,

@@ -473,6 +473,7 @@ enum RefRepr {
 
 impl TenantRef {
     /// Wraps a raw value taken from a request.
+    #[inline]
     pub fn new(raw: &str) -> Self {
         match arrayvec::ArrayString::from(raw) {
             Ok(inline) => Self(RefRepr::Inline(inline)),
@@ -481,6 +482,7 @@ impl TenantRef {
     }
 
     /// The raw value.
+    #[inline]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             RefRepr::Inline(value) => value.as_str(),

@@ -306,6 +306,7 @@ impl<F: Future> std::fmt::Debug for TenantFuture<F> {
 /// on the current span (a `TraceLayer`'s, when it declares the field).
 /// When no subscriber was ever installed nothing can record a span, and
 /// the hit path skips the work.
+#[inline(always)]
 fn tenant_span(tenant: &TenantInfo) -> tracing::Span {
     if !tracing::dispatcher::has_been_set() {
         return tracing::Span::none();
@@ -352,6 +353,7 @@ async fn tenant_state(shared: &Shared, req: Head<'_>) -> (TenantState, Option<Ve
 
 /// [`tenant_state`] when it needs no waiting: every resolver answered at
 /// once and the validator's cache held the answer. `None` otherwise.
+#[inline(always)]
 fn tenant_state_now(
     shared: &Shared,
     req: Head<'_>,
@@ -401,11 +403,13 @@ impl<'a> Head<'a> {
 }
 
 /// The resolvers' view of the request.
+#[inline(always)]
 fn context_of<'a>(req: Head<'a>, claims: Option<&'a VerifiedClaims>) -> ResolutionContext<'a> {
     ResolutionContext::of_request(req.method, req.uri, req.headers).with_claims(claims)
 }
 
 /// The outcome for what resolution and validation found.
+#[inline(always)]
 fn judge(
     shared: &Shared,
     claims: Claims<'_>,
@@ -465,6 +469,7 @@ fn is_member(claims: Option<&VerifiedClaims>, claim: &str, tenant: &TenantInfo) 
 }
 
 /// Claims verified upstream (an extension), else by the built-in verifier.
+#[inline(always)]
 fn claims_of<'a>(shared: &Shared, req: Head<'a>) -> Result<Claims<'a>, TenantError> {
     if let Some(claims) = req.extensions.get::<VerifiedClaims>() {
         return Ok(Claims::Upstream(claims));
