@@ -23,6 +23,46 @@ use crate::outcome::{TenantError, TenantState};
 use crate::problem::Problem;
 use crate::rate_limit::Decision;
 
+/// A resolved tenant's request, allowed by its limit: the extension, the
+/// span, and the inner service's future in the tenant's scope, as a
+/// [`TenantFuture`].
+///
+/// A macro rather than a function, and the whole future built in one
+/// expression: the request and the inner future (hundreds of bytes each)
+/// are then moved straight to where they live; through a function's
+/// by-value parameter the request is copied once more (measured).
+macro_rules! serve_tenant {
+    ($shared:expr, $tenant:ident, $verified:expr, $req:ident, $inner:expr, $timer:expr) => {{
+        if let Some(metrics) = &$shared.metrics {
+            // Counts as resolved too (`RequestMetrics::outcomes`).
+            metrics.tenant(&$tenant.id);
+        }
+        let span = tenant_span(&$tenant);
+        $req.extensions_mut()
+            .insert(TenantState::Resolved($tenant.clone()));
+        // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
+        if let Some(claims) = $verified {
+            $req.extensions_mut().insert(claims);
+        }
+        if span.is_disabled() {
+            // No subscriber wants it: no span to enter on every poll.
+            TenantFuture {
+                kind: Kind::Scoped {
+                    fut: context::with_tenant_info($tenant, $inner.call($req)),
+                },
+                timer: $timer,
+            }
+        } else {
+            TenantFuture {
+                kind: Kind::Served {
+                    fut: context::with_tenant_info($tenant, $inner.call($req)).instrument(span),
+                },
+                timer: $timer,
+            }
+        }
+    }};
+}
+
 /// The service made by [`TenantLayer`](super::TenantLayer).
 #[derive(Clone)]
 pub struct TenantService<S> {
@@ -82,38 +122,9 @@ where
         };
         match (state, decision) {
             (TenantState::Resolved(tenant), Decision::Allow) => {
-                // Written out here, not in `serve`: the request and the
-                // inner future (hundreds of bytes each) are moved straight
-                // to where they live, without a copy through a callee.
-                if let Some(metrics) = &self.shared.metrics {
-                    // Counts as resolved too (`RequestMetrics::outcomes`).
-                    metrics.tenant(&tenant.id);
-                }
-                let span = tenant_span(&tenant);
-                req.extensions_mut()
-                    .insert(TenantState::Resolved(tenant.clone()));
-                // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
-                if let Some(claims) = verified {
-                    req.extensions_mut().insert(claims);
-                }
                 // Called now, on the service that was polled ready: no
                 // clone of it (an axum route clone is an allocation).
-                if span.is_disabled() {
-                    // No subscriber wants it: no span to enter on every poll.
-                    return TenantFuture {
-                        kind: Kind::Scoped {
-                            fut: context::with_tenant_info(tenant, self.inner.call(req)),
-                        },
-                        timer,
-                    };
-                }
-                TenantFuture {
-                    kind: Kind::Served {
-                        fut: context::with_tenant_info(tenant, self.inner.call(req))
-                            .instrument(span),
-                    },
-                    timer,
-                }
+                serve_tenant!(self.shared, tenant, verified, req, self.inner, timer)
             }
             (state, decision) => {
                 let kind = serve(
@@ -163,27 +174,7 @@ where
                     response: Some(rate_limited(&tenant, rps, retry_after)),
                 };
             }
-            if let Some(metrics) = &shared.metrics {
-                // Counts as resolved too (`RequestMetrics::outcomes`).
-                metrics.tenant(&tenant.id);
-            }
-            let span = tenant_span(&tenant);
-            req.extensions_mut()
-                .insert(TenantState::Resolved(tenant.clone()));
-            // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
-            if let Some(claims) = verified {
-                req.extensions_mut().insert(claims);
-            }
-            if span.is_disabled() {
-                // No subscriber wants it: no span to enter on every poll.
-                Kind::Scoped {
-                    fut: context::with_tenant_info(tenant, inner.call(req)),
-                }
-            } else {
-                Kind::Served {
-                    fut: context::with_tenant_info(tenant, inner.call(req)).instrument(span),
-                }
-            }
+            serve_tenant!(shared, tenant, verified, req, inner, None).kind
         }
         TenantState::Refused(error) => {
             if let Some(metrics) = &shared.metrics {
