@@ -68,6 +68,18 @@ impl DurationHistogram {
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A monotonic counter that many threads bump at once: each thread adds
 /// to a stripe of its own (on its own cache line), so a hot counter does
 /// not bounce one cache line between cores. Reads sum the stripes.
@@ -100,18 +112,6 @@ impl StripedCounter {
     }
 }
 
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// What the [`Validator`](crate::Validator) did so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ValidatorStats {
@@ -129,6 +129,19 @@ pub struct ValidatorStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_striped_counter_counts_every_thread_exactly() {
+        let counter = std::sync::Arc::new(StripedCounter::default());
+        let threads: Vec<_> = (0..20)
+            .map(|_| {
+                let counter = counter.clone();
+                std::thread::spawn(move || (0..1000).for_each(|_| counter.inc()))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(counter.get(), 20_000);
+    }
 
     #[test]
     fn buckets_are_cumulative_and_sum_in_seconds() {

@@ -225,9 +225,9 @@ impl Validator {
                 value: value.clone(),
                 expires: Instant::now() + ttl,
             };
-            // A failed insert means the entry was invalidated meanwhile: fine.
             // Hits on what is cached from now on read the coarse clock.
             crate::clock::start();
+            // A failed insert means the entry was invalidated meanwhile: fine.
             let _ = guard.insert(entry);
             if self.generation.load(Ordering::Acquire) != generation {
                 // An invalidation raced with this lookup: don't keep what it
