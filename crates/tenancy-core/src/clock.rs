@@ -56,6 +56,12 @@ mod tests {
         std::thread::sleep(RESOLUTION * 5);
         let seen = recent();
         assert!(seen > before, "the refreshed time moved on");
-        assert!(Instant::now() - seen <= RESOLUTION * 5, "and lags little");
+        assert!(seen <= Instant::now(), "and never runs ahead of the clock");
+        // Not a speed assertion: only that it is refreshed at all (a loaded
+        // CI machine may deschedule the thread for a while).
+        assert!(
+            Instant::now() - seen < Duration::from_secs(2),
+            "nor stays behind"
+        );
     }
 }
