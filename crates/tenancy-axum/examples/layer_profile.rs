@@ -26,7 +26,17 @@ use tenancy_core::resolve::HeaderResolver;
 use tenancy_core::*;
 use tower::ServiceExt;
 
+/// Set by `--one-header`: requests carry only the tenant header, as in
+/// the criterion bench (`benches/request_path.rs`).
+static ONE_HEADER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn request() -> Request<Body> {
+    if ONE_HEADER.load(std::sync::atomic::Ordering::Relaxed) {
+        return Request::get("/notes")
+            .header("x-tenant-id", "acme")
+            .body(Body::empty())
+            .unwrap();
+    }
     // What an API client sends, the tenant header last.
     Request::get("/notes")
         .header("host", "api.example.com")
@@ -44,10 +54,11 @@ fn request() -> Request<Body> {
 }
 
 fn main() {
-    let mode = std::env::args().nth(1).unwrap_or_else(|| "layer".into());
-    let n: usize = std::env::args()
-        .nth(2)
-        .map_or(1_000_000, |n| n.parse().expect("n: a number of requests"));
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--one-header") {
+        args.remove(at);
+        ONE_HEADER.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -60,7 +71,32 @@ fn main() {
             .await
             .unwrap();
     });
-    let app: Router = match mode.as_str() {
+    if args.first().map(String::as_str) == Some("ab") {
+        // `ab BASE WITH [pairs]`: interleaved batches, see `interleaved`.
+        let base = app(args.get(1).map_or("noop_ext", String::as_str), &validator);
+        let with = app(args.get(2).map_or("layer_ext", String::as_str), &validator);
+        let pairs = args
+            .get(3)
+            .map_or(400, |n| n.parse().expect("pairs: a number"));
+        interleaved(&rt, &base, &with, pairs);
+        return;
+    }
+    let mode = args.first().map_or("layer", String::as_str);
+    let n: usize = args
+        .get(1)
+        .map_or(1_000_000, |n| n.parse().expect("n: a number of requests"));
+    let app = app(mode, &validator);
+    warm_up(&rt, &app);
+    // Steady state: the coarse clock that cache hits read starts with the
+    // first cached entry, on a thread that calibrates first.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    run_measured(&rt, &app, n);
+    println!("{}", started.elapsed().as_nanos() / n as u128);
+}
+
+fn app(mode: &str, validator: &Validator) -> Router {
+    match mode {
         "noop" => Router::new()
             .route("/notes", get(|| async { "ok" }))
             .layer(tower::layer::util::Identity::new())
@@ -84,14 +120,48 @@ fn main() {
             ))
             .with_state(()),
         other => panic!("unknown mode {other:?}: noop, noop_ext, layer or layer_ext"),
-    };
-    warm_up(&rt, &app);
-    // Steady state: the coarse clock that cache hits read starts with the
-    // first cached entry, on a thread that calibrates first.
+    }
+}
+
+/// The difference between two routers measured in interleaved batches
+/// (base, with, base, with, …): whatever slows the machine for a while
+/// slows both sides of a pair alike, so the median of the per-pair
+/// differences is steadier than two separate runs.
+fn interleaved(rt: &tokio::runtime::Runtime, base: &Router, with: &Router, pairs: usize) {
+    const BATCH: usize = 2_000;
+    warm_up(rt, base);
+    warm_up(rt, with);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let started = std::time::Instant::now();
-    run_measured(&rt, &app, n);
-    println!("{}", started.elapsed().as_nanos() / n as u128);
+    let timed = |app: &Router| {
+        let started = std::time::Instant::now();
+        run(rt, app, BATCH);
+        started.elapsed().as_nanos() as f64 / BATCH as f64
+    };
+    let mut bases = Vec::with_capacity(pairs);
+    let mut diffs = Vec::with_capacity(pairs);
+    for i in 0..pairs {
+        // Alternate which side goes first, so neither is always second.
+        let (b, w) = if i % 2 == 0 {
+            let b = timed(base);
+            (b, timed(with))
+        } else {
+            let w = timed(with);
+            (timed(base), w)
+        };
+        bases.push(b);
+        diffs.push(w - b);
+    }
+    let quantile = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    println!(
+        "base {:.0} ns; difference median {:.0} ns (quartiles {:.0} to {:.0}) over {pairs} pairs of {BATCH} requests",
+        quantile(&mut bases, 0.5),
+        quantile(&mut diffs, 0.5),
+        quantile(&mut diffs, 0.25),
+        quantile(&mut diffs, 0.75),
+    );
 }
 
 /// The requests a profiler counts (`--toggle-collect` names this function).

@@ -164,7 +164,7 @@ fn swap(slot: &mut Option<Scope>) {
 impl<F: Future> Future for TenantScoped<F> {
     type Output = F::Output;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
         let _entered = Entered::new(this.slot);

@@ -80,35 +80,88 @@ impl Counter {
     }
 }
 
-/// A monotonic counter that many threads bump at once: each thread adds
-/// to a stripe of its own (on its own cache line), so a hot counter does
-/// not bounce one cache line between cores. Reads sum the stripes.
+/// A monotonic counter that many threads bump at once, without a locked
+/// instruction on the hot path.
+///
+/// Each thread claims one of [`OWNED`] stripes for itself (on its own
+/// cache line) for as long as it lives, and is then the only writer of
+/// that stripe in every striped counter: it adds with a plain load and
+/// store, which cannot lose an update with no other writer. Threads
+/// beyond the first [`OWNED`] alive at once share one more stripe and add
+/// with an atomic read-modify-write. Reads sum the stripes; the count is
+/// exact.
 #[derive(Debug, Default)]
-pub(crate) struct StripedCounter([Stripe; STRIPES]);
+pub(crate) struct StripedCounter {
+    owned: [Stripe; OWNED],
+    shared: Stripe,
+}
 
-const STRIPES: usize = 16;
+/// How many threads at once can hold a stripe of their own.
+const OWNED: usize = 16;
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Stripe(AtomicU64);
 
+/// Which stripes threads hold now: bit `i` for stripe `i`.
+static CLAIMED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// A thread's claim on a stripe, given back when the thread ends.
+struct Claim(Option<usize>);
+
+impl Claim {
+    fn take() -> Self {
+        let mut claimed = CLAIMED.load(Ordering::Relaxed);
+        while claimed != u16::MAX {
+            let index = claimed.trailing_ones() as usize;
+            // Acquire: the last holder's writes to this stripe, released
+            // with the bit, are seen before this thread adds to them.
+            match CLAIMED.compare_exchange_weak(
+                claimed,
+                claimed | 1 << index,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Self(Some(index)),
+                Err(now) => claimed = now,
+            }
+        }
+        Self(None)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(index) = self.0 {
+            CLAIMED.fetch_and(!(1 << index), Ordering::Release);
+        }
+    }
+}
+
 impl StripedCounter {
     /// Adds one.
+    #[inline]
     pub(crate) fn inc(&self) {
         thread_local! {
-            static STRIPE: usize = {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                // Lossless: the remainder is below STRIPES.
-                (NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES as u64) as usize
-            };
+            static CLAIM: Claim = Claim::take();
         }
-        let stripe = STRIPE.try_with(|s| *s).unwrap_or(0);
-        self.0[stripe % STRIPES].0.fetch_add(1, Ordering::Relaxed);
+        // `None` also while the thread is being torn down.
+        match CLAIM.try_with(|claim| claim.0).ok().flatten() {
+            Some(index) => {
+                let stripe = &self.owned[index % OWNED].0;
+                // The only writer of this stripe (see the type's docs).
+                stripe.store(stripe.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            None => {
+                self.shared.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The sum of every stripe.
     pub(crate) fn get(&self) -> u64 {
-        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+        let owned: u64 = self.owned.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+        owned + self.shared.0.load(Ordering::Relaxed)
     }
 }
 
@@ -141,6 +194,24 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(counter.get(), 20_000);
+    }
+
+    #[test]
+    fn stripes_given_back_by_ended_threads_keep_counting_exactly() {
+        // Waves of threads, more in all than there are stripes: each wave
+        // claims stripes the previous one gave back, and adds to what is
+        // already in them.
+        let counter = std::sync::Arc::new(StripedCounter::default());
+        for _ in 0..5 {
+            let threads: Vec<_> = (0..OWNED + 4)
+                .map(|_| {
+                    let counter = counter.clone();
+                    std::thread::spawn(move || (0..500).for_each(|_| counter.inc()))
+                })
+                .collect();
+            threads.into_iter().for_each(|t| t.join().unwrap());
+        }
+        assert_eq!(counter.get(), 5 * (OWNED as u64 + 4) * 500);
     }
 
     #[test]
