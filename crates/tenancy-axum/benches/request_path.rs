@@ -46,7 +46,14 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// Allocations made by one request through `app` (the smallest of 10).
-fn allocations_per_request(rt: &tokio::runtime::Runtime, app: &Router) -> usize {
+fn allocations_per_request<S>(rt: &tokio::runtime::Runtime, app: &S) -> usize
+where
+    S: tower::Service<
+            Request<Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone,
+{
     (0..10)
         .map(|_| {
             let before = ALLOCATIONS.load(Ordering::Relaxed);
@@ -158,6 +165,19 @@ fn bench(c: &mut Criterion) {
             validator.clone(),
         ))
         .with_state(());
+    // The tenant layer around the whole router (`TenantLayer::layer`)
+    // rather than through `Router::layer`: no per-route boxing by axum, so
+    // its difference to `without_layer` is the layer and the extractor
+    // alone.
+    let around = tower::Layer::layer(
+        &TenantLayer::new(
+            ResolverChain::new().with(HeaderResolver::default()),
+            validator.clone(),
+        ),
+        Router::new()
+            .route("/notes", get(|_t: Tenant| async { "ok" }))
+            .with_state(()),
+    );
     let metrics = tenancy_axum::RequestMetrics::new(100);
     let with_metrics: Router = Router::new()
         .route("/notes", get(|_t: Tenant| async { "ok" }))
@@ -182,15 +202,18 @@ fn bench(c: &mut Criterion) {
         }
     });
     let warm = lookups.load(Ordering::Relaxed);
-    let (bare, noop_layered, layered) = (
+    let (bare, noop_layered, layered, wrapped) = (
         allocations_per_request(&rt, &without),
         allocations_per_request(&rt, &noop),
         allocations_per_request(&rt, &with),
+        allocations_per_request(&rt, &around),
     );
     println!(
         "allocations per request: {bare} without the layer, {noop_layered} under a no-op layer, \
-         {layered} with the tenant layer (+{} over the no-op layer)",
-        layered.saturating_sub(noop_layered)
+         {layered} with the tenant layer (+{} over the no-op layer), {wrapped} with the tenant \
+         layer around the router (+{} over none)",
+        layered.saturating_sub(noop_layered),
+        wrapped.saturating_sub(bare)
     );
 
     let mut group = c.benchmark_group("request_path");
@@ -209,6 +232,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("with_layer_no_extractor", |b| {
         b.to_async(&rt)
             .iter(|| async { with_noext.clone().oneshot(request()).await })
+    });
+    group.bench_function("with_layer_around_router", |b| {
+        b.to_async(&rt)
+            .iter(|| async { around.clone().oneshot(request()).await })
     });
     group.bench_function("with_layer_cache_hit", |b| {
         b.to_async(&rt)

@@ -18,13 +18,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 use axum::Router;
 use axum::body::Body;
+use axum::response::Response;
 use axum::routing::get;
 use http::Request;
+use std::convert::Infallible;
 use std::sync::Arc;
-use tenancy_axum::{Tenant, TenantLayer};
+use tenancy_axum::{Tenant, TenantLayer, TenantService};
 use tenancy_core::resolve::HeaderResolver;
 use tenancy_core::*;
 use tower::ServiceExt;
+use tower::{Layer, Service};
 
 /// Set by `--one-header`: requests carry only the tenant header, as in
 /// the criterion bench (`benches/request_path.rs`).
@@ -95,8 +98,46 @@ fn main() {
     println!("{}", started.elapsed().as_nanos() / n as u128);
 }
 
-fn app(mode: &str, validator: &Validator) -> Router {
-    match mode {
+/// A router, or a router inside the tenant layer applied around it as a
+/// whole (`TenantLayer::layer(router)`, no per-route boxing by axum).
+#[derive(Clone)]
+enum App {
+    Routed(Router),
+    Wrapped(TenantService<Router>),
+}
+
+fn app(mode: &str, validator: &Validator) -> App {
+    let layer = || {
+        TenantLayer::new(
+            ResolverChain::new().with(HeaderResolver::default()),
+            validator.clone(),
+        )
+    };
+    App::Routed(match mode {
+        "bare" => Router::new()
+            .route("/notes", get(|| async { "ok" }))
+            .with_state(()),
+        "bare_ext" => Router::new()
+            .route("/notes", get(|_m: http::Method| async { "ok" }))
+            .with_state(()),
+        "wrapped" => {
+            return App::Wrapped(
+                layer().layer(
+                    Router::new()
+                        .route("/notes", get(|| async { "ok" }))
+                        .with_state(()),
+                ),
+            );
+        }
+        "wrapped_ext" => {
+            return App::Wrapped(
+                layer().layer(
+                    Router::new()
+                        .route("/notes", get(|_t: Tenant| async { "ok" }))
+                        .with_state(()),
+                ),
+            );
+        }
         "noop" => Router::new()
             .route("/notes", get(|| async { "ok" }))
             .layer(tower::layer::util::Identity::new())
@@ -107,32 +148,29 @@ fn app(mode: &str, validator: &Validator) -> Router {
             .with_state(()),
         "layer" => Router::new()
             .route("/notes", get(|| async { "ok" }))
-            .layer(TenantLayer::new(
-                ResolverChain::new().with(HeaderResolver::default()),
-                validator.clone(),
-            ))
+            .layer(layer())
             .with_state(()),
         "layer_ext" => Router::new()
             .route("/notes", get(|_t: Tenant| async { "ok" }))
-            .layer(TenantLayer::new(
-                ResolverChain::new().with(HeaderResolver::default()),
-                validator.clone(),
-            ))
+            .layer(layer())
             .with_state(()),
-        other => panic!("unknown mode {other:?}: noop, noop_ext, layer or layer_ext"),
-    }
+        other => panic!(
+            "unknown mode {other:?}: bare, bare_ext, noop, noop_ext, layer, layer_ext, \
+             wrapped or wrapped_ext"
+        ),
+    })
 }
 
 /// The difference between two routers measured in interleaved batches
 /// (base, with, base, with, …): whatever slows the machine for a while
 /// slows both sides of a pair alike, so the median of the per-pair
 /// differences is steadier than two separate runs.
-fn interleaved(rt: &tokio::runtime::Runtime, base: &Router, with: &Router, pairs: usize) {
+fn interleaved(rt: &tokio::runtime::Runtime, base: &App, with: &App, pairs: usize) {
     const BATCH: usize = 2_000;
     warm_up(rt, base);
     warm_up(rt, with);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let timed = |app: &Router| {
+    let timed = |app: &App| {
         let started = std::time::Instant::now();
         run(rt, app, BATCH);
         started.elapsed().as_nanos() as f64 / BATCH as f64
@@ -166,18 +204,29 @@ fn interleaved(rt: &tokio::runtime::Runtime, base: &Router, with: &Router, pairs
 
 /// The requests a profiler counts (`--toggle-collect` names this function).
 #[inline(never)]
-fn run_measured(rt: &tokio::runtime::Runtime, app: &Router, n: usize) {
+fn run_measured(rt: &tokio::runtime::Runtime, app: &App, n: usize) {
     run(rt, app, n);
 }
 
 /// The requests before: caches filled, the coarse clock started.
 #[inline(never)]
-fn warm_up(rt: &tokio::runtime::Runtime, app: &Router) {
+fn warm_up(rt: &tokio::runtime::Runtime, app: &App) {
     run(rt, app, 100);
 }
 
 #[inline(always)]
-fn run(rt: &tokio::runtime::Runtime, app: &Router, n: usize) {
+fn run(rt: &tokio::runtime::Runtime, app: &App, n: usize) {
+    match app {
+        App::Routed(router) => run_service(rt, router, n),
+        App::Wrapped(service) => run_service(rt, service, n),
+    }
+}
+
+#[inline(always)]
+fn run_service<S>(rt: &tokio::runtime::Runtime, app: &S, n: usize)
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone,
+{
     rt.block_on(async {
         for _ in 0..n {
             let res = app

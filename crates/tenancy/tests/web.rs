@@ -112,7 +112,14 @@ struct Sent {
     body: Value,
 }
 
-async fn send(app: &Router, req: Request<Body>) -> Sent {
+async fn send<S>(app: &S, req: Request<Body>) -> Sent
+where
+    S: tower::Service<
+            Request<Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone,
+{
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let content_type = res
@@ -193,6 +200,79 @@ async fn resolves_by_slug_id_and_path() {
         (by_path.status, by_path.body),
         (StatusCode::OK, json!("acme"))
     );
+}
+
+#[tokio::test]
+async fn the_layer_around_a_whole_router_serves_as_router_layer_does() {
+    // `TenantLayer::layer(router)` (what `scripts/profile-layer.sh` calls
+    // `wrapped`): resolution, refusal, path resolution and the task-local
+    // tenant as under `Router::layer`.
+    let f = fixture(TenancyConfig::default()).await;
+    let routes =
+        Router::new()
+            .route(
+                "/whoami",
+                get(|t: Tenant| async move {
+                    Json(json!({"slug": t.slug, "current": tenancy::current()}))
+                }),
+            )
+            .route(
+                "/tenants/{t}/whoami",
+                get(|t: Tenant| async move { Json(json!({"slug": t.slug})) }),
+            );
+    let wrapped = tower::Layer::layer(&f.tenancy.layer(), routes);
+    let by_header = send(&wrapped, get_with("/whoami", &[("x-tenant-id", b"acme")])).await;
+    assert_eq!(by_header.status, StatusCode::OK);
+    assert_eq!(
+        by_header.body,
+        json!({"slug": "acme", "current": f.acme.id})
+    );
+    let by_path = send(&wrapped, get_with("/tenants/globex/whoami", &[])).await;
+    assert_eq!(by_path.body, json!({"slug": "globex"}));
+    let none = send(&wrapped, get_with("/whoami", &[])).await;
+    assert_problem(&none, StatusCode::UNAUTHORIZED, "tenant_required");
+    f.tenancy
+        .lifecycle()
+        .suspend(&f.acme.id, None)
+        .await
+        .unwrap();
+    let suspended = send(&wrapped, get_with("/whoami", &[("x-tenant-id", b"acme")])).await;
+    assert_problem(&suspended, StatusCode::FORBIDDEN, "tenant_not_active");
+}
+
+#[tokio::test]
+async fn a_wrapped_router_serves_over_tcp_as_the_readme_shows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture(TenancyConfig::default()).await;
+    let tenancy = f.tenancy.clone();
+    let router = Router::new().route(
+        "/whoami",
+        get(|t: Tenant| async move { t.slug.to_string() }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(tower::Layer::layer(
+                &tenancy.layer(),
+                router,
+            )),
+        )
+        .await
+    });
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /whoami HTTP/1.1\r\nhost: x\r\nx-tenant-id: acme\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    server.abort();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("acme"), "{response}");
 }
 
 #[tokio::test]
