@@ -69,18 +69,21 @@ impl VerifiedClaims {
 #[derive(Clone, Copy)]
 pub struct ResolutionContext<'a> {
     method: &'a Method,
-    host: HostSource<'a>,
-    path: &'a str,
-    query: Option<&'a str>,
+    target: Target<'a>,
     headers: &'a HeaderMap,
     claims: Option<&'a VerifiedClaims>,
 }
 
-/// Where [`ResolutionContext::host`] comes from: given, or read from the
-/// request only when a resolver asks (most chains never do).
+/// Where the host, path and query come from: given, or read from the
+/// request's URI (and `Host` header) only when a resolver asks; most
+/// chains read one or none of them.
 #[derive(Clone, Copy)]
-enum HostSource<'a> {
-    Given(Option<&'a str>),
+enum Target<'a> {
+    Given {
+        host: Option<&'a str>,
+        path: &'a str,
+        query: Option<&'a str>,
+    },
     Request(&'a Uri),
 }
 
@@ -99,9 +102,7 @@ impl<'a> ResolutionContext<'a> {
     pub fn of_request(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
         Self {
             method,
-            host: HostSource::Request(uri),
-            path: uri.path(),
-            query: uri.query(),
+            target: Target::Request(uri),
             headers,
             claims: None,
         }
@@ -118,9 +119,7 @@ impl<'a> ResolutionContext<'a> {
     ) -> Self {
         Self {
             method,
-            host: HostSource::Given(host),
-            path,
-            query,
+            target: Target::Given { host, path, query },
             headers,
             claims: None,
         }
@@ -139,9 +138,9 @@ impl<'a> ResolutionContext<'a> {
 
     /// The host the client addressed, if known.
     pub fn host(&self) -> Option<&'a str> {
-        match self.host {
-            HostSource::Given(host) => host,
-            HostSource::Request(uri) => self
+        match self.target {
+            Target::Given { host, .. } => host,
+            Target::Request(uri) => self
                 .headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
@@ -151,12 +150,18 @@ impl<'a> ResolutionContext<'a> {
 
     /// The path, not percent-decoded.
     pub fn path(&self) -> &'a str {
-        self.path
+        match self.target {
+            Target::Given { path, .. } => path,
+            Target::Request(uri) => uri.path(),
+        }
     }
 
     /// The query string, without `?`.
     pub fn query(&self) -> Option<&'a str> {
-        self.query
+        match self.target {
+            Target::Given { query, .. } => query,
+            Target::Request(uri) => uri.query(),
+        }
     }
 
     /// The request headers.
@@ -175,7 +180,7 @@ impl fmt::Debug for ResolutionContext<'_> {
         f.debug_struct("ResolutionContext")
             .field("method", self.method)
             .field("host", &self.host())
-            .field("path", &self.path)
+            .field("path", &self.path())
             .field("has_claims", &self.claims.is_some())
             .finish_non_exhaustive()
     }
