@@ -366,15 +366,42 @@ impl Default for HeaderResolver {
     }
 }
 
+/// What [`HeaderResolver`] reads from a request's headers.
+enum HeaderRead<'a> {
+    /// No such header, or an empty one.
+    Absent,
+    /// The value, trimmed, borrowed from the request.
+    Text(&'a str),
+    /// A value that is not visible ASCII: a malformed answer.
+    NotText(&'a HeaderValue),
+}
+
 impl HeaderResolver {
-    fn find(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        let value = header_value(ctx.headers(), &self.header)?;
+    #[inline]
+    fn read<'a>(&self, headers: &'a HeaderMap) -> HeaderRead<'a> {
+        let Some(value) = header_value(headers, &self.header) else {
+            return HeaderRead::Absent;
+        };
         match value.to_str() {
-            Ok("") => None,
-            Ok(s) => Some(TenantRef::new(s.trim_ascii())),
-            Err(_) => Some(TenantRef::new(&String::from_utf8_lossy(value.as_bytes()))),
+            Ok("") => HeaderRead::Absent,
+            Ok(s) => HeaderRead::Text(s.trim_ascii()),
+            Err(_) => HeaderRead::NotText(value),
         }
     }
+
+    fn find(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
+        match self.read(ctx.headers()) {
+            HeaderRead::Absent => None,
+            HeaderRead::Text(found) => Some(TenantRef::new(found)),
+            HeaderRead::NotText(value) => Some(not_text(value)),
+        }
+    }
+}
+
+/// A header value that is not visible ASCII, kept (lossily) to be refused
+/// as malformed.
+fn not_text(value: &HeaderValue) -> TenantRef {
+    TenantRef::new(&String::from_utf8_lossy(value.as_bytes()))
 }
 
 impl Resolver for HeaderResolver {
@@ -399,6 +426,7 @@ impl Resolver for HeaderResolver {
 /// headers, most of them standard ones that differ from a custom name at
 /// the first comparison, so a scan beats hashing the name; a large map
 /// is looked up by hash.
+#[inline]
 fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     const SCAN_UP_TO: usize = 24;
     if headers.keys_len() > SCAN_UP_TO {
@@ -570,8 +598,38 @@ impl Resolver for PathResolver {
 /// Resolvers in priority order; the first answer wins (SPEC R3).
 #[derive(Clone, Default)]
 pub struct ResolverChain {
-    resolvers: Vec<Arc<dyn Resolver>>,
-    override_hook: Option<Arc<dyn Resolver>>,
+    resolvers: Vec<Link>,
+    override_hook: Option<Link>,
+}
+
+/// A resolver of a chain. When it is the built-in [`HeaderResolver`] (known
+/// when it is added), the chain reads its header itself, in place: the
+/// value is borrowed from the request, not copied into a [`TenantRef`].
+#[derive(Clone)]
+struct Link {
+    resolver: Arc<dyn Resolver>,
+    header: Option<HeaderResolver>,
+}
+
+impl Link {
+    fn new<R: Resolver>(resolver: R) -> Self {
+        let header = (&resolver as &dyn std::any::Any)
+            .downcast_ref::<HeaderResolver>()
+            .cloned();
+        Self {
+            resolver: Arc::new(resolver),
+            header,
+        }
+    }
+}
+
+/// What [`ResolverChain::resolve_in_place`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InPlace<'a> {
+    /// A reference borrowed from the request (a header read in place).
+    Found(&'a str),
+    /// The chain's answer, as [`ResolverChain::resolve_now`] gives it.
+    Answer(Answer),
 }
 
 impl ResolverChain {
@@ -633,28 +691,36 @@ impl ResolverChain {
 
     /// Adds a resolver, keeping priority order (stable for equal priorities).
     pub fn with(mut self, resolver: impl Resolver) -> Self {
-        self.push(Arc::new(resolver));
+        self.insert(Link::new(resolver));
         self
     }
 
     /// Adds a shared resolver, keeping priority order.
     pub fn push(&mut self, resolver: Arc<dyn Resolver>) {
+        self.insert(Link {
+            resolver,
+            header: None,
+        });
+    }
+
+    fn insert(&mut self, link: Link) {
+        let priority = link.resolver.priority();
         let at = self
             .resolvers
-            .partition_point(|r| r.priority() <= resolver.priority());
-        self.resolvers.insert(at, resolver);
+            .partition_point(|l| l.resolver.priority() <= priority);
+        self.resolvers.insert(at, link);
     }
 
     /// Sets the override hook (SPEC R6): it runs before every resolver, and
     /// its answer, when it gives one, wins whatever the priorities.
     pub fn override_with(mut self, resolver: impl Resolver) -> Self {
-        self.override_hook = Some(Arc::new(resolver));
+        self.override_hook = Some(Link::new(resolver));
         self
     }
 
     /// The resolvers' names in the order they run.
     pub fn names(&self) -> Vec<&str> {
-        self.resolvers.iter().map(|r| r.name()).collect()
+        self.resolvers.iter().map(|l| l.resolver.name()).collect()
     }
 
     /// The detail of a 401 when no resolver found a tenant: what the
@@ -684,9 +750,8 @@ impl ResolverChain {
     pub fn hint_without(&self, skip: &[&str]) -> String {
         let mut ways: Vec<String> = Vec::new();
         for hint in self
-            .override_hook
-            .iter()
-            .chain(&self.resolvers)
+            .in_order()
+            .map(|l| &l.resolver)
             .filter(|r| !skip.contains(&r.name()))
             .filter_map(|r| r.hint())
         {
@@ -708,7 +773,7 @@ impl ResolverChain {
     /// Resolvers that answer at once ([`Resolver::resolve_now`]) are not
     /// awaited; only those that say [`Answer::Wait`] are.
     pub async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        for resolver in self.in_order() {
+        for Link { resolver, .. } in self.in_order() {
             let found = match resolver.resolve_now(ctx) {
                 Answer::Found(found) => Some(found),
                 Answer::NotFound => None,
@@ -726,23 +791,47 @@ impl ResolverChain {
     /// resolver must be awaited before a later one may answer (then use
     /// [`ResolverChain::resolve`]).
     pub fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
-        for resolver in self.in_order() {
-            // Returned as it is: the reference is not moved out and back.
-            let answer = resolver.resolve_now(ctx);
-            match &answer {
-                Answer::NotFound => continue,
-                Answer::Found(_) => {
-                    tracing::trace!(resolver = resolver.name(), "tenant resolved");
-                }
-                Answer::Wait => {}
-            }
-            return answer;
+        match self.resolve_in_place(ctx) {
+            InPlace::Found(found) => Answer::Found(TenantRef::new(found)),
+            InPlace::Answer(answer) => answer,
         }
-        Answer::NotFound
+    }
+
+    /// [`ResolverChain::resolve_now`] without a copy of what can be
+    /// borrowed from the request: a header the built-in [`HeaderResolver`]
+    /// reads is answered in place. The tenant layer's hit path uses it.
+    ///
+    /// ```
+    /// use tenancy::resolve::{HeaderResolver, InPlace, ResolutionContext, ResolverChain};
+    /// let chain = ResolverChain::new().with(HeaderResolver::default());
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-tenant-id", " acme ".parse().unwrap());
+    /// let ctx = ResolutionContext::new(&http::Method::GET, None, "/notes", None, &headers);
+    /// assert_eq!(chain.resolve_in_place(&ctx), InPlace::Found("acme"));
+    /// ```
+    #[inline]
+    pub fn resolve_in_place<'a>(&self, ctx: &ResolutionContext<'a>) -> InPlace<'a> {
+        for link in self.in_order() {
+            let found = match &link.header {
+                Some(header) => match header.read(ctx.headers()) {
+                    HeaderRead::Absent => continue,
+                    HeaderRead::Text(found) => InPlace::Found(found),
+                    HeaderRead::NotText(value) => InPlace::Answer(Answer::Found(not_text(value))),
+                },
+                None => match link.resolver.resolve_now(ctx) {
+                    Answer::NotFound => continue,
+                    Answer::Wait => return InPlace::Answer(Answer::Wait),
+                    found => InPlace::Answer(found),
+                },
+            };
+            tracing::trace!(resolver = link.resolver.name(), "tenant resolved");
+            return found;
+        }
+        InPlace::Answer(Answer::NotFound)
     }
 
     /// The override hook (SPEC R6), then the resolvers by priority.
-    fn in_order(&self) -> impl Iterator<Item = &Arc<dyn Resolver>> {
+    fn in_order(&self) -> impl Iterator<Item = &Link> {
         self.override_hook.iter().chain(&self.resolvers)
     }
 }
@@ -751,7 +840,10 @@ impl fmt::Debug for ResolverChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResolverChain")
             .field("resolvers", &self.names())
-            .field("override", &self.override_hook.as_ref().map(|h| h.name()))
+            .field(
+                "override",
+                &self.override_hook.as_ref().map(|h| h.resolver.name()),
+            )
             .finish()
     }
 }

@@ -56,7 +56,7 @@ impl TenantId {
     }
 }
 
-fn is_valid_id(value: &str) -> bool {
+pub(crate) fn is_valid_id(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_ID_LEN
         && value

@@ -132,7 +132,7 @@ impl Validator {
     /// (one allocation per thread and change of the tenant); after that its
     /// hits take no lock and write no memory that other cores write.
     pub async fn validate(&self, reference: &TenantRef) -> Result<Arc<TenantInfo>, Rejection> {
-        if let Some(answer) = self.validate_cached(reference) {
+        if let Some(answer) = self.validate_cached(reference.as_str()) {
             return answer;
         }
         self.stats.misses.inc();
@@ -141,11 +141,11 @@ impl Validator {
 
     /// [`Validator::validate`]'s answer when it is known without waiting
     /// (a malformed reference, or a live cache entry); `None` on a miss.
-    pub fn validate_cached(
-        &self,
-        reference: &TenantRef,
-    ) -> Option<Result<Arc<TenantInfo>, Rejection>> {
-        let key = reference.as_str();
+    ///
+    /// `reference` is the raw id or slug, as a resolver found it (see
+    /// [`TenantRef::as_str`]).
+    pub fn validate_cached(&self, reference: &str) -> Option<Result<Arc<TenantInfo>, Rejection>> {
+        let key = reference;
         let hash = front::hash(key);
         let now = crate::clock::recent();
         // Read before the shared cache is: see `front`.
@@ -157,7 +157,7 @@ impl Validator {
         // Only well-formed references are ever cached (`validate` checks
         // before it loads), so a hit needs no check of its own.
         let Some(hit) = self.cache.get(key) else {
-            return (!reference.is_well_formed()).then_some(Err(Rejection::Malformed));
+            return (!crate::tenant::is_valid_id(key)).then_some(Err(Rejection::Malformed));
         };
         if hit.expires <= now {
             return None;

@@ -64,7 +64,22 @@ impl Req {
             &self.headers,
         )
         .with_claims(self.claims.as_ref());
-        chain.resolve(&ctx).await.map(|r| r.as_str().to_owned())
+        let resolved = chain.resolve(&ctx).await.map(|r| r.as_str().to_owned());
+        // The tenant layer's hit path reads the chain in place: whenever
+        // that answers without waiting, it must agree.
+        let in_place = match chain.resolve_in_place(&ctx) {
+            InPlace::Found(found) => Some(Some(found.to_owned())),
+            InPlace::Answer(Answer::Found(found)) => Some(Some(found.as_str().to_owned())),
+            InPlace::Answer(Answer::NotFound) => Some(None),
+            InPlace::Answer(Answer::Wait) => None,
+        };
+        if let Some(in_place) = in_place {
+            assert_eq!(
+                in_place, resolved,
+                "resolve_in_place disagrees with resolve"
+            );
+        }
+        resolved
     }
 }
 
@@ -423,4 +438,60 @@ async fn a_request_context_takes_its_host_from_the_header_then_the_uri() {
     let ctx = ResolutionContext::of_request(neither.method(), neither.uri(), neither.headers());
     assert_eq!(ctx.host(), None);
     assert_eq!(resolver.resolve(&ctx).await, None);
+}
+
+#[tokio::test]
+async fn a_header_is_read_in_place_only_when_it_is_text() {
+    fn ctx(headers: &HeaderMap) -> ResolutionContext<'_> {
+        ResolutionContext::new(&Method::GET, None, "/", None, headers)
+    }
+    let chain = all_four();
+    let mut headers = HeaderMap::new();
+    headers.append("x-tenant-id", HeaderValue::from_static("  acme "));
+    headers.append("x-tenant-id", HeaderValue::from_static("globex"));
+    // The first value, trimmed, borrowed from the request.
+    assert_eq!(
+        chain.resolve_in_place(&ctx(&headers)),
+        InPlace::Found("acme")
+    );
+    assert_eq!(
+        Req {
+            headers: headers.clone(),
+            ..Req::new()
+        }
+        .chain(&chain)
+        .await
+        .as_deref(),
+        Some("acme")
+    );
+    // Not visible ASCII: an owned (malformed) answer, as `resolve` gives.
+    let mut bad = HeaderMap::new();
+    bad.insert("x-tenant-id", HeaderValue::from_bytes(b"ac\xffme").unwrap());
+    match chain.resolve_in_place(&ctx(&bad)) {
+        InPlace::Answer(Answer::Found(found)) => assert!(!found.is_well_formed()),
+        other => panic!("expected an owned malformed answer, got {other:?}"),
+    }
+    // Present but empty: no answer from the header; the chain goes on.
+    let mut empty = HeaderMap::new();
+    empty.insert("x-tenant-id", HeaderValue::from_static(""));
+    assert_eq!(
+        chain.resolve_in_place(&ctx(&empty)),
+        InPlace::Answer(Answer::NotFound)
+    );
+    // A header resolver added as a shared trait object answers the same,
+    // owned; one set as the override is read in place.
+    let mut shared = ResolverChain::new();
+    shared.push(std::sync::Arc::new(HeaderResolver::default()));
+    assert_eq!(
+        shared.resolve_in_place(&ctx(&headers)),
+        InPlace::Answer(Answer::Found(TenantRef::new("acme")))
+    );
+    let overridden = all_four().override_with(HeaderResolver::new(http::HeaderName::from_static(
+        "x-forced",
+    )));
+    headers.insert("x-forced", HeaderValue::from_static("forced"));
+    assert_eq!(
+        overridden.resolve_in_place(&ctx(&headers)),
+        InPlace::Found("forced")
+    );
 }

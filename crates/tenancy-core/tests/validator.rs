@@ -300,7 +300,10 @@ async fn a_hot_tenant_is_suspended_at_once_through_every_threads_copy() {
             let by_slug = by_slug.clone();
             std::thread::spawn(move || {
                 for _ in 0..5 {
-                    assert!(matches!(validator.validate_cached(&by_slug), Some(Ok(_))));
+                    assert!(matches!(
+                        validator.validate_cached(by_slug.as_str()),
+                        Some(Ok(_))
+                    ));
                 }
                 validator
             })
@@ -315,7 +318,7 @@ async fn a_hot_tenant_is_suspended_at_once_through_every_threads_copy() {
     // Each other thread's next answer is the new one (a miss, then the store).
     for v in validators {
         let by_slug = by_slug.clone();
-        let seen = std::thread::spawn(move || v.validate_cached(&by_slug))
+        let seen = std::thread::spawn(move || v.validate_cached(by_slug.as_str()))
             .join()
             .unwrap();
         assert!(
@@ -354,14 +357,14 @@ async fn clear_and_reference_invalidation_reach_the_threads_copies() {
     }
     validator.clear();
     assert!(
-        validator.validate_cached(&acme).is_none(),
+        validator.validate_cached(acme.as_str()).is_none(),
         "after clear() the next answer is a miss"
     );
     for _ in 0..5 {
         assert!(validator.validate(&acme).await.is_ok());
     }
     validator.invalidate_reference("acme").await;
-    assert!(validator.validate_cached(&acme).is_none());
+    assert!(validator.validate_cached(acme.as_str()).is_none());
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Extensions, HeaderMap, Method, Request, StatusCode, Uri};
 use tenancy_core::context::{self, TenantScoped};
-use tenancy_core::resolve::Answer;
+use tenancy_core::resolve::{Answer, InPlace};
 use tenancy_core::{Rejection, ResolutionContext, TenantInfo, TenantRef, VerifiedClaims};
 use tower_service::Service;
 use tracing::Instrument;
@@ -350,7 +350,8 @@ async fn tenant_state(shared: &Shared, req: Head<'_>) -> (TenantState, Option<Ve
         None => judge(shared, claims, None),
         Some(reference) => {
             let validated = shared.validator.validate(&reference).await;
-            judge(shared, claims, Some((validated, &reference)))
+            log_refusal(reference.as_str(), &validated);
+            judge(shared, claims, Some(validated))
         }
     }
 }
@@ -366,14 +367,20 @@ fn tenant_state_now(
         Ok(claims) => claims,
         Err(error) => return Some((TenantState::Refused(error), None)),
     };
-    match shared.chain.resolve_now(&context_of(req, claims.get())) {
-        Answer::Wait => None,
-        Answer::NotFound => Some(judge(shared, claims, None)),
-        Answer::Found(reference) => {
-            let validated = shared.validator.validate_cached(&reference)?;
-            Some(judge(shared, claims, Some((validated, &reference))))
-        }
-    }
+    // The reference is read in place (borrowed from the request) when
+    // the resolver allows it: no copy of it on the hit path.
+    let found = shared
+        .chain
+        .resolve_in_place(&context_of(req, claims.get()));
+    let reference = match &found {
+        InPlace::Found(found) => *found,
+        InPlace::Answer(Answer::Found(found)) => found.as_str(),
+        InPlace::Answer(Answer::NotFound) => return Some(judge(shared, claims, None)),
+        InPlace::Answer(Answer::Wait) => return None,
+    };
+    let validated = shared.validator.validate_cached(reference)?;
+    log_refusal(reference, &validated);
+    Some(judge(shared, claims, Some(validated)))
 }
 
 /// The parts of a request that resolution reads, borrowed from a whole
@@ -417,9 +424,9 @@ fn context_of<'a>(req: Head<'a>, claims: Option<&'a VerifiedClaims>) -> Resoluti
 fn judge(
     shared: &Shared,
     claims: Claims<'_>,
-    found: Option<(Result<Arc<TenantInfo>, Rejection>, &TenantRef)>,
+    validated: Option<Result<Arc<TenantInfo>, Rejection>>,
 ) -> (TenantState, Option<VerifiedClaims>) {
-    let Some((validated, reference)) = found else {
+    let Some(validated) = validated else {
         return (
             TenantState::Refused(TenantError::NotIdentified(shared.not_identified.clone())),
             None,
@@ -427,10 +434,7 @@ fn judge(
     };
     let tenant = match validated {
         Ok(tenant) => tenant,
-        Err(rejection) => {
-            tracing::debug!(tenant = %reference, %rejection, "tenant refused");
-            return (TenantState::Refused(rejection.into()), None);
-        }
+        Err(rejection) => return (TenantState::Refused(rejection.into()), None),
     };
     if !is_member(claims.get(), &shared.membership_claim, &tenant) {
         tracing::debug!(tenant_id = %tenant.id, "tenant is not among the token's memberships");
@@ -474,6 +478,15 @@ fn is_member(claims: Option<&VerifiedClaims>, claim: &str, tenant: &TenantInfo) 
     match claims.memberships(claim) {
         None => true,
         Some(members) => members.iter().any(|m| tenant.is_named_by(m)),
+    }
+}
+
+/// Logs why the tenant `reference` names is refused, if it is: as a
+/// `TenantRef` shows it, escaped and cut short.
+#[inline(always)]
+fn log_refusal(reference: &str, validated: &Result<Arc<TenantInfo>, Rejection>) {
+    if let Err(rejection) = validated {
+        tracing::debug!(tenant = %TenantRef::new(reference), %rejection, "tenant refused");
     }
 }
 
