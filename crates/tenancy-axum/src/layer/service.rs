@@ -273,30 +273,20 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.timer.is_none() {
-            // Nothing to record: the inner future's answer is returned as
-            // it is (not moved through a local first).
-            return match this.kind.project() {
-                KindProj::Served { fut } => fut.poll(cx),
-                KindProj::Scoped { fut } => fut.poll(cx),
-                KindProj::Refused { fut } => fut.poll(cx),
-                KindProj::Answered { response } => {
-                    Poll::Ready(Ok(response.take().unwrap_or_default()))
-                }
-                KindProj::Slow { fut } => fut.as_mut().poll(cx),
-            };
-        }
-        let output = match this.kind.project() {
-            KindProj::Served { fut } => std::task::ready!(fut.poll(cx)),
-            KindProj::Scoped { fut } => std::task::ready!(fut.poll(cx)),
-            KindProj::Refused { fut } => std::task::ready!(fut.poll(cx)),
-            KindProj::Answered { response } => Ok(response.take().unwrap_or_default()),
-            KindProj::Slow { fut } => std::task::ready!(fut.as_mut().poll(cx)),
+        let polled = match this.kind.project() {
+            KindProj::Served { fut } => fut.poll(cx),
+            KindProj::Scoped { fut } => fut.poll(cx),
+            KindProj::Refused { fut } => fut.poll(cx),
+            KindProj::Answered { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
+            KindProj::Slow { fut } => fut.as_mut().poll(cx),
         };
-        if let Some((metrics, started)) = this.timer.take() {
-            metrics.latency(started.elapsed());
+        // Usually no timer: the answer is returned as it is.
+        if this.timer.is_some() && polled.is_ready() {
+            if let Some((metrics, started)) = this.timer.take() {
+                metrics.latency(started.elapsed());
+            }
         }
-        Poll::Ready(output)
+        polled
     }
 }
 
