@@ -142,10 +142,9 @@ impl Validator {
     /// [`Validator::validate`]'s answer when it is known without waiting
     /// (a malformed reference, or a live cache entry); `None` on a miss.
     ///
-    /// `reference` is the raw id or slug, as a resolver found it (see
+    /// `key` is the raw id or slug, as a resolver found it (see
     /// [`TenantRef::as_str`]).
-    pub fn validate_cached(&self, reference: &str) -> Option<Result<Arc<TenantInfo>, Rejection>> {
-        let key = reference;
+    pub fn validate_cached(&self, key: &str) -> Option<Result<Arc<TenantInfo>, Rejection>> {
         let hash = front::hash(key);
         let now = crate::clock::recent();
         // Read before the shared cache is: see `front`.
