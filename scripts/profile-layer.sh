@@ -10,7 +10,10 @@
 # (what axum's `Router::layer` costs by itself); `bare` is the route with
 # no layer at all, against `wrapped`, the tenant layer around the whole
 # router. `_ext` modes add an extractor (`Method` for the baselines,
-# `Tenant` with the layer).
+# `Tenant` with the layer). `plain` -> `plain_layer` leaves axum out: a
+# tower service that extracts `Method` against the tenant layer around
+# one that extracts `Tenant`, called in place (the layer's own cost, with
+# none of the router's work to overlap with).
 #
 #   scripts/profile-layer.sh [--one-header]
 #
@@ -35,7 +38,7 @@ count() { # mode -> instructions per request (11000 - 1000 requests)
 }
 if command -v valgrind >/dev/null 2>&1; then
   echo "instructions per request (callgrind):"
-  for pair in "noop layer" "noop_ext layer_ext" "bare wrapped"; do
+  for pair in "noop layer" "noop_ext layer_ext" "bare wrapped" "plain plain_layer"; do
     set -- $pair
     base=$(count "$1"); with=$(count "$2")
     printf '  %-12s %6d   %-12s %6d   layer cost %+d\n' "$1" "$base" "$2" "$with" $((with - base))
@@ -46,7 +49,7 @@ fi
 echo "wall time, interleaved batches (3 runs each, pinned to one CPU when taskset exists):"
 pin=()
 command -v taskset >/dev/null 2>&1 && pin=(taskset -c "$(( $(nproc) - 1 ))")
-for pair in "noop layer" "noop_ext layer_ext" "bare wrapped"; do
+for pair in "noop layer" "noop_ext layer_ext" "bare wrapped" "plain plain_layer"; do
   set -- $pair
   for _ in 1 2 3; do
     printf '  %-10s -> %-12s ' "$1" "$2"

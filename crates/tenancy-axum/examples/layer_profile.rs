@@ -14,10 +14,17 @@
 //! Modes: `noop` (a no-op layer, trivial handler), `noop_ext` (the same
 //! with a `Method` extractor), `layer` (the tenant layer, header resolver,
 //! cache hit), `layer_ext` (the same with the `Tenant` extractor).
-//! `scripts/profile-layer.sh` runs all four both ways.
+//! `bare`/`bare_ext` have no layer; `wrapped`/`wrapped_ext` apply the
+//! tenant layer around the whole router. `plain` and `plain_layer` leave
+//! the router out: a tower service that extracts `Method`, against the
+//! tenant layer around one that extracts `Tenant` (the layer's own cost);
+//! `plain_layer_method` is the layer around the `Method` service (the
+//! `Tenant` extractor's share is its difference to `plain_layer`).
+//! `scripts/profile-layer.sh` runs the pairs both ways.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 use axum::Router;
 use axum::body::Body;
+use axum::extract::FromRequestParts;
 use axum::response::Response;
 use axum::routing::get;
 use http::Request;
@@ -104,6 +111,69 @@ fn main() {
 enum App {
     Routed(Router),
     Wrapped(TenantService<Router>),
+    Plain(MethodHandler),
+    PlainLayer(TenantService<TenantHandler>),
+    PlainLayerNoExtractor(TenantService<MethodHandler>),
+}
+
+/// A handler as axum runs one: the request split into parts, one
+/// extractor, a response. This one extracts `Method`.
+#[derive(Clone)]
+struct MethodHandler;
+
+/// The same extracting `Tenant` (under the tenant layer).
+#[derive(Clone)]
+struct TenantHandler;
+
+/// Polls an extractor's future, which answers at once.
+fn extracted<F: std::future::Future>(future: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("extractors here answer at once"),
+    }
+}
+
+impl Service<Request<Body>> for MethodHandler {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response, Infallible>>;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (mut parts, _body) = req.into_parts();
+        let method = extracted(<http::Method as FromRequestParts<()>>::from_request_parts(
+            &mut parts,
+            &(),
+        ));
+        std::hint::black_box(method.is_ok());
+        std::future::ready(Ok(Response::new(Body::empty())))
+    }
+}
+
+impl Service<Request<Body>> for TenantHandler {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response, Infallible>>;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (mut parts, _body) = req.into_parts();
+        let tenant = extracted(<Tenant as FromRequestParts<()>>::from_request_parts(
+            &mut parts,
+            &(),
+        ));
+        assert!(tenant.is_ok(), "the tenant is resolved");
+        std::future::ready(Ok(Response::new(Body::empty())))
+    }
 }
 
 fn app(mode: &str, validator: &Validator) -> App {
@@ -114,6 +184,9 @@ fn app(mode: &str, validator: &Validator) -> App {
         )
     };
     App::Routed(match mode {
+        "plain" => return App::Plain(MethodHandler),
+        "plain_layer" => return App::PlainLayer(layer().layer(TenantHandler)),
+        "plain_layer_method" => return App::PlainLayerNoExtractor(layer().layer(MethodHandler)),
         "bare" => Router::new()
             .route("/notes", get(|| async { "ok" }))
             .with_state(()),
@@ -156,7 +229,7 @@ fn app(mode: &str, validator: &Validator) -> App {
             .with_state(()),
         other => panic!(
             "unknown mode {other:?}: bare, bare_ext, noop, noop_ext, layer, layer_ext, \
-             wrapped or wrapped_ext"
+             wrapped, wrapped_ext, plain, plain_layer or plain_layer_method"
         ),
     })
 }
@@ -219,7 +292,36 @@ fn run(rt: &tokio::runtime::Runtime, app: &App, n: usize) {
     match app {
         App::Routed(router) => run_service(rt, router, n),
         App::Wrapped(service) => run_service(rt, service, n),
+        App::Plain(service) => run_plain(rt, service, n),
+        App::PlainLayer(service) => run_plain(rt, service, n),
+        App::PlainLayerNoExtractor(service) => run_plain(rt, service, n),
     }
+}
+
+/// An extension every plain request carries, as every request has one by
+/// the time an axum handler sees it (axum inserts the matched path and
+/// the URL parameters): the map exists, on both sides alike.
+#[derive(Clone)]
+struct Routed;
+
+/// The plain services are called in place (made ready, called, awaited),
+/// with no clone per request: a clone of the layer's service is a
+/// reference count the baseline does not pay.
+#[inline(always)]
+fn run_plain<S>(rt: &tokio::runtime::Runtime, app: &S, n: usize)
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone,
+{
+    let mut service = app.clone();
+    rt.block_on(async {
+        for _ in 0..n {
+            let ready = service.ready().await.unwrap_or_else(|e| match e {});
+            let mut req = request();
+            req.extensions_mut().insert(Routed);
+            let res = ready.call(req).await.unwrap_or_else(|e| match e {});
+            assert_eq!(res.status(), 200);
+        }
+    });
 }
 
 #[inline(always)]
