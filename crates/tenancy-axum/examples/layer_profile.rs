@@ -116,14 +116,24 @@ enum App {
     PlainLayerNoExtractor(TenantService<MethodHandler>),
 }
 
-/// A handler as axum runs one: the request split into parts, one
-/// extractor, a response. This one extracts `Method`.
-#[derive(Clone)]
-struct MethodHandler;
+/// A handler as axum runs one: the request split into parts, the
+/// extractor `E` run on them, an empty response.
+struct Extracts<E>(std::marker::PhantomData<fn() -> E>);
 
-/// The same extracting `Tenant` (under the tenant layer).
-#[derive(Clone)]
-struct TenantHandler;
+impl<E> Clone for Extracts<E> {
+    fn clone(&self) -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// Extracts `Method` (the baselines).
+type MethodHandler = Extracts<http::Method>;
+/// Extracts `Tenant` (under the tenant layer).
+type TenantHandler = Extracts<Tenant>;
+
+const fn handler<E>() -> Extracts<E> {
+    Extracts(std::marker::PhantomData)
+}
 
 /// Polls an extractor's future, which answers at once.
 fn extracted<F: std::future::Future>(future: F) -> F::Output {
@@ -134,7 +144,7 @@ fn extracted<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-impl Service<Request<Body>> for MethodHandler {
+impl<E: FromRequestParts<()>> Service<Request<Body>> for Extracts<E> {
     type Response = Response;
     type Error = Infallible;
     type Future = std::future::Ready<Result<Response, Infallible>>;
@@ -146,32 +156,11 @@ impl Service<Request<Body>> for MethodHandler {
     }
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let (mut parts, _body) = req.into_parts();
-        let method = extracted(<http::Method as FromRequestParts<()>>::from_request_parts(
-            &mut parts,
-            &(),
-        ));
-        std::hint::black_box(method.is_ok());
-        std::future::ready(Ok(Response::new(Body::empty())))
-    }
-}
-
-impl Service<Request<Body>> for TenantHandler {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response, Infallible>>;
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (mut parts, _body) = req.into_parts();
-        let tenant = extracted(<Tenant as FromRequestParts<()>>::from_request_parts(
-            &mut parts,
-            &(),
-        ));
-        assert!(tenant.is_ok(), "the tenant is resolved");
+        let value = extracted(E::from_request_parts(&mut parts, &()));
+        assert!(
+            std::hint::black_box(&value).is_ok(),
+            "the extractor succeeds"
+        );
         std::future::ready(Ok(Response::new(Body::empty())))
     }
 }
@@ -184,9 +173,11 @@ fn app(mode: &str, validator: &Validator) -> App {
         )
     };
     App::Routed(match mode {
-        "plain" => return App::Plain(MethodHandler),
-        "plain_layer" => return App::PlainLayer(layer().layer(TenantHandler)),
-        "plain_layer_method" => return App::PlainLayerNoExtractor(layer().layer(MethodHandler)),
+        "plain" => return App::Plain(handler()),
+        "plain_layer" => return App::PlainLayer(layer().layer(handler())),
+        "plain_layer_method" => {
+            return App::PlainLayerNoExtractor(layer().layer(handler()));
+        }
         "bare" => Router::new()
             .route("/notes", get(|| async { "ok" }))
             .with_state(()),
