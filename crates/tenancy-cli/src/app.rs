@@ -61,6 +61,8 @@ pub struct Resource {
     pub table: ScopedTable,
     /// Columns searched by `?q=`.
     pub search: Vec<String>,
+    /// The exposed columns (the key first), to name a field in an error.
+    pub columns: Vec<String>,
 }
 
 /// How scoped transactions are opened.
@@ -330,6 +332,9 @@ impl App {
                             CliError::msg(format!("server.resources `{}`: {e}", r.name))
                         })?,
                     search: r.search.clone(),
+                    columns: std::iter::once(r.key.clone())
+                        .chain(r.columns.iter().cloned())
+                        .collect(),
                 })
             })
             .collect::<Result<Vec<_>, CliError>>()?;
@@ -438,12 +443,10 @@ impl App {
     pub async fn sqlite_tx(
         &self,
         tenant: &tenancy::TenantId,
-    ) -> Result<Option<Transaction<'static, Sqlite>>, CliError> {
+    ) -> Result<Option<Transaction<'static, Sqlite>>, tenancy_sql::DbError> {
         match &self.db {
-            Db::SqliteRowLevel(pool) => Ok(Some(pool.begin().await.map_err(CliError::msg)?)),
-            Db::SqliteDatabase(files) => {
-                Ok(Some(files.begin_for(tenant).await.map_err(CliError::msg)?))
-            }
+            Db::SqliteRowLevel(pool) => Ok(Some(pool.begin().await?)),
+            Db::SqliteDatabase(files) => Ok(Some(files.begin_for(tenant).await?)),
             Db::Postgres(_) => Ok(None),
         }
     }

@@ -315,6 +315,28 @@ pub struct ServerConfig {
     /// Tenants with a series of their own in `GET /metrics` (default 100);
     /// the requests of all others are counted as `tenant_id="_other"`.
     pub metrics_tenants: usize,
+    /// A client must send a request's whole header within this many
+    /// milliseconds, else its connection is closed (default 10,000).
+    pub header_timeout_ms: u64,
+    /// A request body must arrive within this many milliseconds, else the
+    /// answer is 408 `body_timeout` (default 10,000).
+    pub body_timeout_ms: u64,
+    /// Bodies larger than this many bytes are refused with 413
+    /// `body_too_large` (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Tenant, gateway and health routes answer within this many
+    /// milliseconds; past it the answer is 503 `request_timeout` with
+    /// `Retry-After` (default 3,000: a database that stopped answering
+    /// never holds a request longer).
+    pub request_timeout_ms: u64,
+    /// The same bound for admin routes, which may provision (default
+    /// 30,000).
+    pub admin_timeout_ms: u64,
+    /// Open connections at most (default 1,024); lowered at start to the
+    /// process's descriptor limit minus a reserve for the database pools
+    /// and files, so accepting never runs out of descriptors. Connections
+    /// beyond it wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -324,6 +346,12 @@ impl Default for ServerConfig {
             admin_token: None,
             resources: Vec::new(),
             metrics_tenants: 100,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_body_bytes: 1 << 20,
+            request_timeout_ms: 3_000,
+            admin_timeout_ms: 30_000,
+            max_connections: 1_024,
         }
     }
 }
@@ -456,6 +484,12 @@ impl TenancyConfig {
                 "rate_limit.default_rps",
                 u64::from(self.rate_limit.default_rps),
             ),
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            ("server.request_timeout_ms", self.server.request_timeout_ms),
+            ("server.admin_timeout_ms", self.server.admin_timeout_ms),
+            ("server.max_body_bytes", self.server.max_body_bytes as u64),
+            ("server.max_connections", self.server.max_connections as u64),
         ];
         for (key, value) in positive {
             if value == 0 {

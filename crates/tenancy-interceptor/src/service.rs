@@ -48,6 +48,9 @@ pub enum ServiceError {
     /// A value has a JSON type that cannot be bound (arrays, objects).
     #[error("the value of `{0}` must be a string, number, boolean or null")]
     UnsupportedValue(String),
+    /// An integer does not fit in 64 bits (it is refused, never rounded).
+    #[error("the value of `{0}` is an integer beyond 64 bits (from -9223372036854775808 to 9223372036854775807)")]
+    IntegerOutOfRange(String),
     /// Nothing to write.
     #[error("no fields given")]
     NoFields,
@@ -75,7 +78,8 @@ fn valid_ident(s: &str) -> Result<String, ServiceError> {
 /// A generated statement and its parameters (the tenant is bound last).
 struct Plan {
     sql: String,
-    params: Vec<Value>,
+    /// Each value with the field or parameter it came from, for errors.
+    params: Vec<(String, Value)>,
 }
 
 /// A tenant-scoped view of one table.
@@ -152,7 +156,7 @@ impl ScopedTable {
         let mut parts = Vec::new();
         for (name, value) in filters {
             let c = self.column(name)?;
-            let p = push(plan, value.clone(), dialect);
+            let p = push(plan, c, value.clone(), dialect);
             parts.push(format!("\"{c}\" = {p}"));
         }
         Ok(if parts.is_empty() {
@@ -174,8 +178,8 @@ impl ScopedTable {
             params: Vec::new(),
         };
         let w = self.where_filters(filters, &mut plan, d)?;
-        let l = push(&mut plan, Value::from(limit.max(0)), d);
-        let o = push(&mut plan, Value::from(offset.max(0)), d);
+        let l = push(&mut plan, "limit", Value::from(limit.max(0)), d);
+        let o = push(&mut plan, "offset", Value::from(offset.max(0)), d);
         plan.sql = format!(
             "SELECT {} FROM \"{}\"{w} ORDER BY \"{}\" LIMIT {l} OFFSET {o}",
             self.select_list(),
@@ -190,7 +194,7 @@ impl ScopedTable {
             sql: String::new(),
             params: Vec::new(),
         };
-        let p = push(&mut plan, id.clone(), d);
+        let p = push(&mut plan, &self.key, id.clone(), d);
         plan.sql = format!(
             "SELECT {} FROM \"{}\" WHERE \"{}\" = {p}",
             self.select_list(),
@@ -211,8 +215,9 @@ impl ScopedTable {
         let mut cols = Vec::new();
         let mut vals = Vec::new();
         for (name, value) in fields {
-            cols.push(format!("\"{}\"", self.column(name)?));
-            vals.push(push(&mut plan, value.clone(), d));
+            let c = self.column(name)?;
+            cols.push(format!("\"{c}\""));
+            vals.push(push(&mut plan, c, value.clone(), d));
         }
         plan.sql = format!(
             "INSERT INTO \"{}\" ({}) VALUES ({}) RETURNING {}",
@@ -235,10 +240,10 @@ impl ScopedTable {
         let mut sets = Vec::new();
         for (name, value) in fields {
             let c = self.column(name)?;
-            let p = push(&mut plan, value.clone(), d);
+            let p = push(&mut plan, c, value.clone(), d);
             sets.push(format!("\"{c}\" = {p}"));
         }
-        let k = push(&mut plan, id.clone(), d);
+        let k = push(&mut plan, &self.key, id.clone(), d);
         plan.sql = format!(
             "UPDATE \"{}\" SET {} WHERE \"{}\" = {k} RETURNING {}",
             self.table,
@@ -254,7 +259,7 @@ impl ScopedTable {
             sql: String::new(),
             params: Vec::new(),
         };
-        let p = push(&mut plan, id.clone(), d);
+        let p = push(&mut plan, &self.key, id.clone(), d);
         plan.sql = format!(
             "DELETE FROM \"{}\" WHERE \"{}\" = {p} RETURNING \"{}\"",
             self.table, self.key, self.key
@@ -290,7 +295,7 @@ impl ScopedTable {
                 c => vec![c],
             })
             .collect();
-        let p = push(&mut plan, Value::from(format!("%{escaped}%")), d);
+        let p = push(&mut plan, "q", Value::from(format!("%{escaped}%")), d);
         let like = match d {
             Dialect::Postgres => "ILIKE",
             Dialect::Sqlite => "LIKE",
@@ -303,7 +308,7 @@ impl ScopedTable {
         if ors.is_empty() {
             return Err(ServiceError::NoFields);
         }
-        let l = push(&mut plan, Value::from(limit.max(0)), d);
+        let l = push(&mut plan, "limit", Value::from(limit.max(0)), d);
         plan.sql = format!(
             "SELECT {} FROM \"{}\" WHERE ({}) ORDER BY \"{}\" LIMIT {l}",
             self.select_list(),
@@ -323,8 +328,8 @@ impl ScopedTable {
     }
 }
 
-fn push(plan: &mut Plan, value: Value, d: Dialect) -> String {
-    plan.params.push(value);
+fn push(plan: &mut Plan, name: &str, value: Value, d: Dialect) -> String {
+    plan.params.push((name.to_owned(), value));
     match d {
         Dialect::Postgres => format!("${}", plan.params.len()),
         Dialect::Sqlite => format!("?{}", plan.params.len()),
@@ -348,16 +353,18 @@ macro_rules! backend {
             async fn $run(&self, conn: &mut $conn, plan: Plan, tenant: &str) -> Result<Vec<Object>, ServiceError> {
                 let scoped = self.scope(&plan, $dialect)?;
                 let mut q = audited_query::<$db>(&scoped);
-                for (name, v) in self.columns.iter().cycle().zip(plan.params) {
+                for (name, v) in plan.params {
                     q = match v {
                         Value::Null => q.bind(None::<String>),
                         Value::Bool(b) => q.bind(b),
-                        Value::Number(n) => match n.as_i64() {
-                            Some(i) => q.bind(i),
-                            None => q.bind(n.as_f64()),
+                        Value::Number(n) => match (n.as_i64(), n.is_f64()) {
+                            (Some(i), _) => q.bind(i),
+                            (None, true) => q.bind(n.as_f64()),
+                            // Beyond i64: never rounded into a float.
+                            (None, false) => return Err(ServiceError::IntegerOutOfRange(name)),
                         },
                         Value::String(s) => q.bind(s),
-                        _ => return Err(ServiceError::UnsupportedValue(name.clone())),
+                        _ => return Err(ServiceError::UnsupportedValue(name)),
                     };
                 }
                 let rows = q.bind(tenant.to_owned()).fetch_all(&mut *conn).await?;

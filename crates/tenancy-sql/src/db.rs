@@ -25,6 +25,10 @@ pub enum DbError {
     /// stays within the tenant).
     #[error("{0}")]
     Refused(String),
+    /// The tenant's storage (its SQLite file) is not there: the tenant was
+    /// never provisioned, or its file was removed by hand.
+    #[error("{0}")]
+    MissingStorage(String),
     /// The database failed.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
@@ -169,9 +173,22 @@ where
 /// |---|---|---|
 /// | database unreachable, out of resources, shutting down (SQLSTATE classes 08, 53, 57; I/O errors, pool timeouts) | 503 + `Retry-After` | `database_unavailable` |
 /// | the tenant's database is read-only (a move paused its writes) | 503 + `Retry-After` | `writes_paused` |
+/// | the tenant's schema, database, file or table is missing (SQLSTATE 3D000, 3F000, 42P01; SQLite `no such table`) | 503 + `Retry-After` | `tenant_storage_missing` |
 /// | a unique key taken | 409 | `duplicate` |
 /// | `fetch_one` found no row | 404 | `not_found` |
 /// | anything else | 500 | `database_error`, details only in the log |
+/// Whether a database error says the storage itself is gone: a database
+/// (`3D000`), schema (`3F000`) or table (`42P01`) that does not exist, or
+/// SQLite's `no such table`. A server fault, never the client's.
+pub fn is_missing_storage(error: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
+    match error.code().as_deref() {
+        Some("3D000" | "3F000" | "42P01") => true,
+        // SQLite reports a missing table as the generic SQLITE_ERROR (1).
+        Some("1") => error.message().starts_with("no such table"),
+        _ => false,
+    }
+}
+
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for DbError {
     fn into_response(self) -> axum::response::Response {
@@ -183,8 +200,20 @@ impl axum::response::IntoResponse for DbError {
                 .retry_after(secs)
                 .into_response()
         };
+        let storage_missing = || {
+            tracing::error!(error = %self, "tenant storage missing");
+            unavailable(
+                "tenant_storage_missing",
+                "this tenant's storage (schema, database or file) is missing: an operator must restore it",
+                30,
+            )
+        };
+        if let Self::MissingStorage(_) = &self {
+            return storage_missing();
+        }
         if let Self::Sql(error) = &self {
             match error.as_database_error() {
+                Some(db) if is_missing_storage(db) => return storage_missing(),
                 Some(db) if db.code().as_deref() == Some("25006") => {
                     return unavailable(
                         "writes_paused",

@@ -51,7 +51,7 @@ pub mod notify;
 pub mod portable;
 pub mod store;
 
-pub use db::{DbError, ScopedBegin, TenantDb};
+pub use db::{DbError, ScopedBegin, TenantDb, is_missing_storage};
 #[cfg(feature = "postgres")]
 pub use isolation::{DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation};
 #[cfg(feature = "sqlite")]

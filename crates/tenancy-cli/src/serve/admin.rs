@@ -35,7 +35,166 @@ pub(super) fn routes(state: ServerState) -> Router<ServerState> {
             "/tenants/{tenant}/impersonate",
             post(super::impersonate::issue),
         )
-        .route_layer(middleware::from_fn_with_state(state, require_admin))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .layer(middleware::from_fn_with_state(state, audit_refusals))
+}
+
+/// Longest tenant name (characters).
+pub(super) const MAX_NAME_CHARS: usize = 200;
+/// Longest plan name (characters).
+pub(super) const MAX_PLAN_CHARS: usize = 64;
+/// Longest suspension reason (characters).
+pub(super) const MAX_REASON_CHARS: usize = 500;
+/// Largest tenant metadata object (bytes of JSON).
+pub(super) const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Largest config value (bytes of JSON).
+pub(super) const MAX_CONFIG_VALUE_BYTES: usize = 64 * 1024;
+/// Most config overrides one tenant may hold.
+pub(super) const MAX_CONFIG_KEYS: usize = 200;
+/// Largest page of `GET /admin/tenants` and `GET /admin/audit`.
+pub(super) const MAX_PAGE: u64 = 1000;
+/// Furthest page start of `GET /admin/tenants`.
+pub(super) const MAX_OFFSET: u64 = 1_000_000_000;
+
+/// Refused admin requests recorded per second at most (burst
+/// [`RefusalBudget::BURST`]): a flood of bad tokens cannot fill the store.
+pub(crate) struct RefusalBudget {
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl RefusalBudget {
+    const PER_SECOND: f64 = 5.0;
+    const BURST: f64 = 50.0;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            state: std::sync::Mutex::new((Self::BURST, std::time::Instant::now())),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one entry's worth; `Err(n)` when over budget, with the number
+    /// dropped so far.
+    fn take(&self) -> Result<u64, u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, at) = &mut *state;
+        let now = std::time::Instant::now();
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SECOND)
+            .min(Self::BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed))
+        } else {
+            Err(self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+        }
+    }
+}
+
+/// Records every refused admin request (401, 403, 404, 409, 413, 422) in
+/// the audit log as `admin.refused`, with its reason, within the
+/// [`RefusalBudget`].
+async fn audit_refusals(State(state): State<ServerState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    // Nested under `/admin`: the original path names the route in full.
+    let path: String = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or(req.uri().path(), |o| o.0.path())
+        .chars()
+        .take(256)
+        .collect();
+    let claimed = req
+        .headers()
+        .get("x-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(64).collect::<String>());
+    let response = next.run(req).await;
+    let status = response.status();
+    if !matches!(status.as_u16(), 401 | 403 | 404 | 409 | 413 | 422) {
+        return response;
+    }
+    let dropped_before = match state.refusals.take() {
+        Ok(n) => n,
+        Err(dropped) => {
+            if dropped == 1 || dropped % 1000 == 0 {
+                tracing::warn!(dropped, "refused admin requests beyond the audit budget are not recorded");
+            }
+            return response;
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024)).await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => axum::body::Bytes::new(),
+    };
+    let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    // The tenant named in the path, when it exists.
+    let tenant = match path.strip_prefix("/admin/tenants/").and_then(|rest| rest.split('/').next()) {
+        Some(reference) if !reference.is_empty() => {
+            state.app.tenancy.store().find(reference).await.ok().flatten()
+        }
+        _ => None,
+    };
+    let actor = if status == StatusCode::UNAUTHORIZED {
+        "unauthenticated".to_owned()
+    } else {
+        match &claimed {
+            Some(name) => format!("admin:{name}"),
+            None => "admin".to_owned(),
+        }
+    };
+    let mut entry = tenancy::audit::NewAuditEntry::new(actor, "admin.refused").change(
+        None,
+        Some(serde_json::json!({
+            "method": method.as_str(),
+            "path": path,
+            "status": status.as_u16(),
+            "code": problem.get("code"),
+            "reason": problem.get("detail"),
+            "claimed_actor": claimed,
+            "request_id": super::http::current_request_id().as_ref(),
+            "unrecorded_before": dropped_before,
+        })),
+    );
+    if let Some(t) = tenant {
+        entry = entry.tenant(t.id);
+    }
+    state.app.audit(entry).await;
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// 422 when `value` is longer than `max` characters.
+fn at_most(field: &str, value: &str, max: usize) -> Result<(), Response> {
+    if value.chars().count() > max {
+        return Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!("`{field}` is longer than {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// 413 when the metadata's JSON is larger than [`MAX_METADATA_BYTES`], 422
+/// when it is not an object.
+fn check_metadata(metadata: &Value) -> Result<(), Response> {
+    if !metadata.is_object() {
+        return Err(bad_body("metadata must be a JSON object"));
+    }
+    let size = metadata.to_string().len();
+    if size > MAX_METADATA_BYTES {
+        return Err(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("metadata is {size} bytes of JSON, more than the {MAX_METADATA_BYTES} allowed"),
+        ));
+    }
+    Ok(())
 }
 
 /// Constant-time comparison, so the token can't be guessed byte by byte.
@@ -153,6 +312,10 @@ pub(super) fn store_problem(err: StoreError) -> Response {
     }
 }
 
+fn bad_query(detail: String) -> Response {
+    problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", detail)
+}
+
 fn bad_body(err: impl std::fmt::Display) -> Response {
     problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", err)
 }
@@ -201,6 +364,12 @@ pub(super) async fn create(
         Ok(b) => b,
         Err(e) => return bad_body(e.body_text()),
     };
+    if let Err(r) = at_most("name", &body.name, MAX_NAME_CHARS)
+        .and_then(|()| at_most("plan", body.plan.as_deref().unwrap_or_default(), MAX_PLAN_CHARS))
+        .and_then(|()| body.metadata.as_ref().map_or(Ok(()), check_metadata))
+    {
+        return r;
+    }
     let mut new = match NewTenant::new(&body.slug, body.name) {
         Ok(n) => n,
         Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_slug", e),
@@ -209,9 +378,6 @@ pub(super) async fn create(
         new = new.plan(plan);
     }
     if let Some(metadata) = body.metadata {
-        if !metadata.is_object() {
-            return bad_body("metadata must be a JSON object");
-        }
         new = new.metadata(metadata);
     }
     match state.app.tenancy.lifecycle().create(new).await {
@@ -265,6 +431,15 @@ pub(super) async fn list(
         Ok(p) => p,
         Err(e) => return bad_body(e.body_text()),
     };
+    if p.limit.is_some_and(|n| !(1..=MAX_PAGE).contains(&n)) {
+        return bad_query(format!("`limit` must be from 1 to {MAX_PAGE}"));
+    }
+    if p.offset.is_some_and(|n| n > MAX_OFFSET) {
+        return bad_query(format!("`offset` must be at most {MAX_OFFSET}"));
+    }
+    if let Err(r) = at_most("q", p.q.as_deref().unwrap_or_default(), MAX_NAME_CHARS) {
+        return r;
+    }
     let mut query = if p.all.unwrap_or(true) {
         ListQuery::all()
     } else {
@@ -325,11 +500,11 @@ pub(super) async fn update(
     State(state): State<ServerState>,
     actor: Actor,
     Path(reference): Path<String>,
-    body: Result<Json<TenantUpdate>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Json(update) = match body {
-        Ok(b) => b,
-        Err(e) => return bad_body(e.body_text()),
+    let update = match body.map_err(|e| bad_body(e.body_text())).and_then(|Json(v)| tenant_update(v)) {
+        Ok(u) => u,
+        Err(r) => return r,
     };
     let tenant = match find(&state, &reference).await {
         Ok(t) => t,
@@ -352,6 +527,42 @@ pub(super) async fn update(
         }
         Err(e) => lifecycle_problem(e),
     }
+}
+
+/// A PATCH body: only `slug`, `name`, `plan` and `metadata` may change; a
+/// read-only or unknown field is refused, never ignored.
+fn tenant_update(body: Value) -> Result<TenantUpdate, Response> {
+    let Value::Object(fields) = &body else {
+        return Err(bad_body("the body must be a JSON object"));
+    };
+    for key in fields.keys() {
+        match key.as_str() {
+            "slug" | "name" | "plan" | "metadata" => {}
+            "status" => {
+                return Err(bad_body(
+                    "`status` is read-only here: use POST /admin/tenants/{id}/suspend, /activate or /deactivate",
+                ));
+            }
+            "id" | "created_at" | "updated_at" => {
+                return Err(bad_body(format!("`{key}` is read-only")));
+            }
+            other => {
+                return Err(bad_body(format!(
+                    "unknown field `{}`: a tenant's slug, name, plan and metadata can change",
+                    other.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+    }
+    let update: TenantUpdate = serde_json::from_value(body).map_err(bad_body)?;
+    at_most("name", update.name.as_deref().unwrap_or_default(), MAX_NAME_CHARS)?;
+    if let Some(Some(plan)) = &update.plan {
+        at_most("plan", plan, MAX_PLAN_CHARS)?;
+    }
+    if let Some(metadata) = &update.metadata {
+        check_metadata(metadata)?;
+    }
+    Ok(update)
 }
 
 /// A status change or deletion requested through the admin API.
@@ -456,6 +667,9 @@ pub(super) async fn suspend(
             Err(e) => return bad_body(e),
         }
     };
+    if let Err(r) = at_most("reason", body.reason.as_deref().unwrap_or_default(), MAX_REASON_CHARS) {
+        return r;
+    }
     change(&state, &actor, &reference, Change::Suspend(body.reason)).await
 }
 
@@ -581,7 +795,26 @@ pub(super) async fn put_config(
         Ok(t) => t,
         Err(r) => return r,
     };
-    let before = crate::config_cmd::previous(&state.app, &tenant.id, &key).await;
+    let size = value.to_string().len();
+    if size > MAX_CONFIG_VALUE_BYTES {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("the value is {size} bytes of JSON, more than the {MAX_CONFIG_VALUE_BYTES} allowed"),
+        );
+    }
+    let existing = match state.app.tenancy.config_store().overrides(&tenant.id).await {
+        Ok(map) => map,
+        Err(e) => return store_problem(e),
+    };
+    if !existing.contains_key(&key) && existing.len() >= MAX_CONFIG_KEYS {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_keys",
+            format!("this tenant already has {MAX_CONFIG_KEYS} config overrides, the most allowed: delete one first"),
+        );
+    }
+    let before = existing.get(&key).cloned();
     match state
         .app
         .tenancy
@@ -776,6 +1009,9 @@ pub(super) async fn audit_log(
             "this store keeps no audit log",
         );
     };
+    if p.limit.is_some_and(|n| !(1..=MAX_PAGE).contains(&u64::from(n))) {
+        return bad_query(format!("`limit` must be from 1 to {MAX_PAGE}"));
+    }
     let mut query = tenancy::audit::AuditQuery::default();
     if let Some(limit) = p.limit {
         query = query.limit(limit);

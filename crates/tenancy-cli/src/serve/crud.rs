@@ -22,7 +22,10 @@ pub(super) fn routes() -> Router<ServerState> {
         .route("/{resource}/{id}", get(show).patch(update).delete(remove))
 }
 
+/// The largest page (`limit`).
 const MAX_LIMIT: i64 = 1000;
+/// The furthest page start (`offset`).
+const MAX_OFFSET: i64 = 1_000_000_000;
 
 enum Tx {
     Pg(Transaction<'static, Postgres>),
@@ -31,7 +34,11 @@ enum Tx {
 
 async fn open(app: &App, tenant: &TenantId) -> Result<Tx, Response> {
     let unavailable = |e: &dyn std::fmt::Display| {
-        tracing::error!(error = %e, "cannot open a scoped transaction");
+        tracing::error!(
+            request_id = %super::http::current_request_id(),
+            error = %e,
+            "cannot open a scoped transaction"
+        );
         unavailable(
             "database_unavailable",
             "the tenant database is unavailable: retry after the delay",
@@ -39,23 +46,38 @@ async fn open(app: &App, tenant: &TenantId) -> Result<Tx, Response> {
         )
     };
     match &app.db {
-        crate::app::Db::Postgres(db) => db
-            .begin_for(tenant)
-            .await
-            .map(Tx::Pg)
-            .map_err(|e| unavailable(&e)),
+        crate::app::Db::Postgres(db) => db.begin_for(tenant).await.map(Tx::Pg).map_err(|e| {
+            if missing(&e) {
+                storage_missing(&e)
+            } else {
+                unavailable(&e)
+            }
+        }),
         _ => match app.sqlite_tx(tenant).await {
             Ok(Some(tx)) => Ok(Tx::Sqlite(tx)),
             Ok(None) => Err(unavailable(&"no SQLite transaction")),
+            Err(e) if missing(&e) => Err(storage_missing(&e)),
             Err(e) => Err(unavailable(&e)),
         },
+    }
+}
+
+/// Whether opening a scoped transaction failed because the tenant's
+/// storage is gone.
+fn missing(e: &tenancy_sql::DbError) -> bool {
+    match e {
+        tenancy_sql::DbError::MissingStorage(_) => true,
+        tenancy_sql::DbError::Sql(e) => e
+            .as_database_error()
+            .is_some_and(tenancy_sql::is_missing_storage),
+        _ => false,
     }
 }
 
 /// Runs `$pg` or `$sqlite` with `$conn` on a scoped transaction and commits
 /// when it succeeded.
 macro_rules! scoped {
-    ($app:expr, $tenant:expr, |$conn:ident| pg: $pg:expr, sqlite: $sq:expr) => {{
+    ($app:expr, $tenant:expr, $columns:expr, |$conn:ident| pg: $pg:expr, sqlite: $sq:expr) => {{
         match open($app, $tenant).await {
             Err(response) => Err(response),
             Ok(Tx::Pg(mut tx)) => {
@@ -65,8 +87,8 @@ macro_rules! scoped {
                         .commit()
                         .await
                         .map(|()| v)
-                        .map_err(|e| service_problem(ServiceError::Database(e))),
-                    Err(e) => Err(service_problem(e)),
+                        .map_err(|e| service_problem(ServiceError::Database(e), $columns)),
+                    Err(e) => Err(service_problem(e, $columns)),
                 }
             }
             Ok(Tx::Sqlite(mut tx)) => {
@@ -76,8 +98,8 @@ macro_rules! scoped {
                         .commit()
                         .await
                         .map(|()| v)
-                        .map_err(|e| service_problem(ServiceError::Database(e))),
-                    Err(e) => Err(service_problem(e)),
+                        .map_err(|e| service_problem(ServiceError::Database(e), $columns)),
+                    Err(e) => Err(service_problem(e, $columns)),
                 }
             }
         }
@@ -104,10 +126,56 @@ fn unavailable(code: &'static str, detail: &str, retry_after: u64) -> Response {
         .into_response()
 }
 
-fn service_problem(err: ServiceError) -> Response {
+/// Marks a response as caused by a tenant's missing storage, for
+/// `GET /health`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StorageMissing;
+
+fn storage_missing(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(
+        request_id = %super::http::current_request_id(),
+        error = %error,
+        "tenant storage missing"
+    );
+    let mut response = unavailable(
+        "tenant_storage_missing",
+        "this tenant's storage (schema, database or file) is missing: an operator must restore it; \
+         the server log has the details under this request_id",
+        30,
+    );
+    response.extensions_mut().insert(StorageMissing);
+    response
+}
+
+/// The field a database error is about, when it names one of the
+/// resource's columns (nothing else of its text reaches the client).
+fn field_of(db: &(dyn sqlx::error::DatabaseError + 'static), columns: &[String]) -> Option<String> {
+    let named = db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|pg| pg.column().map(str::to_owned))
+        .or_else(|| {
+            // Postgres: `column "id" is of type bigint …`.
+            let message = db.message();
+            let rest = &message[message.find("column \"")? + 8..];
+            Some(rest[..rest.find('"')?].to_owned())
+        })
+        .or_else(|| {
+            // SQLite: `NOT NULL constraint failed: notes.title`.
+            let (_, column) = db.message().rsplit_once(": ")?;
+            Some(column.rsplit('.').next()?.to_owned())
+        })?;
+    columns.iter().find(|c| **c == named).cloned()
+}
+
+fn service_problem(err: ServiceError, columns: &[String]) -> Response {
+    let request_id = super::http::current_request_id();
     match &err {
         ServiceError::Database(db) => {
-            if let Some(code) = db.as_database_error().and_then(|d| d.code()) {
+            if let Some(d) = db.as_database_error() {
+                if tenancy_sql::is_missing_storage(d) {
+                    return storage_missing(db);
+                }
+                let code = d.code().unwrap_or_default();
                 // A read-only tenant database: a move paused its writes.
                 if code == "25006" {
                     return unavailable(
@@ -122,28 +190,52 @@ fn service_problem(err: ServiceError) -> Response {
                     .iter()
                     .any(|class| code.starts_with(class))
                 {
-                    tracing::error!(error = %db, "database unavailable");
+                    tracing::error!(%request_id, error = %db, "database unavailable");
                     return unavailable(
                         "database_unavailable",
                         "the database is unavailable: retry after the delay",
                         1,
                     );
                 }
+                if d.is_unique_violation() {
+                    return problem(
+                        StatusCode::CONFLICT,
+                        "duplicate",
+                        "a row with this key already exists",
+                    );
+                }
+                // The value was wrong for its column: data exceptions (22),
+                // integrity (23), type mismatches (42804, 42883) and
+                // SQLite's constraint (19) and mismatch (20) codes.
+                let input = code.starts_with("22")
+                    || code.starts_with("23")
+                    || matches!(code.as_ref(), "42804" | "42883" | "19" | "20" | "275" | "787" | "1299" | "2067" | "1555")
+                    || d.is_check_violation()
+                    || d.is_foreign_key_violation();
+                if input {
+                    tracing::info!(%request_id, error = %db, "input refused by the database");
+                    let what = if d.kind() == sqlx::error::ErrorKind::NotNullViolation {
+                        "is required"
+                    } else {
+                        "has a value its column does not accept"
+                    };
+                    let detail = match field_of(d, columns) {
+                        Some(field) => format!("`{field}` {what}"),
+                        None => format!("a field {what}"),
+                    };
+                    return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", detail);
+                }
             }
-            if db
-                .as_database_error()
-                .is_some_and(|d| d.is_unique_violation())
-            {
+            // Anything else is the server's fault: its text stays in the
+            // log, under the request's id.
+            tracing::error!(%request_id, error = %db, "database error");
+            if db.as_database_error().is_some() {
                 return problem(
-                    StatusCode::CONFLICT,
-                    "duplicate",
-                    "a row with this key already exists",
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "database_error",
+                    "the request failed in the database; the server log has the details under this request_id",
                 );
             }
-            if db.as_database_error().is_some() {
-                return problem(StatusCode::UNPROCESSABLE_ENTITY, "rejected_by_database", db);
-            }
-            tracing::error!(error = %db, "database error");
             unavailable(
                 "database_unavailable",
                 "the database is unavailable: retry after the delay",
@@ -155,6 +247,14 @@ fn service_problem(err: ServiceError) -> Response {
             "tenant_field_refused",
             "the tenant is taken from the request, never from the body: remove `tenant_id`",
         ),
+        ServiceError::Refused(_) => {
+            tracing::error!(%request_id, error = %err, "generated statement refused");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "statement_refused",
+                "the query interceptor refused the generated statement; the server log has the details",
+            )
+        }
         _ => problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", err),
     }
 }
@@ -189,22 +289,66 @@ fn id_param(params: &HashMap<String, String>) -> Value {
     typed(params.get("id").map(String::as_str).unwrap_or_default())
 }
 
-fn body_object(
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Object, Response> {
-    match body {
-        Ok(Json(Value::Object(map))) => Ok(map),
-        Ok(_) => Err(problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
+/// Whether `content-type` names JSON.
+pub(super) fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .is_some_and(|m| {
+            m.eq_ignore_ascii_case("application/json")
+                || (m.len() > 5 && m[m.len() - 5..].eq_ignore_ascii_case("+json"))
+        })
+}
+
+/// The body as an object of scalar fields: every refusal names its field,
+/// and an integer beyond 64 bits is refused, never rounded into a float.
+fn body_object(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<Object, Response> {
+    let invalid = |code: &'static str, detail: String| {
+        Err(problem(StatusCode::UNPROCESSABLE_ENTITY, code, detail))
+    };
+    if !is_json(headers) {
+        return invalid(
             "invalid_body",
-            "the body must be a JSON object",
-        )),
-        Err(e) => Err(problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            e.body_text(),
-        )),
+            "send the body as JSON, with `content-type: application/json`".into(),
+        );
     }
+    let fields: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+        match serde_json::from_slice(body) {
+            Ok(fields) => fields,
+            Err(e) if e.is_syntax() || e.is_eof() => {
+                return invalid("invalid_body", format!("the body is not valid JSON: {e}"));
+            }
+            Err(_) => return invalid("invalid_body", "the body must be a JSON object".into()),
+        };
+    let mut object = Map::new();
+    for (name, raw) in fields {
+        let text = raw.get();
+        let integer_literal = text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-')
+            && text.bytes().any(|b| b.is_ascii_digit());
+        if integer_literal && text.parse::<i64>().is_err() {
+            return invalid(
+                "invalid_value",
+                format!("`{name}` is an integer beyond 64 bits (-9223372036854775808 to 9223372036854775807): send it as a string"),
+            );
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(_) | Value::Object(_)) => {
+                return invalid(
+                    "invalid_value",
+                    format!("`{name}` must be a string, number, boolean or null"),
+                );
+            }
+            Ok(value) => {
+                object.insert(name, value);
+            }
+            Err(e) => return invalid("invalid_body", format!("`{name}`: {e}")),
+        }
+    }
+    Ok(object)
 }
 
 struct Page {
@@ -222,18 +366,21 @@ fn page(query: HashMap<String, String>) -> Result<Page, Response> {
         filters: Map::new(),
     };
     for (k, v) in query {
-        let number = |v: &str| {
-            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_query",
-                    format!("`{k}` must be a non-negative integer"),
-                )
-            })
+        let number = |v: &str, max: i64| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| (0..=max).contains(n))
+                .ok_or_else(|| {
+                    problem(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_query",
+                        format!("`{k}` must be an integer from 0 to {max}"),
+                    )
+                })
         };
         match k.as_str() {
-            "limit" => page.limit = number(&v)?.min(MAX_LIMIT),
-            "offset" => page.offset = number(&v)?,
+            "limit" => page.limit = number(&v, MAX_LIMIT)?,
+            "offset" => page.offset = number(&v, MAX_OFFSET)?,
             "q" => page.search = Some(v),
             _ => {
                 page.filters.insert(k, typed(&v));
@@ -280,7 +427,7 @@ async fn list_for(
     };
     let t = tenant.as_str();
     let search_cols: Vec<&str> = res.search.iter().map(String::as_str).collect();
-    let result = scoped!(app, tenant, |conn| pg: async {
+    let result = scoped!(app, tenant, &res.columns, |conn| pg: async {
         match &p.search {
             Some(q) => {
                 let items = res.table.search_pg(&mut *conn, t, q, &search_cols, p.limit).await?;
@@ -335,7 +482,7 @@ pub(super) async fn show(
         Err(r) => return r,
     };
     let (id, t) = (id_param(&params), tenant.id.as_str());
-    let result = scoped!(&state.app, &tenant.id, |conn| pg: res.table.get_pg(conn, t, &id).await,
+    let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.get_pg(conn, t, &id).await,
         sqlite: res.table.get_sqlite(conn, t, &id).await);
     match result {
         Ok(Some(row)) => Json(row).into_response(),
@@ -374,13 +521,14 @@ pub(super) async fn create(
     State(state): State<ServerState>,
     tenant: Tenant,
     Path(params): Path<HashMap<String, String>>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let res = match resource(&state.app, &params) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let fields = match body_object(body) {
+    let fields = match body_object(&headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -388,7 +536,7 @@ pub(super) async fn create(
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }
-    let result = scoped!(&state.app, &tenant.id, |conn| pg: res.table.create_pg(conn, t, &fields).await,
+    let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.create_pg(conn, t, &fields).await,
         sqlite: res.table.create_sqlite(conn, t, &fields).await);
     match result {
         Ok(row) => (StatusCode::CREATED, Json(row)).into_response(),
@@ -414,13 +562,14 @@ pub(super) async fn update(
     State(state): State<ServerState>,
     tenant: Tenant,
     Path(params): Path<HashMap<String, String>>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let res = match resource(&state.app, &params) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let fields = match body_object(body) {
+    let fields = match body_object(&headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -428,7 +577,7 @@ pub(super) async fn update(
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }
-    let result = scoped!(&state.app, &tenant.id, |conn| pg: res.table.update_pg(conn, t, &id, &fields).await,
+    let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.update_pg(conn, t, &id, &fields).await,
         sqlite: res.table.update_sqlite(conn, t, &id, &fields).await);
     match result {
         Ok(Some(row)) => Json(row).into_response(),
@@ -462,7 +611,7 @@ pub(super) async fn remove(
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }
-    let result = scoped!(&state.app, &tenant.id, |conn| pg: res.table.delete_pg(conn, t, &id).await,
+    let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.delete_pg(conn, t, &id).await,
         sqlite: res.table.delete_sqlite(conn, t, &id).await);
     match result {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),

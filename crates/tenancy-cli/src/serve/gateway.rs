@@ -26,6 +26,7 @@ const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
         (status = 400, description = "Malformed forwarded request", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's rate limit: `Retry-After` says when to retry (nginx: see docs/gateway.md to pass it on)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
@@ -66,7 +67,7 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
         }
         Ok::<_, Infallible>(res)
     });
-    let response = match state.gateway_layer.layer(probe).oneshot(forwarded).await {
+    let response = match state.layer.layer(probe).oneshot(forwarded).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
@@ -86,11 +87,9 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
             res
         }
         Some(TenantState::Refused(error)) => error.into_response(),
-        None => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "tenancy_not_configured",
-            "no tenant outcome",
-        ),
+        // The layer answered itself: 429 over the tenant's rate limit (with
+        // `Retry-After`), or a store outage.
+        None => response,
     }
 }
 

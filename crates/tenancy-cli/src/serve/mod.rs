@@ -16,6 +16,7 @@ mod crud;
 pub(crate) use crud::MOVING_KEY;
 mod console;
 mod gateway;
+mod http;
 mod impersonate;
 mod metrics;
 mod openapi;
@@ -52,17 +53,70 @@ pub struct ServeArgs {
 pub(crate) struct ServerState {
     pub app: App,
     pub admin_token: Arc<str>,
-    /// Built once: parsing JWT keys per request would be wasteful.
+    /// Built once: parsing JWT keys per request would be wasteful. The
+    /// tenant routes and `/resolve` share it (and so its rate limits).
     pub layer: tenancy::TenantLayer,
-    /// The same without rate limits, for `/resolve`: nginx `auth_request`
-    /// turns any status but 2xx/401/403 into a 500.
-    pub gateway_layer: tenancy::TenantLayer,
     /// What the tenant layer counts, for `GET /metrics`.
     pub metrics: tenancy::metrics::RequestMetrics,
     /// The change listener (PostgreSQL), for its status in `GET /metrics`.
     pub listener: metrics::Listener,
     /// `GET /openapi.json`, rendered once.
     pub openapi: Arc<str>,
+    /// Tenants whose storage was found missing, for `GET /health`.
+    pub missing_storage: Arc<MissingStorage>,
+    /// How many refused admin requests the audit log still takes.
+    pub refusals: Arc<admin::RefusalBudget>,
+}
+
+/// Tenants whose schema, database or file a request found missing lately
+/// (bounded; an entry is dropped when it is not seen again for 5 minutes).
+#[derive(Default)]
+pub(crate) struct MissingStorage(std::sync::Mutex<std::collections::HashMap<tenancy::TenantId, std::time::Instant>>);
+
+impl MissingStorage {
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(300);
+    const CAPACITY: usize = 1_000;
+
+    fn record(&self, tenant: &tenancy::TenantId) {
+        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= Self::CAPACITY && !seen.contains_key(tenant) {
+            seen.retain(|_, at| at.elapsed() < Self::KEEP);
+            if seen.len() >= Self::CAPACITY {
+                return;
+            }
+        }
+        seen.insert(tenant.clone(), std::time::Instant::now());
+    }
+
+    fn recent(&self) -> Vec<tenancy::TenantId> {
+        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.retain(|_, at| at.elapsed() < Self::KEEP);
+        let mut ids: Vec<_> = seen.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// Notes each tenant whose storage a tenant route found missing.
+async fn note_missing_storage(
+    State(state): State<ServerState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let tenant = req
+        .extensions()
+        .get::<tenancy::TenantState>()
+        .and_then(|s| match s {
+            tenancy::TenantState::Resolved(t) => Some(t.id.clone()),
+            tenancy::TenantState::Refused(_) => None,
+        });
+    let response = next.run(req).await;
+    if let (Some(tenant), Some(crud::StorageMissing)) =
+        (tenant, response.extensions().get::<crud::StorageMissing>())
+    {
+        state.missing_storage.record(&tenant);
+    }
+    response
 }
 
 /// Runs the server until Ctrl-C / SIGTERM.
@@ -131,7 +185,6 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         _ => None,
     };
     let metrics = tenancy::metrics::RequestMetrics::new(app.config.server.metrics_tenants);
-    let gateway_layer = app.tenancy.layer();
     let layer = app
         .tenancy
         .layer()
@@ -141,10 +194,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         app,
         admin_token,
         layer,
-        gateway_layer,
         metrics,
         listener: changes,
         openapi: Arc::from(openapi::document()),
+        missing_storage: Arc::default(),
+        refusals: Arc::new(admin::RefusalBudget::new()),
     };
     // Pending tenants are provisioned in the background (SPEC N1).
     let _refill = state
@@ -152,31 +206,104 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         .tenancy
         .pending_pool()
         .map(tenancy::PendingPool::spawn_refill);
+    let server = state.app.config.server.clone();
+    let auth = auth_mode(&state.app.config);
     let router = router(state);
+    let (max_connections, descriptors) = http::connection_cap(server.max_connections);
     println!(
-        "tenancy serve: listening on http://{addr} (database {}, isolation {})",
+        "tenancy serve: listening on http://{addr} (database {}, isolation {}; at most {max_connections} connections{})",
         crate::app::redact(
             &global
                 .database_url
                 .clone()
                 .unwrap_or_else(|| crate::app::DEFAULT_DATABASE_URL.into())
         ),
-        router.1
+        router.1,
+        descriptors
+            .map(|n| format!(", descriptor limit {n}"))
+            .unwrap_or_default()
     );
-    axum::serve(listener, router.0)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(CliError::msg)
+    if let Some(warning) = auth.warning() {
+        eprintln!("WARNING: {warning}");
+    }
+    http::serve(
+        listener,
+        router.0,
+        std::time::Duration::from_millis(server.header_timeout_ms),
+        max_connections,
+        shutdown(),
+    )
+    .await
+    .map_err(CliError::msg)
+}
+
+/// How the tenant routes are protected (SPEC K5): reported at start, in
+/// `GET /health` and on the console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuthMode {
+    /// No token verification configured: anyone naming a tenant reaches
+    /// its data.
+    Open,
+    /// Tokens are verified when sent (and their memberships enforced), but
+    /// a request without one still reaches the tenant it names.
+    Optional,
+}
+
+impl AuthMode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Optional => "optional",
+        }
+    }
+
+    /// What an operator must know at start.
+    pub(crate) fn warning(self) -> Option<&'static str> {
+        match self {
+            Self::Open => Some(
+                "no authentication is configured (auth.jwt_secret, auth.jwt_public_key_pem or auth.jwt_public_key_file): \
+                 any caller naming a tenant (header, subdomain, path or domain) reaches its data through /api and /resolve",
+            ),
+            Self::Optional => Some(
+                "tokens are verified when sent, but a request without one still reaches the tenant it names: \
+                 keep tenant routes behind a gateway that requires a token",
+            ),
+        }
+    }
+}
+
+pub(crate) fn auth_mode(config: &tenancy::TenancyConfig) -> AuthMode {
+    let auth = &config.auth;
+    if auth.jwt_secret.is_some()
+        || auth.jwt_public_key_pem.is_some()
+        || auth.jwt_public_key_file.is_some()
+    {
+        AuthMode::Optional
+    } else {
+        AuthMode::Open
+    }
 }
 
 /// The whole HTTP surface.
 pub(crate) fn router(state: ServerState) -> (Router, String) {
     let strategy = state.app.tenancy.isolation().name().to_owned();
-    let tenant_routes = crud::routes().layer(RequireTenantLayer::new());
+    let tenant_routes = crud::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            note_missing_storage,
+        ))
+        .layer(RequireTenantLayer::new());
     // The tenant layer wraps the tenant routes only (with their full path,
     // so `path` resolution sees `/tenants/{tenant}/…`); admin, health and
     // TLS routes name tenants in their own way, and `/resolve` runs the
     // layer once, on the forwarded request.
+    let server = &state.app.config.server;
+    let request_timeout = std::time::Duration::from_millis(server.request_timeout_ms);
+    let admin_timeout = std::time::Duration::from_millis(server.admin_timeout_ms);
+    let body = http::BodyBounds {
+        timeout: std::time::Duration::from_millis(server.body_timeout_ms),
+        max_bytes: server.max_body_bytes,
+    };
     let tenant_api = Router::new()
         .nest("/api", tenant_routes.clone())
         .nest("/tenants/{tenant}/api", tenant_routes)
@@ -196,11 +323,30 @@ pub(crate) fn router(state: ServerState) -> (Router, String) {
                 admin::require_admin,
             )),
         )
-        .nest("/admin", admin::routes(state.clone()))
         .route("/resolve", get(gateway::resolve))
         .route("/tls/ask", get(gateway::tls_ask))
-        .merge(tenant_api);
-    (router.fallback(not_found).with_state(state), strategy)
+        .merge(tenant_api)
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            http::deadline,
+        ))
+        .nest(
+            "/admin",
+            admin::routes(state.clone()).layer(axum::middleware::from_fn_with_state(
+                admin_timeout,
+                http::deadline,
+            )),
+        );
+    let router = router
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(body.max_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            body,
+            http::bounded_body,
+        ))
+        .layer(axum::middleware::from_fn(http::request_id))
+        .with_state(state);
+    (router, strategy)
 }
 
 async fn not_found() -> Response {
@@ -211,7 +357,7 @@ async fn not_found() -> Response {
     path = "/health",
     tag = "meta",
     summary = "Store and isolation checks",
-    responses((status = 200, description = "All checks ok", body = Object),
+    responses((status = 200, description = "All checks ok, or `degraded` (some tenants' storage is missing); `auth` is `open` when no authentication is configured (any caller naming a tenant reaches its data) or `optional`", body = Object),
         (status = 503, description = "A check is down", body = Object)))]
 pub(super) async fn health(State(state): State<ServerState>) -> Response {
     let store = state.app.tenancy.store().check().await;
@@ -221,14 +367,35 @@ pub(super) async fn health(State(state): State<ServerState>) -> Response {
         Err(e) => json!({"status": "down", "error": e}),
     };
     let ok = store.is_ok() && isolation.is_ok();
-    let body = json!({
-        "status": if ok { "ok" } else { "down" },
+    let missing = state.missing_storage.recent();
+    let status = match (ok, missing.is_empty()) {
+        (false, _) => "down",
+        (true, false) => "degraded",
+        (true, true) => "ok",
+    };
+    let auth = auth_mode(&state.app.config);
+    let mut body = json!({
+        "status": status,
         "checks": {
             "store": check(store.map_err(|e| e.to_string())),
             "isolation": check(isolation.map_err(|e| e.to_string())),
+            "tenant_storage": if missing.is_empty() {
+                json!({"status": "ok"})
+            } else {
+                json!({
+                    "status": "degraded",
+                    "error": "requests found these tenants' storage missing (tenant_storage_missing) in the last 5 minutes",
+                    "missing": missing.iter().take(100).collect::<Vec<_>>(),
+                    "count": missing.len(),
+                })
+            },
         },
         "isolation_strategy": state.app.tenancy.isolation().name(),
+        "auth": auth.as_str(),
     });
+    if let Some(warning) = auth.warning() {
+        body["auth_warning"] = json!(warning);
+    }
     let status = if ok {
         StatusCode::OK
     } else {

@@ -77,12 +77,9 @@ impl SqliteDatabaseIsolation {
     async fn pool(&self, tenant: &TenantId, create: bool) -> Result<SqlitePool, DbError> {
         let path = self.path_of(tenant)?;
         if !create && !path.exists() {
-            return Err(DbError::Sql(sqlx::Error::Configuration(
-                format!(
-                    "tenant database {} does not exist: provision the tenant first",
-                    path.display()
-                )
-                .into(),
+            return Err(DbError::MissingStorage(format!(
+                "tenant database {} does not exist: provision the tenant first",
+                path.display()
             )));
         }
         self.inner

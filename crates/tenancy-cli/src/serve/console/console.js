@@ -321,6 +321,20 @@ async function route() {
   }
 }
 
+/** Says on every page when tenant routes are open to anyone naming a tenant (GET /health's `auth`). */
+async function showAuthWarning() {
+  try {
+    const res = await fetch("/health");
+    const health = await res.json();
+    if (health && health.auth && health.auth !== "required") {
+      document.getElementById("auth-warning").textContent =
+        `Authentication: ${health.auth}. ${health.auth_warning || ""}`;
+    }
+  } catch (_) {
+    // The warning is advisory; the console works without it.
+  }
+}
+
 window.addEventListener("hashchange", () => { showNotice(document.getElementById("notice").textContent); route(); });
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("sign-out").addEventListener("click", () => {
@@ -328,5 +342,6 @@ window.addEventListener("DOMContentLoaded", () => {
     showNotice("signed out");
     renderSignIn();
   });
+  showAuthWarning();
   route();
 });
