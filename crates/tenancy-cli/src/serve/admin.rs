@@ -100,11 +100,9 @@ impl RefusalBudget {
 /// [`RefusalBudget`].
 async fn audit_refusals(State(state): State<ServerState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    // Nested under `/admin`: the original path names the route in full.
-    let path: String = req
-        .extensions()
-        .get::<axum::extract::OriginalUri>()
-        .map_or(req.uri().path(), |o| o.0.path())
+    // These routes are nested under `/admin`, which the nested router
+    // does not see.
+    let path: String = format!("/admin{}", req.uri().path())
         .chars()
         .take(256)
         .collect();
