@@ -97,7 +97,9 @@ fn start_nginx(binary: &Path, tenancy_port: &str, upstream_port: u16) -> (Nginx,
 #[tokio::test]
 async fn nginx_forwards_only_resolved_tenants_with_their_headers() {
     let nginx_bin = nginx_binary();
-    let cli = Cli::sqlite();
+    let mut cli = Cli::sqlite();
+    cli.env
+        .push(("TENANCY__RATE_LIMIT__DEFAULT_RPS".into(), "5".into()));
     let tenancy = serve(&cli);
     let c = reqwest::Client::builder()
         .no_proxy()
@@ -208,4 +210,22 @@ async fn nginx_forwards_only_resolved_tenants_with_their_headers() {
     assert_eq!(res.status(), StatusCode::OK);
     let res = whoami(&[("x-tenant-id", "acme")]).await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN, "acme suspended");
+
+    // The tenant's rate limit applies at the gateway too (5 per second
+    // here): nginx answers the 429 with its Retry-After, and the upstream
+    // never sees the request.
+    let mut limited = None;
+    for _ in 0..40 {
+        let res = whoami(&[("x-tenant-id", "globex")]).await.unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(res);
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = limited.expect("40 requests in a row over a limit of 5/s: some must be 429");
+    let retry_after = res.headers()["retry-after"].to_str().unwrap().to_owned();
+    assert!(retry_after.parse::<u64>().unwrap() >= 1, "{retry_after}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
 }

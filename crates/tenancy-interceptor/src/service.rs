@@ -49,7 +49,9 @@ pub enum ServiceError {
     #[error("the value of `{0}` must be a string, number, boolean or null")]
     UnsupportedValue(String),
     /// An integer does not fit in 64 bits (it is refused, never rounded).
-    #[error("the value of `{0}` is an integer beyond 64 bits (from -9223372036854775808 to 9223372036854775807)")]
+    #[error(
+        "the value of `{0}` is an integer beyond 64 bits (from -9223372036854775808 to 9223372036854775807)"
+    )]
     IntegerOutOfRange(String),
     /// Nothing to write.
     #[error("no fields given")]

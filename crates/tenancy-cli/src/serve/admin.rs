@@ -83,14 +83,17 @@ impl RefusalBudget {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (tokens, at) = &mut *state;
         let now = std::time::Instant::now();
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SECOND)
-            .min(Self::BURST);
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SECOND).min(Self::BURST);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed))
         } else {
-            Err(self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+            Err(self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1)
         }
     }
 }
@@ -120,22 +123,35 @@ async fn audit_refusals(State(state): State<ServerState>, req: Request, next: Ne
         Ok(n) => n,
         Err(dropped) => {
             if dropped == 1 || dropped % 1000 == 0 {
-                tracing::warn!(dropped, "refused admin requests beyond the audit budget are not recorded");
+                tracing::warn!(
+                    dropped,
+                    "refused admin requests beyond the audit budget are not recorded"
+                );
             }
             return response;
         }
     };
     let (parts, body) = response.into_parts();
-    let bytes = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024)).await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => axum::body::Bytes::new(),
-    };
+    let bytes =
+        match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024)).await
+        {
+            Ok(c) => c.to_bytes(),
+            Err(_) => axum::body::Bytes::new(),
+        };
     let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     // The tenant named in the path, when it exists.
-    let tenant = match path.strip_prefix("/admin/tenants/").and_then(|rest| rest.split('/').next()) {
-        Some(reference) if !reference.is_empty() => {
-            state.app.tenancy.store().find(reference).await.ok().flatten()
-        }
+    let tenant = match path
+        .strip_prefix("/admin/tenants/")
+        .and_then(|rest| rest.split('/').next())
+    {
+        Some(reference) if !reference.is_empty() => state
+            .app
+            .tenancy
+            .store()
+            .find(reference)
+            .await
+            .ok()
+            .flatten(),
         _ => None,
     };
     let actor = if status == StatusCode::UNAUTHORIZED {
@@ -363,7 +379,13 @@ pub(super) async fn create(
         Err(e) => return bad_body(e.body_text()),
     };
     if let Err(r) = at_most("name", &body.name, MAX_NAME_CHARS)
-        .and_then(|()| at_most("plan", body.plan.as_deref().unwrap_or_default(), MAX_PLAN_CHARS))
+        .and_then(|()| {
+            at_most(
+                "plan",
+                body.plan.as_deref().unwrap_or_default(),
+                MAX_PLAN_CHARS,
+            )
+        })
         .and_then(|()| body.metadata.as_ref().map_or(Ok(()), check_metadata))
     {
         return r;
@@ -500,7 +522,10 @@ pub(super) async fn update(
     Path(reference): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let update = match body.map_err(|e| bad_body(e.body_text())).and_then(|Json(v)| tenant_update(v)) {
+    let update = match body
+        .map_err(|e| bad_body(e.body_text()))
+        .and_then(|Json(v)| tenant_update(v))
+    {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -553,7 +578,11 @@ fn tenant_update(body: Value) -> Result<TenantUpdate, Response> {
         }
     }
     let update: TenantUpdate = serde_json::from_value(body).map_err(bad_body)?;
-    at_most("name", update.name.as_deref().unwrap_or_default(), MAX_NAME_CHARS)?;
+    at_most(
+        "name",
+        update.name.as_deref().unwrap_or_default(),
+        MAX_NAME_CHARS,
+    )?;
     if let Some(Some(plan)) = &update.plan {
         at_most("plan", plan, MAX_PLAN_CHARS)?;
     }
@@ -665,7 +694,11 @@ pub(super) async fn suspend(
             Err(e) => return bad_body(e),
         }
     };
-    if let Err(r) = at_most("reason", body.reason.as_deref().unwrap_or_default(), MAX_REASON_CHARS) {
+    if let Err(r) = at_most(
+        "reason",
+        body.reason.as_deref().unwrap_or_default(),
+        MAX_REASON_CHARS,
+    ) {
         return r;
     }
     change(&state, &actor, &reference, Change::Suspend(body.reason)).await
@@ -798,7 +831,9 @@ pub(super) async fn put_config(
         return problem(
             StatusCode::PAYLOAD_TOO_LARGE,
             "value_too_large",
-            format!("the value is {size} bytes of JSON, more than the {MAX_CONFIG_VALUE_BYTES} allowed"),
+            format!(
+                "the value is {size} bytes of JSON, more than the {MAX_CONFIG_VALUE_BYTES} allowed"
+            ),
         );
     }
     let existing = match state.app.tenancy.config_store().overrides(&tenant.id).await {
@@ -809,7 +844,9 @@ pub(super) async fn put_config(
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_keys",
-            format!("this tenant already has {MAX_CONFIG_KEYS} config overrides, the most allowed: delete one first"),
+            format!(
+                "this tenant already has {MAX_CONFIG_KEYS} config overrides, the most allowed: delete one first"
+            ),
         );
     }
     let before = existing.get(&key).cloned();
@@ -1007,7 +1044,9 @@ pub(super) async fn audit_log(
             "this store keeps no audit log",
         );
     };
-    if p.limit.is_some_and(|n| !(1..=MAX_PAGE).contains(&u64::from(n))) {
+    if p.limit
+        .is_some_and(|n| !(1..=MAX_PAGE).contains(&u64::from(n)))
+    {
         return bad_query(format!("`limit` must be from 1 to {MAX_PAGE}"));
     }
     let mut query = tenancy::audit::AuditQuery::default();

@@ -209,7 +209,10 @@ fn service_problem(err: ServiceError, columns: &[String]) -> Response {
                 // SQLite's constraint (19) and mismatch (20) codes.
                 let input = code.starts_with("22")
                     || code.starts_with("23")
-                    || matches!(code.as_ref(), "42804" | "42883" | "19" | "20" | "275" | "787" | "1299" | "2067" | "1555")
+                    || matches!(
+                        code.as_ref(),
+                        "42804" | "42883" | "19" | "20" | "275" | "787" | "1299" | "2067" | "1555"
+                    )
                     || d.is_check_violation()
                     || d.is_foreign_key_violation();
                 if input {
@@ -325,14 +328,14 @@ fn body_object(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<Object, R
     let mut object = Map::new();
     for (name, raw) in fields {
         let text = raw.get();
-        let integer_literal = text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'-')
+        let integer_literal = text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
             && text.bytes().any(|b| b.is_ascii_digit());
         if integer_literal && text.parse::<i64>().is_err() {
             return invalid(
                 "invalid_value",
-                format!("`{name}` is an integer beyond 64 bits (-9223372036854775808 to 9223372036854775807): send it as a string"),
+                format!(
+                    "`{name}` is an integer beyond 64 bits (-9223372036854775808 to 9223372036854775807): send it as a string"
+                ),
             );
         }
         match serde_json::from_str::<Value>(text) {

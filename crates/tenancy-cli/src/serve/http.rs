@@ -257,7 +257,8 @@ pub(crate) async fn bounded_body(
             .into_response();
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Answers 503 `request_timeout` when the route takes longer than the bound

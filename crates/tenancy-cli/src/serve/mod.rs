@@ -71,14 +71,19 @@ pub(crate) struct ServerState {
 /// Tenants whose schema, database or file a request found missing lately
 /// (bounded; an entry is dropped when it is not seen again for 5 minutes).
 #[derive(Default)]
-pub(crate) struct MissingStorage(std::sync::Mutex<std::collections::HashMap<tenancy::TenantId, std::time::Instant>>);
+pub(crate) struct MissingStorage(
+    std::sync::Mutex<std::collections::HashMap<tenancy::TenantId, std::time::Instant>>,
+);
 
 impl MissingStorage {
     const KEEP: std::time::Duration = std::time::Duration::from_secs(300);
     const CAPACITY: usize = 1_000;
 
     fn record(&self, tenant: &tenancy::TenantId) {
-        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if seen.len() >= Self::CAPACITY && !seen.contains_key(tenant) {
             seen.retain(|_, at| at.elapsed() < Self::KEEP);
             if seen.len() >= Self::CAPACITY {
@@ -89,7 +94,10 @@ impl MissingStorage {
     }
 
     fn recent(&self) -> Vec<tenancy::TenantId> {
-        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         seen.retain(|_, at| at.elapsed() < Self::KEEP);
         let mut ids: Vec<_> = seen.keys().cloned().collect();
         ids.sort();
