@@ -116,6 +116,12 @@ async fn audit_end_to_end(cli: Cli) {
     let (status, log) = admin(&base, M::GET, "/audit?tenant=acme", None, None).await;
     assert_eq!(status, StatusCode::OK, "{log}");
     let items = log["items"].as_array().unwrap();
+    // The refusal is recorded too, the hostile name kept as data only.
+    let (refused, items) = items.split_first().unwrap();
+    assert_eq!(refused["action"], "admin.refused", "{refused}");
+    assert_eq!(refused["actor"], "admin", "{refused}");
+    assert_eq!(refused["after"]["claimed_actor"], "<script>");
+    assert_eq!(refused["after"]["code"], "invalid_actor");
     let actions: Vec<&str> = items
         .iter()
         .map(|e| e["action"].as_str().unwrap())

@@ -158,8 +158,8 @@ async fn audit_refusals(State(state): State<ServerState>, req: Request, next: Ne
         "unauthenticated".to_owned()
     } else {
         match &claimed {
-            Some(name) => format!("admin:{name}"),
-            None => "admin".to_owned(),
+            Some(name) if valid_actor(name) => format!("admin:{name}"),
+            _ => "admin".to_owned(),
         }
     };
     let mut entry = tenancy::audit::NewAuditEntry::new(actor, "admin.refused").change(
@@ -245,6 +245,14 @@ pub(super) async fn require_admin(
     }
 }
 
+/// An `X-Actor` name: 1–64 of letters, digits, `.`, `_`, `@`, `-`.
+fn valid_actor(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
 /// Who is acting, for the audit log: `admin`, or `admin:<name>` when the
 /// request names itself with `X-Actor` (recorded as said: access rests on
 /// the admin token alone).
@@ -261,14 +269,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
             return Ok(Self("admin".to_owned()));
         };
         match value.to_str() {
-            Ok(name)
-                if (1..=64).contains(&name.len())
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) =>
-            {
-                Ok(Self(format!("admin:{name}")))
-            }
+            Ok(name) if valid_actor(name) => Ok(Self(format!("admin:{name}"))),
             _ => Err(problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_actor",
