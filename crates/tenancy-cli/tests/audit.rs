@@ -167,9 +167,10 @@ async fn audit_end_to_end(cli: Cli) {
         None,
     )
     .await;
-    assert_eq!(rest["items"].as_array().unwrap().len(), 5);
+    // Acme's 7 actions and the refused one.
+    assert_eq!(rest["items"].as_array().unwrap().len(), 6);
     let (_, everything) = admin(&base, M::GET, "/audit", None, None).await;
-    assert_eq!(everything["items"].as_array().unwrap().len(), 8);
+    assert_eq!(everything["items"].as_array().unwrap().len(), 9);
 
     // Bad input.
     for bad in ["/audit?limit=x", "/audit?nope=1", "/audit?tenant="] {
