@@ -63,6 +63,26 @@ pub struct Resource {
     pub search: Vec<String>,
     /// The exposed columns (the key first), to name a field in an error.
     pub columns: Vec<String>,
+    /// The JSON type of each column when it is known (the built-in `notes`
+    /// resource): a value of another type is refused before the database
+    /// sees it, and the OpenAPI document says so. Empty for configured
+    /// resources: any scalar is passed to the database.
+    pub types: Vec<(String, ColumnType)>,
+    /// Columns a create must give.
+    pub required: Vec<String>,
+    /// Columns the database assigns, refused in a body (the built-in
+    /// `notes` key: an id a client picked could collide with the sequence
+    /// that numbers every tenant's rows).
+    pub read_only: Vec<String>,
+}
+
+/// The JSON type a column takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// A 64-bit integer.
+    Integer,
+    /// Text.
+    Text,
 }
 
 /// How scoped transactions are opened.
@@ -335,6 +355,26 @@ impl App {
                     columns: std::iter::once(r.key.clone())
                         .chain(r.columns.iter().cloned())
                         .collect(),
+                    types: if use_builtin_notes {
+                        vec![
+                            ("id".into(), ColumnType::Integer),
+                            ("title".into(), ColumnType::Text),
+                            ("body".into(), ColumnType::Text),
+                            ("created_at".into(), ColumnType::Text),
+                        ]
+                    } else {
+                        Vec::new()
+                    },
+                    required: if use_builtin_notes {
+                        vec!["title".into()]
+                    } else {
+                        Vec::new()
+                    },
+                    read_only: if use_builtin_notes {
+                        vec!["id".into()]
+                    } else {
+                        Vec::new()
+                    },
                 })
             })
             .collect::<Result<Vec<_>, CliError>>()?;

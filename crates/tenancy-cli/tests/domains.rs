@@ -257,7 +257,7 @@ async fn scenario(cli: &Cli, servers: &[Server], dns_port: u16) {
         let (s, body) = h
             .admin(one, "POST", "/admin/domains/portal.acme.test/verify", None)
             .await;
-        assert_eq!(s, 422, "{body}");
+        assert_eq!(s, 409, "{body}");
         assert_eq!(body["code"], "domain_not_verified");
         assert!(body["detail"].as_str().unwrap().contains(&token), "{body}");
     }

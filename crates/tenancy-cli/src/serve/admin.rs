@@ -348,11 +348,39 @@ pub(super) async fn find(state: &ServerState, reference: &str) -> Result<TenantI
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
+    /// 2–63 of lower-case letters, digits and `-`, starting with a letter,
+    /// not ending with `-`.
+    #[schema(pattern = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])$")]
     slug: String,
+    /// Display name (at most 200 characters).
+    #[schema(max_length = 200)]
     name: String,
+    /// Plan name (at most 64 characters).
     #[serde(default)]
+    #[schema(max_length = 64)]
     plan: Option<String>,
+    /// Any JSON object (at most 16 KiB of JSON).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+}
+
+/// `PATCH /admin/tenants/{tenant}`: the fields that may change. Any other
+/// field (`status`, `id`, timestamps, unknown names) is refused.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct UpdateBody {
+    /// New slug.
+    #[schema(pattern = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])$")]
+    slug: Option<String>,
+    /// New display name (at most 200 characters).
+    #[schema(max_length = 200)]
+    name: Option<String>,
+    /// New plan (`null` clears it; at most 64 characters).
+    #[schema(max_length = 64)]
+    plan: Option<String>,
+    /// New metadata, replacing the old (at most 16 KiB of JSON).
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
@@ -362,7 +390,7 @@ pub(super) struct CreateBody {
     tag = "admin",
     summary = "Create a tenant (provisioned and active)",
     request_body = CreateBody,
-    params(("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::ActorHeader),
     responses((status = 201, description = "Created and active", body = tenancy::TenantInfo),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -418,16 +446,23 @@ pub(super) async fn create(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
+    /// Include inactive tenants (default true).
     #[serde(default)]
     all: Option<bool>,
+    /// Page size (1–1000, default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Page start (at most 1,000,000,000).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     offset: Option<u64>,
     /// Slug or name contains (ignoring case), or the exact id.
     #[serde(default)]
+    #[param(max_length = 200)]
     q: Option<String>,
     /// Only this status.
     #[serde(default)]
@@ -438,7 +473,7 @@ pub(super) struct ListParams {
     path = "/admin/tenants",
     tag = "admin",
     summary = "List tenants",
-    params(("q" = Option<String>, Query, description = "Slug or name contains (ignoring case), or the exact id"), ("status" = Option<tenancy::TenantStatus>, Query, description = "Only this status"), ("all" = Option<bool>, Query, description = "Include inactive tenants (default true)"), ("limit" = Option<u64>, Query, description = "Page size (default 100)"), ("offset" = Option<u64>, Query, description = "Page start")),
+    params(ListParams),
     responses((status = 200, description = "A page of tenants", body = tenancy::TenantPage),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -488,7 +523,7 @@ pub(super) async fn list(
     path = "/admin/tenants/{tenant}",
     tag = "admin",
     summary = "One tenant",
-    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    params(super::openapi::TenantPath),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -508,8 +543,8 @@ pub(super) async fn show(
     path = "/admin/tenants/{tenant}",
     tag = "admin",
     summary = "Change a tenant's slug, name, plan or metadata",
-    request_body = tenancy::TenantUpdate,
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    request_body = UpdateBody,
+    params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -644,7 +679,7 @@ async fn change(state: &ServerState, actor: &Actor, reference: &str, change: Cha
     path = "/admin/tenants/{tenant}",
     tag = "admin",
     summary = "Delete a tenant (deprovision policy applies)",
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 200, description = "The deleted tenant", body = tenancy::TenantInfo),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -664,7 +699,9 @@ pub(super) async fn remove(
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SuspendBody {
+    /// Why (at most 500 characters).
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
@@ -673,7 +710,7 @@ pub(super) struct SuspendBody {
     tag = "admin",
     summary = "Suspend a tenant, with an optional reason",
     request_body = Option<SuspendBody>,
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -687,7 +724,7 @@ pub(super) async fn suspend(
     Path(reference): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body: SuspendBody = if body.is_empty() {
+    let body: SuspendBody = if body.is_empty() || body.as_ref() == b"null" {
         SuspendBody::default()
     } else {
         match serde_json::from_slice(&body) {
@@ -709,7 +746,7 @@ pub(super) async fn suspend(
     path = "/admin/tenants/{tenant}/activate",
     tag = "admin",
     summary = "Activate a tenant",
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -730,7 +767,7 @@ pub(super) async fn activate(
     path = "/admin/tenants/{tenant}/deactivate",
     tag = "admin",
     summary = "Deactivate a tenant",
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -751,7 +788,7 @@ pub(super) async fn deactivate(
     path = "/admin/tenants/{tenant}/config",
     tag = "admin",
     summary = "The tenant's effective config (defaults and overrides)",
-    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    params(super::openapi::TenantPath),
     responses((status = 200, description = "Key → value", body = Object),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -775,7 +812,7 @@ pub(super) async fn effective_config(
     path = "/admin/tenants/{tenant}/config/{key}",
     tag = "admin",
     summary = "One config value",
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("key" = String, Path, description = "Dotted config key")),
+    params(super::openapi::ConfigPath),
     responses((status = 200, description = "{key, value}", body = Object),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -805,8 +842,8 @@ pub(super) async fn get_config(
     path = "/admin/tenants/{tenant}/config/{key}",
     tag = "admin",
     summary = "Set a config override (any JSON value)",
-    request_body = Object,
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("key" = String, Path, description = "Dotted config key"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    request_body(content = Value, description = "Any JSON value (at most 64 KiB of JSON)"),
+    params(super::openapi::ConfigPath, super::openapi::ActorHeader),
     responses((status = 200, description = "{key, value}", body = Object),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -880,6 +917,10 @@ pub(super) async fn put_config(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AddDomain {
+    /// The domain (ASCII labels of letters, digits and `-`, at least two).
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    )]
     domain: String,
     #[serde(default)]
     primary: bool,
@@ -894,9 +935,8 @@ fn domain_problem(err: crate::domains::DomainError) -> Response {
         E::Store(e) => store_problem(e),
         e @ E::Unknown(_) => problem(StatusCode::NOT_FOUND, "domain_not_found", e),
         e @ E::UnknownTenant(_) => problem(StatusCode::NOT_FOUND, "tenant_not_found", e),
-        e @ E::NotVerified(_) => {
-            problem(StatusCode::UNPROCESSABLE_ENTITY, "domain_not_verified", e)
-        }
+        // The request is right; the DNS record is not there yet.
+        e @ E::NotVerified(_) => problem(StatusCode::CONFLICT, "domain_not_verified", e),
         e @ E::Dns(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "dns_unavailable", e),
     }
 }
@@ -906,7 +946,7 @@ fn domain_problem(err: crate::domains::DomainError) -> Response {
     tag = "admin",
     summary = "Add a domain to a tenant",
     request_body = AddDomain,
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 201, description = "The domain, with its TXT challenge", body = Object),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -943,7 +983,7 @@ pub(super) async fn add_domain(
     path = "/admin/tenants/{tenant}/domains",
     tag = "admin",
     summary = "A tenant's domains",
-    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    params(super::openapi::TenantPath),
     responses((status = 200, description = "{items}", body = Object),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -966,7 +1006,7 @@ pub(super) async fn list_domains(
     path = "/admin/domains/{domain}/verify",
     tag = "admin",
     summary = "Verify a domain by its DNS TXT record",
-    params(("domain" = String, Path, description = "The domain"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::DomainPath, super::openapi::ActorHeader),
     responses((status = 200, description = "The verified domain", body = Object),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such domain", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -988,7 +1028,7 @@ pub(super) async fn verify_domain(
     path = "/admin/domains/{domain}",
     tag = "admin",
     summary = "Remove a domain",
-    params(("domain" = String, Path, description = "The domain"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::DomainPath, super::openapi::ActorHeader),
     responses((status = 200, description = "The removed domain", body = Object),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such domain", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -1006,13 +1046,19 @@ pub(super) async fn remove_domain(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditParams {
+    /// Tenant id or slug (the id of a deleted tenant).
     #[serde(default)]
+    #[param(max_length = 64)]
     tenant: Option<String>,
+    /// At most this many (1–1000, default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Only entries older than this id.
     #[serde(default)]
     before: Option<i64>,
 }
@@ -1023,7 +1069,7 @@ pub(super) struct AuditParams {
     path = "/admin/audit",
     tag = "admin",
     summary = "The audit log, newest first",
-    params(("tenant" = Option<String>, Query, description = "Tenant id or slug (the id of a deleted tenant)"), ("limit" = Option<u32>, Query, description = "At most this many (1–1000, default 50)"), ("before" = Option<i64>, Query, description = "Only entries older than this id")),
+    params(AuditParams),
     responses((status = 200, description = "Entries", body = super::openapi::AuditPageDoc),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use sqlx::{Postgres, Sqlite, Transaction};
@@ -14,12 +14,28 @@ use tenancy::{Tenant, TenantId};
 use tenancy_interceptor::service::{Object, ServiceError};
 
 use super::{ServerState, problem};
-use crate::app::{App, Resource};
+use crate::app::{App, ColumnType, Resource};
 
-pub(super) fn routes() -> Router<ServerState> {
-    Router::new()
-        .route("/{resource}", get(list).post(create))
-        .route("/{resource}/{id}", get(show).patch(update).delete(remove))
+/// The resources under `/api` and, for the path resolver, under
+/// `/tenants/{tenant}/api`. `guard` puts the tenant layers on each method
+/// (route layers): a method a route does not serve is 405 at once, before
+/// any tenant is resolved or required.
+pub(super) fn routes(
+    guard: impl Fn(MethodRouter<ServerState>) -> MethodRouter<ServerState>,
+) -> Router<ServerState> {
+    let mut router = Router::new();
+    for prefix in ["/api", "/tenants/{tenant}/api"] {
+        router = router
+            .route(
+                &format!("{prefix}/{{resource}}"),
+                guard(get(list).post(create)),
+            )
+            .route(
+                &format!("{prefix}/{{resource}}/{{id}}"),
+                guard(get(show).patch(update).delete(remove)),
+            );
+    }
+    router
 }
 
 /// The largest page (`limit`).
@@ -288,8 +304,20 @@ fn typed(value: &str) -> Value {
     }
 }
 
-fn id_param(params: &HashMap<String, String>) -> Value {
-    typed(params.get("id").map(String::as_str).unwrap_or_default())
+/// The row id of the path, typed as the key column when its type is known
+/// (`None`: it cannot name a row, so the row is not found).
+fn id_param(res: &Resource, params: &HashMap<String, String>) -> Option<Value> {
+    let raw = params.get("id").map(String::as_str).unwrap_or_default();
+    match res
+        .types
+        .iter()
+        .find(|(c, _)| *c == res.columns[0])
+        .map(|(_, t)| *t)
+    {
+        Some(ColumnType::Integer) => raw.parse::<i64>().ok().map(Value::from),
+        Some(ColumnType::Text) => Some(Value::from(raw)),
+        None => Some(typed(raw)),
+    }
 }
 
 /// Whether `content-type` names JSON.
@@ -307,7 +335,11 @@ pub(super) fn is_json(headers: &axum::http::HeaderMap) -> bool {
 
 /// The body as an object of scalar fields: every refusal names its field,
 /// and an integer beyond 64 bits is refused, never rounded into a float.
-fn body_object(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<Object, Response> {
+fn body_object(
+    res: &Resource,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Object, Response> {
     let invalid = |code: &'static str, detail: String| {
         Err(problem(StatusCode::UNPROCESSABLE_ENTITY, code, detail))
     };
@@ -327,6 +359,12 @@ fn body_object(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<Object, R
         };
     let mut object = Map::new();
     for (name, raw) in fields {
+        if res.read_only.contains(&name) {
+            return invalid(
+                "invalid_value",
+                format!("`{name}` is read-only: the database assigns it"),
+            );
+        }
         let text = raw.get();
         let integer_literal = text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
             && text.bytes().any(|b| b.is_ascii_digit());
@@ -346,6 +384,20 @@ fn body_object(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<Object, R
                 );
             }
             Ok(value) => {
+                let expected = res.types.iter().find(|(c, _)| *c == name).map(|(_, t)| *t);
+                let fits = match (expected, &value) {
+                    (None, _) => true,
+                    (Some(ColumnType::Integer), Value::Number(n)) => n.is_i64(),
+                    (Some(ColumnType::Text), Value::String(text)) => !text.contains('\0'),
+                    _ => false,
+                };
+                if !fits {
+                    let what = match expected {
+                        Some(ColumnType::Integer) => "an integer",
+                        _ => "a string without NUL characters",
+                    };
+                    return invalid("invalid_value", format!("`{name}` must be {what}"));
+                }
                 object.insert(name, value);
             }
             Err(e) => return invalid("invalid_body", format!("`{name}`: {e}")),
@@ -397,7 +449,7 @@ fn page(query: HashMap<String, String>) -> Result<Page, Response> {
     path = "/api/{resource}",
     tag = "tenant",
     summary = "List the tenant's rows",
-    params(("resource" = String, Path, description = "Resource name (notes by default)"), ("limit" = Option<i64>, Query, description = "Page size (at most 1000)"), ("offset" = Option<i64>, Query, description = "Page start"), ("q" = Option<String>, Query, description = "Text search")),
+    params(("resource" = String, Path, description = "Resource name (notes by default)"), ("limit" = Option<i64>, Query, description = "Page size (0–1000, default 50)", minimum = 0, maximum = 1000), ("offset" = Option<i64>, Query, description = "Page start (at most 1,000,000,000)", minimum = 0, maximum = 1000000000), ("q" = Option<String>, Query, description = "Text search")),
     responses((status = 200, description = "Rows", body = super::openapi::RowsDoc),
         (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -484,7 +536,10 @@ pub(super) async fn show(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let (id, t) = (id_param(&params), tenant.id.as_str());
+    let Some(id) = id_param(res, &params) else {
+        return not_found(&params);
+    };
+    let t = tenant.id.as_str();
     let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.get_pg(conn, t, &id).await,
         sqlite: res.table.get_sqlite(conn, t, &id).await);
     match result {
@@ -501,7 +556,7 @@ fn not_found(params: &HashMap<String, String>) -> Response {
         format!(
             "no {} with id {} in this tenant",
             params.get("resource").map(String::as_str).unwrap_or("row"),
-            id_param(params)
+            params.get("id").map(String::as_str).unwrap_or_default()
         ),
     )
 }
@@ -531,7 +586,7 @@ pub(super) async fn create(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let fields = match body_object(&headers, &body) {
+    let fields = match body_object(res, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -572,11 +627,14 @@ pub(super) async fn update(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let fields = match body_object(&headers, &body) {
+    let fields = match body_object(res, &headers, &body) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    let (id, t) = (id_param(&params), tenant.id.as_str());
+    let Some(id) = id_param(res, &params) else {
+        return not_found(&params);
+    };
+    let t = tenant.id.as_str();
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }
@@ -610,7 +668,10 @@ pub(super) async fn remove(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let (id, t) = (id_param(&params), tenant.id.as_str());
+    let Some(id) = id_param(res, &params) else {
+        return not_found(&params);
+    };
+    let t = tenant.id.as_str();
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }

@@ -17,11 +17,35 @@ use super::{ServerState, problem};
 const ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// An origin-form target: `/` then the characters of RFC 3986 paths and
+/// queries, and `[`, `]` that browsers send unencoded in queries (as the
+/// OpenAPI document's pattern says).
+fn is_origin_form(target: &[u8]) -> bool {
+    target.first() == Some(&b'/')
+        && target.len() <= 2048
+        && target
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~!$&'()*+,;=:@/%?[]-".contains(b))
+}
+
+/// A host name with an optional port.
+fn is_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().rposition(|b| *b == b':') {
+        Some(i) => (&host[..i], Some(&host[i + 1..])),
+        None => (host, None),
+    };
+    (1..=253).contains(&name.len())
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b".-".contains(b))
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit))
+}
+
 #[utoipa::path(get,
     path = "/resolve",
     tag = "gateway",
     summary = "Resolve the tenant of a forwarded request (nginx auth_request, Envoy ext_authz)",
-    params(("x-original-uri" = Option<String>, Header, description = "The original request target"), ("x-forwarded-host" = Option<String>, Header, description = "The original Host"), ("x-tenant-id" = Option<String>, Header, description = "As the client sent it")),
+    params(super::openapi::ForwardedHeaders),
     responses((status = 200, description = "Resolved: X-Tenant-Id, X-Tenant-Slug and X-Tenant-Plan headers"),
         (status = 400, description = "Malformed forwarded request", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -30,18 +54,33 @@ const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
         (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
+    if let Some(host) = parts.headers.get(&FORWARDED_HOST)
+        && !is_host(host.as_bytes())
+    {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_forwarded_host",
+            "X-Forwarded-Host must be a host name with an optional port",
+        );
+    }
+    // An empty X-Original-URI is an absent one: the target is `/`.
     let uri: Uri = match parts
         .headers
         .get(&ORIGINAL_URI)
-        .map(|v| v.to_str().map(str::parse::<Uri>))
-    {
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            (
+                is_origin_form(v.as_bytes()),
+                v.to_str().map(str::parse::<Uri>),
+            )
+        }) {
         None => Uri::from_static("/"),
-        Some(Ok(Ok(uri))) => uri,
+        Some((true, Ok(Ok(uri)))) => uri,
         Some(_) => {
             return problem(
                 StatusCode::BAD_REQUEST,
                 "invalid_original_uri",
-                "X-Original-URI is not a valid request target",
+                "X-Original-URI must be a request target in origin form (`/path?query`)",
             );
         }
     };
@@ -102,7 +141,7 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
     path = "/tls/ask",
     tag = "gateway",
     summary = "Whether a certificate may be issued for a domain (Caddy on-demand TLS)",
-    params(("domain" = Option<String>, Query, description = "The domain")),
+    params(("domain" = Option<String>, Query, description = "The domain", max_length = 1024)),
     responses((status = 200, description = "A verified domain of an active tenant"),
         (status = 404, description = "No certificate for this domain", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn tls_ask(

@@ -36,9 +36,13 @@ const IMPERSONATED_BY: &str = "impersonated_by";
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ImpersonateBody {
+    /// The user acted as: 1–128 of letters, digits, `.`, `_`, `@`, `+`, `-`.
+    #[schema(pattern = r"^[A-Za-z0-9._@+-]{1,128}$")]
     user: String,
+    /// Lifetime in seconds (1–300, default 60).
     #[serde(default)]
-    ttl_s: Option<u64>,
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 300)]
+    ttl_s: Option<f64>,
 }
 
 fn key_of(token: &str) -> String {
@@ -54,7 +58,7 @@ fn key_of(token: &str) -> String {
     tag = "admin",
     summary = "A single-use token to act as one user of an active tenant",
     request_body = ImpersonateBody,
-    params(("tenant" = String, Path, description = "Tenant id or slug"), ("x-actor" = Option<String>, Header, description = "Who acts, for the audit log (1–64 of letters, digits, . _ @ -)")),
+    params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 201, description = "{token, tenant_id, user, expires_at, ttl_s}", body = Object),
         (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -78,16 +82,23 @@ pub(super) async fn issue(
             );
         }
     };
-    let user = body.user.trim();
-    if user.is_empty() || user.chars().count() > 128 || user.chars().any(char::is_control) {
+    let user = body.user.as_str();
+    if !(1..=128).contains(&user.len())
+        || !user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
+    {
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_user",
-            "user must be 1–128 characters without control characters",
+            "user must be 1–128 of letters, digits, `.`, `_`, `@`, `+` or `-`",
         );
     }
-    let ttl = body.ttl_s.unwrap_or(60);
-    if !(1..=MAX_TTL_SECS).contains(&ttl) {
+    // JSON's integers include `60.0`; a fraction is refused.
+    let ttl = body.ttl_s.unwrap_or(60.0);
+    let whole = ttl.fract() == 0.0 && (1.0..=MAX_TTL_SECS as f64).contains(&ttl);
+    let ttl = ttl as u64;
+    if !whole {
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_ttl",

@@ -198,13 +198,14 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         .layer()
         .rate_limits(limiter)
         .metrics(metrics.clone());
+    let app_resources = app.resources.clone();
     let state = ServerState {
         app,
         admin_token,
         layer,
         metrics,
         listener: changes,
-        openapi: Arc::from(openapi::document()),
+        openapi: Arc::from(openapi::document(&app_resources)),
         missing_storage: Arc::default(),
         refusals: Arc::new(admin::RefusalBudget::new()),
     };
@@ -295,16 +296,6 @@ pub(crate) fn auth_mode(config: &tenancy::TenancyConfig) -> AuthMode {
 /// The whole HTTP surface.
 pub(crate) fn router(state: ServerState) -> (Router, String) {
     let strategy = state.app.tenancy.isolation().name().to_owned();
-    let tenant_routes = crud::routes()
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            note_missing_storage,
-        ))
-        .layer(RequireTenantLayer::new());
-    // The tenant layer wraps the tenant routes only (with their full path,
-    // so `path` resolution sees `/tenants/{tenant}/…`); admin, health and
-    // TLS routes name tenants in their own way, and `/resolve` runs the
-    // layer once, on the forwarded request.
     let server = &state.app.config.server;
     let request_timeout = std::time::Duration::from_millis(server.request_timeout_ms);
     let admin_timeout = std::time::Duration::from_millis(server.admin_timeout_ms);
@@ -312,14 +303,25 @@ pub(crate) fn router(state: ServerState) -> (Router, String) {
         timeout: std::time::Duration::from_millis(server.body_timeout_ms),
         max_bytes: server.max_body_bytes,
     };
-    let tenant_api = Router::new()
-        .nest("/api", tenant_routes.clone())
-        .nest("/tenants/{tenant}/api", tenant_routes)
-        .layer(state.layer.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            impersonate::accept,
-        ));
+    // The tenant layers, innermost first, on each method of each tenant
+    // route: a method a route does not serve is 405 before any tenant is
+    // resolved or required. The tenant layer sees the full path, so `path`
+    // resolution finds `/tenants/{tenant}/…`; admin, health and TLS routes
+    // name tenants in their own way, and `/resolve` runs the layer once, on
+    // the forwarded request.
+    let tenant_api = crud::routes(|methods| {
+        methods
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                note_missing_storage,
+            ))
+            .route_layer(RequireTenantLayer::new())
+            .route_layer(state.layer.clone())
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                impersonate::accept,
+            ))
+    });
     let router = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::openapi_json))

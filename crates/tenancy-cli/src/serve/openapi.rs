@@ -6,6 +6,7 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -43,6 +44,71 @@ pub(super) struct AuditPageDoc {
     items: Vec<tenancy::audit::AuditEntry>,
     /// Pass as `before` for the next page (absent on the last).
     next_before: Option<i64>,
+}
+
+/// `X-Actor`: who acts, for the audit log.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(super) struct ActorHeader {
+    /// Who acts, for the audit log (1–64 of letters, digits, `.`, `_`, `@`, `-`).
+    #[param(rename = "x-actor", pattern = r"^[A-Za-z0-9._@-]{1,64}$")]
+    x_actor: Option<String>,
+}
+
+/// A tenant named in the path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct TenantPath {
+    /// Tenant id or slug (1–64 of letters, digits, `-`, `_`).
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    tenant: String,
+}
+
+/// A domain named in the path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct DomainPath {
+    /// The domain (ASCII labels of letters, digits and `-`, at least two).
+    #[param(
+        pattern = r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    )]
+    domain: String,
+}
+
+/// A tenant and a config key in the path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct ConfigPath {
+    /// Tenant id or slug (1–64 of letters, digits, `-`, `_`).
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    tenant: String,
+    /// Dotted config key (1–128 of letters, digits, `_`, `.`, `-`).
+    #[param(pattern = r"^[A-Za-z0-9_.-]{1,128}$")]
+    key: String,
+}
+
+/// The forwarded request's headers of `GET /resolve` (beside these, the
+/// client's own: `X-Tenant-Id`, `Authorization`, `Host`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(super) struct ForwardedHeaders {
+    /// The original request target (origin form, `/…`).
+    #[param(
+        rename = "x-original-uri",
+        pattern = r"^/[A-Za-z0-9._~!$&'()*+,;=:@/%?\[\]-]{0,2047}$"
+    )]
+    x_original_uri: Option<String>,
+    /// The original `Host`.
+    #[param(
+        rename = "x-forwarded-host",
+        pattern = r"^[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?$"
+    )]
+    x_forwarded_host: Option<String>,
 }
 
 struct Security;
@@ -92,16 +158,159 @@ impl Modify for Security {
         super::crud::remove,
         openapi_json,
     ),
-    components(schemas(ProblemDoc, RowsDoc, AuditPageDoc, tenancy::TenantInfo, tenancy::TenantPage, tenancy::TenantUpdate, tenancy::TenantStatus)),
+    components(schemas(ProblemDoc, RowsDoc, AuditPageDoc, tenancy::TenantInfo, tenancy::TenantPage, tenancy::TenantStatus)),
     modifiers(&Security)
 )]
 struct ApiDoc;
 
-/// The document, rendered once.
-pub(super) fn document() -> String {
-    ApiDoc::openapi()
-        .to_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+/// The document, rendered once at start: the handlers' annotations, with
+/// the generic CRUD routes written out for each served resource (its
+/// columns, their types and which a create needs), so clients and
+/// schemathesis see exactly what the server accepts.
+pub(super) fn document(resources: &[crate::app::Resource]) -> String {
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(doc) => doc,
+        Err(e) => return json!({ "error": e.to_string() }).to_string(),
+    };
+    let schemas = &mut doc["components"]["schemas"];
+    for res in resources {
+        let (create, update) = body_schemas(res);
+        schemas[format!("{}_create", res.name)] = create;
+        schemas[format!("{}_update", res.name)] = update;
+    }
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        let list = paths.remove("/api/{resource}").unwrap_or(Value::Null);
+        let item = paths.remove("/api/{resource}/{id}").unwrap_or(Value::Null);
+        for res in resources {
+            for (generic, path) in [
+                (&list, format!("/api/{}", res.name)),
+                (&item, format!("/api/{}/{{id}}", res.name)),
+            ] {
+                paths.insert(path, for_resource(generic.clone(), res));
+            }
+        }
+        // Parameters are never null: a header, query or path value is text.
+        for item in paths.values_mut() {
+            for op in item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                for p in op
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(schema) = p.get_mut("schema").and_then(Value::as_object_mut) else {
+                        continue;
+                    };
+                    if let Some(Value::Array(types)) = schema.get_mut("type") {
+                        types.retain(|t| t != "null");
+                        if let [only] = types.as_slice() {
+                            let only = only.clone();
+                            schema.insert("type".into(), only);
+                        }
+                    }
+                }
+            }
+        }
+        // One operationId per operation: method and path.
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in item.iter_mut() {
+                if let Some(op) = op.as_object_mut() {
+                    let id: String = format!("{method}{path}")
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    op.insert("operationId".into(), Value::String(id));
+                    // Every body is bounded (server.max_body_bytes).
+                    if op.contains_key("requestBody") {
+                        op.entry("responses")
+                            .or_insert_with(|| json!({}))
+                            .as_object_mut()
+                            .map(|r| r.insert("413".into(), problem_response("The body is larger than server.max_body_bytes, or a value larger than its bound")));
+                    }
+                }
+            }
+        }
+    }
+    doc.to_string()
+}
+
+fn problem_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDoc"}}}
+    })
+}
+
+/// The JSON schema of one column.
+fn column_schema(res: &crate::app::Resource, column: &str) -> Value {
+    use crate::app::ColumnType;
+    let int64 =
+        json!({"type": "integer", "format": "int64", "minimum": i64::MIN, "maximum": i64::MAX});
+    match res.types.iter().find(|(c, _)| c == column).map(|(_, t)| *t) {
+        Some(ColumnType::Integer) => int64,
+        Some(ColumnType::Text) => json!({"type": "string", "pattern": "^[^\\x00]*$"}),
+        None => json!({"anyOf": [
+            {"type": "string"}, {"type": "boolean"}, {"type": "null"}, int64,
+            {"type": "number", "not": {"type": "integer"}}
+        ]}),
+    }
+}
+
+/// The create and update bodies of a resource.
+fn body_schemas(res: &crate::app::Resource) -> (Value, Value) {
+    let properties: serde_json::Map<String, Value> = res
+        .columns
+        .iter()
+        .filter(|c| !res.read_only.contains(c))
+        .map(|c| (c.clone(), column_schema(res, c)))
+        .collect();
+    let create = json!({
+        "type": "object",
+        "description": format!("A row of `{}`: the tenant is taken from the request, never from the body", res.name),
+        "properties": properties,
+        "required": res.required,
+        "additionalProperties": false,
+        "minProperties": 1,
+    });
+    let mut update = create.clone();
+    update["required"] = json!([]);
+    (create, update)
+}
+
+/// A generic CRUD path item made concrete for one resource.
+fn for_resource(mut item: Value, res: &crate::app::Resource) -> Value {
+    let Some(ops) = item.as_object_mut() else {
+        return item;
+    };
+    for (method, op) in ops.iter_mut() {
+        if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+            params.retain(|p| p["name"] != "resource");
+            for p in params.iter_mut() {
+                if p["name"] == "id" && p["in"] == "path" {
+                    p["schema"] = column_schema(res, &res.columns[0]);
+                }
+            }
+        }
+        let body = match method.as_str() {
+            "post" => Some(format!("{}_create", res.name)),
+            "patch" => Some(format!("{}_update", res.name)),
+            _ => None,
+        };
+        if let Some(name) = body {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}
+            });
+        }
+    }
+    item
 }
 
 /// `GET /openapi.json`.
