@@ -245,6 +245,14 @@ async fn id_taken(app: &App, id: &TenantId) -> Result<Option<String>, CliError> 
     if let Err(e) = tenancy_sql::ident::tenant_object_name(id) {
         return Ok(Some(format!("cannot be used here ({e})")));
     }
+    // A tenant deleted under the `keep` policy (or a pending pool member)
+    // leaves rows, a schema, a database or archives under its id: a new
+    // tenant with that id would take them over, and a failed import would
+    // remove them.
+    let traces = scan(app, id).await?;
+    if !traces.is_empty() {
+        return Ok(Some(format!("still has data here ({})", traces.join("; "))));
+    }
     Ok(None)
 }
 

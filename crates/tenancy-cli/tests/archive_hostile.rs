@@ -213,11 +213,50 @@ async fn exported_acme() -> (Cli, Vec<(String, Vec<u8>)>) {
     (source, entries)
 }
 
+/// A note of tenant `tenant` with key `key`, written straight into the
+/// deployment's shared notes table (row level).
+async fn insert_note(cli: &Cli, tenant: &str, key: i64) {
+    match cli.env.iter().find(|(k, _)| k == "DATABASE_URL") {
+        Some((_, url)) => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(
+                "INSERT INTO notes (id, tenant_id, title, body) VALUES ($1, $2, 'mine', '')",
+            )
+            .bind(key)
+            .bind(tenant)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        None => {
+            let url = format!("sqlite://{}", cli.path("tenancy.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(
+                "INSERT INTO notes (id, tenant_id, title, body) VALUES (?1, ?2, 'mine', '')",
+            )
+            .bind(key)
+            .bind(tenant)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+}
+
 #[tokio::test]
-async fn an_archive_cannot_take_another_tenants_id_or_slug() {
+async fn an_archive_cannot_take_another_tenants_id_or_slug_on_sqlite() {
+    no_takeover(Cli::sqlite()).await;
+}
+
+#[tokio::test]
+async fn an_archive_cannot_take_another_tenants_id_or_slug_on_postgres() {
+    let db = PgTestDb::new().await;
+    no_takeover(Cli::with_url(&db.url)).await;
+}
+
+async fn no_takeover(victim: Cli) {
     let (_source, archive) = exported_acme().await;
     let archive = without_rows(&archive);
-    let victim = Cli::sqlite();
     let real_acme = victim.json(&[
         "tenants", "create", "--slug", "acme", "--name", "Real", "--json",
     ]);
@@ -254,6 +293,28 @@ async fn an_archive_cannot_take_another_tenants_id_or_slug() {
     assert_ne!(imported["id"], real_id.as_str());
     assert_eq!(imported["id_kept"], false);
 
+    // The id of a tenant deleted under the `keep` policy, whose rows are
+    // still there: not taken over.
+    let gone = id_of(&victim.json(&[
+        "tenants", "create", "--slug", "gone", "--name", "G", "--json",
+    ]));
+    insert_note(&victim, &gone, 100).await;
+    victim.ok(&["tenants", "delete", "gone"]);
+    rewrite(&archive, &victim.path("heir.tar"), |m| {
+        m["tenant"]["id"] = gone.as_str().into();
+        m["tenant"]["slug"] = "heir".into();
+        m["domains"] = serde_json::json!([]);
+    });
+    let imported = victim.json(&["tenants", "import", "heir.tar", "--json"]);
+    assert_ne!(imported["id"], gone.as_str(), "{imported}");
+    assert_eq!(imported["id_kept"], false);
+    let rows = victim.json(&["export", "notes", "--tenant-id", "heir"]);
+    assert_eq!(
+        rows,
+        serde_json::json!([]),
+        "the old rows stay the old tenant's"
+    );
+
     // A free id is kept; then that id is taken as a slug by nobody else.
     rewrite(&archive, &victim.path("zeta.tar"), |m| {
         m["tenant"]["id"] = "zeta".into();
@@ -287,13 +348,22 @@ async fn an_archive_cannot_take_another_tenants_id_or_slug() {
 }
 
 #[tokio::test]
-async fn imported_domains_arrive_pending_unless_trusted() {
+async fn imported_domains_arrive_pending_unless_trusted_on_sqlite() {
+    pending_domains(Cli::sqlite(), Cli::sqlite()).await;
+}
+
+#[tokio::test]
+async fn imported_domains_arrive_pending_unless_trusted_on_postgres() {
+    let (one, two) = (PgTestDb::new().await, PgTestDb::new().await);
+    pending_domains(Cli::with_url(&one.url), Cli::with_url(&two.url)).await;
+}
+
+async fn pending_domains(target: Cli, trusting: Cli) {
     let (_source, archive) = exported_acme().await;
     let archived_token = manifest_of(&archive)["domains"][0]["token"]
         .as_str()
         .unwrap()
         .to_owned();
-    let target = Cli::sqlite();
     rewrite(&archive, &target.path("a.tar"), |_| {});
     let out = target.run(&["tenants", "import", "a.tar"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -335,7 +405,6 @@ async fn imported_domains_arrive_pending_unless_trusted() {
     assert!(log.iter().any(|e| e["action"] == "tenant.import"));
 
     // An operator who trusts the archive keeps the verified status.
-    let trusting = Cli::sqlite();
     rewrite(&archive, &trusting.path("a.tar"), |_| {});
     trusting.ok(&["tenants", "import", "a.tar", "--trust-domains"]);
     let domains = trusting.json(&["domains", "list", "acme", "--json"]);
@@ -481,9 +550,18 @@ async fn hostile_archives_are_refused_with_flat_memory() {
 }
 
 #[tokio::test]
-async fn a_failed_import_is_audited() {
+async fn a_failed_import_is_audited_on_sqlite() {
+    failed_import_audited(Cli::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_failed_import_is_audited_on_postgres() {
+    let db = PgTestDb::new().await;
+    failed_import_audited(Cli::with_url(&db.url)).await;
+}
+
+async fn failed_import_audited(target: Cli) {
     let (_source, archive) = exported_acme().await;
-    let target = Cli::sqlite();
     target.ok(&["tenants", "create", "--slug", "acme", "--name", "A"]);
     // Refused before a tenant exists: the slug is taken.
     rewrite(&archive, &target.path("a.tar"), |_| {});
@@ -500,14 +578,7 @@ async fn a_failed_import_is_audited() {
     // under row level): the tenant is gone, and so is its id from the entry.
     let copy = target.json(&["tenants", "show", "acme", "--json"]);
     let id = id_of(&copy);
-    let url = format!("sqlite://{}", target.path("tenancy.db").display());
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("INSERT INTO notes (id, tenant_id, title, body) VALUES (1, ?1, 'mine', '')")
-        .bind(&id)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    drop(conn);
+    insert_note(&target, &id, 1).await;
     let err = target.fail(&["tenants", "import", "a.tar", "--slug", "acme-two"]);
     assert!(err.contains("nothing was kept"), "{err}");
     let log = audit(&target);
