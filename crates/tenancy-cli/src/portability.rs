@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use tenancy::config::DeprovisionPolicy;
 use tenancy::{NewTenant, TenantId, TenantInfo, TenantStatus};
-use tenancy_sql::portable::{Session, Table, TenantData};
+use tenancy_sql::portable::{LineLimit, MAX_ROW_BYTES, Session, Table, TenantData};
 
 use crate::app::{App, CliError, Global, MainPool, Migrator, TENANT_COLUMN};
 use crate::archive::{self, ArchiveWriter, ArchivedTable, Manifest, Source};
@@ -167,8 +167,11 @@ pub async fn export_to(app: &App, tenant: &TenantInfo, path: &Path) -> Result<Ma
         let file = format!("tables/{:04}.ndjson", i + 1);
         let started = Instant::now();
         let start = out.begin_entry()?;
+        // A row over the import's bound would make an archive no import
+        // reads: refused here, the table named.
+        let mut body = LineLimit::new(out.body(), MAX_ROW_BYTES);
         let digest = session
-            .export_table(&table, None, out.body())
+            .export_table(&table, None, &mut body)
             .await
             .map_err(|e| CliError::msg(format!("cannot export table `{}`: {e}", table.name)))?;
         out.end_entry(start, &file)?;

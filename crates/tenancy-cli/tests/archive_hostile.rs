@@ -547,6 +547,22 @@ async fn hostile_archives_are_refused_with_flat_memory() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // And the export refuses such a row, rather than write an archive no
+    // import reads.
+    let acme = id_of(&target.json(&["tenants", "show", "acme", "--json"]));
+    let url = format!("sqlite://{}", target.path("tenancy.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, title, body) VALUES (?1, ?2, '')")
+        .bind(&acme)
+        .bind("x".repeat(65 << 20))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let err = target.fail(&["tenants", "export", "acme", "--output", "huge.tar"]);
+    assert!(err.contains("notes") && err.contains("64 MiB"), "{err}");
+    assert!(!target.path("huge.tar").exists() && !target.path("huge.tar.partial").exists());
 }
 
 #[tokio::test]

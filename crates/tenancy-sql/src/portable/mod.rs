@@ -334,26 +334,25 @@ impl<W: Write> Write for DigestWriter<W> {
 /// files belong in object storage, not in a row.
 pub const MAX_ROW_BYTES: u64 = 64 << 20;
 
-/// A reader that fails (`InvalidData`) as soon as one line is longer than
-/// a bound, so a caller reading lines never holds more than that.
-pub struct LineLimit<R> {
-    inner: R,
+/// A reader or writer that fails (`InvalidData`) as soon as one line is
+/// longer than a bound: a caller reading lines never holds more than that,
+/// and an export never writes a row no import would read.
+pub struct LineLimit<T> {
+    inner: T,
     max: u64,
     /// Bytes since the last newline.
     run: u64,
 }
 
-impl<R: std::io::Read> LineLimit<R> {
-    /// Lines of `inner` of at most `max` bytes, newline included.
-    pub fn new(inner: R, max: u64) -> Self {
+impl<T> LineLimit<T> {
+    /// Lines through `inner` of at most `max` bytes, newline included.
+    pub fn new(inner: T, max: u64) -> Self {
         Self { inner, max, run: 0 }
     }
-}
 
-impl<R: std::io::Read> std::io::Read for LineLimit<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for b in &buf[..n] {
+    /// Counts `bytes`, which went through.
+    fn count(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        for b in bytes {
             self.run += 1;
             if self.run > self.max {
                 return Err(std::io::Error::new(
@@ -368,7 +367,27 @@ impl<R: std::io::Read> std::io::Read for LineLimit<R> {
                 self.run = 0;
             }
         }
+        Ok(())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count(&buf[..n])?;
         Ok(n)
+    }
+}
+
+impl<W: Write> Write for LineLimit<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count(&buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -676,6 +695,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("6 bytes"), "{err}");
+        // Writing: the same bound.
+        let mut sink = LineLimit::new(Vec::new(), 6);
+        sink.write_all(b"12345\n").unwrap();
+        assert!(sink.write_all(b"1234567").is_err());
         // Without a newline at all.
         let endless = std::io::repeat(b'x').take(1 << 20);
         let err = digest_of(LineLimit::new(endless, 1 << 10)).unwrap_err();
