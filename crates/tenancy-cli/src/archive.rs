@@ -184,37 +184,135 @@ fn not_an_archive(path: &Path, e: impl std::fmt::Display) -> CliError {
     ))
 }
 
-/// The path of an entry of the archive at `path`.
-fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, path: &Path) -> Result<String, CliError> {
-    Ok(entry
-        .path()
+/// The largest manifest an import reads: 16 MiB. A manifest holds the
+/// tenant record, its config, its domains and one line per table; a real
+/// one is a few KiB, and a tenant with thousands of tables and domains
+/// stays far below this.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// The entries of the archive at `path`, raw: nothing the tar format can
+/// expand on reading (GNU sparse maps, long names, PAX headers) is
+/// expanded, so an entry reads as exactly the bytes the file holds.
+fn raw_entries<'a>(
+    archive: &'a mut tar::Archive<BufReader<File>>,
+    path: &Path,
+) -> Result<tar::Entries<'a, BufReader<File>>, CliError> {
+    Ok(archive
+        .entries()
         .map_err(|e| not_an_archive(path, e))?
-        .to_string_lossy()
-        .into_owned())
+        .raw(true))
+}
+
+/// What an entry is, when it is anything but a plain file.
+fn entry_kind(kind: tar::EntryType) -> Option<&'static str> {
+    use tar::EntryType as T;
+    Some(match kind {
+        T::Regular => return None,
+        T::GNUSparse => "a sparse file",
+        T::Symlink => "a symlink",
+        T::Link => "a hard link",
+        T::Directory => "a directory",
+        T::Char | T::Block => "a device",
+        T::Fifo => "a fifo",
+        T::GNULongName | T::GNULongLink => "a GNU long name",
+        T::XHeader | T::XGlobalHeader => "a PAX header",
+        _ => "not a regular file",
+    })
+}
+
+/// The name of an entry, checked: `manifest.json` or `tables/<digits>.ndjson`
+/// (what `tenancy tenants export` writes), a plain file, nothing else.
+fn checked_name<R: Read>(entry: &tar::Entry<'_, R>, path: &Path) -> Result<String, CliError> {
+    let bytes = entry.path_bytes();
+    let name = String::from_utf8_lossy(&bytes).into_owned();
+    let shown = name
+        .chars()
+        .take(120)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    let header = entry.header();
+    if let Some(kind) = entry_kind(header.entry_type()) {
+        return Err(CliError::msg(format!(
+            "{} holds `{shown}`, which is {kind}: an archive holds only regular files; \
+             refusing it, nothing was imported",
+            path.display()
+        )));
+    }
+    if !is_expected_name(&name) {
+        return Err(CliError::msg(format!(
+            "{} holds an entry named `{shown}`: an archive's entry names are `{MANIFEST}` and \
+             `tables/NNNN.ndjson` (never absolute, never `..`); refusing it, nothing was imported",
+            path.display()
+        )));
+    }
+    Ok(name)
+}
+
+/// `manifest.json` or `tables/<digits>.ndjson`.
+fn is_expected_name(name: &str) -> bool {
+    name == MANIFEST
+        || name
+            .strip_prefix("tables/")
+            .and_then(|rest| rest.strip_suffix(".ndjson"))
+            .is_some_and(|n| !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Reads the manifest entry: at most [`MAX_MANIFEST_BYTES`], never more
+/// than that in memory whatever its header claims.
+fn read_manifest(entry: impl Read, path: &Path) -> Result<Manifest, CliError> {
+    let too_big = || {
+        CliError::msg(format!(
+            "{}: {MANIFEST} is larger than {} MiB, the most a manifest may take: \
+             refusing it, nothing was imported",
+            path.display(),
+            MAX_MANIFEST_BYTES >> 20
+        ))
+    };
+    let mut text = Vec::new();
+    entry
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| not_an_archive(path, e))?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_big());
+    }
+    serde_json::from_slice(&text).map_err(|e| not_an_archive(path, format!("{MANIFEST}: {e}")))
 }
 
 /// Reads the manifest of `path`, then checks every table entry against it
 /// (row count and SHA-256), before anything is written anywhere.
+///
+/// Only what `tenancy tenants export` writes is accepted: regular entries
+/// named `manifest.json` (once, at most [`MAX_MANIFEST_BYTES`]) and
+/// `tables/NNNN.ndjson` (each once, rows of at most
+/// [`tenancy_sql::portable::MAX_ROW_BYTES`]). Entries are read as stored and
+/// streamed, so memory stays flat whatever sizes the archive claims.
 pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
     // One pass: every table entry hashed, the manifest (the last entry) read.
     let mut manifest: Option<Manifest> = None;
     let mut archive = open(path)?;
-    let entries = archive.entries().map_err(|e| not_an_archive(path, e))?;
-    let mut digests = Vec::new();
-    for entry in entries {
+    let mut digests: Vec<(String, Result<Digest, std::io::Error>)> = Vec::new();
+    for entry in raw_entries(&mut archive, path)? {
         let mut entry = entry.map_err(|e| not_an_archive(path, e))?;
-        let name = entry_name(&entry, path)?;
+        let name = checked_name(&entry, path)?;
+        if name == MANIFEST && manifest.is_some() || digests.iter().any(|(n, _)| *n == name) {
+            return Err(CliError::msg(format!(
+                "{} holds `{name}` twice: refusing an archive that was changed, nothing was imported",
+                path.display()
+            )));
+        }
         if name == MANIFEST {
-            let mut text = String::new();
-            entry
-                .read_to_string(&mut text)
-                .map_err(|e| not_an_archive(path, e))?;
-            manifest = Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| not_an_archive(path, format!("manifest.json: {e}")))?,
-            );
+            manifest = Some(read_manifest(&mut entry, path)?);
         } else {
-            let digest = digest_of(&mut entry).map_err(|e| not_an_archive(path, e))?;
+            // A row over the bound is reported with its table's name, once
+            // the manifest (the last entry) says which table it is.
+            let digest = digest_of(&mut entry);
+            if let Err(e) = &digest
+                && e.kind() != std::io::ErrorKind::InvalidData
+            {
+                return Err(not_an_archive(path, e));
+            }
             digests.push((name, digest));
         }
     }
@@ -226,7 +324,14 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
             manifest.format
         )));
     }
-    for table in &manifest.tables {
+    for (i, table) in manifest.tables.iter().enumerate() {
+        if manifest.tables[..i].iter().any(|t| t.file == table.file) {
+            return Err(CliError::msg(format!(
+                "{}: its manifest lists `{}` twice: refusing an archive that was changed, nothing was imported",
+                path.display(),
+                table.file
+            )));
+        }
         let Some((_, found)) = digests.iter().find(|(name, _)| *name == table.file) else {
             return Err(CliError::msg(format!(
                 "{} is damaged: table `{}` ({}) is missing from it",
@@ -235,6 +340,14 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
                 table.file
             )));
         };
+        let found = found.as_ref().map_err(|e| {
+            CliError::msg(format!(
+                "{}: table `{}` ({}) cannot be imported: {e}; nothing was imported",
+                path.display(),
+                table.table.name,
+                table.file
+            ))
+        })?;
         if *found != table.digest {
             return Err(CliError::msg(format!(
                 "{} does not match its manifest: table `{}` has {} rows with SHA-256 {}, the manifest says {} rows with SHA-256 {}; \
@@ -266,10 +379,9 @@ where
     F: AsyncFnMut(&str, &mut dyn std::io::BufRead) -> Result<(), CliError>,
 {
     let mut archive = open(path)?;
-    let entries = archive.entries().map_err(|e| not_an_archive(path, e))?;
-    for entry in entries {
+    for entry in raw_entries(&mut archive, path)? {
         let entry = entry.map_err(|e| not_an_archive(path, e))?;
-        let name = entry_name(&entry, path)?;
+        let name = checked_name(&entry, path)?;
         if name == MANIFEST {
             continue;
         }

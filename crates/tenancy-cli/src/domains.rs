@@ -129,6 +129,29 @@ pub async fn add(
     Ok(added)
 }
 
+/// Adds a domain that came in an archive to the tenant `tenant` (`tenancy
+/// tenants import`): a fresh token (the archive's could be anyone's), and
+/// pending unless `trusted` and verified in the archive. Recorded as
+/// `domain.import` with the domain and its status.
+pub async fn import(
+    app: &App,
+    actor: &str,
+    tenant: &tenancy::TenantId,
+    archived: &TenantDomain,
+    trusted: bool,
+) -> Result<TenantDomain, DomainError> {
+    let domain = TenantDomain::new(
+        archived.domain.clone(),
+        tenant.clone(),
+        archived.primary,
+        trusted && archived.is_verified(),
+    );
+    let added = store(app)?.add_domain(domain).await?;
+    forget(app, added.domain.as_str());
+    audit(app, actor, "domain.import", None, Some(&added)).await;
+    Ok(added)
+}
+
 /// Verifies a domain by its TXT record (an already verified one stays so).
 pub async fn verify(app: &App, actor: &str, domain: &str) -> Result<TenantDomain, DomainError> {
     let domain = Domain::parse(domain)?;

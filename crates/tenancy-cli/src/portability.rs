@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use tenancy::config::DeprovisionPolicy;
 use tenancy::{NewTenant, TenantId, TenantInfo, TenantStatus};
-use tenancy_sql::portable::{Session, Table, TenantData};
+use tenancy_sql::portable::{LineLimit, MAX_ROW_BYTES, Session, Table, TenantData};
 
 use crate::app::{App, CliError, Global, MainPool, Migrator, TENANT_COLUMN};
 use crate::archive::{self, ArchiveWriter, ArchivedTable, Manifest, Source};
@@ -33,6 +33,11 @@ pub struct ImportArgs {
     /// The imported tenant's slug [default: the archived tenant's].
     #[arg(long)]
     pub slug: Option<String>,
+    /// Keep the archive's verified domains verified (you vouch for the
+    /// archive); without it every imported domain is pending, with a new
+    /// token, until `tenancy domains verify` sees its TXT record.
+    #[arg(long)]
+    pub trust_domains: bool,
 }
 
 /// Progress on a terminal, lines otherwise.
@@ -162,8 +167,11 @@ pub async fn export_to(app: &App, tenant: &TenantInfo, path: &Path) -> Result<Ma
         let file = format!("tables/{:04}.ndjson", i + 1);
         let started = Instant::now();
         let start = out.begin_entry()?;
+        // A row over the import's bound would make an archive no import
+        // reads: refused here, the table named.
+        let mut body = LineLimit::new(out.body(), MAX_ROW_BYTES);
         let digest = session
-            .export_table(&table, None, out.body())
+            .export_table(&table, None, &mut body)
             .await
             .map_err(|e| CliError::msg(format!("cannot export table `{}`: {e}", table.name)))?;
         out.end_entry(start, &file)?;
@@ -200,10 +208,84 @@ pub async fn export_to(app: &App, tenant: &TenantInfo, path: &Path) -> Result<Ma
     Ok(manifest)
 }
 
-/// Restores an archive as a new tenant.
+/// Restores an archive as a new tenant. A refusal or failure is recorded
+/// in the audit log (`tenant.import_failed`, with the reason).
 pub async fn import(global: &Global, args: ImportArgs) -> Result<(), CliError> {
-    let manifest = archive::read_and_verify(&args.file)?;
     let app = App::open(global).await?;
+    let result = import_into(&app, global, &args).await;
+    if let Err(e) = &result {
+        // Nothing was kept, so the entry names no tenant.
+        app.audit(
+            tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.import_failed")
+                .change(
+                    None,
+                    Some(serde_json::json!({
+                        "file": args.file.display().to_string(),
+                        "error": e.to_string(),
+                    })),
+                ),
+        )
+        .await;
+    }
+    result
+}
+
+/// Why the archive's tenant id cannot be kept here, if it cannot: ids and
+/// slugs are one namespace (a lookup tries the id, then the slug), so an
+/// archived id must be nobody's id and nobody's slug.
+async fn id_taken(app: &App, id: &TenantId) -> Result<Option<String>, CliError> {
+    let store = app.tenancy.store();
+    if let Some(other) = store.get(id).await.map_err(CliError::msg)? {
+        return Ok(Some(format!("is the id of tenant {}", other.slug)));
+    }
+    if let Some(other) = store
+        .get_by_slug(id.as_str())
+        .await
+        .map_err(CliError::msg)?
+    {
+        return Ok(Some(format!("is the slug of tenant {}", other.slug)));
+    }
+    if let Err(e) = tenancy_sql::ident::tenant_object_name(id) {
+        return Ok(Some(format!("cannot be used here ({e})")));
+    }
+    // A tenant deleted under the `keep` policy (or a pending pool member)
+    // leaves rows, a schema, a database or archives under its id: a new
+    // tenant with that id would take them over, and a failed import would
+    // remove them.
+    let traces = scan(app, id).await?;
+    if !traces.is_empty() {
+        return Ok(Some(format!("still has data here ({})", traces.join("; "))));
+    }
+    Ok(None)
+}
+
+/// Refuses a slug that is any tenant's slug or id.
+async fn check_slug_free(app: &App, slug: &str) -> Result<(), CliError> {
+    let store = app.tenancy.store();
+    if store
+        .get_by_slug(slug)
+        .await
+        .map_err(CliError::msg)?
+        .is_some()
+    {
+        return Err(CliError::msg(format!(
+            "slug \"{slug}\" is already used by another tenant: pass --slug with a free one; nothing was imported"
+        )));
+    }
+    if let Ok(as_id) = TenantId::new(slug)
+        && let Some(other) = store.get(&as_id).await.map_err(CliError::msg)?
+    {
+        return Err(CliError::msg(format!(
+            "slug \"{slug}\" is the id of tenant {}: ids and slugs are one namespace (`{slug}` would keep reaching that tenant); \
+             pass --slug with a free one; nothing was imported",
+            other.slug
+        )));
+    }
+    Ok(())
+}
+
+async fn import_into(app: &App, global: &Global, args: &ImportArgs) -> Result<(), CliError> {
+    let manifest = archive::read_and_verify(&args.file)?;
     if manifest.migration_version != app.migration_version {
         return Err(CliError::msg(format!(
             "{} is at migration version {}, but tenants here are at version {}: \
@@ -218,31 +300,13 @@ pub async fn import(global: &Global, args: ImportArgs) -> Result<(), CliError> {
         .clone()
         .unwrap_or_else(|| manifest.tenant.slug.to_string());
     let mut new = NewTenant::new(&slug, manifest.tenant.name.clone()).map_err(CliError::msg)?;
-    if app
-        .tenancy
-        .store()
-        .get_by_slug(&slug)
-        .await
-        .map_err(CliError::msg)?
-        .is_some()
-    {
-        return Err(CliError::msg(format!(
-            "slug \"{slug}\" is already used by another tenant: pass --slug with a free one; nothing was imported"
-        )));
-    }
-    // Keep the archived id when it is free, so references to it elsewhere
-    // stay right; else the store makes a new one.
-    let id = &manifest.tenant.id;
-    if app
-        .tenancy
-        .store()
-        .get(id)
-        .await
-        .map_err(CliError::msg)?
-        .is_none()
-        && tenancy_sql::ident::tenant_object_name(id).is_ok()
-    {
-        new = new.id(id.clone());
+    check_slug_free(app, &slug).await?;
+    // Keep the archived id when nobody has it as id or slug, so references
+    // to it elsewhere stay right; else the store makes a new one.
+    let archived_id = &manifest.tenant.id;
+    let id_refused = id_taken(app, archived_id).await?;
+    if id_refused.is_none() {
+        new = new.id(archived_id.clone());
     }
     if let Some(plan) = &manifest.tenant.plan {
         new = new.plan(plan.clone());
@@ -256,51 +320,86 @@ pub async fn import(global: &Global, args: ImportArgs) -> Result<(), CliError> {
         .create(new)
         .await
         .map_err(CliError::msg)?;
-    match restore(&app, &manifest, &args.file, &tenant).await {
-        Ok(tenant) => {
-            let rows: u64 = manifest.tables.iter().map(|t| t.digest.rows).sum();
-            let took = started.elapsed().as_secs_f64();
-            eprintln!(
-                "imported tenant {} (id {}, status {}): {} tables, {rows} rows, verified against the manifest, in {took:.2} s",
-                tenant.slug,
-                tenant.id,
-                tenant.status,
-                manifest.tables.len()
-            );
-            if global.json {
-                println!("{}", crate::tenants::to_json(&tenant)?);
+    let (tenant, domains) =
+        match restore(app, &manifest, &args.file, &tenant, args.trust_domains).await {
+            Ok(done) => done,
+            Err(e) => {
+                // Leave nothing behind: no rows, schema, database, file, config
+                // or record.
+                if let Err(cleanup) = remove_everything(app, &tenant).await {
+                    eprintln!(
+                        "warning: could not remove what the failed import made for {}: {cleanup}",
+                        tenant.slug
+                    );
+                }
+                return Err(CliError::msg(format!(
+                    "import failed, nothing was kept: {e}"
+                )));
             }
-            app.audit(
-                tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.import")
-                    .tenant(tenant.id.clone())
-                    .change(None, crate::app::audit_value(&tenant)),
-            )
-            .await;
-            app.flush_events().await;
-            Ok(())
-        }
-        Err(e) => {
-            // Leave nothing behind: no rows, schema, database, file, config
-            // or record.
-            if let Err(cleanup) = remove_everything(&app, &tenant).await {
-                eprintln!(
-                    "warning: could not remove what the failed import made for {}: {cleanup}",
-                    tenant.slug
-                );
-            }
-            Err(CliError::msg(format!(
-                "import failed, nothing was kept: {e}"
-            )))
-        }
+        };
+    if let Some(why) = &id_refused {
+        eprintln!(
+            "warning: the archive's tenant id \"{archived_id}\" {why} here: imported under the new id {}",
+            tenant.id
+        );
     }
+    for d in domains.iter().filter(|d| !d.is_verified()) {
+        eprintln!(
+            "domain {} imported as pending: publish TXT {} = \"{}\" and run `tenancy domains verify {}`{}",
+            d.domain,
+            d.domain.challenge_name(),
+            d.token,
+            d.domain,
+            if args.trust_domains {
+                ""
+            } else {
+                " (or import with --trust-domains to keep an archive's verified domains verified)"
+            }
+        );
+    }
+    let rows: u64 = manifest.tables.iter().map(|t| t.digest.rows).sum();
+    let took = started.elapsed().as_secs_f64();
+    eprintln!(
+        "imported tenant {} (id {}, status {}): {} tables, {rows} rows, verified against the manifest, in {took:.2} s",
+        tenant.slug,
+        tenant.id,
+        tenant.status,
+        manifest.tables.len()
+    );
+    if global.json {
+        let mut out = serde_json::to_value(&tenant).map_err(CliError::msg)?;
+        if let serde_json::Value::Object(map) = &mut out {
+            map.insert("archived_id".into(), archived_id.as_str().into());
+            map.insert("id_kept".into(), id_refused.is_none().into());
+            map.insert(
+                "domains".into(),
+                domains
+                    .iter()
+                    .map(|d| serde_json::json!({"domain": d.domain, "status": d.status}))
+                    .collect(),
+            );
+        }
+        println!("{}", crate::tenants::to_json(&out)?);
+    }
+    app.audit(
+        tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.import")
+            .tenant(tenant.id.clone())
+            .change(None, crate::app::audit_value(&tenant)),
+    )
+    .await;
+    app.flush_events().await;
+    Ok(())
 }
 
+/// Fills the new tenant from the archive; returns it (in the archived
+/// status) and the domains it got.
 async fn restore(
     app: &App,
     manifest: &Manifest,
     file: &Path,
     tenant: &TenantInfo,
-) -> Result<TenantInfo, CliError> {
+    trust_domains: bool,
+) -> Result<(TenantInfo, Vec<tenancy::TenantDomain>), CliError> {
     app.tenancy
         .isolation()
         .provision(tenant)
@@ -392,20 +491,26 @@ async fn restore(
     session.commit().await.map_err(CliError::msg)?;
 
     for (key, value) in &manifest.config {
+        if key == crate::serve::MOVING_KEY {
+            // The pause of a move in progress where it was exported: not
+            // state of the tenant.
+            continue;
+        }
         app.tenancy
             .overrides()
             .set(&tenant.id, key, value.clone())
             .await
             .map_err(CliError::msg)?;
     }
-    // Domains come along when no other tenant has them now.
-    if let Some(domains) = app.tenancy.domain_store() {
+    // Domains come along when no other tenant has them now, pending (with
+    // a token of ours) unless the operator trusts the archive.
+    let mut domains = Vec::new();
+    if app.tenancy.domain_store().is_some() {
+        let actor = crate::app::cli_actor();
         for archived in &manifest.domains {
-            let mut domain = archived.clone();
-            domain.tenant_id = tenant.id.clone();
-            match domains.add_domain(domain).await {
-                Ok(_) => {}
-                Err(tenancy::StoreError::DomainTaken(name)) => {
+            match crate::domains::import(app, &actor, &tenant.id, archived, trust_domains).await {
+                Ok(added) => domains.push(added),
+                Err(crate::domains::DomainError::Store(tenancy::StoreError::DomainTaken(name))) => {
                     eprintln!(
                         "warning: domain {name} belongs to another tenant here: not imported"
                     );
@@ -435,7 +540,7 @@ async fn restore(
             .map_err(CliError::msg)?,
         TenantStatus::Active | TenantStatus::Provisioning => active,
     };
-    Ok(restored)
+    Ok((restored, domains))
 }
 
 /// Every table holds exactly the rows the manifest says.
@@ -556,16 +661,20 @@ async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Names of archived copies of the tenant's schema, databases or files.
+/// Names of archived copies of the tenant's schema, databases or files:
+/// exactly the names the isolation strategy gave them
+/// ([`tenancy_sql::ident::archive_name`], plus `.db` for SQLite files), the
+/// id part equal to this tenant's id. Tenant `x_acme`'s archive
+/// `archived_<time>_x_acme` is never tenant `acme`'s.
 async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, CliError> {
-    let suffix = format!("_{tenant}");
+    let sqlite_files = matches!(app.migrator, Some(Migrator::SqliteDatabase(_)));
     let is_archive = |name: &str| {
-        name.starts_with("archived_")
-            && (name.ends_with(&suffix) || name.ends_with(&format!("{suffix}.db")))
-            && name["archived_".len()..]
-                .split('_')
-                .next()
-                .is_some_and(|ts| !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()))
+        let stem = if sqlite_files {
+            name.strip_suffix(".db")
+        } else {
+            Some(name)
+        };
+        stem.is_some_and(|stem| tenancy_sql::ident::is_archive_of(stem, tenant))
     };
     let names: Vec<String> = match (&app.main, &app.migrator) {
         (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => sqlx::query_scalar(
@@ -694,8 +803,49 @@ pub struct MoveArgs {
     #[arg(value_name = "ID|SLUG")]
     pub tenant: String,
     /// The server to move it to (a name in lifecycle.database_servers).
-    #[arg(long, value_name = "NAME")]
-    pub to_server: String,
+    #[arg(long, value_name = "NAME", required_unless_present = "resume")]
+    pub to_server: Option<String>,
+    /// Finish or roll back a move that was interrupted (a crash, a lost
+    /// connection) and left the tenant's writes paused: finished when its
+    /// placement had switched already, else rolled back to where it was.
+    #[arg(long, conflicts_with = "to_server")]
+    pub resume: bool,
+}
+
+/// How often a move tries to clear its write pause before giving up.
+const CLEAR_ATTEMPTS: u32 = 5;
+
+/// Clears the write pause of a move (the `tenancy.moving` override),
+/// retried with backoff (0.1 s, 0.2 s, 0.4 s, …): a pause left behind
+/// answers 503 for good. Says so on stderr at each failed attempt.
+async fn clear_pause(app: &App, tenant: &TenantInfo) -> Result<(), CliError> {
+    let overrides = app.tenancy.overrides();
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match overrides.delete(&tenant.id, crate::serve::MOVING_KEY).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < CLEAR_ATTEMPTS => {
+                eprintln!(
+                    "warning: cannot clear the write pause of tenant {} (attempt {attempt} of {CLEAR_ATTEMPTS}): {e}; retrying in {:.1} s",
+                    tenant.slug,
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(CliError::msg(format!(
+                    "the writes of tenant {} stay paused (every write is answered 503): clearing the `{}` override failed {CLEAR_ATTEMPTS} times: {e}; \
+                     once the store answers, run `tenancy tenants move {} --resume`",
+                    tenant.slug,
+                    crate::serve::MOVING_KEY,
+                    tenant.slug
+                )));
+            }
+        }
+    }
 }
 
 /// Moves a tenant's database to another server: writes pause, the data is
@@ -716,7 +866,10 @@ pub async fn move_tenant(global: &Global, args: MoveArgs) -> Result<(), CliError
         )));
     };
     let tenant = app.tenant(&args.tenant).await?;
-    let to = args.to_server.as_str();
+    let to = match &args.to_server {
+        Some(to) if !args.resume => to.as_str(),
+        _ => return resume_move(&app, &dbs, &tenant, global).await,
+    };
     let from = dbs
         .move_check(&tenant.id, to)
         .await
@@ -743,10 +896,25 @@ pub async fn move_tenant(global: &Global, args: MoveArgs) -> Result<(), CliError
     .await;
     match moved {
         Ok(rows) => {
-            let _ = overrides.delete(&tenant.id, crate::serve::MOVING_KEY).await;
+            let cleared = clear_pause(&app, &tenant).await;
             let pause = started.elapsed();
             if let Err(e) = dbs.drop_on(&tenant.id, &from).await {
                 eprintln!("warning: the copy on `{from}` could not be dropped: {e}");
+            }
+            if let Err(e) = cleared {
+                app.audit(
+                    tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.move")
+                        .tenant(tenant.id.clone())
+                        .change(
+                            Some(serde_json::json!({ "server": from })),
+                            Some(serde_json::json!({ "server": to, "rows": rows, "writes_paused": true })),
+                        ),
+                )
+                .await;
+                return Err(CliError::msg(format!(
+                    "tenant {} moved from `{from}` to `{to}` ({rows} rows copied and verified), but {e}",
+                    tenant.slug
+                )));
             }
             eprintln!(
                 "moved tenant {} from `{from}` to `{to}`: {rows} rows copied and verified; writes paused for {:.3} s",
@@ -786,13 +954,157 @@ pub async fn move_tenant(global: &Global, args: MoveArgs) -> Result<(), CliError
                     tenant.slug
                 );
             }
-            let _ = overrides.delete(&tenant.id, crate::serve::MOVING_KEY).await;
+            let cleared = clear_pause(&app, &tenant).await;
             Err(CliError::msg(format!(
-                "move of tenant {} failed, it stays on `{from}` with its data unchanged: {e}",
-                tenant.slug
+                "move of tenant {} failed, it stays on `{from}` with its data unchanged: {e}{}",
+                tenant.slug,
+                match cleared {
+                    Ok(()) => String::new(),
+                    Err(paused) => format!("; and {paused}"),
+                }
             )))
         }
     }
+}
+
+/// The `tenancy.moving` override a move sets: where from, where to.
+#[derive(Debug, serde::Deserialize)]
+struct MovingFlag {
+    from: String,
+    to: String,
+}
+
+/// `tenants move TENANT --resume`: finishes a move whose placement switched
+/// already (the pause cleared, the source copy dropped if it is still
+/// there), else rolls it back (the partial copy dropped, writes resumed on
+/// the source, the pause cleared). Says which.
+async fn resume_move(
+    app: &App,
+    dbs: &tenancy_sql::PgDatabaseIsolation,
+    tenant: &TenantInfo,
+    global: &Global,
+) -> Result<(), CliError> {
+    let say = |line: String| {
+        if global.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let Some(flag) = app
+        .tenancy
+        .config_store()
+        .overrides(&tenant.id)
+        .await
+        .map_err(CliError::msg)?
+        .get(crate::serve::MOVING_KEY)
+        .cloned()
+    else {
+        say(format!(
+            "tenant {} has no interrupted move (no `{}` override): nothing to resume",
+            tenant.slug,
+            crate::serve::MOVING_KEY
+        ));
+        if global.json {
+            println!(
+                "{}",
+                serde_json::json!({"tenant_id": tenant.id, "slug": tenant.slug, "outcome": "nothing_to_resume"})
+            );
+        }
+        return Ok(());
+    };
+    let flag: MovingFlag = serde_json::from_value(flag.clone()).map_err(|e| {
+        CliError::msg(format!(
+            "the `{}` override of tenant {} is {flag}, not a move ({e}): check the servers by hand, \
+             then remove it with `tenancy config unset {} {}`",
+            crate::serve::MOVING_KEY,
+            tenant.slug,
+            tenant.slug,
+            crate::serve::MOVING_KEY
+        ))
+    })?;
+    let (from, to) = (flag.from.as_str(), flag.to.as_str());
+    if from == to {
+        return Err(CliError::msg(format!(
+            "the `{}` override of tenant {} says it moves from `{from}` to itself: check the servers by hand, \
+             then remove it with `tenancy config unset {} {}`; nothing was changed",
+            crate::serve::MOVING_KEY,
+            tenant.slug,
+            tenant.slug,
+            crate::serve::MOVING_KEY
+        )));
+    }
+    let placed = dbs.placement_of(&tenant.id).await.map_err(CliError::msg)?;
+    let finished = placed.as_deref() == Some(to);
+    if finished {
+        // The data is on `to` and every instance routes there: only the
+        // pause and the source copy are left.
+        dbs.drop_on(&tenant.id, from).await.map_err(|e| {
+            CliError::msg(format!(
+                "cannot drop the source copy of tenant {} on `{from}`: {e}; run --resume again",
+                tenant.slug
+            ))
+        })?;
+    } else if placed.as_deref() == Some(from) || placed.is_none() {
+        // The copy never took over: drop it, writes back on the source.
+        dbs.drop_on(&tenant.id, to).await.map_err(|e| {
+            CliError::msg(format!(
+                "cannot drop the partial copy of tenant {} on `{to}`: {e}; run --resume again",
+                tenant.slug
+            ))
+        })?;
+        dbs.resume_writes(&tenant.id, from).await.map_err(|e| {
+            CliError::msg(format!(
+                "cannot resume the writes of tenant {} on `{from}`: {e}; run --resume again",
+                tenant.slug
+            ))
+        })?;
+    } else {
+        return Err(CliError::msg(format!(
+            "tenant {} is placed on `{}`, but its interrupted move went from `{from}` to `{to}`: \
+             check the servers by hand; nothing was changed",
+            tenant.slug,
+            placed.as_deref().unwrap_or_default()
+        )));
+    }
+    clear_pause(app, tenant).await?;
+    let (done, server) = if finished {
+        ("finished", to)
+    } else {
+        ("rolled back", from)
+    };
+    say(format!(
+        "interrupted move of tenant {} from `{from}` to `{to}` {done}: it is on `{server}`, writes resumed{}",
+        tenant.slug,
+        if finished {
+            format!(", the copy on `{from}` dropped")
+        } else {
+            format!(", the partial copy on `{to}` dropped")
+        }
+    ));
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "tenant_id": tenant.id,
+                "slug": tenant.slug,
+                "from": from,
+                "to": to,
+                "outcome": if finished { "finished" } else { "rolled_back" },
+                "server": server,
+            })
+        );
+    }
+    app.audit(
+        tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.move_resume")
+            .tenant(tenant.id.clone())
+            .change(
+                Some(serde_json::json!({ "from": from, "to": to })),
+                Some(serde_json::json!({ "server": server, "outcome": done })),
+            ),
+    )
+    .await;
+    Ok(())
 }
 
 /// Copies every table to `to`, checks the copy byte for byte, switches the

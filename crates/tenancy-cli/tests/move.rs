@@ -264,3 +264,130 @@ async fn a_tenant_moves_between_servers_under_load() {
     // The tenant database on `b` goes with the cluster.
     drop(second);
 }
+
+/// Whether database `name` exists on the server at `url`.
+async fn has_database(url: &str, name: &str) -> bool {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The tenant's `tenancy.moving` flag, if set.
+fn moving_flag(cli: &Cli, tenant: &str) -> Option<Value> {
+    let list = cli.json(&["--json", "config", "list", tenant]);
+    list.get("tenancy.moving").cloned()
+}
+
+#[tokio::test]
+async fn an_interrupted_move_is_finished_or_rolled_back() {
+    let home = PgTestDb::new().await;
+    let second = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let mut cli = Cli::with_url(&home.url);
+    std::fs::write(cli.path("tenancy.yaml"), yaml(&[("a", &home.url)])).unwrap();
+    let id = id_of(&cli.json(&[
+        "tenants", "create", "--slug", "stuck", "--name", "S", "--json",
+    ]));
+    home.track_tenant(&id);
+    let db = format!("tenant_{id}");
+    let base_a = home.url.rsplit_once('/').unwrap().0.to_owned();
+    let base_b = second.url().rsplit_once('/').unwrap().0.to_owned();
+    let mut conn = sqlx::PgConnection::connect(&format!("{base_a}/{db}"))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, title) VALUES ($1, 'kept')")
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    std::fs::write(
+        cli.path("tenancy.yaml"),
+        yaml(&[("a", &home.url), ("b", &second.url())]),
+    )
+    .unwrap();
+    cli.env.retain(|(k, _)| k != "DATABASE_URL");
+    cli.env.push(("DATABASE_URL".into(), home.url.clone()));
+
+    // Nothing to resume.
+    let out = cli.ok(&["tenants", "move", "stuck", "--resume"]);
+    assert!(out.contains("nothing to resume"), "{out}");
+
+    // A crash in the middle of the copy: the flag is set, writes are paused
+    // on `a`, a partial copy exists on `b`, the placement is still `a`.
+    cli.ok(&[
+        "config",
+        "set",
+        "stuck",
+        "tenancy.moving",
+        r#"{"from": "a", "to": "b", "since": "2026-01-01T00:00:00Z"}"#,
+    ]);
+    let mut a = sqlx::PgConnection::connect(&home.url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{db}\" SET default_transaction_read_only = on"
+    )))
+    .execute(&mut a)
+    .await
+    .unwrap();
+    let mut b = sqlx::PgConnection::connect(&second.url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .execute(&mut b)
+        .await
+        .unwrap();
+    let out = cli.ok(&["tenants", "move", "stuck", "--resume"]);
+    assert!(out.contains("rolled back") && out.contains("`a`"), "{out}");
+    assert!(
+        !has_database(&second.url(), &db).await,
+        "partial copy dropped"
+    );
+    assert_eq!(moving_flag(&cli, "stuck"), None, "pause cleared");
+    let mut conn = sqlx::PgConnection::connect(&format!("{base_a}/{db}"))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, title) VALUES ($1, 'after rollback')")
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .expect("writes resumed on a");
+    drop(conn);
+
+    // A move whose pause cannot be cleared (the config store refuses the
+    // delete) says so and fails, instead of leaving the tenant at 503.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF OLD.key = 'tenancy.moving' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN OLD; END $$; \
+         CREATE TRIGGER refuse_delete BEFORE DELETE ON tenancy_config FOR EACH ROW EXECUTE FUNCTION refuse_delete()",
+    )
+    .execute(&mut a)
+    .await
+    .unwrap();
+    let err = cli.fail(&["tenants", "move", "stuck", "--to-server", "b"]);
+    assert!(
+        err.contains("paused") && err.contains("--resume") && err.contains("refused by the test"),
+        "{err}"
+    );
+    assert!(moving_flag(&cli, "stuck").is_some());
+    sqlx::raw_sql("DROP TRIGGER refuse_delete ON tenancy_config")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    // The placement switched already: resume finishes the move.
+    let out = cli.ok(&["tenants", "move", "stuck", "--resume"]);
+    assert!(out.contains("finished") && out.contains("`b`"), "{out}");
+    assert_eq!(moving_flag(&cli, "stuck"), None);
+    assert!(!has_database(&home.url, &db).await, "source dropped");
+    let mut conn = sqlx::PgConnection::connect(&format!("{base_b}/{db}"))
+        .await
+        .unwrap();
+    let titles: Vec<String> = sqlx::query_scalar("SELECT title FROM notes ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(titles, ["kept", "after rollback"]);
+    drop(conn);
+    drop(a);
+    drop(b);
+    drop(second);
+}

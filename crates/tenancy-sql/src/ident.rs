@@ -37,9 +37,37 @@ pub fn tenant_object_name(id: &TenantId) -> Result<String, DbError> {
 }
 
 /// The name an archived schema or database gets: `archived_<unix time>_<id>`.
+///
+/// The time is digits only, so the first `_` after it ends it and the rest
+/// is exactly the id: [`archived_id`] reads it back without ambiguity, even
+/// for ids that contain `_` (`archived_1_x_acme` belongs to `x_acme`, never
+/// to `acme`).
 pub fn archive_name(id: &TenantId, unix_time: i64) -> Result<String, DbError> {
     tenant_object_name(id)?;
     Ok(format!("archived_{unix_time}_{id}"))
+}
+
+/// The tenant id an archived schema, database or file stem was named for
+/// by [`archive_name`], or `None` when `name` is no such name. Compare the
+/// result for equality (never by suffix) to find a tenant's archives.
+///
+/// ```
+/// use tenancy::sql::ident::archived_id;
+/// assert_eq!(archived_id("archived_1700000000_x_acme"), Some("x_acme"));
+/// assert_eq!(archived_id("archived_17x_acme"), None);
+/// assert_eq!(archived_id("tenant_acme"), None);
+/// ```
+pub fn archived_id(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("archived_")?;
+    let (time, id) = rest.split_once('_')?;
+    let digits = !time.is_empty() && time.bytes().all(|b| b.is_ascii_digit());
+    (digits && is_safe(id)).then_some(id)
+}
+
+/// Whether `name` is an archived schema, database or file stem of tenant
+/// `id` (made by [`archive_name`]): its id part is `id`, byte for byte.
+pub fn is_archive_of(name: &str, id: &TenantId) -> bool {
+    archived_id(name) == Some(id.as_str())
 }
 
 /// Quotes an identifier that passed validation (`"name"`).
@@ -124,6 +152,34 @@ mod tests {
                 .len()
                 <= 63
         );
+    }
+
+    #[test]
+    fn archive_names_belong_to_exactly_one_tenant() {
+        let acme: TenantId = "acme".parse().unwrap();
+        let x_acme: TenantId = "x_acme".parse().unwrap();
+        let mine = archive_name(&acme, 1700000000).unwrap();
+        let theirs = archive_name(&x_acme, 1700000000).unwrap();
+        assert!(is_archive_of(&mine, &acme));
+        assert!(!is_archive_of(&mine, &x_acme));
+        assert!(is_archive_of(&theirs, &x_acme));
+        assert!(!is_archive_of(&theirs, &acme), "a suffix is not the id");
+        for other in [
+            "archived_1700000000_acmex",
+            "archived_1700000000_acme_x",
+            "archived__acme",
+            "archived_17a_acme",
+            "archived_1700000000_",
+            "archived_1700000000_acme.db",
+            "xarchived_1700000000_acme",
+            "tenant_acme",
+        ] {
+            assert!(!is_archive_of(other, &acme), "{other}");
+        }
+        // Ids that start with digits or hold '_' still parse one way only.
+        let odd: TenantId = "1_2".parse().unwrap();
+        let name = archive_name(&odd, 5).unwrap();
+        assert_eq!(archived_id(&name), Some("1_2"));
     }
 
     #[test]

@@ -324,11 +324,88 @@ impl<W: Write> Write for DigestWriter<W> {
     }
 }
 
+/// The longest row (one NDJSON line, its newline included) an import
+/// reads: 64 MiB.
+///
+/// The SQLite import holds one row in memory (and its decoded values), so
+/// this bounds what an archive can make an import allocate, whatever it
+/// claims. It is far above a row of ordinary columns, and leaves room for
+/// a binary value of some 48 MiB (base64 takes 4 bytes for 3); bigger
+/// files belong in object storage, not in a row.
+pub const MAX_ROW_BYTES: u64 = 64 << 20;
+
+/// A reader or writer that fails (`InvalidData`) as soon as one line is
+/// longer than a bound: a caller reading lines never holds more than that,
+/// and an export never writes a row no import would read.
+pub struct LineLimit<T> {
+    inner: T,
+    max: u64,
+    /// Bytes since the last newline.
+    run: u64,
+}
+
+impl<T> LineLimit<T> {
+    /// Lines through `inner` of at most `max` bytes, newline included.
+    pub fn new(inner: T, max: u64) -> Self {
+        Self { inner, max, run: 0 }
+    }
+
+    /// Counts `bytes`, which went through.
+    fn count(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        for b in bytes {
+            self.run += 1;
+            if self.run > self.max {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "a row is longer than {}, the most one row (one NDJSON line) may take",
+                        human_bytes(self.max)
+                    ),
+                ));
+            }
+            if *b == b'\n' {
+                self.run = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for LineLimit<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count(&buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `64 MiB`, `512 KiB`, `100 bytes`.
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
 /// The digest of NDJSON rows read from `reader` (to check an archive
-/// before anything is written).
-pub fn digest_of(mut reader: impl std::io::Read) -> std::io::Result<Digest> {
+/// before anything is written). A row longer than [`MAX_ROW_BYTES`] is an
+/// `InvalidData` error: no import would read it.
+pub fn digest_of(reader: impl std::io::Read) -> std::io::Result<Digest> {
     let mut writer = DigestWriter::new(std::io::sink());
-    std::io::copy(&mut reader, &mut writer)?;
+    std::io::copy(&mut LineLimit::new(reader, MAX_ROW_BYTES), &mut writer)?;
     Ok(writer.finish().0)
 }
 
@@ -340,6 +417,9 @@ fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// The read buffer of an import, over the caller's own.
+const IMPORT_BUFFER: usize = 64 << 10;
 
 /// One transaction in a tenant's data: see [`TenantData::read`] and
 /// [`TenantData::write`].
@@ -438,6 +518,9 @@ impl Session {
     /// columns but ones with defaults. The tenant column, when `target` has
     /// one, gets this session's tenant. Returns the digest of what was read,
     /// which the caller compares with what it expected before committing.
+    ///
+    /// A row longer than [`MAX_ROW_BYTES`] is refused, the table named:
+    /// memory stays bounded whatever `rows` holds.
     pub async fn import_table(
         &mut self,
         target: &Table,
@@ -447,6 +530,9 @@ impl Session {
         check_shape(target, columns)?;
         let tenant = self.data.tenant.clone();
         let column = self.data.column.clone();
+        let mut bounded =
+            std::io::BufReader::with_capacity(IMPORT_BUFFER, LineLimit::new(rows, MAX_ROW_BYTES));
+        let rows: &mut dyn BufRead = &mut bounded;
         match &mut self.tx {
             #[cfg(feature = "postgres")]
             Tx::Pg(tx) => pg::import(tx, target, columns, &tenant, &column, rows).await,
@@ -595,6 +681,29 @@ pub(crate) fn io_error(e: std::io::Error) -> DbError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_refused() {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        LineLimit::new(&b"12345\n1234\n\n12345\n"[..], 6)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out.len(), 18);
+        let err = LineLimit::new(&b"12345\n123456\n"[..], 6)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("6 bytes"), "{err}");
+        // Writing: the same bound.
+        let mut sink = LineLimit::new(Vec::new(), 6);
+        sink.write_all(b"12345\n").unwrap();
+        assert!(sink.write_all(b"1234567").is_err());
+        // Without a newline at all.
+        let endless = std::io::repeat(b'x').take(1 << 20);
+        let err = digest_of(LineLimit::new(endless, 1 << 10)).unwrap_err();
+        assert!(err.to_string().contains("1 KiB"), "{err}");
+    }
 
     fn table(name: &str, references: &[&str]) -> Table {
         Table {
