@@ -50,6 +50,9 @@ with sync_playwright() as pw:
     # Sign in: a wrong token shows the API's problem detail; then the right one, by keyboard.
     page.goto(f"{BASE}/console")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    # No authentication is configured: every page says tenant data is open.
+    expect(page.locator("#auth-warning")).to_contain_text("Authentication: open")
+    expect(page.locator("#auth-warning")).to_contain_text("any caller naming a tenant")
     page.get_by_label("Admin token").fill("wrong-token-0000000000")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("admin token")
