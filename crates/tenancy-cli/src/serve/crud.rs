@@ -232,7 +232,7 @@ fn service_problem(err: ServiceError, columns: &[String]) -> Response {
                     || d.is_check_violation()
                     || d.is_foreign_key_violation();
                 if input {
-                    tracing::info!(%request_id, error = %db, "input refused by the database");
+                    tracing::warn!(%request_id, error = %db, "input refused by the database");
                     let what = if d.kind() == sqlx::error::ErrorKind::NotNullViolation {
                         "is required"
                     } else {
