@@ -21,10 +21,12 @@ cleanup() {
 }
 trap cleanup EXIT
 git worktree add --detach "$work/before" "$rev" >/dev/null 2>&1
-# One target directory: dependencies are built once for both.
-(cd "$work/before" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release -p example-load-bench >/dev/null 2>&1) ||
+# A target directory of its own: cargo names a workspace's crates by their
+# path inside the workspace, so two checkouts sharing one directory would
+# take each other's builds for fresh. Kept between runs.
+(cd "$work/before" && CARGO_TARGET_DIR="$OLDPWD/target/compare-before" cargo build --release -p example-load-bench >/dev/null 2>&1) ||
   { echo "ERROR: example-load-bench does not build at $rev" >&2; exit 1; }
-cp target/release/example-load-bench "$work/before-bin"
+cp target/compare-before/release/example-load-bench "$work/before-bin"
 cargo build --release -p example-load-bench >/dev/null 2>&1
 cp target/release/example-load-bench "$work/after-bin"
 start() { # binary log -> base url

@@ -16,6 +16,7 @@
 //!   every problem body as `request_id`; the log names it beside any
 //!   database error, which never reaches the client.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,15 +69,57 @@ fn descriptor_limit() -> Option<u64> {
     None
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open
-/// requests finish (at most 10 s).
-pub(crate) async fn serve(
-    listener: TcpListener,
+/// The router inside the edges every request goes through, outermost
+/// first: its id, its body read within bounds, its answer within the
+/// deadline of its route. Applied around the finished router (not with
+/// `Router::layer`, which would box them again into every route).
+pub(crate) fn edges(
     router: Router,
+    server: &tenancy::config::ServerConfig,
+) -> impl tower::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let deadlines = Deadlines {
+        request: Duration::from_millis(server.request_timeout_ms),
+        admin: Duration::from_millis(server.admin_timeout_ms),
+    };
+    let body = BodyBounds {
+        timeout: Duration::from_millis(server.body_timeout_ms),
+        max_bytes: server.max_body_bytes,
+    };
+    tower::ServiceBuilder::new()
+        .map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new))
+        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(body, bounded_body))
+        .layer(axum::extract::DefaultBodyLimit::max(body.max_bytes))
+        .layer(axum::middleware::from_fn_with_state(deadlines, deadline))
+        .service(router)
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then lets
+/// open requests finish (at most 10 s).
+pub(crate) async fn serve<S>(
+    listener: TcpListener,
+    service: S,
     header_timeout: Duration,
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+{
     let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -108,7 +151,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let connection = http.serve_connection(
             TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
+            TowerToHyperService::new(service.clone()),
         );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -261,9 +304,28 @@ pub(crate) async fn bounded_body(
         .await
 }
 
-/// Answers 503 `request_timeout` when the route takes longer than the bound
-/// in its state: a database that stopped answering never holds a request.
-pub(crate) async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+/// How long a route may take.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadlines {
+    /// Tenant, gateway, health and every other route.
+    pub request: Duration,
+    /// `/admin/…`, which may provision.
+    pub admin: Duration,
+}
+
+/// Answers 503 `request_timeout` when the route takes longer than its
+/// deadline: a database that stopped answering never holds a request.
+pub(crate) async fn deadline(
+    State(deadlines): State<Deadlines>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let limit = if path == "/admin" || path.starts_with("/admin/") {
+        deadlines.admin
+    } else {
+        deadlines.request
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
@@ -312,6 +374,14 @@ mod tests {
         if let Some(limit) = limit {
             assert!((cap as u64) < limit, "{cap} < {limit}");
         }
-        assert_eq!(connection_cap(5).0.min(5), connection_cap(5).0);
+        // A configured cap below the limit is kept as it is.
+        assert_eq!(connection_cap(5).0, 5);
+    }
+
+    #[test]
+    fn the_reserve_is_an_eighth_of_the_limit_and_at_least_64() {
+        assert_eq!(descriptor_reserve(256), 64);
+        assert_eq!(descriptor_reserve(1024), 128);
+        assert_eq!(descriptor_reserve(100), 64);
     }
 }

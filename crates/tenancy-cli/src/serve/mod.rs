@@ -48,9 +48,21 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
 }
 
-/// Shared state of the handlers.
+/// Shared state of the handlers: one pointer, since axum clones the state
+/// for every handler and middleware of every request.
 #[derive(Clone)]
-pub(crate) struct ServerState {
+pub(crate) struct ServerState(Arc<Shared>);
+
+impl std::ops::Deref for ServerState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`ServerState`] points to.
+pub(crate) struct Shared {
     pub app: App,
     pub admin_token: Arc<str>,
     /// Built once: parsing JWT keys per request would be wasteful. The
@@ -63,9 +75,9 @@ pub(crate) struct ServerState {
     /// `GET /openapi.json`, rendered once.
     pub openapi: Arc<str>,
     /// Tenants whose storage was found missing, for `GET /health`.
-    pub missing_storage: Arc<MissingStorage>,
+    pub missing_storage: MissingStorage,
     /// How many refused admin requests the audit log still takes.
-    pub refusals: Arc<admin::RefusalBudget>,
+    pub refusals: admin::RefusalBudget,
 }
 
 /// Tenants whose schema, database or file a request found missing lately
@@ -199,16 +211,16 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         .rate_limits(limiter)
         .metrics(metrics.clone());
     let app_resources = app.resources.clone();
-    let state = ServerState {
+    let state = ServerState(Arc::new(Shared {
         app,
         admin_token,
         layer,
         metrics,
         listener: changes,
         openapi: Arc::from(openapi::document(&app_resources)),
-        missing_storage: Arc::default(),
-        refusals: Arc::new(admin::RefusalBudget::new()),
-    };
+        missing_storage: MissingStorage::default(),
+        refusals: admin::RefusalBudget::new(),
+    }));
     // Pending tenants are provisioned in the background (SPEC N1).
     let _refill = state
         .app
@@ -237,7 +249,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
     }
     http::serve(
         listener,
-        router.0,
+        http::edges(router.0, &server),
         std::time::Duration::from_millis(server.header_timeout_ms),
         max_connections,
         shutdown(),
@@ -296,13 +308,6 @@ pub(crate) fn auth_mode(config: &tenancy::TenancyConfig) -> AuthMode {
 /// The whole HTTP surface.
 pub(crate) fn router(state: ServerState) -> (Router, String) {
     let strategy = state.app.tenancy.isolation().name().to_owned();
-    let server = &state.app.config.server;
-    let request_timeout = std::time::Duration::from_millis(server.request_timeout_ms);
-    let admin_timeout = std::time::Duration::from_millis(server.admin_timeout_ms);
-    let body = http::BodyBounds {
-        timeout: std::time::Duration::from_millis(server.body_timeout_ms),
-        max_bytes: server.max_body_bytes,
-    };
     // The tenant layers, innermost first, on each method of each tenant
     // route: a method a route does not serve is 405 before any tenant is
     // resolved or required. The tenant layer sees the full path, so `path`
@@ -336,26 +341,8 @@ pub(crate) fn router(state: ServerState) -> (Router, String) {
         .route("/resolve", get(gateway::resolve))
         .route("/tls/ask", get(gateway::tls_ask))
         .merge(tenant_api)
-        .layer(axum::middleware::from_fn_with_state(
-            request_timeout,
-            http::deadline,
-        ))
-        .nest(
-            "/admin",
-            admin::routes(state.clone()).layer(axum::middleware::from_fn_with_state(
-                admin_timeout,
-                http::deadline,
-            )),
-        );
-    let router = router
-        .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(body.max_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            body,
-            http::bounded_body,
-        ))
-        .layer(axum::middleware::from_fn(http::request_id))
-        .with_state(state);
+        .nest("/admin", admin::routes(state.clone()));
+    let router = router.fallback(not_found).with_state(state);
     (router, strategy)
 }
 
