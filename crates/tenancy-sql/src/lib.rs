@@ -42,6 +42,8 @@
 //!
 //! Features: `postgres`, `sqlite` (both default).
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod changes;
 mod db;
 pub mod ident;
 pub mod isolation;
@@ -49,8 +51,12 @@ pub mod migrate;
 #[cfg(feature = "postgres")]
 pub mod notify;
 pub mod portable;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_changes;
 pub mod store;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use changes::ChangeTargets;
 pub use db::{DbError, ScopedBegin, TenantDb, is_missing_storage};
 #[cfg(feature = "postgres")]
 pub use isolation::{DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation};
@@ -58,7 +64,9 @@ pub use isolation::{DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIso
 pub use isolation::{InterceptedTx, ScopedQuery, SqliteDatabaseIsolation, SqliteRowLevel};
 pub use migrate::{Applied, Migration, Migrations};
 #[cfg(feature = "postgres")]
-pub use notify::{CHANGES_CHANNEL, ChangeTargets, ListenerStatus, PgChangeListener};
+pub use notify::{CHANGES_CHANNEL, ListenerStatus, PgChangeListener};
+#[cfg(feature = "sqlite")]
+pub use sqlite_changes::SqliteChangeListener;
 #[cfg(feature = "postgres")]
 pub use store::PgStore;
 #[cfg(feature = "sqlite")]

@@ -74,8 +74,8 @@
 
 use std::time::Duration;
 
+use crate::changes::ChangeTargets;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tenancy_core::{CachedConfigStore, TenantId, Validator};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -180,143 +180,6 @@ impl Change {
             }),
         };
         value.to_string()
-    }
-
-    /// Parses a payload; `None` when it is not one we understand.
-    fn parse(payload: &str) -> Option<(ChangeKind, TenantId, Vec<String>)> {
-        let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-        let id = TenantId::new(value.get("id")?.as_str()?).ok()?;
-        let kind = match value.get("kind")?.as_str()? {
-            "tenant" => ChangeKind::Tenant,
-            "config" => ChangeKind::Config,
-            "domain" => ChangeKind::Domain,
-            _ => return None,
-        };
-        let mut references = Vec::new();
-        if kind == ChangeKind::Domain {
-            references.push(value.get("domain")?.as_str()?.to_owned());
-        }
-        for field in ["slug", "previous_slug"] {
-            match value.get(field) {
-                None | Some(serde_json::Value::Null) => {}
-                Some(serde_json::Value::String(s)) => references.push(s.clone()),
-                Some(_) => return None,
-            }
-        }
-        Some((kind, id, references))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChangeKind {
-    Tenant,
-    Config,
-    Domain,
-}
-
-/// The caches a [`PgChangeListener`] keeps fresh.
-///
-/// ```
-/// use std::sync::Arc;
-/// use tenancy::{CachedConfigStore, MemoryStore, Validator};
-/// use tenancy::sql::ChangeTargets;
-/// let store = Arc::new(MemoryStore::new());
-/// let targets = ChangeTargets::new()
-///     .validator(Validator::new(store.clone(), &Default::default()))
-///     .config_cache(CachedConfigStore::new(store, &Default::default()));
-/// # drop(targets);
-/// ```
-#[derive(Clone, Default)]
-pub struct ChangeTargets {
-    validators: Vec<Validator>,
-    config_caches: Vec<CachedConfigStore>,
-    databases: Vec<crate::PgDatabaseIsolation>,
-    domains: Vec<tenancy_core::DomainResolver>,
-}
-
-impl ChangeTargets {
-    /// No caches yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Invalidates `validator` on tenant changes (may be called again for
-    /// more validators; clones share their cache).
-    pub fn validator(mut self, validator: Validator) -> Self {
-        self.validators.push(validator);
-        self
-    }
-
-    /// Invalidates `cache` on config changes, and on tenant changes (a
-    /// deleted tenant's overrides are gone).
-    pub fn config_cache(mut self, cache: CachedConfigStore) -> Self {
-        self.config_caches.push(cache);
-        self
-    }
-
-    /// Drops the cached pool of a tenant on tenant changes (a move switches
-    /// its server), and every pool when changes may have been missed.
-    pub fn database_pools(mut self, databases: crate::PgDatabaseIsolation) -> Self {
-        self.databases.push(databases);
-        self
-    }
-
-    /// Forgets a domain in `resolver` when it is added, verified or
-    /// removed anywhere, and every domain when changes may have been missed.
-    pub fn domains(mut self, resolver: tenancy_core::DomainResolver) -> Self {
-        self.domains.push(resolver);
-        self
-    }
-
-    fn clear(&self) {
-        for resolver in &self.domains {
-            resolver.clear();
-        }
-        for databases in &self.databases {
-            databases.forget_all();
-        }
-        for validator in &self.validators {
-            validator.clear();
-        }
-        for cache in &self.config_caches {
-            cache.clear();
-        }
-    }
-
-    async fn apply(&self, kind: ChangeKind, id: &TenantId, references: &[String]) {
-        if kind == ChangeKind::Domain {
-            for resolver in &self.domains {
-                for domain in references {
-                    resolver.invalidate(domain);
-                }
-            }
-            return;
-        }
-        if kind == ChangeKind::Tenant {
-            for databases in &self.databases {
-                databases.forget(id).await;
-            }
-            for validator in &self.validators {
-                validator.invalidate(id).await;
-                for reference in references {
-                    validator.invalidate_reference(reference).await;
-                }
-            }
-        }
-        for cache in &self.config_caches {
-            cache.invalidate(id).await;
-        }
-    }
-}
-
-impl std::fmt::Debug for ChangeTargets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChangeTargets")
-            .field("validators", &self.validators.len())
-            .field("config_caches", &self.config_caches.len())
-            .field("databases", &self.databases.len())
-            .field("domains", &self.domains.len())
-            .finish()
     }
 }
 
@@ -512,7 +375,7 @@ async fn serve(
             received = listener.try_recv() => received,
         };
         match received {
-            Ok(Some(notification)) => match Change::parse(notification.payload()) {
+            Ok(Some(notification)) => match crate::changes::parse(notification.payload()) {
                 Some((kind, id, references)) => {
                     tracing::debug!(kind = ?kind, tenant_id = %id, "tenancy change received");
                     targets.apply(kind, &id, &references).await;
@@ -625,20 +488,21 @@ mod tests {
             payload,
             r#"{"id":"t-1","kind":"tenant","previous_slug":"acme-old","slug":"acme"}"#
         );
-        let (kind, id, refs) = Change::parse(&payload).unwrap_or_else(|| panic!("{payload}"));
-        assert_eq!(kind, ChangeKind::Tenant);
+        let (kind, id, refs) =
+            crate::changes::parse(&payload).unwrap_or_else(|| panic!("{payload}"));
+        assert_eq!(kind, crate::changes::ChangeKind::Tenant);
         assert_eq!(id.as_str(), "t-1");
         assert_eq!(refs, ["acme", "acme-old"]);
 
         let config = r#"{"id":"t-1","kind":"config","previous_slug":null,"slug":null}"#;
-        let (kind, _, refs) = Change::parse(config).unwrap_or_else(|| panic!("{config}"));
-        assert_eq!(kind, ChangeKind::Config);
+        let (kind, _, refs) = crate::changes::parse(config).unwrap_or_else(|| panic!("{config}"));
+        assert_eq!(kind, crate::changes::ChangeKind::Config);
         assert!(refs.is_empty());
 
         let domain =
             r#"{"domain":"a.test","id":"t-1","kind":"domain","previous_slug":null,"slug":null}"#;
-        let (kind, _, refs) = Change::parse(domain).unwrap_or_else(|| panic!("{domain}"));
-        assert_eq!(kind, ChangeKind::Domain);
+        let (kind, _, refs) = crate::changes::parse(domain).unwrap_or_else(|| panic!("{domain}"));
+        assert_eq!(kind, crate::changes::ChangeKind::Domain);
         assert_eq!(refs, ["a.test"]);
     }
 
@@ -666,7 +530,7 @@ mod tests {
             r#"{"kind":"tenant","id":"has space"}"#,
             r#"{"kind":"tenant","id":"t-1","slug":3}"#,
         ] {
-            assert!(Change::parse(bad).is_none(), "{bad}");
+            assert!(crate::changes::parse(bad).is_none(), "{bad}");
         }
     }
 }

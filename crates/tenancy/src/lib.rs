@@ -378,4 +378,4 @@ pub use tenancy_sql::{
     PgChangeListener, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation, PgStore,
 };
 #[cfg(feature = "sqlite")]
-pub use tenancy_sql::{SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore};
+pub use tenancy_sql::{SqliteChangeListener, SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore};

@@ -204,6 +204,23 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         }
         _ => None,
     };
+    // With SQLite, every process (another `tenancy serve`, the CLI) is
+    // heard through the store's change log within a second.
+    let _sqlite_changes = match &app.main {
+        crate::app::MainPool::Sqlite(pool) => {
+            let mut targets = tenancy_sql::ChangeTargets::new()
+                .validator(app.tenancy.validator().clone())
+                .config_cache(app.tenancy.config_store().clone());
+            if let Some(domains) = app.tenancy.domains() {
+                targets = targets.domains(domains.clone());
+            }
+            Some(tenancy_sql::SqliteChangeListener::spawn(
+                pool.clone(),
+                targets,
+            ))
+        }
+        crate::app::MainPool::Postgres(_) => None,
+    };
     let metrics = tenancy::metrics::RequestMetrics::new(app.config.server.metrics_tenants);
     let layer = app
         .tenancy

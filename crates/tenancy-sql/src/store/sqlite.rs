@@ -66,6 +66,45 @@ CREATE TABLE IF NOT EXISTS tenancy_impersonations (
     expires_at TEXT NOT NULL,
     used_at    TEXT
 );
+-- Every tenant, config and domain change, written by triggers in the
+-- writer's own transaction (whatever process or tool made it), read by
+-- each process's SqliteChangeListener: the payloads PostgreSQL's NOTIFY
+-- carries.
+CREATE TABLE IF NOT EXISTS tenancy_changes (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER)),
+    payload TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS tenancy_tenants_inserted AFTER INSERT ON tenancy_tenants BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('id', NEW.id, 'kind', 'tenant', 'previous_slug', NULL, 'slug', NEW.slug));
+END;
+CREATE TRIGGER IF NOT EXISTS tenancy_tenants_updated AFTER UPDATE ON tenancy_tenants BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('id', NEW.id, 'kind', 'tenant',
+        'previous_slug', CASE WHEN OLD.slug IS NOT NEW.slug THEN OLD.slug END, 'slug', NEW.slug));
+END;
+CREATE TRIGGER IF NOT EXISTS tenancy_tenants_deleted AFTER DELETE ON tenancy_tenants BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('id', OLD.id, 'kind', 'tenant', 'previous_slug', NULL, 'slug', OLD.slug));
+END;
+CREATE TRIGGER IF NOT EXISTS tenancy_config_inserted AFTER INSERT ON tenancy_config BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('id', NEW.tenant_id, 'kind', 'config', 'previous_slug', NULL, 'slug', NULL));
+END;
+CREATE TRIGGER IF NOT EXISTS tenancy_config_updated AFTER UPDATE ON tenancy_config BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('id', NEW.tenant_id, 'kind', 'config', 'previous_slug', NULL, 'slug', NULL));
+END;
+CREATE TRIGGER IF NOT EXISTS tenancy_config_deleted AFTER DELETE ON tenancy_config BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('id', OLD.tenant_id, 'kind', 'config', 'previous_slug', NULL, 'slug', NULL));
+END;
+CREATE TRIGGER IF NOT EXISTS tenancy_domains_inserted AFTER INSERT ON tenancy_domains BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('domain', NEW.domain, 'id', NEW.tenant_id, 'kind', 'domain', 'previous_slug', NULL, 'slug', NULL));
+END;
+CREATE TRIGGER IF NOT EXISTS tenancy_domains_updated AFTER UPDATE ON tenancy_domains BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('domain', OLD.domain, 'id', OLD.tenant_id, 'kind', 'domain', 'previous_slug', NULL, 'slug', NULL));
+    INSERT INTO tenancy_changes (payload) SELECT json_object('domain', NEW.domain, 'id', NEW.tenant_id, 'kind', 'domain', 'previous_slug', NULL, 'slug', NULL)
+        WHERE NEW.domain IS NOT OLD.domain;
+END;
+CREATE TRIGGER IF NOT EXISTS tenancy_domains_deleted AFTER DELETE ON tenancy_domains BEGIN
+    INSERT INTO tenancy_changes (payload) VALUES (json_object('domain', OLD.domain, 'id', OLD.tenant_id, 'kind', 'domain', 'previous_slug', NULL, 'slug', NULL));
+END;
 -- Pending pool members (SPEC N1): provisioned ids waiting for a signup.
 CREATE TABLE IF NOT EXISTS tenancy_pending (
     id         TEXT PRIMARY KEY,
