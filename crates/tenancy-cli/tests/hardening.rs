@@ -917,6 +917,68 @@ async fn admin_input_is_strict_and_bounded() {
     );
 }
 
+/// A slug may not be another tenant's id (issue 26, finding 5): the admin
+/// API refuses it with 409, and the tenant keeps being the one its id names.
+#[tokio::test]
+async fn a_slug_cannot_be_another_tenants_id() {
+    let server = Serve::start(None, &[], None);
+    let c = client();
+    // A tenant whose generated id is also a valid slug (starts with a letter).
+    let mut target = None;
+    for i in 0..40 {
+        let t = create_tenant(&c, &server.base, &format!("t{i}")).await;
+        if t["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(|ch: char| ch.is_ascii_lowercase())
+        {
+            target = Some(t);
+            break;
+        }
+    }
+    let target = target.expect("one of 40 uuids starts with a letter");
+    let id = target["id"].as_str().unwrap();
+    let (status, _, problem) = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{}/admin/tenants", server.base),
+        &[ADMIN],
+        Some(json!({"slug": id, "name": "Evil"})),
+    )
+    .await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, "duplicate");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("one namespace"),
+        "{problem}"
+    );
+    let (status, _, problem) = call(
+        &c,
+        reqwest::Method::PATCH,
+        format!("{}/admin/tenants/t0", server.base),
+        &[ADMIN],
+        Some(json!({"slug": id})),
+    )
+    .await;
+    if target["slug"] != "t0" {
+        assert_problem(status, &problem, StatusCode::CONFLICT, "duplicate");
+    }
+    let (_, _, found) = call(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/admin/tenants/{id}", server.base),
+        &[ADMIN],
+        None,
+    )
+    .await;
+    assert_eq!(
+        found["slug"], target["slug"],
+        "the id still names its own tenant"
+    );
+}
+
 async fn audit(c: &reqwest::Client, base: &str, query: &str) -> Vec<Value> {
     let (status, _, body) = call(
         c,

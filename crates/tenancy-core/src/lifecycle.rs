@@ -10,7 +10,7 @@ use crate::isolation::{IsolationError, Provisioner};
 use crate::metrics::DurationHistogram;
 use crate::pool::PendingPool;
 use crate::store::{StoreError, TenantStore};
-use crate::tenant::{NewTenant, TenantInfo, TenantStatus, TenantUpdate};
+use crate::tenant::{NewTenant, TenantId, TenantInfo, TenantStatus, TenantUpdate};
 use crate::validate::Validator;
 
 /// Why a lifecycle operation failed.
@@ -132,6 +132,8 @@ impl LifecycleService {
     /// transaction: its schema or database already exists and is migrated,
     /// so only a check that no migration is missing remains.
     pub async fn create(&self, new: NewTenant) -> Result<TenantInfo, LifecycleError> {
+        self.check_names(new.slug.as_str(), new.id.as_ref(), None)
+            .await?;
         if let Some(pool) = &self.pool
             && self.provisioner.is_auto()
             && new.id.is_none()
@@ -147,6 +149,39 @@ impl LifecycleService {
             return Ok(tenant);
         }
         self.finish_provisioning(tenant, None).await
+    }
+
+    /// Ids and slugs are one namespace: `slug` may not be another tenant's
+    /// id, nor `id` another tenant's slug (`except` is the tenant being
+    /// changed). A slug taken as a slug is the store's own check.
+    async fn check_names(
+        &self,
+        slug: &str,
+        id: Option<&TenantId>,
+        except: Option<&TenantId>,
+    ) -> Result<(), LifecycleError> {
+        let other = |t: &TenantInfo| except != Some(&t.id);
+        if let Ok(as_id) = TenantId::new(slug)
+            && let Some(t) = self.store.get(&as_id).await?
+            && other(&t)
+        {
+            return Err(StoreError::NameTaken {
+                name: slug.to_owned(),
+                other: "id",
+            }
+            .into());
+        }
+        if let Some(id) = id
+            && let Some(t) = self.store.get_by_slug(id.as_str()).await?
+            && other(&t)
+        {
+            return Err(StoreError::NameTaken {
+                name: id.to_string(),
+                other: "slug",
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Provisions a `Provisioning` tenant and activates it; on failure
@@ -227,6 +262,10 @@ impl LifecycleService {
         update: TenantUpdate,
     ) -> Result<TenantInfo, LifecycleError> {
         let previous = self.require(tenant.as_ref()).await?;
+        if let Some(slug) = &update.slug {
+            self.check_names(slug.as_str(), None, Some(&previous.id))
+                .await?;
+        }
         let tenant = self.store.update(&previous.id, update).await?;
         self.forget(&previous).await;
         self.forget(&tenant).await;

@@ -28,6 +28,17 @@ pub enum StoreError {
     /// Another tenant already uses this id.
     #[error("tenant id \"{0}\" already exists: choose another id or let the store generate one")]
     DuplicateId(String),
+    /// A name is another tenant's id or slug: ids and slugs are one
+    /// namespace, so a reference always names one tenant.
+    #[error(
+        "\"{name}\" is another tenant's {other}: ids and slugs share one namespace (a reference must name one tenant), choose another"
+    )]
+    NameTaken {
+        /// The name refused.
+        name: String,
+        /// What it is of the other tenant: `id` or `slug`.
+        other: &'static str,
+    },
     /// The slug breaks the slug rules.
     #[error(transparent)]
     InvalidSlug(#[from] InvalidSlug),

@@ -242,6 +242,78 @@ async fn duplicate_and_invalid_input_are_refused_clearly() {
     ));
 }
 
+/// Ids and slugs are one namespace: a reference always names one tenant
+/// (issue 26, finding 5).
+#[tokio::test]
+async fn ids_and_slugs_are_one_namespace() {
+    let (svc, store) = service(Recording::default(), DeprovisionPolicy::Keep);
+    let tb = svc
+        .create(
+            NewTenant::new("tb", "B")
+                .unwrap()
+                .id("b-uuid".parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    let acme = svc
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
+    // A slug equal to another tenant's id.
+    let err = svc
+        .create(NewTenant::new("b-uuid", "Evil").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Store(StoreError::NameTaken { name, other: "id" }) if name == "b-uuid"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("one namespace"), "{err}");
+    // An id equal to another tenant's slug.
+    let err = svc
+        .create(
+            NewTenant::new("other", "Other")
+                .unwrap()
+                .id("acme".parse().unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LifecycleError::Store(StoreError::NameTaken { other: "slug", .. })
+        ),
+        "{err}"
+    );
+    // A rename onto another tenant's id; a rename onto its own id is fine.
+    let err = svc
+        .update(
+            &acme.id,
+            TenantUpdate {
+                slug: Some("b-uuid".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Store(StoreError::NameTaken { .. })),
+        "{err}"
+    );
+    svc.update(
+        &tb.id,
+        TenantUpdate {
+            slug: Some("b-uuid".parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Nothing refused was written: `b-uuid` still names tb alone.
+    assert_eq!(store.find("b-uuid").await.unwrap().unwrap().id, tb.id);
+    assert_eq!(store.find("acme").await.unwrap().unwrap().id, acme.id);
+}
+
 #[tokio::test]
 async fn events_serialize_with_their_kind() {
     let (svc, _) = service(Recording::default(), DeprovisionPolicy::Keep);

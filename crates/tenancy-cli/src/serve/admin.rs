@@ -313,9 +313,9 @@ pub(super) fn lifecycle_problem(err: LifecycleError) -> Response {
 pub(super) fn store_problem(err: StoreError) -> Response {
     match &err {
         StoreError::NotFound(_) => problem(StatusCode::NOT_FOUND, "tenant_not_found", err),
-        StoreError::DuplicateSlug(_) | StoreError::DuplicateId(_) => {
-            problem(StatusCode::CONFLICT, "duplicate", err)
-        }
+        StoreError::DuplicateSlug(_)
+        | StoreError::DuplicateId(_)
+        | StoreError::NameTaken { .. } => problem(StatusCode::CONFLICT, "duplicate", err),
         StoreError::DomainTaken(_) => problem(StatusCode::CONFLICT, "domain_taken", err),
         StoreError::InvalidSlug(_) | StoreError::InvalidConfigKey(_) => {
             problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", err)
