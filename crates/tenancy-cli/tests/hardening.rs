@@ -1080,7 +1080,9 @@ async fn refused_admin_actions_are_audited_within_a_budget() {
         "{acme_log:#?}"
     );
 
-    // A flood of bad tokens: at most the burst is written.
+    // A flood of bad tokens: at most the burst (50) and 5 a second are
+    // written, however long the flood takes on this machine.
+    let flood = Instant::now();
     for _ in 0..300 {
         let res = c
             .get(format!("{base}/admin/tenants"))
@@ -1095,9 +1097,10 @@ async fn refused_admin_actions_are_audited_within_a_budget() {
         .iter()
         .filter(|e| e["action"] == "admin.refused" && e["after"]["status"] == 401)
         .count();
+    let most = 50 + 5 * (flood.elapsed().as_secs() as usize + 1);
     assert!(
-        (40..=120).contains(&floods),
-        "{floods} entries for 301 refusals"
+        (40..=most).contains(&floods),
+        "{floods} entries for 301 refusals (at most {most})"
     );
 }
 
