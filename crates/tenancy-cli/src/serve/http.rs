@@ -73,7 +73,7 @@ fn descriptor_limit() -> Option<u64> {
 /// first: its id, its body read within bounds, its answer within the
 /// deadline of its route. Applied around the finished router (not with
 /// `Router::layer`, which would box them again into every route).
-pub(crate) fn edges(
+fn edges(
     router: Router,
     server: &tenancy::config::ServerConfig,
 ) -> impl tower::Service<
@@ -101,25 +101,19 @@ pub(crate) fn edges(
         .service(router)
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, then lets
-/// open requests finish (at most 10 s).
-pub(crate) async fn serve<S>(
+/// Serves `router` inside its [`edges`] on `listener` until `shutdown`
+/// completes, then lets open requests finish (at most 10 s). Clients must
+/// send a request's header within `server.header_timeout_ms`; at most
+/// `max_connections` are open at once.
+pub(crate) async fn serve(
     listener: TcpListener,
-    service: S,
-    header_timeout: Duration,
+    router: Router,
+    server: &tenancy::config::ServerConfig,
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()>
-where
-    S: tower::Service<
-            Request<hyper::body::Incoming>,
-            Response = Response,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static,
-{
+) -> std::io::Result<()> {
+    let service = edges(router, server);
+    let header_timeout = Duration::from_millis(server.header_timeout_ms);
     let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -264,15 +264,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
     if let Some(warning) = auth.warning() {
         eprintln!("WARNING: {warning}");
     }
-    http::serve(
-        listener,
-        http::edges(router.0, &server),
-        std::time::Duration::from_millis(server.header_timeout_ms),
-        max_connections,
-        shutdown(),
-    )
-    .await
-    .map_err(CliError::msg)
+    http::serve(listener, router.0, &server, max_connections, shutdown())
+        .await
+        .map_err(CliError::msg)
 }
 
 /// How the tenant routes are protected (SPEC K5): reported at start, in
