@@ -609,32 +609,6 @@ async fn failed_import_audited(target: Cli) {
     assert_eq!(slugs(&target), ["acme"]);
 }
 
-/// A database made by hand for one test (an archive of a look-alike
-/// tenant), dropped afterwards.
-struct OwnDb(String);
-
-impl Drop for OwnDb {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&common::admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 #[tokio::test]
 async fn purge_removes_its_own_archives_only() {
     // SQLite, a file per tenant.
@@ -699,12 +673,11 @@ async fn purge_removes_its_own_archives_only() {
             format!("archived_1700000000_x_{acme}"),
             format!("archived_1700000000_{acme}_x"),
         ];
-        let mut guards = Vec::new();
         for name in &others {
             let sql = match strategy {
                 "schema" => format!("CREATE SCHEMA \"{name}\""),
                 _ => {
-                    guards.push(OwnDb(name.clone()));
+                    db.track_database(name);
                     format!("CREATE DATABASE \"{name}\"")
                 }
             };
@@ -731,6 +704,5 @@ async fn purge_removes_its_own_archives_only() {
             "{strategy}: acme's archive gone, nobody else's"
         );
         drop(conn);
-        drop(guards);
     }
 }

@@ -269,6 +269,10 @@ pub(crate) async fn bounded_body(
     if declared.is_some_and(|n| n > bounds.max_bytes as u64) {
         return too_large();
     }
+    // Most requests (every GET) have no body: nothing to wait for.
+    if axum::body::HttpBody::is_end_stream(req.body()) {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let read = http_body_util::Limited::new(body, bounds.max_bytes).collect();
     let bytes = match tokio::time::timeout(bounds.timeout, read).await {

@@ -131,7 +131,12 @@ impl PgTestDb {
 
     /// Drops tenant `id`'s database with this one.
     pub fn track_tenant(&self, id: &str) {
-        self.tenant_dbs.lock().unwrap().push(format!("tenant_{id}"));
+        self.track_database(&format!("tenant_{id}"));
+    }
+
+    /// Drops database `name` (made by the test) with this one.
+    pub fn track_database(&self, name: &str) {
+        self.tenant_dbs.lock().unwrap().push(name.to_owned());
     }
 }
 
