@@ -18,6 +18,8 @@
 //! | unknown tenant | 403 | `unknown_tenant` |
 //! | inactive / suspended / provisioning | 403 | `tenant_not_active` |
 //! | not among the token's memberships | 403 | `not_a_member` |
+//! | the request names different tenants (host, header, path) | 403 | `tenant_conflict` |
+//! | a header naming the tenant (`Host`, `X-Tenant-Id`) is repeated | 400 | `ambiguous_request` |
 //! | tenant store down | 503 | `tenant_store_unavailable` |
 //! | over the tenant's rate limit | 429 | `rate_limited` |
 //!

@@ -13,7 +13,7 @@ use crate::outcome::TenantError;
 use tenancy_core::Rejection;
 
 /// The outcomes counted, as `(status, code)`.
-pub const OUTCOMES: [(u16, &str); 10] = [
+pub const OUTCOMES: [(u16, &str); 12] = [
     (200, "resolved"),
     (401, "tenant_required"),
     (401, "invalid_token"),
@@ -24,6 +24,8 @@ pub const OUTCOMES: [(u16, &str); 10] = [
     (403, "tenant_refused"),
     (503, "tenant_store_unavailable"),
     (429, "rate_limited"),
+    (403, "tenant_conflict"),
+    (400, "ambiguous_request"),
 ];
 
 /// One request in this many is timed for the latency histogram: reading
@@ -229,6 +231,8 @@ pub(crate) fn refusal_index(error: &TenantError) -> usize {
         TenantError::Rejected(Rejection::NotActive(_)) => 5,
         TenantError::Rejected(Rejection::NotMember) => 6,
         TenantError::Rejected(Rejection::StoreUnavailable) => 8,
+        TenantError::Rejected(Rejection::Conflict) => 10,
+        TenantError::Ambiguous(_) => 11,
         TenantError::Rejected(_) | TenantError::LayerMissing => 7,
     }
 }

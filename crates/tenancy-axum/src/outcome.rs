@@ -32,8 +32,9 @@ impl TenantState {
 
 /// Why a request has no usable tenant. Converts into the response the
 /// SPEC prescribes (M3): 401 when no tenant was named or the token is
-/// invalid, 403 when the tenant may not be served, 503 when the store is
-/// down.
+/// invalid, 403 when the tenant may not be served (or the request names
+/// several), 400 when a header naming it is repeated, 503 when the store
+/// is down.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TenantError {
@@ -44,6 +45,10 @@ pub enum TenantError {
     /// A bearer token was present but failed verification.
     #[error("invalid bearer token: {0}")]
     InvalidToken(String),
+    /// The request repeats a header that names the tenant (`Host`, or one
+    /// a resolver reads): 400, nothing is guessed.
+    #[error("{0}")]
+    Ambiguous(String),
     /// The named tenant may not be served.
     #[error(transparent)]
     Rejected(#[from] Rejection),
@@ -62,7 +67,9 @@ impl TenantError {
             Self::Rejected(Rejection::Malformed) => (StatusCode::FORBIDDEN, "malformed_tenant"),
             Self::Rejected(Rejection::Unknown) => (StatusCode::FORBIDDEN, "unknown_tenant"),
             Self::Rejected(Rejection::NotActive(_)) => (StatusCode::FORBIDDEN, "tenant_not_active"),
+            Self::Ambiguous(_) => (StatusCode::BAD_REQUEST, "ambiguous_request"),
             Self::Rejected(Rejection::NotMember) => (StatusCode::FORBIDDEN, "not_a_member"),
+            Self::Rejected(Rejection::Conflict) => (StatusCode::FORBIDDEN, "tenant_conflict"),
             Self::Rejected(Rejection::StoreUnavailable) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "tenant_store_unavailable")
             }

@@ -2,19 +2,44 @@
 //!
 //! A [`ResolutionContext`] is an immutable, borrowed snapshot of the
 //! request. Each [`Resolver`] looks at it and may answer a [`TenantRef`]
-//! (an id or a slug, still unverified). A [`ResolverChain`] asks its
-//! resolvers in priority order (lower first) and the first answer wins; an
-//! optional override runs before all of them.
+//! (an id or a slug, still unverified). A [`ResolverChain`] asks every
+//! resolver, in priority order (lower first), and gathers what they name
+//! into [`Named`]; an optional override runs before all of them and, when
+//! it answers, is the only name.
+//!
+//! # One answer to "which tenant?"
+//!
+//! A request may name tenants in several ways at once. Each resolver has a
+//! [`Source`]: a verified **credential** (the token's claim), the **host**
+//! the client addressed (a verified domain, then a subdomain: the first of
+//! them that answers speaks for the host), or an explicit **request**
+//! choice (the header, the path, custom resolvers). The rule, applied by
+//! [`Named::decide`] once every name is validated:
+//!
+//! | the request names | with a token listing memberships (or a claim alone: its one tenant) | without a token |
+//! |---|---|---|
+//! | nothing | — | 401 `tenant_required` |
+//! | one tenant, one way or several | served if a member, else 403 `not_a_member` | served |
+//! | the claim's tenant only | served (the token's default) | — |
+//! | the claim's tenant and another by host, header or path | the other one, if both are members; else 403 `not_a_member` | — |
+//! | two different tenants by host, header or path | 403 `not_a_member` if either is not a member, else 403 `tenant_conflict` | 403 `tenant_conflict` |
+//! | a tenant that is unknown or not active | 403 `not_a_member` unless the token names it literally (then its state: `unknown_tenant`, `tenant_not_active`) | its state |
+//! | two `Host` headers, or two of a header a resolver reads | 400 `ambiguous_request` | 400 `ambiguous_request` |
+//!
+//! One tenant named in different ways (its id by the header, its slug by
+//! the subdomain) is one tenant. Membership is decided before anything
+//! about a non-member's existence or state is told. The host of an
+//! absolute-form target (`GET http://acme.example.com/notes`) is its
+//! authority, whatever the `Host` header says (RFC 9112).
 //!
 //! ```
 //! use tenancy::resolve::{HeaderResolver, ResolutionContext, ResolverChain};
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let chain = ResolverChain::new().with(HeaderResolver::default());
 //! let mut headers = http::HeaderMap::new();
 //! headers.insert("x-tenant-id", "acme".parse().unwrap());
 //! let ctx = ResolutionContext::new(&http::Method::GET, None, "/notes", None, &headers);
-//! assert_eq!(chain.resolve(&ctx).await.unwrap().as_str(), "acme");
-//! # });
+//! let named = chain.named_now(&ctx).unwrap().unwrap();
+//! assert_eq!(named.names().collect::<Vec<_>>(), ["acme"]);
 //! ```
 
 use std::fmt;
@@ -25,6 +50,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::config::{ConfigError, ResolutionConfig};
 use crate::tenant::TenantRef;
+
+mod named;
+
+use named::Name;
+pub use named::Named;
 
 /// Claims of a token whose signature and expiry were verified.
 ///
@@ -88,8 +118,9 @@ enum Target<'a> {
 }
 
 impl<'a> ResolutionContext<'a> {
-    /// The context of an HTTP request: the host is its `Host` header, else
-    /// the authority of its URI (HTTP/2), read only if a resolver asks.
+    /// The context of an HTTP request: the host is the authority of its
+    /// URI (an absolute-form target, HTTP/2), else its `Host` header, read
+    /// only if a resolver asks.
     ///
     /// ```
     /// use tenancy::resolve::ResolutionContext;
@@ -140,11 +171,13 @@ impl<'a> ResolutionContext<'a> {
     pub fn host(&self) -> Option<&'a str> {
         match self.target {
             Target::Given { host, .. } => host,
-            Target::Request(uri) => self
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| uri.host()),
+            // An absolute-form target's authority (HTTP/2's `:authority`
+            // too) is the host, whatever `Host` says (RFC 9112 §3.2.2).
+            Target::Request(uri) => uri.host().or_else(|| {
+                self.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            }),
         }
     }
 
@@ -278,12 +311,35 @@ pub trait Resolver: Send + Sync + 'static {
         self.resolve_now(ctx).found()
     }
 
+    /// What this resolver reads, which decides how its answer weighs
+    /// against the others' (see the [module docs](self)). The default is
+    /// [`Source::Request`].
+    fn source(&self) -> Source {
+        Source::Request
+    }
+
     /// How a client names a tenant to this resolver, for the 401 detail
     /// when no resolver found one ("the X-Tenant-Id header"). `None` (the
     /// default) leaves it out of the detail.
     fn hint(&self) -> Option<String> {
         None
     }
+}
+
+/// Where a resolver finds the tenant, which decides how its answer weighs
+/// against the others' (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// A verified credential, such as a token's claim: the tenant the
+    /// credential is for (its membership when it lists none), used when
+    /// the request names no other.
+    Credential,
+    /// The host the client addressed (a verified domain, a subdomain): the
+    /// first host resolver that answers speaks for the host.
+    Host,
+    /// The client's explicit choice: a header, the path, a parameter.
+    Request,
 }
 
 /// `Some(found)` → `Found`, `None` → `NotFound`.
@@ -336,6 +392,9 @@ impl Resolver for JwtClaimResolver {
     fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
         answer(self.find(ctx))
     }
+    fn source(&self) -> Source {
+        Source::Credential
+    }
     fn hint(&self) -> Option<String> {
         Some(format!("a bearer token with a `{}` claim", self.claim))
     }
@@ -374,14 +433,25 @@ enum HeaderRead<'a> {
     Text(&'a str),
     /// A value that is not visible ASCII: a malformed answer.
     NotText(&'a HeaderValue),
+    /// The header more than once: the request is ambiguous.
+    Repeated,
 }
 
 impl HeaderResolver {
+    fn ambiguous(&self) -> Ambiguous {
+        Ambiguous {
+            header: self.header.clone(),
+        }
+    }
+
     #[inline]
     fn read<'a>(&self, headers: &'a HeaderMap) -> HeaderRead<'a> {
         let Some(value) = header_value(headers, &self.header) else {
             return HeaderRead::Absent;
         };
+        if is_repeated(headers, &self.header) {
+            return HeaderRead::Repeated;
+        }
         match value.to_str() {
             Ok("") => HeaderRead::Absent,
             Ok(s) => HeaderRead::Text(s.trim_ascii()),
@@ -394,8 +464,18 @@ impl HeaderResolver {
             HeaderRead::Absent => None,
             HeaderRead::Text(found) => Some(TenantRef::new(found)),
             HeaderRead::NotText(value) => Some(not_text(value)),
+            // Read through a chain, this is `Ambiguous`; alone, an answer
+            // no tenant can match (refused as malformed).
+            HeaderRead::Repeated => Some(TenantRef::new("")),
         }
     }
+}
+
+/// Whether header `name` appears more than once. Free when no header at
+/// all is repeated (the usual request): the map counts values and names.
+#[inline]
+fn is_repeated(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.len() != headers.keys_len() && headers.get_all(name).iter().nth(1).is_some()
 }
 
 /// A header value that is not visible ASCII, kept (lossily) to be refused
@@ -519,6 +599,9 @@ impl Resolver for SubdomainResolver {
     fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
         answer(self.find(ctx))
     }
+    fn source(&self) -> Source {
+        Source::Host
+    }
     fn hint(&self) -> Option<String> {
         Some(format!("a subdomain of {}", &self.suffix[1..]))
     }
@@ -595,7 +678,9 @@ impl Resolver for PathResolver {
     }
 }
 
-/// Resolvers in priority order; the first answer wins (SPEC R3).
+/// Resolvers in priority order (SPEC R3). The chain asks each and
+/// gathers the tenants they name into [`Named`]; the [module
+/// docs](self) give the rule that decides among them.
 #[derive(Clone, Default)]
 pub struct ResolverChain {
     resolvers: Vec<Link>,
@@ -608,6 +693,7 @@ pub struct ResolverChain {
 #[derive(Clone)]
 struct Link {
     resolver: Arc<dyn Resolver>,
+    source: Source,
     header: Option<HeaderResolver>,
 }
 
@@ -617,19 +703,29 @@ impl Link {
             .downcast_ref::<HeaderResolver>()
             .cloned();
         Self {
+            source: resolver.source(),
             resolver: Arc::new(resolver),
             header,
         }
     }
+
+    fn shared(resolver: Arc<dyn Resolver>) -> Self {
+        Self {
+            source: resolver.source(),
+            resolver,
+            header: None,
+        }
+    }
 }
 
-/// What [`ResolverChain::resolve_in_place`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InPlace<'a> {
-    /// A reference borrowed from the request (a header read in place).
-    Found(&'a str),
-    /// The chain's answer, as [`ResolverChain::resolve_now`] gives it.
-    Answer(Answer),
+/// A request that names its tenant ambiguously: a header that must appear
+/// once (`Host`, or one a resolver reads) appears more than once. Answered
+/// with 400 (RFC 9112 §3.2 for `Host`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the request carries more than one {header} header: send it once")]
+pub struct Ambiguous {
+    /// The repeated header.
+    pub header: HeaderName,
 }
 
 impl ResolverChain {
@@ -697,10 +793,7 @@ impl ResolverChain {
 
     /// Adds a shared resolver, keeping priority order.
     pub fn push(&mut self, resolver: Arc<dyn Resolver>) {
-        self.insert(Link {
-            resolver,
-            header: None,
-        });
+        self.insert(Link::shared(resolver));
     }
 
     fn insert(&mut self, link: Link) {
@@ -768,66 +861,101 @@ impl ResolverChain {
         }
     }
 
-    /// The first answer: the override's, else the resolvers' in order.
-    ///
-    /// Resolvers that answer at once ([`Resolver::resolve_now`]) are not
-    /// awaited; only those that say [`Answer::Wait`] are.
-    pub async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        for Link { resolver, .. } in self.in_order() {
-            let found = match resolver.resolve_now(ctx) {
-                Answer::Found(found) => Some(found),
-                Answer::NotFound => None,
-                Answer::Wait => resolver.resolve(ctx).await,
-            };
-            if let Some(found) = found {
-                tracing::trace!(resolver = resolver.name(), "tenant resolved");
-                return Some(found);
-            }
-        }
-        None
-    }
-
-    /// The chain's answer without waiting: [`Answer::Wait`] as soon as a
-    /// resolver must be awaited before a later one may answer (then use
-    /// [`ResolverChain::resolve`]).
-    pub fn resolve_now(&self, ctx: &ResolutionContext<'_>) -> Answer {
-        match self.resolve_in_place(ctx) {
-            InPlace::Found(found) => Answer::Found(TenantRef::new(found)),
-            InPlace::Answer(answer) => answer,
-        }
-    }
-
-    /// [`ResolverChain::resolve_now`] without a copy of what can be
-    /// borrowed from the request: a header the built-in [`HeaderResolver`]
-    /// reads is answered in place. The tenant layer's hit path uses it.
+    /// Every tenant the request names, without waiting: `None` as soon
+    /// as a resolver must be awaited (then use [`ResolverChain::named`]).
+    /// Values of headers the built-in [`HeaderResolver`] reads are
+    /// borrowed from the request, not copied. The tenant layer's hit path
+    /// uses it.
     ///
     /// ```
-    /// use tenancy::resolve::{HeaderResolver, InPlace, ResolutionContext, ResolverChain};
+    /// use tenancy::resolve::{HeaderResolver, ResolutionContext, ResolverChain};
     /// let chain = ResolverChain::new().with(HeaderResolver::default());
     /// let mut headers = http::HeaderMap::new();
     /// headers.insert("x-tenant-id", " acme ".parse().unwrap());
     /// let ctx = ResolutionContext::new(&http::Method::GET, None, "/notes", None, &headers);
-    /// assert_eq!(chain.resolve_in_place(&ctx), InPlace::Found("acme"));
+    /// let named = chain.named_now(&ctx).unwrap().unwrap();
+    /// assert_eq!(named.names().collect::<Vec<_>>(), ["acme"]);
     /// ```
     #[inline]
-    pub fn resolve_in_place<'a>(&self, ctx: &ResolutionContext<'a>) -> InPlace<'a> {
+    pub fn named_now<'a>(
+        &self,
+        ctx: &ResolutionContext<'a>,
+    ) -> Option<Result<Named<'a>, Ambiguous>> {
+        let mut named = Named::default();
+        if let Err(ambiguous) = self.unambiguous(ctx) {
+            return Some(Err(ambiguous));
+        }
         for link in self.in_order() {
-            let found = match &link.header {
+            if !named.wants(link) {
+                continue;
+            }
+            let name = match &link.header {
                 Some(header) => match header.read(ctx.headers()) {
                     HeaderRead::Absent => continue,
-                    HeaderRead::Text(found) => InPlace::Found(found),
-                    HeaderRead::NotText(value) => InPlace::Answer(Answer::Found(not_text(value))),
+                    HeaderRead::Text(found) => Name::Borrowed(found),
+                    HeaderRead::NotText(value) => Name::Owned(not_text(value)),
+                    HeaderRead::Repeated => return Some(Err(header.ambiguous())),
                 },
                 None => match link.resolver.resolve_now(ctx) {
                     Answer::NotFound => continue,
-                    Answer::Wait => return InPlace::Answer(Answer::Wait),
-                    found => InPlace::Answer(found),
+                    Answer::Wait => return None,
+                    Answer::Found(found) => Name::Owned(found),
                 },
             };
-            tracing::trace!(resolver = link.resolver.name(), "tenant resolved");
-            return found;
+            named.add(link, name, self.is_override(link));
         }
-        InPlace::Answer(Answer::NotFound)
+        Some(Ok(named))
+    }
+
+    /// Every tenant the request names, awaiting the resolvers that need it.
+    pub async fn named<'a>(&self, ctx: &ResolutionContext<'a>) -> Result<Named<'a>, Ambiguous> {
+        if let Some(named) = self.named_now(ctx) {
+            return named;
+        }
+        self.unambiguous(ctx)?;
+        let mut named = Named::default();
+        for link in self.in_order() {
+            if !named.wants(link) {
+                continue;
+            }
+            let found = match link.resolver.resolve_now(ctx) {
+                Answer::Found(found) => Some(found),
+                Answer::NotFound => None,
+                Answer::Wait => link.resolver.resolve(ctx).await,
+            };
+            if let Some(found) = found {
+                named.add(link, Name::Owned(found), self.is_override(link));
+            }
+        }
+        Ok(named)
+    }
+
+    /// Refuses a request with more than one `Host` header or more than one
+    /// of a header a built-in [`HeaderResolver`] reads. Free for the usual
+    /// request, where no header is repeated.
+    #[inline]
+    fn unambiguous(&self, ctx: &ResolutionContext<'_>) -> Result<(), Ambiguous> {
+        let headers = ctx.headers();
+        if headers.len() == headers.keys_len() {
+            return Ok(());
+        }
+        if is_repeated(headers, &http::header::HOST) {
+            return Err(Ambiguous {
+                header: http::header::HOST,
+            });
+        }
+        for header in self.in_order().filter_map(|l| l.header.as_ref()) {
+            if is_repeated(headers, &header.header) {
+                return Err(header.ambiguous());
+            }
+        }
+        Ok(())
+    }
+
+    fn is_override(&self, link: &Link) -> bool {
+        self.override_hook
+            .as_ref()
+            .is_some_and(|hook| std::ptr::eq(hook, link))
     }
 
     /// The override hook (SPEC R6), then the resolvers by priority.

@@ -40,6 +40,10 @@ pub enum Rejection {
     /// The tenant is not among the memberships of the verified token.
     #[error("the authenticated user is not a member of this tenant")]
     NotMember,
+    /// The request names different tenants (by host, header or path) and
+    /// no rule picks one: nothing is served.
+    #[error("the request names more than one tenant (by host, header or path): name one")]
+    Conflict,
     /// The store could not be asked; the request is refused (fail closed).
     #[error("tenant store unavailable; retry later")]
     StoreUnavailable,

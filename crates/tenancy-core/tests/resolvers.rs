@@ -55,7 +55,8 @@ impl Req {
         .with_claims(self.claims.as_ref());
         resolver.resolve(&ctx).await.map(|r| r.as_str().to_owned())
     }
-    async fn chain(&self, chain: &ResolverChain) -> Option<String> {
+    /// Every name the chain gathers, in order (credential first).
+    async fn chain(&self, chain: &ResolverChain) -> Vec<String> {
         let ctx = ResolutionContext::new(
             &Method::GET,
             self.host,
@@ -64,22 +65,16 @@ impl Req {
             &self.headers,
         )
         .with_claims(self.claims.as_ref());
-        let resolved = chain.resolve(&ctx).await.map(|r| r.as_str().to_owned());
-        // The tenant layer's hit path reads the chain in place: whenever
-        // that answers without waiting, it must agree.
-        let in_place = match chain.resolve_in_place(&ctx) {
-            InPlace::Found(found) => Some(Some(found.to_owned())),
-            InPlace::Answer(Answer::Found(found)) => Some(Some(found.as_str().to_owned())),
-            InPlace::Answer(Answer::NotFound) => Some(None),
-            InPlace::Answer(Answer::Wait) => None,
-        };
-        if let Some(in_place) = in_place {
-            assert_eq!(
-                in_place, resolved,
-                "resolve_in_place disagrees with resolve"
-            );
+        let named = chain.named(&ctx).await.unwrap();
+        let names: Vec<String> = named.names().map(str::to_owned).collect();
+        assert_eq!(named.len(), names.len());
+        // The tenant layer's hit path reads the chain without waiting:
+        // whenever that answers, it must agree.
+        if let Some(now) = chain.named_now(&ctx) {
+            let now: Vec<String> = now.unwrap().names().map(str::to_owned).collect();
+            assert_eq!(now, names, "named_now disagrees with named");
         }
-        resolved
+        names
     }
 }
 
@@ -257,7 +252,7 @@ fn all_four() -> ResolverChain {
 }
 
 #[tokio::test]
-async fn chain_runs_in_priority_order_first_answer_wins() {
+async fn chain_gathers_every_name_in_priority_order() {
     let chain = all_four();
     assert_eq!(chain.names(), ["jwt_claim", "header", "subdomain", "path"]);
     let everything = Req::new()
@@ -265,28 +260,27 @@ async fn chain_runs_in_priority_order_first_answer_wins() {
         .header("x-tenant-id", "from-header")
         .host("from-sub.app.com")
         .path("/tenants/from-path/x");
-    assert_eq!(everything.chain(&chain).await.as_deref(), Some("from-jwt"));
-    let no_jwt = Req::new()
-        .header("x-tenant-id", "from-header")
-        .host("from-sub.app.com")
-        .path("/tenants/from-path/x");
-    assert_eq!(no_jwt.chain(&chain).await.as_deref(), Some("from-header"));
+    // The credential first; then two distinct names: a third one is
+    // only remembered as "more" (the request cannot name one tenant).
+    assert_eq!(
+        everything.chain(&chain).await,
+        ["from-jwt", "from-header", "from-sub"]
+    );
     let sub_and_path = Req::new()
         .host("from-sub.app.com")
         .path("/tenants/from-path/x");
+    assert_eq!(sub_and_path.chain(&chain).await, ["from-sub", "from-path"]);
+    // One tenant named three ways is one name.
+    let agreeing = Req::new()
+        .header("x-tenant-id", "acme")
+        .host("acme.app.com")
+        .path("/tenants/acme/x");
+    assert_eq!(agreeing.chain(&chain).await, ["acme"]);
     assert_eq!(
-        sub_and_path.chain(&chain).await.as_deref(),
-        Some("from-sub")
+        Req::new().path("/tenants/from-path/x").chain(&chain).await,
+        ["from-path"]
     );
-    assert_eq!(
-        Req::new()
-            .path("/tenants/from-path/x")
-            .chain(&chain)
-            .await
-            .as_deref(),
-        Some("from-path")
-    );
-    assert_eq!(Req::new().chain(&chain).await, None);
+    assert!(Req::new().chain(&chain).await.is_empty());
 }
 
 #[tokio::test]
@@ -354,9 +348,9 @@ async fn custom_resolver_slots_in_by_priority() {
     );
     let mut req = Req::new().host("from-sub.app.com");
     req.query = Some("x=1&tenant=from-query");
-    assert_eq!(req.chain(&chain).await.as_deref(), Some("from-query"));
+    assert_eq!(req.chain(&chain).await, ["from-query", "from-sub"]);
     let req = req.header("x-tenant-id", "from-header");
-    assert_eq!(req.chain(&chain).await.as_deref(), Some("from-header"));
+    assert_eq!(req.chain(&chain).await[..2], ["from-header", "from-query"]);
 }
 
 struct Fixed(&'static str);
@@ -377,8 +371,10 @@ impl Resolver for Fixed {
 #[tokio::test]
 async fn override_runs_before_everything() {
     let chain = all_four().override_with(Fixed("forced"));
-    let req = Req::new().claims(json!({"tenant_id": "from-jwt"}));
-    assert_eq!(req.chain(&chain).await.as_deref(), Some("forced"));
+    let req = Req::new()
+        .claims(json!({"tenant_id": "from-jwt"}))
+        .header("x-tenant-id", "from-header");
+    assert_eq!(req.chain(&chain).await, ["forced"]);
 }
 
 #[test]
@@ -396,11 +392,12 @@ fn memberships_fail_closed_on_odd_shapes() {
     assert_eq!(c.memberships("tenants"), None);
 }
 
-/// `of_request` reads the host only when asked: the `Host` header first,
-/// else the URI's authority (HTTP/2 requests carry no `Host` header), and a
-/// subdomain resolver sees the same host either way.
+/// `of_request` reads the host only when asked: an absolute-form target's
+/// authority first (RFC 9112: it wins over `Host`; HTTP/2 requests carry
+/// it as `:authority`), else the `Host` header; a subdomain resolver sees
+/// the same host either way.
 #[tokio::test]
-async fn a_request_context_takes_its_host_from_the_header_then_the_uri() {
+async fn a_request_context_takes_its_host_from_the_target_then_the_header() {
     let resolver = SubdomainResolver::new("example.com");
     let with_header = http::Request::get("/notes?x=1")
         .header("host", "acme.example.com:8080")
@@ -422,22 +419,52 @@ async fn a_request_context_takes_its_host_from_the_header_then_the_uri() {
     assert_eq!(ctx.host(), Some("globex.example.com"));
     assert_eq!(resolver.resolve(&ctx).await.unwrap().as_str(), "globex");
 
-    // A header wins over the authority; an unreadable header falls back.
-    let mut both = http::Request::get("https://globex.example.com/")
+    // The target's authority wins over the header.
+    let both = http::Request::get("http://globex.example.com/")
         .header("host", "acme.example.com")
         .body(())
         .unwrap();
     let ctx = ResolutionContext::of_request(both.method(), both.uri(), both.headers());
-    assert_eq!(ctx.host(), Some("acme.example.com"));
-    both.headers_mut()
-        .insert("host", HeaderValue::from_bytes(b"\xffbad").unwrap());
-    let ctx = ResolutionContext::of_request(both.method(), both.uri(), both.headers());
     assert_eq!(ctx.host(), Some("globex.example.com"));
+    assert_eq!(resolver.resolve(&ctx).await.unwrap().as_str(), "globex");
 
     let neither = http::Request::get("/").body(()).unwrap();
     let ctx = ResolutionContext::of_request(neither.method(), neither.uri(), neither.headers());
     assert_eq!(ctx.host(), None);
     assert_eq!(resolver.resolve(&ctx).await, None);
+}
+
+#[tokio::test]
+async fn repeated_headers_that_name_the_tenant_are_ambiguous() {
+    fn ctx(headers: &HeaderMap) -> ResolutionContext<'_> {
+        ResolutionContext::new(&Method::GET, None, "/", None, headers)
+    }
+    let chain = all_four();
+    for name in ["x-tenant-id", "host"] {
+        let mut headers = HeaderMap::new();
+        headers.append(name, HeaderValue::from_static("acme.app.com"));
+        headers.append(name, HeaderValue::from_static("globex.app.com"));
+        let refused = chain.named_now(&ctx(&headers)).unwrap().unwrap_err();
+        assert_eq!(refused.header.as_str(), name);
+        assert!(refused.to_string().contains("more than one"), "{refused}");
+        assert_eq!(chain.named(&ctx(&headers)).await.unwrap_err(), refused);
+    }
+    // Other repeated headers are not the chain's business.
+    let mut headers = HeaderMap::new();
+    headers.append("accept", HeaderValue::from_static("a/b"));
+    headers.append("accept", HeaderValue::from_static("c/d"));
+    headers.insert("x-tenant-id", HeaderValue::from_static("acme"));
+    let named = chain.named_now(&ctx(&headers)).unwrap().unwrap();
+    assert_eq!(named.names().collect::<Vec<_>>(), ["acme"]);
+    // A header resolver added as a shared trait object cannot be read in
+    // place: a repeated header is then an answer no tenant matches.
+    let mut shared = ResolverChain::new();
+    shared.push(std::sync::Arc::new(HeaderResolver::default()));
+    headers.append("x-tenant-id", HeaderValue::from_static("globex"));
+    let named = shared.named(&ctx(&headers)).await.unwrap();
+    let names: Vec<&str> = named.names().collect();
+    assert_eq!(names, [""]);
+    assert!(!TenantRef::new(names[0]).is_well_formed());
 }
 
 #[tokio::test]
@@ -447,51 +474,26 @@ async fn a_header_is_read_in_place_only_when_it_is_text() {
     }
     let chain = all_four();
     let mut headers = HeaderMap::new();
-    headers.append("x-tenant-id", HeaderValue::from_static("  acme "));
-    headers.append("x-tenant-id", HeaderValue::from_static("globex"));
-    // The first value, trimmed, borrowed from the request.
-    assert_eq!(
-        chain.resolve_in_place(&ctx(&headers)),
-        InPlace::Found("acme")
-    );
-    assert_eq!(
-        Req {
-            headers: headers.clone(),
-            ..Req::new()
-        }
-        .chain(&chain)
-        .await
-        .as_deref(),
-        Some("acme")
-    );
-    // Not visible ASCII: an owned (malformed) answer, as `resolve` gives.
+    headers.insert("x-tenant-id", HeaderValue::from_static("  acme "));
+    // Trimmed, borrowed from the request.
+    let named = chain.named_now(&ctx(&headers)).unwrap().unwrap();
+    assert_eq!(named.names().collect::<Vec<_>>(), ["acme"]);
+    // Not visible ASCII: a (malformed) answer, not a skipped header.
     let mut bad = HeaderMap::new();
     bad.insert("x-tenant-id", HeaderValue::from_bytes(b"ac\xffme").unwrap());
-    match chain.resolve_in_place(&ctx(&bad)) {
-        InPlace::Answer(Answer::Found(found)) => assert!(!found.is_well_formed()),
-        other => panic!("expected an owned malformed answer, got {other:?}"),
-    }
-    // Present but empty: no answer from the header; the chain goes on.
+    let named = chain.named_now(&ctx(&bad)).unwrap().unwrap();
+    let names: Vec<&str> = named.names().collect();
+    assert_eq!(names.len(), 1);
+    assert!(!TenantRef::new(names[0]).is_well_formed());
+    // Present but empty: no answer from the header.
     let mut empty = HeaderMap::new();
     empty.insert("x-tenant-id", HeaderValue::from_static(""));
-    assert_eq!(
-        chain.resolve_in_place(&ctx(&empty)),
-        InPlace::Answer(Answer::NotFound)
-    );
-    // A header resolver added as a shared trait object answers the same,
-    // owned; one set as the override is read in place.
-    let mut shared = ResolverChain::new();
-    shared.push(std::sync::Arc::new(HeaderResolver::default()));
-    assert_eq!(
-        shared.resolve_in_place(&ctx(&headers)),
-        InPlace::Answer(Answer::Found(TenantRef::new("acme")))
-    );
+    assert!(chain.named_now(&ctx(&empty)).unwrap().unwrap().is_empty());
+    // The override, when it answers, is the only name.
     let overridden = all_four().override_with(HeaderResolver::new(http::HeaderName::from_static(
         "x-forced",
     )));
     headers.insert("x-forced", HeaderValue::from_static("forced"));
-    assert_eq!(
-        overridden.resolve_in_place(&ctx(&headers)),
-        InPlace::Found("forced")
-    );
+    let named = overridden.named_now(&ctx(&headers)).unwrap().unwrap();
+    assert_eq!(named.names().collect::<Vec<_>>(), ["forced"]);
 }

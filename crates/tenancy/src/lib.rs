@@ -40,13 +40,17 @@
 //! | unknown tenant | 403 | `unknown_tenant` |
 //! | inactive / suspended / provisioning | 403 | `tenant_not_active` |
 //! | not among the token's memberships | 403 | `not_a_member` |
+//! | the request names different tenants (host, header, path) | 403 | `tenant_conflict` |
+//! | a header naming the tenant (`Host`, `X-Tenant-Id`) is repeated | 400 | `ambiguous_request` |
 //! | tenant store down | 503 | `tenant_store_unavailable` |
 //! | over the tenant's rate limit | 429 | `rate_limited` |
 //!
 //! # Which resolvers to enable
 //!
-//! `resolution.resolvers` lists how requests may name their tenant; the
-//! first that finds one wins (by priority, whatever the list order).
+//! `resolution.resolvers` lists how requests may name their tenant; all are
+//! asked (by priority, whatever the list order), and when they name
+//! different tenants one rule decides (see [`resolve`] and the README's
+//! table): without a token that is 403 `tenant_conflict`.
 //! **Enable only what your clients use.** Each resolver is a way in: with
 //! `header` on, any client can send `X-Tenant-Id: globex` to
 //! `acme.app.example` and be served as globex (if globex is active). The
@@ -167,9 +171,12 @@
 //!
 //! With `auth.jwt_secret` (HS256) or `auth.jwt_public_key_pem` (RS256) set,
 //! the layer verifies `Authorization: Bearer` tokens. A token's
-//! `tenant_id` claim names the tenant (`jwt_claim` resolver), and when the
-//! token lists the user's tenants (`tenants: ["acme", …]`), any tenant
-//! named another way must be one of them: 403 `not_a_member` otherwise.
+//! `tenant_id` claim names its default tenant (`jwt_claim` resolver); the
+//! token's memberships are its `tenants` list (`tenants: ["acme", …]`), or,
+//! without one, the claim's tenant alone. Every tenant the request names
+//! (claim, domain, subdomain, path, header) must be a membership: 403
+//! `not_a_member` otherwise, before anything is told about that tenant.
+//! Among memberships, the header or path (the client's choice) picks.
 //! An invalid token is 401, never ignored. Handlers read the verified
 //! claims (the user's `sub`, …) with `Extension<VerifiedClaims>`.
 //! Memberships are checked only when a request carries a token: an app

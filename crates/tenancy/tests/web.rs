@@ -423,25 +423,285 @@ async fn hostile_inputs_get_4xx_never_5xx() {
     assert!(send(&app, weird_host).await.status.is_client_error());
 }
 
+/// Issue 26, findings 1–4: one rule for several tenant names in a request
+/// (the table in the `resolve` module docs and the README).
+fn subdomain_jwt_config() -> TenancyConfig {
+    let mut c = jwt_config();
+    c.resolution.resolvers = vec![
+        "jwt_claim".into(),
+        "header".into(),
+        "subdomain".into(),
+        "path".into(),
+    ];
+    c.resolution.base_domain = Some("app.test".into());
+    c
+}
+
+fn with_host(mut req: Request<Body>, host: &str) -> Request<Body> {
+    req.headers_mut()
+        .insert("host", HeaderValue::from_str(host).unwrap());
+    req
+}
+
 #[tokio::test]
-async fn jwt_claim_resolves_and_wins_over_header() {
-    let f = fixture(jwt_config()).await;
+async fn a_token_claim_is_a_default_that_the_request_may_change_among_memberships() {
+    let f = fixture(subdomain_jwt_config()).await;
     let app = app(&f, Default::default());
-    let t = token(
+    let acme_only = token(
         json!({"sub": "u1", "tenant_id": "acme", "exp": exp_in(300)}),
         SECRET,
     );
-    let sent = send(&app, get_with("/whoami", &[("authorization", &bearer(&t))])).await;
+    let auth = bearer(&acme_only);
+    let sent = send(&app, get_with("/whoami", &[("authorization", &auth)])).await;
     assert_eq!(sent.body["slug"], json!("acme"));
-    let both = send(
-        &app,
+    // A claim without a membership list grants its own tenant only: the
+    // header, the subdomain or the path naming another is refused.
+    let by_header = get_with(
+        "/whoami",
+        &[("authorization", &auth), ("x-tenant-id", b"globex")],
+    );
+    assert_problem(
+        &send(&app, by_header).await,
+        StatusCode::FORBIDDEN,
+        "not_a_member",
+    );
+    let by_host = with_host(
+        get_with("/whoami", &[("authorization", &auth)]),
+        "globex.app.test",
+    );
+    assert_problem(
+        &send(&app, by_host).await,
+        StatusCode::FORBIDDEN,
+        "not_a_member",
+    );
+    let by_path = get_with("/tenants/globex/whoami", &[("authorization", &auth)]);
+    assert_problem(
+        &send(&app, by_path).await,
+        StatusCode::FORBIDDEN,
+        "not_a_member",
+    );
+    // The same tenant named by its id and its slug is one tenant.
+    let same = with_host(
         get_with(
             "/whoami",
-            &[("authorization", &bearer(&t)), ("x-tenant-id", b"globex")],
+            &[
+                ("authorization", &auth),
+                ("x-tenant-id", f.acme.id.as_str().as_bytes()),
+            ],
         ),
-    )
-    .await;
-    assert_eq!(both.body["slug"], json!("acme"));
+        "acme.app.test",
+    );
+    assert_eq!(send(&app, same).await.body["slug"], json!("acme"));
+
+    // With memberships, the header (the client's explicit choice) picks.
+    let both = token(
+        json!({"sub": "u1", "tenant_id": "globex", "tenants": ["acme", "globex"], "exp": exp_in(300)}),
+        SECRET,
+    );
+    let auth = bearer(&both);
+    let pick = get_with(
+        "/whoami",
+        &[("authorization", &auth), ("x-tenant-id", b"acme")],
+    );
+    assert_eq!(send(&app, pick).await.body["slug"], json!("acme"));
+    let default = get_with("/whoami", &[("authorization", &auth)]);
+    assert_eq!(send(&app, default).await.body["slug"], json!("globex"));
+    let on_host = with_host(
+        get_with("/whoami", &[("authorization", &auth)]),
+        "acme.app.test",
+    );
+    assert_eq!(send(&app, on_host).await.body["slug"], json!("acme"));
+    // Two explicit choices that disagree, both memberships: a conflict.
+    let two = with_host(
+        get_with(
+            "/whoami",
+            &[("authorization", &auth), ("x-tenant-id", b"globex")],
+        ),
+        "acme.app.test",
+    );
+    assert_problem(
+        &send(&app, two).await,
+        StatusCode::FORBIDDEN,
+        "tenant_conflict",
+    );
+    // A membership of the wrong tenant: the claim's tenant must be one too.
+    let odd = token(
+        json!({"sub": "u1", "tenant_id": "initech", "tenants": ["acme"], "exp": exp_in(300)}),
+        SECRET,
+    );
+    let refused = get_with(
+        "/whoami",
+        &[("authorization", &bearer(&odd)), ("x-tenant-id", b"acme")],
+    );
+    assert_problem(
+        &send(&app, refused).await,
+        StatusCode::FORBIDDEN,
+        "not_a_member",
+    );
+}
+
+#[tokio::test]
+async fn a_non_member_learns_nothing_about_other_tenants() {
+    let f = fixture(subdomain_jwt_config()).await;
+    f.tenancy
+        .lifecycle()
+        .suspend(&f.initech.id, Some("unpaid"))
+        .await
+        .unwrap();
+    let app = app(&f, Default::default());
+    let member_of_acme = token(
+        json!({"sub": "u1", "tenants": ["acme"], "exp": exp_in(300)}),
+        SECRET,
+    );
+    let auth = bearer(&member_of_acme);
+    // Unknown, suspended, malformed, active: one answer, not_a_member.
+    for other in [&b"nobody-here"[..], b"initech", b"globex", b"NOT a tenant"] {
+        let req = get_with(
+            "/whoami",
+            &[("authorization", &auth), ("x-tenant-id", other)],
+        );
+        assert_problem(
+            &send(&app, req).await,
+            StatusCode::FORBIDDEN,
+            "not_a_member",
+        );
+    }
+    // A member is told its tenant's state.
+    let member_of_initech = token(
+        json!({"sub": "u1", "tenants": ["initech"], "exp": exp_in(300)}),
+        SECRET,
+    );
+    let req = get_with(
+        "/whoami",
+        &[
+            ("authorization", &bearer(&member_of_initech)),
+            ("x-tenant-id", b"initech"),
+        ],
+    );
+    assert_problem(
+        &send(&app, req).await,
+        StatusCode::FORBIDDEN,
+        "tenant_not_active",
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_sources_that_disagree_are_a_conflict() {
+    let f = fixture(subdomain_jwt_config()).await;
+    let app = app(&f, Default::default());
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a [u8])],
+        Option<&'a str>,
+        Result<&'a str, &'a str>,
+    );
+    let cases: [Case; 7] = [
+        (
+            "/tenants/globex/whoami",
+            &[("x-tenant-id", b"acme")],
+            None,
+            Err("tenant_conflict"),
+        ),
+        (
+            "/tenants/acme/whoami",
+            &[],
+            Some("globex.app.test"),
+            Err("tenant_conflict"),
+        ),
+        (
+            "/whoami",
+            &[("x-tenant-id", b"globex")],
+            Some("acme.app.test"),
+            Err("tenant_conflict"),
+        ),
+        // An unknown name beside a real one is a conflict too.
+        (
+            "/whoami",
+            &[("x-tenant-id", b"nobody")],
+            Some("acme.app.test"),
+            Err("tenant_conflict"),
+        ),
+        (
+            "/tenants/acme/whoami",
+            &[("x-tenant-id", b"acme")],
+            Some("acme.app.test"),
+            Ok("acme"),
+        ),
+        ("/whoami", &[], Some("www.app.test"), Err("tenant_required")),
+        (
+            "/whoami",
+            &[("x-tenant-id", b"globex")],
+            Some("www.app.test"),
+            Ok("globex"),
+        ),
+    ];
+    for (path, headers, host, want) in cases {
+        let mut req = get_with(path, headers);
+        if let Some(host) = host {
+            req = with_host(req, host);
+        }
+        let sent = send(&app, req).await;
+        match want {
+            Ok(slug) => assert_eq!(
+                (
+                    sent.status,
+                    sent.body
+                        .get("slug")
+                        .cloned()
+                        .unwrap_or_else(|| sent.body.clone())
+                ),
+                (StatusCode::OK, json!(slug)),
+                "{path} {host:?}"
+            ),
+            Err("tenant_required") => {
+                assert_problem(&sent, StatusCode::UNAUTHORIZED, "tenant_required")
+            }
+            Err(code) => assert_problem(&sent, StatusCode::FORBIDDEN, code),
+        }
+    }
+    // The id in the header and the slug in the path: one tenant.
+    let req = get_with(
+        "/tenants/globex/whoami",
+        &[("x-tenant-id", f.globex.id.as_str().as_bytes())],
+    );
+    let sent = send(&app, req).await;
+    assert_eq!((sent.status, sent.body), (StatusCode::OK, json!("globex")));
+}
+
+#[tokio::test]
+async fn repeated_naming_headers_are_400_and_the_target_authority_is_the_host() {
+    let f = fixture(subdomain_jwt_config()).await;
+    let app = app(&f, Default::default());
+    for name in ["x-tenant-id", "host"] {
+        let mut req = get_with("/whoami", &[]);
+        req.headers_mut()
+            .append(name, HeaderValue::from_static("acme.app.test"));
+        req.headers_mut()
+            .append(name, HeaderValue::from_static("globex.app.test"));
+        let sent = send(&app, req).await;
+        assert_problem(&sent, StatusCode::BAD_REQUEST, "ambiguous_request");
+        assert!(
+            sent.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("more than one")
+        );
+    }
+    // Any other repeated header is fine.
+    let mut req = get_with("/whoami", &[("x-tenant-id", b"acme")]);
+    req.headers_mut()
+        .append("accept", HeaderValue::from_static("a/b"));
+    req.headers_mut()
+        .append("accept", HeaderValue::from_static("c/d"));
+    assert_eq!(send(&app, req).await.body["slug"], json!("acme"));
+    // `GET http://globex.app.test/whoami` with `Host: acme.app.test`.
+    let absolute = with_host(
+        Request::get("http://globex.app.test/whoami")
+            .body(Body::empty())
+            .unwrap(),
+        "acme.app.test",
+    );
+    assert_eq!(send(&app, absolute).await.body["slug"], json!("globex"));
 }
 
 #[tokio::test]

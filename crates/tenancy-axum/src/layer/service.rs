@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Extensions, HeaderMap, Method, Request, StatusCode, Uri};
 use tenancy_core::context::{self, TenantScoped};
-use tenancy_core::resolve::{Answer, InPlace};
+use tenancy_core::resolve::{Ambiguous, Named};
 use tenancy_core::{Rejection, ResolutionContext, TenantInfo, TenantRef, VerifiedClaims};
 use tower_service::Service;
 use tracing::Instrument;
@@ -335,19 +335,22 @@ async fn tenant_state(shared: &Shared, req: Head<'_>) -> (TenantState, Option<Ve
         Ok(claims) => claims,
         Err(error) => return (TenantState::Refused(error), None),
     };
-    let reference = shared.chain.resolve(&context_of(req, claims.get())).await;
-    match reference {
-        None => judge(shared, claims, None),
-        Some(reference) => {
-            let validated = shared.validator.validate(&reference).await;
-            log_refusal(reference.as_str(), &validated);
-            judge(shared, claims, Some(validated))
-        }
+    let named = match shared.chain.named(&context_of(req, claims.get())).await {
+        Ok(named) => named,
+        Err(ambiguous) => return ambiguous_state(ambiguous),
+    };
+    let mut validated = [None, None, None];
+    for (slot, name) in validated.iter_mut().zip(named.names()) {
+        let result = shared.validator.validate(&TenantRef::new(name)).await;
+        log_refusal(name, &result);
+        *slot = Some(result);
     }
+    let decided = judge(shared, claims.get(), &named, &mut validated);
+    outcome(decided, claims)
 }
 
 /// [`tenant_state`] when it needs no waiting: every resolver answered at
-/// once and the validator's cache held the answer. `None` otherwise.
+/// once and the validator's cache held every name. `None` otherwise.
 #[inline(always)]
 fn tenant_state_now(
     shared: &Shared,
@@ -357,20 +360,29 @@ fn tenant_state_now(
         Ok(claims) => claims,
         Err(error) => return Some((TenantState::Refused(error), None)),
     };
-    // The reference is read in place (borrowed from the request) when
-    // the resolver allows it: no copy of it on the hit path.
-    let found = shared
-        .chain
-        .resolve_in_place(&context_of(req, claims.get()));
-    let reference = match &found {
-        InPlace::Found(found) => *found,
-        InPlace::Answer(Answer::Found(found)) => found.as_str(),
-        InPlace::Answer(Answer::NotFound) => return Some(judge(shared, claims, None)),
-        InPlace::Answer(Answer::Wait) => return None,
+    // Names are read in place (borrowed from the request) when the
+    // resolver allows it: no copy of them on the hit path.
+    let named = match shared.chain.named_now(&context_of(req, claims.get()))? {
+        Ok(named) => named,
+        Err(ambiguous) => return Some(ambiguous_state(ambiguous)),
     };
-    let validated = shared.validator.validate_cached(reference)?;
-    log_refusal(reference, &validated);
-    Some(judge(shared, claims, Some(validated)))
+    let mut validated = [None, None, None];
+    for (slot, name) in validated.iter_mut().zip(named.names()) {
+        let result = shared.validator.validate_cached(name)?;
+        log_refusal(name, &result);
+        *slot = Some(result);
+    }
+    let decided = judge(shared, claims.get(), &named, &mut validated);
+    Some(outcome(decided, claims))
+}
+
+/// The refusal of a request that repeats a header naming the tenant.
+#[cold]
+fn ambiguous_state(ambiguous: Ambiguous) -> (TenantState, Option<VerifiedClaims>) {
+    (
+        TenantState::Refused(TenantError::Ambiguous(ambiguous.to_string())),
+        None,
+    )
 }
 
 /// The parts of a request that resolution reads, borrowed from a whole
@@ -409,32 +421,41 @@ fn context_of<'a>(req: Head<'a>, claims: Option<&'a VerifiedClaims>) -> Resoluti
     ResolutionContext::of_request(req.method, req.uri, req.headers).with_claims(claims)
 }
 
-/// The outcome for what resolution and validation found.
+/// The tenant that resolution and validation found, by the rule of
+/// [`Named::decide`] with the token's memberships (SPEC M4).
 #[inline(always)]
 fn judge(
     shared: &Shared,
-    claims: Claims<'_>,
-    validated: Option<Result<Arc<TenantInfo>, Rejection>>,
-) -> (TenantState, Option<VerifiedClaims>) {
-    let Some(validated) = validated else {
-        return (
-            TenantState::Refused(TenantError::NotIdentified(shared.not_identified.clone())),
-            None,
-        );
-    };
-    let tenant = match validated {
-        Ok(tenant) => tenant,
-        Err(rejection) => return (TenantState::Refused(rejection.into()), None),
-    };
-    if !is_member(claims.get(), &shared.membership_claim, &tenant) {
-        tracing::debug!(tenant_id = %tenant.id, "tenant is not among the token's memberships");
-        return (TenantState::Refused(Rejection::NotMember.into()), None);
+    claims: Option<&VerifiedClaims>,
+    named: &Named<'_>,
+    validated: &mut [Option<Result<Arc<TenantInfo>, Rejection>>],
+) -> Result<Arc<TenantInfo>, TenantError> {
+    // Most requests carry no claims: no membership list to read.
+    let memberships = claims.and_then(|claims| claims.memberships(&shared.membership_claim));
+    match named.decide(validated, memberships.as_deref()) {
+        Some(Ok(tenant)) => Ok(tenant),
+        Some(Err(rejection)) => {
+            if matches!(rejection, Rejection::NotMember | Rejection::Conflict) {
+                tracing::debug!(%rejection, "tenant refused");
+            }
+            Err(rejection.into())
+        }
+        None => Err(TenantError::NotIdentified(shared.not_identified.clone())),
     }
-    let verified_here = match claims {
-        Claims::Verified(claims) => Some(claims),
-        Claims::None | Claims::Upstream(_) => None,
-    };
-    (TenantState::Resolved(tenant), verified_here)
+}
+
+/// The request's state, with the claims this layer verified (for
+/// handlers) when it is served.
+#[inline(always)]
+fn outcome(
+    decided: Result<Arc<TenantInfo>, TenantError>,
+    claims: Claims<'_>,
+) -> (TenantState, Option<VerifiedClaims>) {
+    match (decided, claims) {
+        (Ok(tenant), Claims::Verified(claims)) => (TenantState::Resolved(tenant), Some(claims)),
+        (Ok(tenant), Claims::None | Claims::Upstream(_)) => (TenantState::Resolved(tenant), None),
+        (Err(error), _) => (TenantState::Refused(error), None),
+    }
 }
 
 /// The request's verified claims: none, an upstream layer's (borrowed from
@@ -454,20 +475,6 @@ impl Claims<'_> {
             Self::Upstream(claims) => Some(claims),
             Self::Verified(claims) => Some(claims),
         }
-    }
-}
-
-/// SPEC M4: when verified claims list memberships, the tenant must be one
-/// of them, whichever resolver named it.
-#[inline(always)]
-fn is_member(claims: Option<&VerifiedClaims>, claim: &str, tenant: &TenantInfo) -> bool {
-    // Most requests carry no claims: answered without a call.
-    let Some(claims) = claims else {
-        return true;
-    };
-    match claims.memberships(claim) {
-        None => true,
-        Some(members) => members.iter().any(|m| tenant.is_named_by(m)),
     }
 }
 

@@ -47,13 +47,24 @@ fn is_host(host: &[u8]) -> bool {
     summary = "Resolve the tenant of a forwarded request (nginx auth_request, Envoy ext_authz)",
     params(super::openapi::ForwardedHeaders),
     responses((status = 200, description = "Resolved: X-Tenant-Id, X-Tenant-Slug and X-Tenant-Plan headers"),
-        (status = 400, description = "Malformed forwarded request", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed forwarded request, or a repeated header naming the tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant is unknown, not active, or not among the token's memberships", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Over the tenant's rate limit: `Retry-After` says when to retry (nginx: see docs/gateway.md to pass it on)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
+    // One forwarded request, one target, one host: a repeated header
+    // would leave the choice to header order.
+    for name in [&FORWARDED_HOST, &ORIGINAL_URI] {
+        if parts.headers.get_all(name).iter().nth(1).is_some() {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "ambiguous_request",
+                format!("the request carries more than one {name} header: send it once"),
+            );
+        }
+    }
     if let Some(host) = parts.headers.get(&FORWARDED_HOST)
         && !is_host(host.as_bytes())
     {
