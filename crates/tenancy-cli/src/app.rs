@@ -14,6 +14,7 @@ use tenancy::config::ResourceConfig;
 use tenancy::{Tenancy, TenancyConfig};
 use tenancy_interceptor::service::ScopedTable;
 use tenancy_interceptor::{Interceptor, TenantTables};
+use tenancy_sql::deployment::Deployment;
 use tenancy_sql::portable::TenantData;
 use tenancy_sql::{
     DatabaseServer, Migration, Migrations, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation,
@@ -252,6 +253,21 @@ impl App {
             main = MainPool::Postgres(pool.clone());
             let store = PgStore::new(pool.clone());
             store.migrate().await.map_err(CliError::msg)?;
+            let servers: Vec<&str> = if config.lifecycle.database_servers.is_empty() {
+                vec!["default"]
+            } else {
+                config
+                    .lifecycle
+                    .database_servers
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect()
+            };
+            Deployment::new(strategy.as_str())
+                .servers(servers)
+                .check_pg(&pool)
+                .await
+                .map_err(CliError::msg)?;
             let tenant_migrations = tenant_migrations(app_migrations, use_builtin_notes, NOTES_PG)?;
             let (builder, db) = match strategy.as_str() {
                 "row_level" => {
@@ -311,6 +327,12 @@ impl App {
             main = MainPool::Sqlite(pool.clone());
             let store = SqliteStore::new(pool.clone());
             store.migrate().await.map_err(CliError::msg)?;
+            if strategy != "schema" {
+                Deployment::new(strategy.as_str())
+                    .check_sqlite(&pool)
+                    .await
+                    .map_err(CliError::msg)?;
+            }
             let (builder, db) = match strategy.as_str() {
                 "row_level" => {
                     if use_builtin_notes {

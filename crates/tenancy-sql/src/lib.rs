@@ -45,6 +45,7 @@
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod changes;
 mod db;
+pub mod deployment;
 pub mod ident;
 pub mod isolation;
 pub mod migrate;
