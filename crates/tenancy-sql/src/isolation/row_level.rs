@@ -100,7 +100,8 @@ impl PgRowLevel {
     /// The signature is sent as a bound parameter, never in the SQL text,
     /// so it does not show in `pg_stat_activity` (which the application
     /// role can read for its other connections). That costs the scoped
-    /// transaction a second round trip.
+    /// transaction more round trips than the plain form's one (`BEGIN`,
+    /// then an unnamed statement, safe behind pgbouncer).
     ///
     /// ```
     /// use tenancy::{PgRowLevel, TenantDb, TenantSigningKey};
@@ -254,13 +255,17 @@ impl ScopedBegin<Postgres> for PgRowLevel {
         };
         // The signature is a capability for its tenant: bound, never in
         // the SQL text, which other connections of the same role can read
-        // in pg_stat_activity. Hence a second round trip.
+        // in pg_stat_activity. Hence a statement of its own after BEGIN,
+        // unnamed (not `persistent`) so that it is safe behind pgbouncer in
+        // transaction mode before 1.21, like the simple queries that scope
+        // the other strategies.
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "SELECT set_config('tenancy.tenant_id', $1, true), set_config('tenancy.tenant_sig', $2, true)",
         )
         .bind(tenant.as_str())
         .bind(key.sign(tenant))
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
         Ok(tx)
