@@ -459,9 +459,45 @@ async fn signed_row_level_refuses_a_forged_tenant_setting() {
         );
     }
 
+    // The health check passes for the ordinary role, and refuses a role
+    // that could read the key or that bypasses RLS (here the owner, a
+    // superuser).
+    rls.check().await.unwrap();
+    let err = PgRowLevel::new(admin.clone())
+        .signed(key.clone())
+        .check()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ordinary role"), "{err}");
+    let app_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&app)
+        .await
+        .unwrap();
+    // A role that can read the key, or that bypasses RLS, fails it too.
+    for (on, off) in [
+        (
+            format!("GRANT SELECT ON tenancy_rls.setting_key TO \"{app_role}\""),
+            format!("REVOKE SELECT ON tenancy_rls.setting_key FROM \"{app_role}\""),
+        ),
+        (
+            format!("ALTER ROLE \"{app_role}\" BYPASSRLS"),
+            format!("ALTER ROLE \"{app_role}\" NOBYPASSRLS"),
+        ),
+    ] {
+        sqlx::query(AssertSqlSafe(on.clone()))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let err = rls.check().await.unwrap_err();
+        assert!(err.to_string().contains("ordinary role"), "{on}: {err}");
+        sqlx::query(AssertSqlSafe(off))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    rls.check().await.unwrap();
     // The process's key must be the installed one: another key verifies
     // nothing, and the health check says so.
-    rls.check().await.unwrap();
     let stranger = PgRowLevel::new(app.clone()).signed(signing_key(0x43));
     let mut tx = stranger.begin_for(&a).await.unwrap();
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")

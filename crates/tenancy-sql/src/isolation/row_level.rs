@@ -312,9 +312,13 @@ impl IsolationStrategy for PgRowLevel {
         tx.commit().await.map_err(step_error("row_level", "commit"))
     }
 
-    /// Reaches the database; in the signed form, also checks that the
-    /// database verifies this process's signatures (the installed key is
-    /// this process's key), since a mismatch would hide every row.
+    /// Reaches the database. In the signed form, also checks what the
+    /// signed form relies on, since a broken setup either hides every row
+    /// or protects nothing: the database verifies this process's
+    /// signatures (the installed key is this key), and the pool's role can
+    /// neither read nor change the key nor escape RLS (it is not superuser
+    /// or `BYPASSRLS`, has no privilege on the key table and does not own
+    /// it or the verifying function).
     async fn check(&self) -> Result<(), IsolationError> {
         if self.key.is_none() {
             return sqlx::query("SELECT 1")
@@ -323,28 +327,43 @@ impl IsolationStrategy for PgRowLevel {
                 .map(|_| ())
                 .map_err(step_error("row_level", "health check"));
         }
-        let probe = TenantId::new(PROBE_TENANT)
-            .map_err(|e| IsolationError::new("row_level", "health check", e))?;
+        let step = "verify the signed setting";
+        let probe =
+            TenantId::new(PROBE_TENANT).map_err(|e| IsolationError::new("row_level", step, e))?;
         let mut tx = self
             .begin_for(&probe)
             .await
-            .map_err(|e| IsolationError::new("row_level", "health check", e))?;
-        let verified: Option<String> = sqlx::query_scalar("SELECT tenancy_rls.current_tenant()")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(step_error("row_level", "verify the signed setting"))?;
-        tx.rollback()
-            .await
-            .map_err(step_error("row_level", "health check"))?;
-        if verified.as_deref() == Some(PROBE_TENANT) {
-            Ok(())
-        } else {
-            Err(IsolationError::new(
+            .map_err(|e| IsolationError::new("row_level", step, e))?;
+        let (verified, privileged): (Option<String>, Option<bool>) = sqlx::query_as(
+            "SELECT tenancy_rls.current_tenant(),
+                pg_catalog.has_table_privilege('tenancy_rls.setting_key',
+                    'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                OR (SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c
+                    WHERE c.oid = 'tenancy_rls.setting_key'::pg_catalog.regclass)
+                OR (SELECT pg_catalog.pg_has_role(p.proowner, 'USAGE') FROM pg_catalog.pg_proc p
+                    WHERE p.oid = 'tenancy_rls.current_tenant()'::pg_catalog.regprocedure)
+                OR (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
+                    WHERE r.rolname = current_user)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(step_error("row_level", step))?;
+        tx.rollback().await.map_err(step_error("row_level", step))?;
+        if verified.as_deref() != Some(PROBE_TENANT) {
+            return Err(IsolationError::new(
                 "row_level",
-                "verify the signed setting",
+                step,
                 SigningKeyError::NotInstalled,
-            ))
+            ));
         }
+        if privileged != Some(false) {
+            return Err(IsolationError::new(
+                "row_level",
+                step,
+                SigningKeyError::PrivilegedRole,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -535,6 +554,12 @@ pub enum SigningKeyError {
         "the database does not verify this process's tenant signatures: run install_signed_setting (as the owner role) with this key"
     )]
     NotInstalled,
+    /// The application's database role could read or replace the key, or
+    /// is not bound by RLS at all: the signed form would protect nothing.
+    #[error(
+        "the application's database role is superuser, BYPASSRLS, or owns or has privileges on tenancy_rls.setting_key or tenancy_rls.current_tenant(): connect the application as an ordinary role and install as the owner"
+    )]
+    PrivilegedRole,
 }
 
 #[cfg(test)]
