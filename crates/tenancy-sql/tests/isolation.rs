@@ -509,6 +509,17 @@ async fn signed_row_level_refuses_a_forged_tenant_setting() {
     let err = stranger.check().await.unwrap_err();
     assert!(err.to_string().contains("install_signed_setting"), "{err}");
 
+    // Exports through the app role: a session with B's signature reads
+    // B's row; without it, the policies hide it.
+    use tenancy_sql::portable::TenantData;
+    let shared = TenantData::pg_shared(app.clone(), b.clone(), "tenant_id").unwrap();
+    for (data, expected) in [(shared.clone(), 0), (shared.signed(&key), 1)] {
+        let mut session = data.read().await.unwrap();
+        let tables = session.tables().await.unwrap();
+        let notes = tables.iter().find(|t| t.name == "notes").unwrap();
+        assert_eq!(session.row_count(notes).await.unwrap(), expected);
+    }
+
     // Deprovision with `drop` removes only that tenant's rows.
     rls.deprovision(&tenant("tenant-a"), DeprovisionPolicy::Drop)
         .await

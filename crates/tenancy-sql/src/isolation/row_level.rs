@@ -491,7 +491,7 @@ impl TenantSigningKey {
 
     /// Lower-case hex of HMAC-SHA256(key, tenant id): the value of
     /// [`PgRowLevel::SIGNATURE_SETTING`].
-    fn sign(&self, tenant: &TenantId) -> String {
+    pub(crate) fn sign(&self, tenant: &TenantId) -> String {
         let mut mac = self.mac.clone();
         mac.update(tenant.as_str().as_bytes());
         hex(&mac.finalize().into_bytes())
