@@ -60,7 +60,8 @@ pub use changes::ChangeTargets;
 pub use db::{DbError, ScopedBegin, TenantDb, is_missing_storage};
 #[cfg(feature = "postgres")]
 pub use isolation::{
-    DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation, TenantSigningKey,
+    DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation, SigningKeyError,
+    TenantSigningKey,
 };
 #[cfg(feature = "sqlite")]
 pub use isolation::{InterceptedTx, ScopedQuery, SqliteDatabaseIsolation, SqliteRowLevel};

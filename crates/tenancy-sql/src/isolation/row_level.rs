@@ -3,10 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-
-use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 use tenancy_core::config::DeprovisionPolicy;
@@ -119,7 +118,7 @@ impl PgRowLevel {
     /// sqlx::query("CREATE TABLE notes (tenant_id text NOT NULL, body text NOT NULL)").execute(&owner).await?;
     /// PgRowLevel::new(owner.clone()).signed(key.clone()).register_table("notes", "tenant_id").await?;
     ///
-    /// // The application, as an ordinary role (here the owner pool stands in):
+    /// // The application, as an ordinary role (the owner pool stands in here; `check()` would refuse it):
     /// let rows = PgRowLevel::new(owner.clone()).signed(key).with_table("notes", "tenant_id")?;
     /// let db = TenantDb::new(rows);
     /// let mut tx = db.begin_for(&"acme".parse()?).await?;
