@@ -60,7 +60,10 @@ pub mod store;
 pub use changes::ChangeTargets;
 pub use db::{DbError, ScopedBegin, TenantDb, is_missing_storage};
 #[cfg(feature = "postgres")]
-pub use isolation::{DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation};
+pub use isolation::{
+    DatabaseServer, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation, SigningKeyError,
+    TenantSigningKey,
+};
 #[cfg(feature = "sqlite")]
 pub use isolation::{InterceptedTx, ScopedQuery, SqliteDatabaseIsolation, SqliteRowLevel};
 pub use migrate::{Applied, Migration, Migrations};

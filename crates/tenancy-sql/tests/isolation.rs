@@ -130,6 +130,11 @@ async fn sqlite_suite(db: &TenantDb<Sqlite>, a: &TenantId, b: &TenantId) {
 /// A pool of an ordinary role: not superuser, no BYPASSRLS (superusers
 /// bypass RLS, so testing as one would prove nothing).
 async fn app_role_pool(db: &common::PgTestDb, admin: &PgPool) -> PgPool {
+    app_role_pool_of(db, admin, 1).await
+}
+
+/// [`app_role_pool`] with `connections` connections.
+async fn app_role_pool_of(db: &common::PgTestDb, admin: &PgPool, connections: u32) -> PgPool {
     let role = format!("app_{}", &db.name[db.name.len() - 12..]);
     for sql in [
         format!("CREATE ROLE \"{role}\" LOGIN NOSUPERUSER NOBYPASSRLS"),
@@ -144,7 +149,7 @@ async fn app_role_pool(db: &common::PgTestDb, admin: &PgPool) -> PgPool {
         .url
         .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
     PgPoolOptions::new()
-        .max_connections(1)
+        .max_connections(connections)
         .connect(&url)
         .await
         .unwrap()
@@ -237,6 +242,349 @@ async fn row_level_security_on_postgres() {
         .unwrap();
     assert_eq!(owners, ["tenant-b"]);
     rls.check().await.unwrap();
+    drop_role(&admin, app).await;
+}
+
+/// A notes table under RLS, made by the owner (`admin`), with rows of
+/// tenant-a (ids 1, 2) and tenant-b (id 1) inserted by the owner, and a
+/// one-connection pool of an ordinary app role. `key`: the signed form.
+async fn notes_under_rls(
+    db: &common::PgTestDb,
+    key: Option<&TenantSigningKey>,
+) -> (PgPool, PgPool) {
+    let admin = PgPool::connect(&db.url).await.unwrap();
+    sqlx::query("CREATE TABLE notes (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant_id, id))")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let owner = PgRowLevel::new(admin.clone());
+    let owner = match key {
+        Some(key) => owner.signed(key.clone()),
+        None => owner,
+    };
+    owner.register_table("notes", "tenant_id").await.unwrap();
+    sqlx::query("INSERT INTO notes VALUES (1, 'tenant-a', 'a1'), (2, 'tenant-a', 'a2'), (1, 'tenant-b', 'b1')")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let app = app_role_pool_of(db, &admin, 2).await;
+    (admin, app)
+}
+
+fn signing_key(byte: u8) -> TenantSigningKey {
+    TenantSigningKey::new(&[byte; 32]).unwrap()
+}
+
+/// Counts what the transaction sees of tenant-b: rows read, and rows an
+/// UPDATE and a DELETE without WHERE affect (rolled back by the caller).
+async fn reach_of_b(tx: &mut sqlx::PgConnection) -> (i64, u64, u64) {
+    let read: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE tenant_id = 'tenant-b'")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let updated = sqlx::query("UPDATE notes SET body = 'pwned' WHERE tenant_id = 'tenant-b'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    let deleted = sqlx::query("DELETE FROM notes WHERE tenant_id = 'tenant-b'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    (read, updated, deleted)
+}
+
+/// The limit of the plain form, stated by a test: SQL running inside
+/// tenant-a's transaction (an injection) sets the tenant setting to
+/// tenant-b and then reads, changes and plants tenant-b's rows.
+#[tokio::test]
+async fn unsigned_row_level_is_crossed_by_set_config_inside_the_transaction() {
+    let db = common::PgTestDb::new().await;
+    let (admin, app) = notes_under_rls(&db, None).await;
+    let tdb = TenantDb::new(PgRowLevel::new(app.clone()));
+    let a: TenantId = "tenant-a".parse().unwrap();
+
+    let mut tx = tdb.begin_for(&a).await.unwrap();
+    assert_eq!(reach_of_b(&mut tx).await, (0, 0, 0), "scoped: nothing of B");
+    sqlx::query("SELECT set_config('tenancy.tenant_id', 'tenant-b', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        reach_of_b(&mut tx).await,
+        (1, 1, 1),
+        "forged setting: B's row is read, updated and deleted"
+    );
+    sqlx::query("INSERT INTO notes (id, tenant_id, body) VALUES (9, 'tenant-b', 'planted')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    drop_role(&admin, app).await;
+}
+
+/// The signed form: the same forgery, and forged or copied signatures,
+/// reach nothing of the other tenant (nor of the own one); the key is out
+/// of the app role's reach; the scoped path works as before; unscoped use
+/// sees nothing; deprovisioning and the health check work.
+#[tokio::test]
+async fn signed_row_level_refuses_a_forged_tenant_setting() {
+    let db = common::PgTestDb::new().await;
+    let key = signing_key(0x42);
+    let (admin, app) = notes_under_rls(&db, Some(&key)).await;
+    sqlx::query("DELETE FROM notes")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let rls = PgRowLevel::new(app.clone())
+        .signed(key.clone())
+        .with_table("notes", "tenant_id")
+        .unwrap();
+    let tdb = TenantDb::new(rls.clone());
+    let (a, b): (TenantId, TenantId) = ("tenant-a".parse().unwrap(), "tenant-b".parse().unwrap());
+    // The scoped path: the whole suite (reads, writes, defaults, task-local).
+    pg_suite(&tdb, &a, &b).await;
+    let b_rows = || async {
+        sqlx::query_as::<_, (i32, String)>(
+            "SELECT id, body FROM notes WHERE tenant_id = 'tenant-b' ORDER BY id",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap()
+    };
+    assert_eq!(b_rows().await, [(1, "b1".into())]);
+
+    // Inside A's transaction: forge the id alone, a made-up signature, and
+    // A's own signature copied onto B's id.
+    let a_sig: String = {
+        let mut tx = tdb.begin_for(&a).await.unwrap();
+        let sig: String = sqlx::query_scalar("SELECT current_setting('tenancy.tenant_sig')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        sig
+    };
+    assert_eq!(a_sig.len(), 64);
+    let forgeries = [
+        (
+            "the id alone",
+            "SELECT set_config('tenancy.tenant_id', 'tenant-b', true)".to_owned(),
+        ),
+        (
+            "a made-up signature",
+            format!(
+                "SELECT set_config('tenancy.tenant_id', 'tenant-b', true), set_config('tenancy.tenant_sig', '{}', true)",
+                "0".repeat(64)
+            ),
+        ),
+        (
+            "A's signature copied onto B",
+            format!(
+                "SELECT set_config('tenancy.tenant_id', 'tenant-b', true), set_config('tenancy.tenant_sig', '{a_sig}', true)"
+            ),
+        ),
+        (
+            "a session-level setting",
+            "SELECT set_config('tenancy.tenant_id', 'tenant-b', false)".to_owned(),
+        ),
+    ];
+    for (what, forge) in &forgeries {
+        let mut tx = tdb.begin_for(&a).await.unwrap();
+        sqlx::query(AssertSqlSafe(forge.clone()))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let verified: Option<String> = sqlx::query_scalar("SELECT tenancy_rls.current_tenant()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(verified, None, "{what}: not verified");
+        assert_eq!(reach_of_b(&mut tx).await, (0, 0, 0), "{what}: reaches B");
+        let all: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(all, 0, "{what}: a forged setting sees no tenant at all");
+        for insert in [
+            "INSERT INTO notes (id, tenant_id, body) VALUES (9, 'tenant-b', 'planted')",
+            "INSERT INTO notes (id, body) VALUES (9, 'planted')", // default: the forged id
+        ] {
+            let mut sp = sqlx::Connection::begin(&mut *tx).await.unwrap();
+            let err = sqlx::query(insert).execute(&mut *sp).await.unwrap_err();
+            assert!(
+                err.to_string().contains("row-level security"),
+                "{what}: {insert}: {err}"
+            );
+            sp.rollback().await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(b_rows().await, [(1, "b1".into())], "B is untouched");
+    // The session-level forgery is still on the connection it ran on:
+    // unscoped use of that connection (the pool has one idle here) sees
+    // nothing either.
+    for conn in [app.acquire().await.unwrap(), app.acquire().await.unwrap()] {
+        let mut conn = conn;
+        let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(visible, 0, "unscoped: no rows");
+        let insert =
+            sqlx::query("INSERT INTO notes (id, tenant_id, body) VALUES (5, 'tenant-b', 'x')")
+                .execute(&mut *conn)
+                .await;
+        assert!(insert.is_err(), "unscoped: no writes");
+    }
+
+    // The key and the verifying function are out of the app role's reach:
+    // it can neither read the key, nor replace it with one it knows, nor
+    // redefine the function.
+    for attempt in [
+        "SELECT inner_pad, outer_pad FROM tenancy_rls.setting_key",
+        "UPDATE tenancy_rls.setting_key SET inner_pad = inner_pad",
+        "DELETE FROM tenancy_rls.setting_key",
+        "INSERT INTO tenancy_rls.setting_key (only_row, inner_pad, outer_pad) VALUES (false, '', '')",
+        "CREATE OR REPLACE FUNCTION tenancy_rls.current_tenant() RETURNS text LANGUAGE sql AS $$ SELECT 'tenant-b' $$",
+        "ALTER FUNCTION tenancy_rls.current_tenant() SECURITY INVOKER",
+        "CREATE FUNCTION tenancy_rls.sneak() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$",
+    ] {
+        let err = sqlx::query(attempt).execute(&app).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("permission denied") || text.contains("must be owner"),
+            "{attempt}: {text}"
+        );
+    }
+
+    // The health check passes for the ordinary role, and refuses a role
+    // that could read the key or that bypasses RLS (here the owner, a
+    // superuser).
+    rls.check().await.unwrap();
+    let err = PgRowLevel::new(admin.clone())
+        .signed(key.clone())
+        .check()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ordinary role"), "{err}");
+    let app_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&app)
+        .await
+        .unwrap();
+    // A role that can read the key, or that bypasses RLS, fails it too.
+    for (on, off) in [
+        (
+            format!("GRANT SELECT ON tenancy_rls.setting_key TO \"{app_role}\""),
+            format!("REVOKE SELECT ON tenancy_rls.setting_key FROM \"{app_role}\""),
+        ),
+        (
+            format!("ALTER ROLE \"{app_role}\" BYPASSRLS"),
+            format!("ALTER ROLE \"{app_role}\" NOBYPASSRLS"),
+        ),
+    ] {
+        sqlx::query(AssertSqlSafe(on.clone()))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let err = rls.check().await.unwrap_err();
+        assert!(err.to_string().contains("ordinary role"), "{on}: {err}");
+        sqlx::query(AssertSqlSafe(off))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    rls.check().await.unwrap();
+    // The process's key must be the installed one: another key verifies
+    // nothing, and the health check says so.
+    let stranger = PgRowLevel::new(app.clone()).signed(signing_key(0x43));
+    let mut tx = stranger.begin_for(&a).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0, "a wrong key sees nothing");
+    tx.rollback().await.unwrap();
+    let err = stranger.check().await.unwrap_err();
+    assert!(err.to_string().contains("install_signed_setting"), "{err}");
+
+    // Exports through the app role: a session with B's signature reads
+    // B's row; without it, the policies hide it.
+    use tenancy_sql::portable::TenantData;
+    let shared = TenantData::pg_shared(app.clone(), b.clone(), "tenant_id").unwrap();
+    for (data, expected) in [(shared.clone(), 0), (shared.signed(&key), 1)] {
+        let mut session = data.read().await.unwrap();
+        let tables = session.tables().await.unwrap();
+        let notes = tables.iter().find(|t| t.name == "notes").unwrap();
+        assert_eq!(session.row_count(notes).await.unwrap(), expected);
+    }
+
+    // Deprovision with `drop` removes only that tenant's rows.
+    rls.deprovision(&tenant("tenant-a"), DeprovisionPolicy::Drop)
+        .await
+        .unwrap();
+    let owners: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM notes")
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+    assert_eq!(owners, ["tenant-b"]);
+    drop_role(&admin, app).await;
+}
+
+/// The signature is sent bound, so another connection of the same role
+/// cannot harvest it from `pg_stat_activity`; the control shows the probe
+/// does see the plain form's scoping text.
+#[tokio::test]
+async fn the_signature_never_shows_in_pg_stat_activity() {
+    use hmac::{Hmac, Mac};
+    let db = common::PgTestDb::new().await;
+    let key_bytes = [0x17u8; 40];
+    let key = TenantSigningKey::new(&key_bytes).unwrap();
+    let (admin, app) = notes_under_rls(&db, Some(&key)).await;
+    let b: TenantId = "tenant-b".parse().unwrap();
+    // B's signature, computed independently of the crate.
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key_bytes).unwrap();
+    mac.update(b"tenant-b");
+    let b_sig: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+
+    let queries = |app: PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT query FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query <> ''",
+        )
+        .fetch_all(&app)
+        .await
+        .unwrap()
+    };
+    // Control: the plain form's scoping text is visible to the same role.
+    let plain = PgRowLevel::new(app.clone());
+    let tx = plain.begin_for(&b).await.unwrap();
+    let seen = queries(app.clone()).await;
+    assert!(seen.iter().any(|q| q.contains("'tenant-b'")), "{seen:?}");
+    drop(tx);
+
+    let signed = PgRowLevel::new(app.clone()).signed(key);
+    let mut tx = signed.begin_for(&b).await.unwrap();
+    let seen = queries(app.clone()).await;
+    assert!(seen.iter().any(|q| q.contains("tenant_sig")), "{seen:?}");
+    assert!(!seen.iter().any(|q| q.contains(&b_sig)), "{seen:?}");
+    // The database verifies exactly that signature.
+    let sig: String = sqlx::query_scalar("SELECT current_setting('tenancy.tenant_sig')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(sig, b_sig);
+    let verified: Option<String> = sqlx::query_scalar("SELECT tenancy_rls.current_tenant()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(verified.as_deref(), Some("tenant-b"));
+    tx.rollback().await.unwrap();
     drop_role(&admin, app).await;
 }
 

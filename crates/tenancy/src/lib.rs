@@ -382,7 +382,7 @@ pub use tenancy_sql as sql;
 pub use tenancy_sql::{DbError, Migration, Migrations, ScopedBegin, TenantDb};
 #[cfg(feature = "postgres")]
 pub use tenancy_sql::{
-    PgChangeListener, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation, PgStore,
+    PgChangeListener, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation, PgStore, TenantSigningKey,
 };
 #[cfg(feature = "sqlite")]
 pub use tenancy_sql::{SqliteChangeListener, SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore};

@@ -46,6 +46,8 @@ async fn quick_start(
     let url = url.to_owned();
     let pool = sqlx::PgPool::connect(app_role_url).await?;
     let rows = PgRowLevel::new(pool.clone()).with_table("notes", "tenant_id")?;
+    // If SQL injection into the app is in your threat model, sign the setting:
+    // PgRowLevel::new(pool.clone()).signed(key) (see SECURITY.md, "signed form").
     let tenancy = Tenancy::builder()
         .config(TenancyConfig::load()?)
         .store(PgStore::connect(&url).await?)

@@ -5,7 +5,7 @@
 //!
 //! | strategy | name | data | scope per transaction |
 //! |---|---|---|---|
-//! | [`PgRowLevel`] | `row_level` | shared tables + `tenant_id`, RLS enabled and forced | `set_config('tenancy.tenant_id', …, true)` |
+//! | [`PgRowLevel`] | `row_level` | shared tables + `tenant_id`, RLS enabled and forced | `set_config('tenancy.tenant_id', …, true)` (signed form: plus `tenancy.tenant_sig`, checked by the policy) |
 //! | [`PgSchemaIsolation`] | `schema` | schema `tenant_<id>` owned by role `tenant_<id>` | `SET LOCAL ROLE` + `set_config('search_path', …, true)` |
 //! | [`PgDatabaseIsolation`] | `database` | database `tenant_<id>` | a pool per tenant (bounded set) |
 //! | [`SqliteDatabaseIsolation`] | `database` | file `tenant_<id>.db` | a pool per tenant (bounded set) |
@@ -32,7 +32,7 @@ mod sqlite_row_level;
 #[cfg(feature = "postgres")]
 pub use pg_database::{DatabaseServer, PgDatabaseIsolation};
 #[cfg(feature = "postgres")]
-pub use row_level::PgRowLevel;
+pub use row_level::{PgRowLevel, SigningKeyError, TenantSigningKey};
 #[cfg(feature = "postgres")]
 pub use schema::PgSchemaIsolation;
 #[cfg(feature = "sqlite")]

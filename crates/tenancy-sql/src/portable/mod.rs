@@ -70,6 +70,9 @@ enum Place {
         /// The tenant's own schema; `None`: the connection's current schema.
         schema: Option<String>,
         shared: bool,
+        /// The tenant's signature under a [`crate::TenantSigningKey`], for
+        /// shared tables under the signed form of row level.
+        signature: Option<String>,
     },
     #[cfg(feature = "sqlite")]
     Sqlite {
@@ -91,8 +94,31 @@ impl TenantData {
                 pool,
                 schema: None,
                 shared: true,
+                signature: None,
             },
         })
+    }
+
+    /// Shared PostgreSQL tables under the signed form of row level
+    /// ([`PgRowLevel::signed`](crate::PgRowLevel::signed)): each session
+    /// also sets the tenant's signature under `key`, so the policies let
+    /// it read and write the tenant's rows (without it, a role bound by RLS
+    /// would export nothing and import nothing). Other places ignore it.
+    ///
+    /// ```
+    /// # fn f(pool: sqlx::PgPool, key: &tenancy::TenantSigningKey) -> Result<(), tenancy::DbError> {
+    /// use tenancy::sql::portable::TenantData;
+    /// let data = TenantData::pg_shared(pool, "acme".parse().unwrap(), "tenant_id")?.signed(key);
+    /// # let _ = data; Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn signed(mut self, key: &crate::TenantSigningKey) -> Self {
+        let tenant = self.tenant.clone();
+        #[allow(irrefutable_let_patterns)]
+        if let Place::Pg { signature, .. } = &mut self.place {
+            *signature = Some(key.sign(&tenant));
+        }
+        self
     }
 
     /// The tenant's own PostgreSQL schema (`tenant_<id>`) in the database
@@ -107,6 +133,7 @@ impl TenantData {
                 pool,
                 schema: Some(schema),
                 shared: false,
+                signature: None,
             },
         })
     }
@@ -125,6 +152,7 @@ impl TenantData {
                 pool,
                 schema: None,
                 shared: false,
+                signature: None,
             },
         })
     }
@@ -204,9 +232,21 @@ impl TenantData {
     async fn begin(&self, write: bool) -> Result<Session, DbError> {
         let tx = match &self.place {
             #[cfg(feature = "postgres")]
-            Place::Pg { pool, schema, .. } => {
-                Tx::Pg(pg::begin(pool, &self.tenant, schema.as_deref(), write).await?)
-            }
+            Place::Pg {
+                pool,
+                schema,
+                signature,
+                ..
+            } => Tx::Pg(
+                pg::begin(
+                    pool,
+                    &self.tenant,
+                    schema.as_deref(),
+                    signature.as_deref(),
+                    write,
+                )
+                .await?,
+            ),
             #[cfg(feature = "sqlite")]
             Place::Sqlite { pool, .. } => Tx::Sqlite(sqlite::begin(pool, write).await?),
         };

@@ -17,12 +17,14 @@ const COPY_OPTIONS: &str = "WITH (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e'
 
 /// Begins the session: a read-only repeatable-read snapshot, or a write
 /// transaction; settings that fix how values print (UTC, shortest exact
-/// floats, ISO dates) and the tenant for row-level security, all
+/// floats, ISO dates) and the tenant for row-level security (with its
+/// signature in the signed form), all
 /// transaction-local, in one round trip after `BEGIN`.
 pub(super) async fn begin(
     pool: &PgPool,
     tenant: &TenantId,
     schema: Option<&str>,
+    signature: Option<&str>,
     write: bool,
 ) -> Result<Transaction<'static, Postgres>, DbError> {
     let begin = if write {
@@ -36,10 +38,12 @@ pub(super) async fn begin(
         "SELECT set_config('TimeZone', 'UTC', true), set_config('extra_float_digits', '1', true), \
                 set_config('IntervalStyle', 'postgres', true), set_config('DateStyle', 'ISO, YMD', true), \
                 set_config('tenancy.tenant_id', $1, true), \
-                CASE WHEN $2::text IS NULL THEN NULL ELSE set_config('search_path', $2, true) END",
+                CASE WHEN $2::text IS NULL THEN NULL ELSE set_config('search_path', $2, true) END, \
+                CASE WHEN $3::text IS NULL THEN NULL ELSE set_config('tenancy.tenant_sig', $3, true) END",
     )
     .bind(tenant.as_str())
     .bind(search_path)
+    .bind(signature)
     .execute(&mut *tx)
     .await?;
     Ok(tx)
