@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use tenancy::config::ResourceConfig;
 use tenancy::{Tenancy, TenancyConfig};
 use tenancy_interceptor::service::ScopedTable;
@@ -19,6 +19,7 @@ use tenancy_sql::portable::TenantData;
 use tenancy_sql::{
     DatabaseServer, Migration, Migrations, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation,
     PgStore, ScopedBegin, SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore, TenantDb,
+    TenantSigningKey,
 };
 
 /// Options every command takes.
@@ -141,6 +142,9 @@ pub struct App {
     /// latest of `lifecycle.migrations_dir` (or of the built-in `notes`
     /// migration).
     pub migration_version: i64,
+    /// The key signing the row-level tenant setting, when configured
+    /// (`lifecycle.row_level_signing_key`).
+    pub signing_key: Option<TenantSigningKey>,
 }
 
 /// The main database's pool.
@@ -235,6 +239,7 @@ impl App {
             builder = builder.event_bus(tenancy::EventBus::new().with_sink(sink));
         }
         let mut migrator = None;
+        let mut signing_key = None;
         let migration_version = match (&app_migrations, use_builtin_notes) {
             (Some(m), _) => m.latest(),
             (None, true) => 1,
@@ -251,8 +256,52 @@ impl App {
                 .await
                 .map_err(|e| CliError::msg(format!("cannot connect to {}: {e}", redact(&url))))?;
             main = MainPool::Postgres(pool.clone());
+            // The role that owns the tables sets them up; the server's own
+            // role (an ordinary one) is then only granted reads and writes.
+            let owner = match &config.lifecycle.owner_database_url {
+                Some(owner_url) => {
+                    if strategy != "row_level" {
+                        return Err(CliError::msg(
+                            "lifecycle.owner_database_url is used by the row_level strategy only",
+                        ));
+                    }
+                    Some(
+                        PgPoolOptions::new()
+                            .max_connections(2)
+                            .acquire_timeout(std::time::Duration::from_secs(5))
+                            .connect(owner_url)
+                            .await
+                            .map_err(|e| {
+                                CliError::msg(format!(
+                                    "lifecycle.owner_database_url: cannot connect to {}: {e}",
+                                    redact(owner_url)
+                                ))
+                            })?,
+                    )
+                }
+                None => None,
+            };
+            signing_key = match &config.lifecycle.row_level_signing_key {
+                None => None,
+                Some(_) if owner.is_none() => {
+                    return Err(CliError::msg(
+                        "lifecycle.row_level_signing_key needs lifecycle.owner_database_url: the key is \
+                         installed by the role that owns the tables, and the server must connect as \
+                         another, ordinary role (one that owned the key could read it)",
+                    ));
+                }
+                Some(hex) => {
+                    Some(TenantSigningKey::from_hex(hex.expose()).map_err(|e| {
+                        CliError::msg(format!("lifecycle.row_level_signing_key: {e}"))
+                    })?)
+                }
+            };
+            let ddl = owner.clone().unwrap_or_else(|| pool.clone());
             let store = PgStore::new(pool.clone());
-            store.migrate().await.map_err(CliError::msg)?;
+            PgStore::new(ddl.clone())
+                .migrate()
+                .await
+                .map_err(CliError::msg)?;
             let servers: Vec<&str> = if config.lifecycle.database_servers.is_empty() {
                 vec!["default"]
             } else {
@@ -265,7 +314,7 @@ impl App {
             };
             Deployment::new(strategy.as_str())
                 .servers(servers)
-                .check_pg(&pool)
+                .check_pg(&ddl)
                 .await
                 .map_err(CliError::msg)?;
             let tenant_migrations = tenant_migrations(app_migrations, use_builtin_notes, NOTES_PG)?;
@@ -273,16 +322,39 @@ impl App {
                 "row_level" => {
                     if use_builtin_notes {
                         sqlx::raw_sql(NOTES_PG)
-                            .execute(&pool)
+                            .execute(&ddl)
                             .await
                             .map_err(CliError::msg)?;
                     }
-                    let rls = PgRowLevel::new(pool.clone());
+                    let with_key = |rls: PgRowLevel| match &signing_key {
+                        Some(key) => rls.signed(key.clone()),
+                        None => rls,
+                    };
+                    let owner_rls = with_key(PgRowLevel::new(ddl.clone()));
                     for table in &tables {
-                        rls.register_table(table, "tenant_id").await.map_err(|e| {
-                            CliError::msg(format!(
-                                "cannot enable row-level security on {table}: {e}"
-                            ))
+                        owner_rls
+                            .register_table(table, "tenant_id")
+                            .await
+                            .map_err(|e| {
+                                CliError::msg(format!(
+                                    "cannot enable row-level security on {table}: {e}"
+                                ))
+                            })?;
+                    }
+                    let rls = match &owner {
+                        None => owner_rls,
+                        Some(owner) => {
+                            grant_reads_and_writes(owner, &pool).await?;
+                            let mut rls = with_key(PgRowLevel::new(pool.clone()));
+                            for table in &tables {
+                                rls = rls.with_table(table, "tenant_id").map_err(CliError::msg)?;
+                            }
+                            rls
+                        }
+                    };
+                    if signing_key.is_some() {
+                        tenancy::IsolationStrategy::check(&rls).await.map_err(|e| {
+                            CliError::msg(format!("lifecycle.row_level_signing_key: {e}"))
                         })?;
                     }
                     (builder.isolation(rls.clone()), TenantDb::new(rls))
@@ -323,6 +395,14 @@ impl App {
             let tenancy = builder.store(store).build().map_err(CliError::msg)?;
             (tenancy, Db::Postgres(db))
         } else {
+            if config.lifecycle.owner_database_url.is_some()
+                || config.lifecycle.row_level_signing_key.is_some()
+            {
+                return Err(CliError::msg(
+                    "lifecycle.owner_database_url and lifecycle.row_level_signing_key need PostgreSQL \
+                     (SQLite has no row-level security: its row level goes through the query interceptor)",
+                ));
+            }
             let pool = open_sqlite(&url).await?;
             main = MainPool::Sqlite(pool.clone());
             let store = SqliteStore::new(pool.clone());
@@ -408,6 +488,7 @@ impl App {
             migrator,
             main,
             migration_version,
+            signing_key,
         })
     }
 
@@ -458,6 +539,7 @@ impl App {
         let data = match (&self.main, &self.migrator) {
             (MainPool::Postgres(pool), None) => {
                 TenantData::pg_shared(pool.clone(), tenant.clone(), column)
+                    .map(|data| self.signed(data))
             }
             (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => {
                 TenantData::pg_schema(pool.clone(), tenant.clone(), column)
@@ -517,6 +599,49 @@ impl App {
     pub fn resource(&self, name: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.name == name)
     }
+}
+
+impl App {
+    /// `data`, signing its tenant setting when a key is configured.
+    pub fn signed(&self, data: TenantData) -> TenantData {
+        match &self.signing_key {
+            Some(key) => data.signed(key),
+            None => data,
+        }
+    }
+}
+
+/// Grants the role of `app` reads and writes on the tables (and
+/// sequences) `owner` made, nothing more.
+async fn grant_reads_and_writes(owner: &PgPool, app: &PgPool) -> Result<(), CliError> {
+    let cannot = |e: sqlx::Error| {
+        CliError::msg(format!(
+            "lifecycle.owner_database_url: cannot grant the server's role its privileges: {e}"
+        ))
+    };
+    // Quoted by PostgreSQL itself.
+    let (role, same): (String, bool) =
+        sqlx::query_as("SELECT quote_ident(current_user), current_user = $1")
+            .bind(
+                sqlx::query_scalar::<_, String>("SELECT current_user::text")
+                    .fetch_one(owner)
+                    .await
+                    .map_err(cannot)?,
+            )
+            .fetch_one(app)
+            .await
+            .map_err(cannot)?;
+    if same {
+        return Ok(());
+    }
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
+         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    )))
+    .execute(owner)
+    .await
+    .map_err(cannot)?;
+    Ok(())
 }
 
 fn unknown_strategy(name: &str) -> CliError {

@@ -626,6 +626,7 @@ fn main_data(app: &App, tenant: &TenantId) -> Result<TenantData, CliError> {
     match &app.main {
         MainPool::Postgres(pool) => {
             TenantData::pg_shared(pool.clone(), tenant.clone(), TENANT_COLUMN)
+                .map(|d| app.signed(d))
         }
         MainPool::Sqlite(pool) => {
             TenantData::sqlite_shared(pool.clone(), tenant.clone(), TENANT_COLUMN)

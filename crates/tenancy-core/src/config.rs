@@ -26,6 +26,8 @@
 //!     database_servers:             # database strategy on Postgres; default: the main server
 //!       - { name: pg1, url: "postgres://app@db1/postgres", weight: 2 }
 //!       - { name: pg2, url: "postgres://app@db2/postgres" }
+//!     owner_database_url: postgres://owner@db/app  # row_level on Postgres: DDL and RLS set up as this role
+//!     row_level_signing_key: …      # hex, ≥ 32 bytes; set it by env, not here (see below)
 //!   overrides:
 //!     cache_ttl_secs: 60
 //!     cache_capacity: 10000
@@ -205,6 +207,20 @@ pub struct LifecycleConfig {
     /// `schema` and `database` strategies; `row_level` has nothing to
     /// provision.
     pub pending_pool: u32,
+    /// `row_level` on PostgreSQL: a `postgres://` URL of the role that owns
+    /// the tables (default none: the main URL's role does everything).
+    /// With it, the store's tables, the resources' tables and row-level
+    /// security are set up as this role, which then grants the main URL's
+    /// role reads and writes only: connect the server as an ordinary role
+    /// (not superuser, not `BYPASSRLS`, not the owner), so that row-level
+    /// security binds it.
+    pub owner_database_url: Option<String>,
+    /// `row_level` on PostgreSQL: a key (hex, at least 32 bytes) that signs
+    /// the tenant setting of every scoped transaction, so that SQL running
+    /// in a request's transaction cannot switch it to another tenant
+    /// (`PgRowLevel::signed`). Needs `owner_database_url`. Keep it out of
+    /// files: `TENANCY__LIFECYCLE__ROW_LEVEL_SIGNING_KEY`.
+    pub row_level_signing_key: Option<Secret>,
 }
 
 /// One database server (`lifecycle.database_servers[]`).
@@ -233,6 +249,8 @@ impl Default for LifecycleConfig {
             migrations_dir: None,
             database_servers: Vec::new(),
             pending_pool: 0,
+            owner_database_url: None,
+            row_level_signing_key: None,
         }
     }
 }
