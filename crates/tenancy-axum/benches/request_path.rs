@@ -2,7 +2,7 @@
 //! router with the layer (header resolver, validator cache hit, `Tenant`
 //! extractor) against the same router without it.
 //!
-//! `with_layer_and_metrics` adds `RequestMetrics` (SPEC A2) to the same
+//! `with_layer_and_metrics` adds `RequestMetrics` to the same
 //! layer: its difference to `with_layer_cache_hit` is what metrics cost.
 //!
 //! The `layer_alone` group measures the same layer around a plain tower
@@ -314,7 +314,7 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { with.clone().oneshot(request()).await })
     });
-    // SPEC A2: outcome, latency and per-tenant counters on the same path.
+    // Outcome, latency and per-tenant counters on the same path.
     group.bench_function("with_layer_and_metrics", |b| {
         b.to_async(&rt)
             .iter(|| async { with_metrics.clone().oneshot(request()).await })

@@ -1,4 +1,4 @@
-//! Extractors (SPEC M2): [`Tenant`] (required) and `Option<Tenant>`.
+//! Extractors: [`Tenant`] (required) and `Option<Tenant>`.
 
 use std::ops::Deref;
 use std::sync::Arc;

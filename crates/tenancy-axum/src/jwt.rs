@@ -1,4 +1,4 @@
-//! Built-in JWT verification (SPEC R5): HS256 or RS256, expiry required and
+//! Built-in JWT verification: HS256 or RS256, expiry required and
 //! checked. Only verified claims reach resolvers.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! [`RequestMetrics`]: what the tenant layer saw (SPEC A2), kept in
+//! [`RequestMetrics`]: what the tenant layer saw, kept in
 //! atomics for an exporter to read.
 
 use std::hash::BuildHasher;

@@ -30,8 +30,7 @@ impl TenantState {
     }
 }
 
-/// Why a request has no usable tenant. Converts into the response the
-/// SPEC prescribes (M3): 401 when no tenant was named or the token is
+/// Why a request has no usable tenant. Converts into its response: 401 when no tenant was named or the token is
 /// invalid, 403 when the tenant may not be served (or the request names
 /// several), 400 when a header naming it is repeated, 503 when the store
 /// is down.

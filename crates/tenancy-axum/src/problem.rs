@@ -1,5 +1,4 @@
-//! RFC 9457 problem details: the one error body of every tenancy response
-//! (SPEC M5).
+//! RFC 9457 problem details: the one error body of every tenancy response.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};

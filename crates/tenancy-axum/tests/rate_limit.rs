@@ -1,4 +1,4 @@
-//! Per-tenant rate limits through axum (SPEC W2): independent buckets,
+//! Per-tenant rate limits through axum: independent buckets,
 //! plan and override limits, 429 problem responses, requests without a
 //! tenant untouched; and with Redis (feature `redis`, on for every test
 //! build through the crate's dev-dependency on itself): one limit shared by
@@ -664,7 +664,7 @@ mod redis_backend {
         keys.len()
     }
 
-    /// SPEC F2: Redis frozen (SIGSTOP: connections open, no answers) and
+    /// Redis frozen (SIGSTOP: connections open, no answers) and
     /// then killed under load; every request is answered within a small
     /// bound by the in-process limit; once Redis is back the shared limit
     /// is used again.

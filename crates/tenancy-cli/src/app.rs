@@ -505,7 +505,7 @@ impl App {
         }
     }
 
-    /// Records an admin action in the audit log (SPEC A3). The action has
+    /// Records an admin action in the audit log. The action has
     /// happened already, so a failure to record is reported on stderr and
     /// in the log, not turned into a failure of the action.
     pub async fn audit(&self, entry: tenancy::audit::NewAuditEntry) {

@@ -1,4 +1,4 @@
-//! `tenancy audit`: the audit log of admin actions (SPEC A3).
+//! `tenancy audit`: the audit log of admin actions.
 
 use clap::Args;
 use tenancy::audit::AuditQuery;

@@ -1,4 +1,4 @@
-//! Tenant domains (SPEC D1–D5): `tenancy domains add|list|verify|remove`,
+//! Tenant domains: `tenancy domains add|list|verify|remove`,
 //! and the operations the admin API shares with them.
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! `tenancy export TABLE --tenant-id T`: one tenant's rows of a table, as
-//! a JSON array or NDJSON, every value exact (SPEC P1).
+//! a JSON array or NDJSON, every value exact.
 //!
 //! The table is read where the tenant's data lives (the main database
 //! under `row_level`, the tenant's own schema or database otherwise). Values

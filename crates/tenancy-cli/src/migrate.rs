@@ -1,5 +1,5 @@
-//! `tenancy migrate`: apply the application's migrations to every tenant
-//! (SPEC I7), in parallel with a bound, one tenant's failure reported
+//! `tenancy migrate`: apply the application's migrations to every tenant,
+//! in parallel with a bound, one tenant's failure reported
 //! without stopping the others, resumable (each tenant records its
 //! version; a re-run does only what is missing).
 

@@ -1,4 +1,4 @@
-//! `tenancy tenants pool status|fill|prune`: the pending pool (SPEC N1).
+//! `tenancy tenants pool status|fill|prune`: the pending pool.
 
 use clap::{Args, Subcommand};
 use tenancy::PendingPool;

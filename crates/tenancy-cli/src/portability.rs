@@ -1,4 +1,4 @@
-//! Whole-tenant data portability (SPEC P2–P4): `tenancy tenants export`,
+//! Whole-tenant data portability: `tenancy tenants export`,
 //! `import`, and `delete --purge`.
 
 use std::io::IsTerminal;

@@ -1,4 +1,4 @@
-//! The audit log (SPEC A3) end to end: every admin action through the API
+//! The audit log end to end: every admin action through the API
 //! and the CLI is recorded with actor, time, tenant, before and after;
 //! `GET /admin/audit` and `tenancy audit` read it, on SQLite and PostgreSQL.
 

@@ -1,4 +1,4 @@
-//! The web console (SPEC A4) in a real headless Chromium: scripts/test.sh
+//! The web console in a real headless Chromium: scripts/test.sh
 //! installs Debian's chromium and Playwright (PyPI, in the schemathesis
 //! virtualenv). Screenshots go to target/console-screenshots (not in git).
 

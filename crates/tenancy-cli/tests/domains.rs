@@ -1,4 +1,4 @@
-//! Tenant domains end to end (SPEC D1–D5): the admin API and CLI of
+//! Tenant domains end to end: the admin API and CLI of
 //! `tenancy serve` on SQLite and PostgreSQL (two instances), DNS TXT
 //! verification against a dnsmasq this test starts, `/tls/ask`, and Caddy's
 //! on-demand TLS in front of `tenancy serve`.

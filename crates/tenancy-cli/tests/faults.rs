@@ -1,4 +1,4 @@
-//! Reliability under faults (SPEC F1): PostgreSQL killed (SIGKILL of the
+//! Reliability under faults: PostgreSQL killed (SIGKILL of the
 //! postmaster) and restarted under concurrent reads and writes of two
 //! tenants through two `tenancy serve` instances, on a cluster of this
 //! test's own, for the row-level, schema and database strategies.

@@ -1,4 +1,4 @@
-//! Impersonation (SPEC A5) end to end: a short-lived, single-use token for
+//! Impersonation end to end: a short-lived, single-use token for
 //! one user of one active tenant; a replay is 401 on every instance; every
 //! bad input is refused; issuing and using it are audited.
 

@@ -1,4 +1,4 @@
-//! `GET /metrics` (SPEC A2) end to end: requests by outcome, latency,
+//! `GET /metrics` end to end: requests by outcome, latency,
 //! per-tenant series bounded by `server.metrics_tenants`, validator and
 //! provisioning figures; admin token required.
 

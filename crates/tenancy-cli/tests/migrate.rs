@@ -1,4 +1,4 @@
-//! `tenancy migrate` end to end (SPEC I7): parallel, one tenant's failure
+//! `tenancy migrate` end to end: parallel, one tenant's failure
 //! reported without stopping the others, resumable, new tenants at the
 //! latest version.
 

@@ -1,4 +1,4 @@
-//! `tenancy tenants move` (SPEC P3) between two real PostgreSQL servers (the
+//! `tenancy tenants move` between two real PostgreSQL servers (the
 //! machine's cluster and one this test starts in a temporary directory),
 //! under concurrent requests from two tenants through two `tenancy serve`
 //! instances: the moved tenant sees only 503s (with Retry-After) or its

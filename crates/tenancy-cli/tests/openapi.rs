@@ -1,4 +1,4 @@
-//! `GET /openapi.json` (SPEC A1): an OpenAPI 3.1 document of the whole
+//! `GET /openapi.json`: an OpenAPI 3.1 document of the whole
 //! surface, and schemathesis against a running `tenancy serve`: no 5xx,
 //! every response's status, content type, headers and body conform.
 

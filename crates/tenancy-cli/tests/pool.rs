@@ -1,6 +1,6 @@
 //! `tenancy tenants pool status|fill|prune`, `tenancy migrate` over pool
 //! members, and `tenancy serve` refilling the pool in the background while
-//! `POST /admin/tenants` claims from it (SPEC N1).
+//! `POST /admin/tenants` claims from it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

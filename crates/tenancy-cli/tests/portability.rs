@@ -1,4 +1,4 @@
-//! Whole-tenant archives (SPEC P2) and purges (P4) through the real binary:
+//! Whole-tenant archives and purges (P4) through the real binary:
 //! export → import → export across strategies and databases gives the same
 //! table data; a tampered archive, a version mismatch or a key conflict is
 //! refused and leaves nothing behind; a purge removes everything and a scan

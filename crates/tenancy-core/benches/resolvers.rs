@@ -1,5 +1,5 @@
 //! The `domain` resolver on a cache hit beside the `header` resolver, in
-//! the same run (SPEC D2: a hit never touches the store). Also the hit for
+//! the same run (a hit never touches the store). Also the hit for
 //! a host that needs normalising (upper case, port) and a negatively
 //! cached unknown host.
 //!

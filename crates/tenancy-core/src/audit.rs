@@ -1,4 +1,4 @@
-//! The audit log of admin actions (SPEC A3): who did what to which tenant,
+//! The audit log of admin actions: who did what to which tenant,
 //! when, with the record before and after.
 //!
 //! Entries live in the same store as the tenants ([`AuditStore`]; every

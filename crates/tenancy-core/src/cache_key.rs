@@ -1,4 +1,4 @@
-//! Tenant-prefixed cache keys (SPEC W3): `t:{tenant}:{part}:{part}…` for
+//! Tenant-prefixed cache keys: `t:{tenant}:{part}:{part}…` for
 //! any cache (Redis, memcached, an in-process map).
 //!
 //! Every key starts with the tenant, so one tenant's entries can never be

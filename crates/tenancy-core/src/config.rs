@@ -1,4 +1,4 @@
-//! Configuration (SPEC X3): `tenancy.yaml` under a `tenancy:` key, with
+//! Configuration: `tenancy.yaml` under a `tenancy:` key, with
 //! environment overrides `TENANCY__SECTION__KEY`.
 //!
 //! Every setting has a default, so an empty or missing file is valid.
@@ -203,7 +203,7 @@ pub struct LifecycleConfig {
     /// the fewest tenants per unit of weight.
     pub database_servers: Vec<DatabaseServerConfig>,
     /// Tenants kept provisioned and migrated, unclaimed, so signup does not
-    /// wait for provisioning (SPEC N1; default 0: off). Used by the
+    /// wait for provisioning (default 0: off). Used by the
     /// `schema` and `database` strategies; `row_level` has nothing to
     /// provision.
     pub pending_pool: u32,

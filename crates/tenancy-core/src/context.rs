@@ -1,4 +1,4 @@
-//! The current tenant of a task (SPEC C1).
+//! The current tenant of a task.
 //!
 //! The web layer runs each request inside a scope holding its tenant, so
 //! code anywhere below the handler can ask [`current`]. Background work

@@ -1,4 +1,4 @@
-//! Tenant domains (SPEC D1–D3): a tenant owns any number of domains
+//! Tenant domains: a tenant owns any number of domains
 //! (`portal.acme.com`), one of them primary; a domain is normalised and
 //! unique across all tenants, `pending` until verified, and only verified
 //! domains resolve.
@@ -248,7 +248,7 @@ impl TenantDomain {
     }
 }
 
-/// Where domains are kept (SPEC D1). Implemented by every store of the
+/// Where domains are kept. Implemented by every store of the
 /// toolkit; a domain is unique across all tenants.
 #[async_trait]
 pub trait DomainStore: Send + Sync + 'static {
@@ -296,7 +296,7 @@ struct Entry {
     until: std::time::Instant,
 }
 
-/// The `domain` resolver (SPEC D2, priority 25): the request's host looked
+/// The `domain` resolver (priority 25): the request's host looked
 /// up exactly among verified domains. Lookups are cached (bounded, misses
 /// for one host coalesced, unknown hosts cached briefly); a hit never
 /// touches the store. Changes invalidate at once:
@@ -363,6 +363,9 @@ impl DomainResolver {
     /// aside), found without allocating; `None` when the cache must be
     /// asked the slow way (a miss, an expired entry, a host to normalise).
     fn cached(&self, host: &str) -> Option<Option<TenantRef>> {
+        if host.starts_with('[') {
+            return Some(None); // an IPv6 literal is not a domain
+        }
         let bare = match host.rsplit_once(':') {
             Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
                 name
@@ -375,6 +378,14 @@ impl DomainResolver {
             && !bare.ends_with('.');
         if !normal {
             return None;
+        }
+        // What can never be a domain (`Domain::parse` refuses it) is known
+        // at once: a single label (`localhost`) or an IPv4 address.
+        if bare
+            .rsplit_once('.')
+            .is_none_or(|(_, tld)| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Some(None);
         }
         let entry = self.inner.cache.get(bare)?;
         (entry.until > std::time::Instant::now()).then_some(entry.tenant)

@@ -1,4 +1,4 @@
-//! Tenant events (SPEC L2): every change to a tenant or its config is
+//! Tenant events: every change to a tenant or its config is
 //! published on an [`EventBus`].
 //!
 //! The bus is an in-process broadcast: subscribe with

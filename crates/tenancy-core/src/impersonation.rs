@@ -1,4 +1,4 @@
-//! Impersonation grants (SPEC A5): an operator lets support act as one
+//! Impersonation grants: an operator lets support act as one
 //! user of one tenant, once, for a few minutes.
 //!
 //! The store keeps each grant under a key derived from its token (a hash:

@@ -1,4 +1,4 @@
-//! Isolation strategies (SPEC I1–I2): how a tenant's data is kept apart.
+//! Isolation strategies: how a tenant's data is kept apart.
 //!
 //! This crate has no SQL, so [`IsolationStrategy`] covers the lifecycle
 //! side: provisioning and deprovisioning a tenant's schema or database and
@@ -39,7 +39,7 @@ impl IsolationError {
     }
 }
 
-/// How one kind of isolation provisions and removes a tenant (SPEC I1).
+/// How one kind of isolation provisions and removes a tenant.
 ///
 /// `provision` must be all-or-nothing: when it fails, it removes whatever
 /// it made before returning the error.
@@ -67,7 +67,7 @@ pub trait IsolationStrategy: Send + Sync + 'static {
         None
     }
 
-    /// Whether the strategy's backend answers (SPEC W4).
+    /// Whether the strategy's backend answers.
     async fn check(&self) -> Result<(), IsolationError> {
         Ok(())
     }
@@ -100,7 +100,7 @@ impl IsolationStrategy for RowLevel {
     }
 }
 
-/// Strategies by name (SPEC I2). `row_level` is always registered.
+/// Strategies by name. `row_level` is always registered.
 #[derive(Clone)]
 pub struct IsolationRegistry {
     strategies: HashMap<String, Arc<dyn IsolationStrategy>>,
@@ -159,7 +159,7 @@ impl std::fmt::Debug for IsolationRegistry {
 }
 
 /// Runs a strategy for the lifecycle service, with the `auto_provision`
-/// switch and the deprovision policy (SPEC I2).
+/// switch and the deprovision policy.
 #[derive(Clone)]
 pub struct Provisioner {
     strategy: Arc<dyn IsolationStrategy>,

@@ -1,4 +1,4 @@
-//! The tenant lifecycle (SPEC L1–L2): create → provision → active, update,
+//! The tenant lifecycle: create → provision → active, update,
 //! activate, deactivate, suspend, delete. Every change publishes an event
 //! and invalidates the validator's cache at once.
 
@@ -41,7 +41,7 @@ pub enum LifecycleError {
     },
 }
 
-/// Creates and changes tenants (SPEC L1).
+/// Creates and changes tenants.
 ///
 /// Every method that changes a tenant takes its id or its slug (the id is
 /// tried first, as in request resolution).
@@ -81,7 +81,7 @@ impl LifecycleService {
         }
     }
 
-    /// Claims new tenants from `pool` when it has a ready member (SPEC N1).
+    /// Claims new tenants from `pool` when it has a ready member.
     pub fn pending_pool(mut self, pool: PendingPool) -> Self {
         self.pool = Some(pool);
         self
@@ -427,7 +427,7 @@ impl LifecycleService {
     }
 
     /// The tenant with id `reference`, else with slug `reference` (the
-    /// order requests resolve in, SPEC R4).
+    /// order requests resolve in).
     async fn require(&self, reference: &str) -> Result<TenantInfo, LifecycleError> {
         self.store
             .find(reference)

@@ -1,4 +1,4 @@
-//! [`MemoryStore`]: tenants and config overrides in process memory (SPEC S3).
+//! [`MemoryStore`]: tenants and config overrides in process memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};

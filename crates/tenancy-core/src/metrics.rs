@@ -1,4 +1,4 @@
-//! Counters and histograms the toolkit keeps as it works (SPEC A2), read
+//! Counters and histograms the toolkit keeps as it works, read
 //! by an exporter (`tenancy serve` answers `GET /metrics` in Prometheus
 //! text format). Plain atomics: recording costs an increment, nothing is
 //! allocated or locked on the request path.

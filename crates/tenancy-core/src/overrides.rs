@@ -1,4 +1,4 @@
-//! Per-tenant configuration (SPEC O1–O2): application defaults that each
+//! Per-tenant configuration: application defaults that each
 //! tenant may override.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::store::{ConfigMap, ConfigStore, StoreError, validate_config_key};
 use crate::tenant::TenantId;
 
 /// A [`ConfigStore`] decorator that caches each tenant's whole override map
-/// with a TTL; a write through it invalidates that tenant's entry (SPEC O1).
+/// with a TTL; a write through it invalidates that tenant's entry.
 ///
 /// Writes made by other processes are seen after the TTL, or at once when
 /// something calls [`CachedConfigStore::invalidate`] (the Postgres change
@@ -158,7 +158,7 @@ pub enum ConfigValueError {
     },
 }
 
-/// Application defaults + per-tenant overrides (SPEC O2).
+/// Application defaults + per-tenant overrides.
 ///
 /// Get it from `Tenancy::overrides`; in a handler, the `Setting` extractor
 /// reads one value for the request's tenant.

@@ -1,4 +1,4 @@
-//! Pending tenants (SPEC N1): a pool of tenants whose schema or database is
+//! Pending tenants: a pool of tenants whose schema or database is
 //! already provisioned and migrated, so signup claims one instead of
 //! waiting for `CREATE SCHEMA` and every migration.
 //!
@@ -169,7 +169,7 @@ pub struct PruneReport {
     pub removed: Vec<TenantId>,
 }
 
-/// A pool of provisioned, unclaimed tenants (SPEC N1). Cheap to clone.
+/// A pool of provisioned, unclaimed tenants. Cheap to clone.
 #[derive(Clone)]
 pub struct PendingPool {
     inner: Arc<PoolInner>,

@@ -1,4 +1,4 @@
-//! Storage traits for tenants and their config overrides (SPEC S2).
+//! Storage traits for tenants and their config overrides.
 //!
 //! [`TenantStore`] and [`ConfigStore`] are object safe so one store can be
 //! shared as `Arc<dyn TenantStore>` by the validator, the lifecycle service
@@ -181,7 +181,7 @@ pub struct TenantPage {
     pub total: u64,
 }
 
-/// Persistent tenant records (SPEC S2).
+/// Persistent tenant records.
 ///
 /// Implementations must keep slugs unique, generate ids when none is
 /// given, refuse status changes that [`TenantStatus::can_become`] refuses,
@@ -217,12 +217,12 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Removes a tenant and its config overrides. Returns whether it existed.
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError>;
 
-    /// Whether the store answers (SPEC W4).
+    /// Whether the store answers.
     async fn check(&self) -> Result<(), StoreError> {
         self.list(ListQuery::all().page(0, 1)).await.map(|_| ())
     }
 
-    /// Finds a tenant by id, else by slug (SPEC R4).
+    /// Finds a tenant by id, else by slug.
     async fn find(&self, reference: &str) -> Result<Option<TenantInfo>, StoreError> {
         if let Ok(id) = TenantId::new(reference)
             && let Some(tenant) = self.get(&id).await?
@@ -248,7 +248,7 @@ pub trait TenantStore: Send + Sync + 'static {
     }
 }
 
-/// Per-tenant config overrides: key → JSON value (SPEC S2, O1).
+/// Per-tenant config overrides: key → JSON value.
 #[async_trait]
 pub trait ConfigStore: Send + Sync + 'static {
     /// One key of a tenant's overrides.

@@ -1,4 +1,4 @@
-//! The tenant model (SPEC S1): identifiers, slugs, status and the commands
+//! The tenant model: identifiers, slugs, status and the commands
 //! that create or change a tenant.
 
 use std::borrow::Borrow;
@@ -276,7 +276,7 @@ impl FromStr for TenantStatus {
     }
 }
 
-/// Everything known about a tenant (SPEC S1).
+/// Everything known about a tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantInfo {
@@ -456,7 +456,7 @@ mod double_option {
 }
 
 /// What a resolver found: an id or a slug, not yet checked against the
-/// store (SPEC R4). Untrusted input: it may be anything the client sent.
+/// store. Untrusted input: it may be anything the client sent.
 ///
 /// Values up to [`MAX_ID_LEN`] bytes (every well-formed one) are held
 /// inline, so resolving a tenant does not allocate; longer (malformed)

@@ -1,4 +1,4 @@
-//! Validation (SPEC V1–V2): is the named tenant real and active?
+//! Validation: is the named tenant real and active?
 //!
 //! The [`Validator`] looks a [`TenantRef`] up in the store and serves only
 //! `Active` tenants. Lookups are cached in a bounded TTL cache; concurrent
@@ -61,7 +61,7 @@ struct Entry {
     expires: Instant,
 }
 
-/// Looks tenants up and serves only active ones (SPEC V1–V2).
+/// Looks tenants up and serves only active ones.
 ///
 /// Cloning shares the cache.
 ///

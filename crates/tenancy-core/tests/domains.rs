@@ -1,4 +1,4 @@
-//! The `domain` resolver's cache (SPEC D2, as V2): a hit never reaches the
+//! The `domain` resolver's cache (as V2): a hit never reaches the
 //! store, concurrent misses for one host make one lookup, unknown hosts
 //! are cached, a failing store is not cached.
 
@@ -109,4 +109,39 @@ async fn hits_skip_the_store_and_misses_are_coalesced() {
         .await
         .unwrap();
     assert!(resolver.tenant_of("other.example.com").await.is_some());
+}
+
+/// Every resolver is asked on every request, so a host that can never be
+/// a domain (an IP address, a single label) must be answered at once, not
+/// on the path that waits, and never reach the store.
+#[test]
+fn hosts_that_cannot_be_domains_are_answered_without_waiting() {
+    let store = Slow::default();
+    let resolver = DomainResolver::new(Arc::new(store.clone()), Default::default());
+    let headers = http::HeaderMap::new();
+    for host in [
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "localhost:3000",
+        "[::1]:8080",
+        "10.0.0.7",
+    ] {
+        let ctx =
+            resolve::ResolutionContext::new(&http::Method::GET, Some(host), "/", None, &headers);
+        assert_eq!(
+            resolver.resolve_now(&ctx),
+            resolve::Answer::NotFound,
+            "{host}"
+        );
+    }
+    // A name not seen yet is looked up (the path that waits).
+    let ctx = resolve::ResolutionContext::new(
+        &http::Method::GET,
+        Some("portal.acme.com"),
+        "/",
+        None,
+        &headers,
+    );
+    assert_eq!(resolver.resolve_now(&ctx), resolve::Answer::Wait);
+    assert_eq!(store.lookups.load(Ordering::SeqCst), 0);
 }

@@ -380,7 +380,7 @@ impl tenancy_core::EventSink for Flaky {
     }
 }
 
-/// SPEC F2: a sink that is down never holds up a change; its events are
+/// A sink that is down never holds up a change; its events are
 /// queued (bounded: beyond 10,000 they are dropped and counted) and
 /// delivered in order once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! Tenant-scoped table service (SPEC Q4): list / get / create / update /
+//! Tenant-scoped table service: list / get / create / update /
 //! delete / count / search over one table, every statement generated with
 //! validated identifiers and bind parameters, then scoped by the
 //! [`Interceptor`] before it runs.

@@ -1,4 +1,4 @@
-//! Cross-process invalidation delay (SPEC V3): process A suspends or
+//! Cross-process invalidation delay: process A suspends or
 //! activates a tenant through its own `PgStore`; how long until process B's
 //! validator (its own pool, cache and `PgChangeListener`) answers with the
 //! new status?

@@ -1,4 +1,4 @@
-//! Operating at scale (SPEC I5, I7):
+//! Operating at scale:
 //! 1. time to migrate N tenant schemas (default 1,000) with a 5-table
 //!    migration, 4 at a time (what `tenancy migrate --jobs 4` does);
 //! 2. M tenants (default 10,000) in SQLite database-per-tenant mode, each

@@ -1,4 +1,4 @@
-//! [`TenantDb`]: one scoped-transaction API for every strategy (SPEC I6).
+//! [`TenantDb`]: one scoped-transaction API for every strategy.
 
 use std::sync::Arc;
 

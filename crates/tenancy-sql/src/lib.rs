@@ -1,7 +1,7 @@
 //! SQL backends of the `tenancy` toolkit, on sqlx.
 //!
-//! - Stores (SPEC S4): [`SqliteStore`] (embedded default) and [`PgStore`].
-//! - Isolation (SPEC I3–I6): [`PgRowLevel`] (RLS), [`PgSchemaIsolation`],
+//! - Stores: [`SqliteStore`] (embedded default) and [`PgStore`].
+//! - Isolation: [`PgRowLevel`] (RLS), [`PgSchemaIsolation`],
 //!   [`PgDatabaseIsolation`], [`SqliteDatabaseIsolation`], all opening
 //!   scoped transactions through one API, [`TenantDb::begin`].
 //! - Per-tenant migrations: [`Migrations`].

@@ -1,4 +1,4 @@
-//! Instant cache invalidation across processes (SPEC V3) with Postgres
+//! Instant cache invalidation across processes with Postgres
 //! `LISTEN`/`NOTIFY`.
 //!
 //! Every tenant or config change made through [`PgStore`](crate::PgStore)
@@ -198,8 +198,8 @@ pub struct ListenerStatus {
     pub clears: u64,
 }
 
-/// Listens for [`CHANGES_CHANNEL`] notifications and invalidates caches
-/// (SPEC V3). See the [module docs](self) for how to start it next to
+/// Listens for [`CHANGES_CHANNEL`] notifications and invalidates caches.
+/// See the [module docs](self) for how to start it next to
 /// `Tenancy`.
 ///
 /// The value is a handle to a background task: dropping it (or

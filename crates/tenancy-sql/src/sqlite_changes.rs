@@ -1,4 +1,4 @@
-//! Instant cache invalidation across processes on SQLite (SPEC V3): what
+//! Instant cache invalidation across processes on SQLite: what
 //! PostgreSQL's `NOTIFY` does for [`PgStore`](crate::PgStore), a change log
 //! does for [`SqliteStore`](crate::SqliteStore).
 //!

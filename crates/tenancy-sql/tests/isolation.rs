@@ -1,5 +1,5 @@
 //! One isolation suite — the same application SQL, tenants with colliding
-//! keys — on every strategy (SPEC I3–I6), plus pool hygiene and
+//! keys — on every strategy, plus pool hygiene and
 //! provisioning failures leaving nothing behind (L1).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

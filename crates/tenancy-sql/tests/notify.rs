@@ -1,4 +1,4 @@
-//! SPEC V3: a change made by one process is seen by every other process's
+//! A change made by one process is seen by every other process's
 //! validator and config cache at once, through Postgres LISTEN/NOTIFY.
 //!
 //! Each "process" has its own pool, `PgStore`, validator, config cache and

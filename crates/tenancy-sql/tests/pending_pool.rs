@@ -1,4 +1,4 @@
-//! The pending pool (SPEC N1) on PostgreSQL, schema and database
+//! The pending pool on PostgreSQL, schema and database
 //! strategies: a claimed tenant is fully migrated (even when migrations
 //! were added after its member was provisioned), concurrent signups never
 //! share a member, a taken slug leaves the member in the pool, and prune

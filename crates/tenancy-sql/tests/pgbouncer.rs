@@ -1,4 +1,4 @@
-//! Behind pgbouncer in transaction pooling mode (SPEC F3): 16 clients
+//! Behind pgbouncer in transaction pooling mode: 16 clients
 //! share 2 server connections; row-level (RLS, as an ordinary role) and
 //! schema isolation stay scoped for every transaction, and probes between
 //! them would see any tenant setting, role or search_path left on a reused

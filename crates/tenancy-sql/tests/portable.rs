@@ -1,4 +1,4 @@
-//! Exact export (SPEC P1): a table with every type exported and compared
+//! Exact export: a table with every type exported and compared
 //! value by value, then imported elsewhere and exported again, byte for
 //! byte; on PostgreSQL and on SQLite.
 

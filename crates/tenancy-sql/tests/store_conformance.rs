@@ -1,5 +1,4 @@
-//! One store conformance suite for MemoryStore, SqliteStore and PgStore
-//! (SPEC S2–S4).
+//! One store conformance suite for MemoryStore, SqliteStore and PgStore.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -68,7 +67,7 @@ async fn search_conformance<S: TenantStore>(store: S) {
     );
 }
 
-/// The audit log (SPEC A3): newest first, by tenant, paged, values kept
+/// The audit log: newest first, by tenant, paged, values kept
 /// exactly, entries outliving their tenant.
 async fn audit_conformance<S: TenantStore + AuditStore>(store: S) {
     let a = store
@@ -143,7 +142,7 @@ async fn audit_conformance<S: TenantStore + AuditStore>(store: S) {
     let _ = b;
 }
 
-/// Domains (SPEC D1): unique across tenants, one primary, pending until
+/// Domains: unique across tenants, one primary, pending until
 /// verified, gone with their tenant; and the `domain` resolver over them.
 async fn domain_conformance<S: TenantStore + DomainStore + Clone>(store: S) {
     let a = store

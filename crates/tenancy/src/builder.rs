@@ -48,7 +48,7 @@ struct Inner {
 }
 
 impl Tenancy {
-    /// The pending pool (SPEC N1), when `lifecycle.pending_pool` is above
+    /// The pending pool, when `lifecycle.pending_pool` is above
     /// 0. [`LifecycleService::create`] claims from it; keep it full with
     /// [`PendingPool::spawn_refill`] (`tenancy serve` does).
     pub fn pending_pool(&self) -> Option<&PendingPool> {
@@ -85,7 +85,7 @@ impl Tenancy {
         TenancyBuilder::default()
     }
 
-    /// The tower layer for the router (SPEC M1): it resolves and validates
+    /// The tower layer for the router: it resolves and validates
     /// every request's tenant, verifies bearer tokens when `auth.*`
     /// configures a key (feature `jwt`), and applies the rate limits when
     /// the builder turned them on. Every clone shares one cache and one set
@@ -265,7 +265,7 @@ impl TenancyBuilder {
         self
     }
 
-    /// Sets the override hook that runs before the chain (SPEC R6).
+    /// Sets the override hook that runs before the chain.
     pub fn override_resolver(mut self, resolver: impl Resolver) -> Self {
         self.override_hook = Some(Box::new(move |chain| chain.override_with(resolver)));
         self

@@ -344,7 +344,7 @@ pub use tenancy_core::domain;
 pub use tenancy_core::impersonation;
 /// Isolation strategies: the trait every strategy implements.
 pub use tenancy_core::isolation;
-/// Pending tenants for instant signup (SPEC N1).
+/// Pending tenants for instant signup.
 pub use tenancy_core::pool;
 /// Resolvers: the built-in ones and how to write your own.
 pub use tenancy_core::resolve;

@@ -1,4 +1,4 @@
-//! Counters and histograms the toolkit keeps as it works (SPEC A2): plain
+//! Counters and histograms the toolkit keeps as it works: plain
 //! atomics, read by an exporter. `tenancy serve` answers `GET /metrics` in
 //! Prometheus text format from them.
 //!

@@ -1,4 +1,4 @@
-//! [`Setting`]: a per-tenant config value as an axum extractor (SPEC U1).
+//! [`Setting`]: a per-tenant config value as an axum extractor.
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,4 @@
-//! The library's front door (SPEC U1–U2): the 401 detail built from the
+//! The library's front door: the 401 detail built from the
 //! configured resolvers, lifecycle by id or slug, the `Setting` and
 //! `TenantDb` extractors with every refusal, rate limits from the builder,
 //! `DbError` as problem+json.

@@ -151,7 +151,7 @@ fn in_msgs(monitor: u16) -> u64 {
     varz["in_msgs"].as_u64().unwrap()
 }
 
-/// SPEC F2: NATS down. Lifecycle changes never wait on it; their events
+/// NATS down. Lifecycle changes never wait on it; their events
 /// are buffered (bounded) and sent once NATS is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_never_blocks_and_events_are_sent_on_reconnect() {

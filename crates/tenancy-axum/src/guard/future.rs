@@ -50,7 +50,8 @@ where
             KindProj::Inner { future } => future.poll(cx),
             KindProj::Refused { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
-                None => Poll::Pending,
+                // A programming error, as with tower-http's futures.
+                None => panic!("GuardFuture polled after completion"),
             },
         }
     }

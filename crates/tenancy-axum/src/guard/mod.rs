@@ -1,4 +1,4 @@
-//! [`RequireTenantLayer`]: protects a whole router (SPEC M3).
+//! [`RequireTenantLayer`]: protects a whole router.
 //!
 //! Requests without a valid tenant never reach the inner service: they get
 //! the same 401/403 problem response as the [`Tenant`](crate::Tenant)

@@ -1,4 +1,4 @@
-//! [`TenantLayer`]: resolve → validate → scope, on every request (SPEC M1).
+//! [`TenantLayer`]: resolve → validate → scope, on every request.
 //!
 //! The layer never rejects. It resolves the tenant the request names,
 //! validates it, checks it against the verified memberships, and records
@@ -83,7 +83,7 @@ impl TenantLayer {
         }
     }
 
-    /// Reads memberships (SPEC M4) from claim `claim` instead of `tenants`.
+    /// Reads memberships from claim `claim` instead of `tenants`.
     pub fn membership_claim(mut self, claim: impl Into<String>) -> Self {
         self.shared_mut().membership_claim = claim.into();
         self

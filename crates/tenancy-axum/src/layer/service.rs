@@ -277,7 +277,11 @@ where
             KindProj::Served { fut } => fut.poll(cx),
             KindProj::Scoped { fut } => fut.poll(cx),
             KindProj::Refused { fut } => fut.poll(cx),
-            KindProj::Answered { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
+            KindProj::Answered { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // A programming error, as with tower-http's futures.
+                None => panic!("TenantFuture polled after completion"),
+            },
             KindProj::Slow { fut } => fut.as_mut().poll(cx),
         };
         // Usually no timer: the answer is returned as it is.
@@ -422,7 +426,7 @@ fn context_of<'a>(req: Head<'a>, claims: Option<&'a VerifiedClaims>) -> Resoluti
 }
 
 /// The tenant that resolution and validation found, by the rule of
-/// [`Named::decide`] with the token's memberships (SPEC M4).
+/// [`Named::decide`] with the token's memberships.
 #[inline(always)]
 fn judge(
     shared: &Shared,

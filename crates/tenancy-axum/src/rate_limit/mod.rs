@@ -1,4 +1,4 @@
-//! Per-tenant rate limits (SPEC W2), applied by the tenant layer.
+//! Per-tenant rate limits, applied by the tenant layer.
 //!
 //! Every request whose tenant the [`TenantLayer`](crate::TenantLayer)
 //! resolved takes one token from that tenant's bucket; when the bucket is
@@ -83,7 +83,7 @@
 //! - Redis (feature `redis`, `RateLimits::redis` with a
 //!   `RedisBackend`): every instance shares one bucket per tenant, updated
 //!   by one atomic Lua script on the Redis server's clock, under the key
-//!   `t:{tenant_id}:ratelimit:{scope}` (SPEC W3). If Redis fails or is
+//!   `t:{tenant_id}:ratelimit:{scope}`. If Redis fails or is
 //!   slow, requests are limited by the in-process buckets and a warning is
 //!   logged: availability is preferred to strictness for rate limits, and
 //!   tenant isolation never depends on them.

@@ -54,7 +54,7 @@ pub enum RedisBackendError {
 
 /// Rate limits shared by every instance through one Redis.
 ///
-/// Keys are `t:{tenant_id}:ratelimit:{scope}` (SPEC W3, see
+/// Keys are `t:{tenant_id}:ratelimit:{scope}` (see
 /// [`tenancy::cache_key()`](tenancy_core::cache_key())); the scope is `default` unless set with
 /// [`RedisBackend::scope`], so two limiters of one application can share a
 /// Redis. Each key holds one number and expires when the tenant's bucket is

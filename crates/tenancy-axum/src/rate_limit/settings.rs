@@ -8,7 +8,7 @@ use tenancy_core::{TenantConfigService, TenantInfo};
 
 use super::Limits;
 
-/// Per-tenant rate limits (SPEC W2), applied by the tenant layer to every
+/// Per-tenant rate limits, applied by the tenant layer to every
 /// request whose tenant it resolved: give them to
 /// [`TenantLayer::rate_limits`](crate::TenantLayer::rate_limits) (the
 /// `tenancy` facade does it for you with `TenancyBuilder::rate_limits`).

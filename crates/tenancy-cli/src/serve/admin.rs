@@ -279,7 +279,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
     }
 }
 
-/// Records an admin action (SPEC A3).
+/// Records an admin action.
 async fn audit(
     state: &ServerState,
     actor: &Actor,

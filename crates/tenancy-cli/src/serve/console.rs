@@ -1,4 +1,4 @@
-//! `GET /console` (SPEC A4): the operators' web console, three files built
+//! `GET /console`: the operators' web console, three files built
 //! into the binary (no CDN, works offline). It is a client of the admin
 //! API: the page itself holds no data, and every call carries the admin
 //! token the operator signs in with (kept in the tab's sessionStorage).

@@ -1,4 +1,4 @@
-//! Tenant-aware CRUD resources (SPEC W1), scoped by the isolation strategy
+//! Tenant-aware CRUD resources, scoped by the isolation strategy
 //! and, on shared tables, by the query interceptor.
 
 use std::collections::HashMap;

@@ -143,7 +143,7 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
     }
 }
 
-/// `GET /tls/ask?domain=D` (SPEC D4), the `ask` endpoint of Caddy's
+/// `GET /tls/ask?domain=D`, the `ask` endpoint of Caddy's
 /// on-demand TLS: 200 when D is a verified domain of an active tenant, or
 /// `<slug>.<base_domain>` of an active tenant; 404 for anything else, so no
 /// certificate is issued. Both lookups are cached (domain resolver,

@@ -1,4 +1,4 @@
-//! Impersonation (SPEC A5): `POST /admin/tenants/{tenant}/impersonate`
+//! Impersonation: `POST /admin/tenants/{tenant}/impersonate`
 //! issues a token that lets support act as one user of one active tenant,
 //! once, for at most 300 s; the tenant routes accept it as
 //! `Authorization: Bearer imp_…`.

@@ -1,4 +1,4 @@
-//! `GET /metrics` (SPEC A2): Prometheus text format, encoded by
+//! `GET /metrics`: Prometheus text format, encoded by
 //! `prometheus-client` from the counters the toolkit keeps in atomics.
 //! Behind the admin token: per-tenant series name tenants.
 

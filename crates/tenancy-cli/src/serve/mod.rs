@@ -183,7 +183,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         })?;
         limiter = limiter.redis(backend);
     }
-    // With Postgres, every process hears every change at once (SPEC V3).
+    // With Postgres, every process hears every change at once.
     let changes = match &app.db {
         crate::app::Db::Postgres(_) => {
             let url = global.database_url.clone().unwrap_or_default();
@@ -238,7 +238,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         missing_storage: MissingStorage::default(),
         refusals: admin::RefusalBudget::new(),
     }));
-    // Pending tenants are provisioned in the background (SPEC N1).
+    // Pending tenants are provisioned in the background.
     let _refill = state
         .app
         .tenancy
@@ -269,7 +269,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         .map_err(CliError::msg)
 }
 
-/// How the tenant routes are protected (SPEC K5): reported at start, in
+/// How the tenant routes are protected: reported at start, in
 /// `GET /health` and on the console.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AuthMode {

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{Link, Source};
+use super::Source;
+use super::chain::Link;
 use crate::tenant::{TenantInfo, TenantRef};
 use crate::validate::Rejection;
 

@@ -1,4 +1,4 @@
-//! Isolation strategies (SPEC I3–I5). Each implements
+//! Isolation strategies. Each implements
 //! [`IsolationStrategy`](tenancy_core::IsolationStrategy) (provision,
 //! deprovision, health) and [`ScopedBegin`](crate::ScopedBegin) (the
 //! per-transaction scope):

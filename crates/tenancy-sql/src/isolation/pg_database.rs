@@ -1,4 +1,4 @@
-//! Database-per-tenant isolation on PostgreSQL (SPEC I5).
+//! Database-per-tenant isolation on PostgreSQL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use crate::ident::{archive_name, quote_ident, tenant_object_name};
 use crate::migrate::{Applied, Migrations, apply_pg};
 
 /// One database per tenant, named `tenant_<id>`, on one of several
-/// database servers (SPEC I5).
+/// database servers.
 ///
 /// A new tenant is placed on the server with the fewest tenants per unit of
 /// weight; the placement is recorded in `tenancy_placements` in the home

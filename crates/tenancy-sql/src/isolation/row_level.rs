@@ -1,4 +1,4 @@
-//! Row-level isolation on PostgreSQL with Row-Level Security (SPEC I3),
+//! Row-level isolation on PostgreSQL with Row-Level Security,
 //! optionally keyed on a signed tenant setting ([`PgRowLevel::signed`]).
 
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,4 @@
-//! Schema-per-tenant isolation on PostgreSQL (SPEC I4).
+//! Schema-per-tenant isolation on PostgreSQL.
 
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;

@@ -1,4 +1,4 @@
-//! Database-per-tenant isolation on SQLite: one file per tenant (SPEC I5).
+//! Database-per-tenant isolation on SQLite: one file per tenant.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

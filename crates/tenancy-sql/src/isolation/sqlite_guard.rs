@@ -1,6 +1,6 @@
 //! The one place this workspace uses `unsafe` (audited; SECURITY.md):
-//! a tenant's SQLite connection may not `ATTACH` another database file
-//! (SPEC F5), or SQL run through `TenantDb` could open another tenant's
+//! a tenant's SQLite connection may not `ATTACH` another database file,
+//! or SQL run through `TenantDb` could open another tenant's
 //! file. sqlx offers no setting for it, so the connection's limit on
 //! attached databases is set to 0 with `sqlite3_limit` on the raw handle.
 //! `ATTACH` then fails with "too many attached databases - max 0".

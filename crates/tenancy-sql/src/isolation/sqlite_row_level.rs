@@ -1,4 +1,4 @@
-//! Row-level isolation on SQLite, through the query interceptor (SPEC I3).
+//! Row-level isolation on SQLite, through the query interceptor.
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteQueryResult, SqliteRow};

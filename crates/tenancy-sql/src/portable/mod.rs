@@ -1,4 +1,4 @@
-//! Tenant data portability (SPEC P1–P4): every table of one tenant read out
+//! Tenant data portability: every table of one tenant read out
 //! as exact JSON rows, and written back into any strategy and database.
 //!
 //! [`TenantData`] says where a tenant's tables live: shared tables told

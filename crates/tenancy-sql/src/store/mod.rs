@@ -1,4 +1,4 @@
-//! SQL tenant stores (SPEC S4): [`SqliteStore`] (the embedded default) and
+//! SQL tenant stores: [`SqliteStore`] (the embedded default) and
 //! [`PgStore`] (production). Both keep slugs unique, generate ids, enforce
 //! status transitions atomically and map database errors to
 //! [`StoreError`]s that say what was wrong.

@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS tenancy_impersonations (
     expires_at TIMESTAMPTZ NOT NULL,
     used_at    TIMESTAMPTZ
 );
--- Pending pool members (SPEC N1): provisioned ids waiting for a signup.
+-- Pending pool members: provisioned ids waiting for a signup.
 CREATE TABLE IF NOT EXISTS tenancy_pending (
     id         TEXT PRIMARY KEY,
     ready      BOOLEAN NOT NULL DEFAULT false,
@@ -207,11 +207,11 @@ const REMOVE_DOMAIN_SQL: &str = concat!(
     " FROM t, n"
 );
 
-/// Tenants and config overrides in PostgreSQL (SPEC S4).
+/// Tenants and config overrides in PostgreSQL.
 ///
 /// Every change is announced with `NOTIFY tenancy_changes` in the same
 /// transaction, so [`PgChangeListener`](crate::PgChangeListener)s in other
-/// processes drop their cached copies at once (SPEC V3). Each write (tenant
+/// processes drop their cached copies at once. Each write (tenant
 /// create, update, status change and delete; config set and delete; domain
 /// add, verify and remove) is a single statement whose implicit transaction
 /// holds the change and its `NOTIFY`: one round trip to the server (once the

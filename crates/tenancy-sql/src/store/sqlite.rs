@@ -105,7 +105,7 @@ END;
 CREATE TRIGGER IF NOT EXISTS tenancy_domains_deleted AFTER DELETE ON tenancy_domains BEGIN
     INSERT INTO tenancy_changes (payload) VALUES (json_object('domain', OLD.domain, 'id', OLD.tenant_id, 'kind', 'domain', 'previous_slug', NULL, 'slug', NULL));
 END;
--- Pending pool members (SPEC N1): provisioned ids waiting for a signup.
+-- Pending pool members: provisioned ids waiting for a signup.
 CREATE TABLE IF NOT EXISTS tenancy_pending (
     id         TEXT PRIMARY KEY,
     ready      INTEGER NOT NULL DEFAULT 0,
@@ -114,7 +114,7 @@ CREATE TABLE IF NOT EXISTS tenancy_pending (
 );
 "#;
 
-/// Tenants and config overrides in SQLite (SPEC S4): the embedded
+/// Tenants and config overrides in SQLite: the embedded
 /// default. The file is created if missing; WAL journal.
 ///
 /// ```
