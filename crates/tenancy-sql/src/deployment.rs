@@ -57,6 +57,8 @@ pub enum DeploymentError {
 }
 
 const KEY_STRATEGY: &str = "isolation_strategy";
+// Servers are placed on PostgreSQL only.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 const KEY_SERVERS: &str = "database_servers";
 
 impl Deployment {
@@ -92,6 +94,7 @@ impl Deployment {
     }
 
     /// Placed servers that are not configured.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     fn missing(&self, placed: Vec<String>) -> Result<(), DeploymentError> {
         let missing: Vec<String> = placed
             .into_iter()

@@ -15,7 +15,7 @@ use crate::config::{ConfigError, ResolutionConfig};
 
 /// Resolvers in priority order. The chain asks each and
 /// gathers the tenants they name into [`Named`]; the [module
-/// docs](self) give the rule that decides among them.
+/// docs](super) give the rule that decides among them.
 #[derive(Clone, Default)]
 pub struct ResolverChain {
     resolvers: Vec<Link>,
