@@ -6,9 +6,10 @@
 //! - `auth.jwt_secret` makes the tenant layer verify every
 //!   `Authorization: Bearer` token (HS256). A forged, expired or
 //!   malformed token is 401 `invalid_token`: never ignored.
-//! - Resolvers `jwt_claim`, then `header`. Whichever names the tenant, it
-//!   must be among the token's `tenants`, or the answer is 403
-//!   `not_a_member`.
+//! - Resolvers `jwt_claim` and `header`, both asked: the claim is the
+//!   token's default tenant, the header picks another among the token's
+//!   `tenants`. Every tenant named must be one of them, or the answer is
+//!   403 `not_a_member`.
 //! - Memberships are only checked when there is a token, and the `header`
 //!   resolver alone would serve anyone who names a tenant. So the tenant
 //!   routes here also require a token (`require_sign_in`, 401
