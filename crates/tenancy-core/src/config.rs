@@ -133,6 +133,68 @@ pub struct ResolutionConfig {
     pub path_pattern: String,
 }
 
+/// The placeholder a `resolution.path_pattern` contains once.
+pub const PATH_PLACEHOLDER: &str = "{tenant_id}";
+
+impl ResolutionConfig {
+    /// The names `resolution.resolvers` may list (custom resolvers are
+    /// added in code).
+    pub const RESOLVERS: [&'static str; 5] = ["jwt_claim", "header", "domain", "subdomain", "path"];
+
+    /// Checks the resolution settings: known resolver names, a valid
+    /// header name, a valid path pattern. The error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(other) = self
+            .resolvers
+            .iter()
+            .find(|name| !Self::RESOLVERS.contains(&name.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                key: "resolution.resolvers".into(),
+                reason: format!(
+                    "unknown resolver \"{other}\": expected jwt_claim, header, domain, subdomain or path \
+                     (add custom resolvers in code with ResolverChain::with)"
+                ),
+            });
+        }
+        self.header()?;
+        path_prefix(&self.path_pattern)?;
+        Ok(())
+    }
+
+    /// `header_name` as an HTTP header name.
+    pub fn header(&self) -> Result<http::HeaderName, ConfigError> {
+        http::HeaderName::try_from(self.header_name.as_str()).map_err(|_| ConfigError::Invalid {
+            key: "resolution.header_name".into(),
+            reason: format!("\"{}\" is not a valid HTTP header name", self.header_name),
+        })
+    }
+}
+
+/// The part of a path pattern before [`PATH_PLACEHOLDER`], which must be
+/// a whole segment after a leading `/`, once.
+pub(crate) fn path_prefix(pattern: &str) -> Result<&str, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        key: "resolution.path_pattern".into(),
+        reason: format!("{reason} (got \"{pattern}\"; example: \"/tenants/{{tenant_id}}/\")"),
+    };
+    let Some((prefix, rest)) = pattern.split_once(PATH_PLACEHOLDER) else {
+        return Err(invalid("the pattern must contain {tenant_id}"));
+    };
+    if !prefix.starts_with('/') || !prefix.ends_with('/') {
+        return Err(invalid(
+            "{tenant_id} must be a whole path segment after a leading '/'",
+        ));
+    }
+    if rest.contains(PATH_PLACEHOLDER) {
+        return Err(invalid("{tenant_id} may appear only once"));
+    }
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return Err(invalid("{tenant_id} must be followed by '/' or the end"));
+    }
+    Ok(prefix)
+}
+
 impl Default for ResolutionConfig {
     fn default() -> Self {
         Self {
@@ -488,7 +550,7 @@ impl TenancyConfig {
     /// Checks values that deserialization cannot: known names, non-zero
     /// durations, patterns.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::resolve::ResolverChain::from_config(&self.resolution)?;
+        self.resolution.validate()?;
         let positive = [
             ("validation.cache_ttl_secs", self.validation.cache_ttl_secs),
             (

@@ -277,31 +277,13 @@ impl PathResolver {
     /// Name in config.
     pub const NAME: &'static str = "path";
     /// The placeholder a pattern must contain once.
-    pub const PLACEHOLDER: &'static str = "{tenant_id}";
+    pub const PLACEHOLDER: &'static str = crate::config::PATH_PLACEHOLDER;
 
     /// Parses a pattern: a path that starts with `/` and contains
     /// `{tenant_id}` once, as a whole segment.
     pub fn new(pattern: &str) -> Result<Self, ConfigError> {
-        let invalid = |reason: &str| ConfigError::Invalid {
-            key: "resolution.path_pattern".into(),
-            reason: format!("{reason} (got \"{pattern}\"; example: \"/tenants/{{tenant_id}}/\")"),
-        };
-        let Some((prefix, rest)) = pattern.split_once(Self::PLACEHOLDER) else {
-            return Err(invalid("the pattern must contain {tenant_id}"));
-        };
-        if !prefix.starts_with('/') || !prefix.ends_with('/') {
-            return Err(invalid(
-                "{tenant_id} must be a whole path segment after a leading '/'",
-            ));
-        }
-        if rest.contains(Self::PLACEHOLDER) {
-            return Err(invalid("{tenant_id} may appear only once"));
-        }
-        if !(rest.is_empty() || rest.starts_with('/')) {
-            return Err(invalid("{tenant_id} must be followed by '/' or the end"));
-        }
         Ok(Self {
-            prefix: prefix.to_owned(),
+            prefix: crate::config::path_prefix(pattern)?.to_owned(),
         })
     }
 }

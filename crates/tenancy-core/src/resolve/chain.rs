@@ -74,6 +74,7 @@ impl ResolverChain {
     /// An unknown name is an error that names it. `subdomain` without a
     /// `base_domain` is skipped (disabled).
     pub fn from_config(config: &ResolutionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
         let mut chain = Self::new();
         for name in &config.resolvers {
             match name.as_str() {
@@ -81,16 +82,7 @@ impl ResolverChain {
                     chain = chain.with(JwtClaimResolver::new(&config.jwt_claim));
                 }
                 HeaderResolver::NAME => {
-                    let header =
-                        HeaderName::try_from(config.header_name.as_str()).map_err(|_| {
-                            ConfigError::Invalid {
-                                key: "resolution.header_name".into(),
-                                reason: format!(
-                                    "\"{}\" is not a valid HTTP header name",
-                                    config.header_name
-                                ),
-                            }
-                        })?;
+                    let header = config.header()?;
                     chain = chain.with(HeaderResolver::new(header));
                 }
                 SubdomainResolver::NAME => {
@@ -104,17 +96,9 @@ impl ResolverChain {
                 PathResolver::NAME => {
                     chain = chain.with(PathResolver::new(&config.path_pattern)?);
                 }
-                // Needs the store: `Tenancy::builder` adds it.
-                crate::domain::DomainResolver::NAME => {}
-                other => {
-                    return Err(ConfigError::Invalid {
-                        key: "resolution.resolvers".into(),
-                        reason: format!(
-                            "unknown resolver \"{other}\": expected jwt_claim, header, domain, subdomain or path \
-                             (add custom resolvers in code with ResolverChain::with)"
-                        ),
-                    });
-                }
+                // `domain` needs the store: `Tenancy::builder` adds it. No
+                // other name passes `validate`.
+                _ => {}
             }
         }
         Ok(chain)
