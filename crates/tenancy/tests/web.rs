@@ -1032,3 +1032,59 @@ fn builder_refuses_bad_auth_config_and_missing_store() {
         "{err}"
     );
 }
+
+/// Issue 26, finding 3, with a verified custom domain: on acme's domain a
+/// header naming another tenant is a conflict, not a silent switch; the
+/// same tenant named by its domain and its slug is served.
+#[tokio::test]
+async fn a_verified_domain_and_a_header_that_disagree_are_a_conflict() {
+    let store = MemoryStore::new();
+    let mut config = TenancyConfig::default();
+    config.resolution.resolvers = vec!["header".into(), "domain".into()];
+    let tenancy = Tenancy::builder()
+        .config(config)
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let acme = tenancy
+        .lifecycle()
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
+    tenancy
+        .lifecycle()
+        .create(NewTenant::new("umbrella", "Umbrella").unwrap())
+        .await
+        .unwrap();
+    store
+        .add_domain(TenantDomain::new(
+            "portal.acme.com".parse().unwrap(),
+            acme.id.clone(),
+            true,
+            true,
+        ))
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/whoami",
+            get(|t: Tenant| async move { t.slug.to_string() }),
+        )
+        .layer(tenancy.layer());
+    let on_domain = |header: Option<&'static [u8]>| {
+        let headers: Vec<(&str, &[u8])> = header.map(|h| ("x-tenant-id", h)).into_iter().collect();
+        with_host(get_with("/whoami", &headers), "portal.acme.com")
+    };
+    let sent = send(&app, on_domain(None)).await;
+    assert_eq!((sent.status, sent.body), (StatusCode::OK, json!("acme")));
+    let sent = send(&app, on_domain(Some(b"acme"))).await;
+    assert_eq!((sent.status, sent.body), (StatusCode::OK, json!("acme")));
+    let sent = send(&app, on_domain(Some(b"umbrella"))).await;
+    assert_problem(&sent, StatusCode::FORBIDDEN, "tenant_conflict");
+    // Elsewhere the header alone names umbrella.
+    let sent = send(&app, get_with("/whoami", &[("x-tenant-id", b"umbrella")])).await;
+    assert_eq!(
+        (sent.status, sent.body),
+        (StatusCode::OK, json!("umbrella"))
+    );
+}
