@@ -1,0 +1,247 @@
+//! `tenancy tenants delete --purge`: a tenant and every trace of it.
+
+use tenancy::config::DeprovisionPolicy;
+use tenancy::{TenantId, TenantInfo};
+use tenancy_sql::portable::TenantData;
+
+use crate::app::{App, CliError, Global, MainPool, Migrator, TENANT_COLUMN};
+
+/// `tenants delete TENANT --purge --yes`: every row, schema, database,
+/// file, config key and placement of the tenant removed, then proved gone.
+pub async fn purge(global: &Global, reference: &str) -> Result<(), CliError> {
+    let app = App::open(global).await?;
+    let tenant = app.tenant(reference).await?;
+    let deleted = remove_everything(&app, &tenant).await?;
+    let leftovers = scan(&app, &tenant.id).await?;
+    for (table, n) in &deleted {
+        eprintln!("deleted {n} rows of {} from {table}", tenant.slug);
+    }
+    if !leftovers.is_empty() {
+        return Err(CliError::msg(format!(
+            "tenant {} was deleted but a scan still finds: {}",
+            tenant.slug,
+            leftovers.join("; ")
+        )));
+    }
+    app.audit(
+        tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.purge")
+            .tenant(tenant.id.clone())
+            .change(crate::app::audit_value(&tenant), None),
+    )
+    .await;
+    app.flush_events().await;
+    println!(
+        "purged tenant {} (id {}): a scan of every shared table, schema, role, database, file, placement, config key, domain and the tenant record finds nothing left",
+        tenant.slug, tenant.id
+    );
+    Ok(())
+}
+
+/// Deletes the tenant's rows from shared tables, drops its schema,
+/// database or file (and archived copies), its config and its record.
+pub(super) async fn remove_everything(
+    app: &App,
+    tenant: &TenantInfo,
+) -> Result<Vec<(String, u64)>, CliError> {
+    let mut deleted = Vec::new();
+    // Shared tables hold rows under every strategy (the built-in tables and
+    // any table with the tenant column in the main database).
+    let shared = main_data(app, &tenant.id)?;
+    let mut session = shared.write().await.map_err(CliError::msg)?;
+    deleted.extend(session.delete_rows().await.map_err(CliError::msg)?);
+    session.commit().await.map_err(CliError::msg)?;
+    drop_archives(app, &tenant.id).await?;
+    if let Some(domains) = app.tenancy.domain_store() {
+        for d in domains
+            .list_domains(&tenant.id)
+            .await
+            .map_err(CliError::msg)?
+        {
+            crate::domains::remove(app, &crate::app::cli_actor(), d.domain.as_str())
+                .await
+                .map_err(CliError::msg)?;
+        }
+    }
+    app.tenancy
+        .lifecycle()
+        .delete_with_policy(&tenant.id, DeprovisionPolicy::Drop)
+        .await
+        .map_err(CliError::msg)?;
+    Ok(deleted.into_iter().filter(|(_, n)| *n > 0).collect())
+}
+
+/// The main database as shared tables of `tenant`.
+fn main_data(app: &App, tenant: &TenantId) -> Result<TenantData, CliError> {
+    match &app.main {
+        MainPool::Postgres(pool) => {
+            TenantData::pg_shared(pool.clone(), tenant.clone(), TENANT_COLUMN)
+                .map(|d| app.signed(d))
+        }
+        MainPool::Sqlite(pool) => {
+            TenantData::sqlite_shared(pool.clone(), tenant.clone(), TENANT_COLUMN)
+        }
+    }
+    .map_err(CliError::msg)
+}
+
+/// Drops schemas, databases and files archived by earlier deactivations.
+async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), CliError> {
+    for name in archived_objects(app, tenant).await? {
+        match (&app.main, &app.migrator) {
+            (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    tenancy_sql::ident::quote_ident(&name).map_err(CliError::msg)?
+                )))
+                .execute(pool)
+                .await
+                .map_err(CliError::msg)?;
+            }
+            (_, Some(Migrator::PgDatabase(dbs))) => {
+                dbs.drop_named(&name).await.map_err(CliError::msg)?;
+            }
+            (_, Some(Migrator::SqliteDatabase(files))) => {
+                let path = files.dir().join(&name);
+                std::fs::remove_file(&path)
+                    .map_err(|e| CliError::msg(format!("cannot remove {}: {e}", path.display())))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Names of archived copies of the tenant's schema, databases or files:
+/// exactly the names the isolation strategy gave them
+/// ([`tenancy_sql::ident::archive_name`], plus `.db` for SQLite files), the
+/// id part equal to this tenant's id. Tenant `x_acme`'s archive
+/// `archived_<time>_x_acme` is never tenant `acme`'s.
+async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, CliError> {
+    let sqlite_files = matches!(app.migrator, Some(Migrator::SqliteDatabase(_)));
+    let is_archive = |name: &str| {
+        let stem = if sqlite_files {
+            name.strip_suffix(".db")
+        } else {
+            Some(name)
+        };
+        stem.is_some_and(|stem| tenancy_sql::ident::is_archive_of(stem, tenant))
+    };
+    let names: Vec<String> = match (&app.main, &app.migrator) {
+        (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'archived\\_%'",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(CliError::msg)?,
+        (_, Some(Migrator::PgDatabase(dbs))) => {
+            dbs.database_names().await.map_err(CliError::msg)?
+        }
+        (_, Some(Migrator::SqliteDatabase(files))) => match std::fs::read_dir(files.dir()) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    Ok(names.into_iter().filter(|n| is_archive(n)).collect())
+}
+
+/// What is left of a tenant anywhere: empty when it is gone.
+pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, CliError> {
+    let mut found = Vec::new();
+    if app
+        .tenancy
+        .store()
+        .get(tenant)
+        .await
+        .map_err(CliError::msg)?
+        .is_some()
+    {
+        found.push("the tenant record".to_owned());
+    }
+    let cache = app.tenancy.config_store();
+    cache.invalidate(tenant).await;
+    let config = cache.overrides(tenant).await.map_err(CliError::msg)?;
+    if !config.is_empty() {
+        found.push(format!("{} config keys", config.len()));
+    }
+    if let Some(domains) = app.tenancy.domain_store() {
+        let left = domains.list_domains(tenant).await.map_err(CliError::msg)?;
+        if !left.is_empty() {
+            found.push(format!("{} domains", left.len()));
+        }
+    }
+    let shared = main_data(app, tenant)?;
+    let mut session = shared.read().await.map_err(CliError::msg)?;
+    for table in session.tables().await.map_err(CliError::msg)? {
+        let n = session.row_count(&table).await.map_err(CliError::msg)?;
+        if n > 0 {
+            found.push(format!("{n} rows in {}", table.name));
+        }
+    }
+    drop(session);
+    let own = tenancy_sql::ident::tenant_object_name(tenant).ok();
+    match (&app.main, &app.migrator) {
+        (MainPool::Postgres(pool), _) => {
+            if let Some(own) = &own {
+                let (schema, role): (bool, bool) = sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                            EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+                )
+                .bind(own)
+                .fetch_one(pool)
+                .await
+                .map_err(CliError::msg)?;
+                if schema {
+                    found.push(format!("schema {own}"));
+                }
+                if role {
+                    found.push(format!("role {own}"));
+                }
+            }
+            let placed: bool = sqlx::query_scalar(
+                "SELECT to_regclass('tenancy_placements') IS NOT NULL \
+                 AND EXISTS (SELECT 1 FROM pg_class WHERE relname = 'tenancy_placements')",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(CliError::msg)?;
+            if placed {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM tenancy_placements WHERE tenant_id = $1",
+                )
+                .bind(tenant.as_str())
+                .fetch_one(pool)
+                .await
+                .map_err(CliError::msg)?;
+                if n > 0 {
+                    found.push("a database placement".to_owned());
+                }
+            }
+        }
+        (MainPool::Sqlite(_), _) => {}
+    }
+    if let (Some(Migrator::PgDatabase(dbs)), Some(own)) = (&app.migrator, &own) {
+        for name in dbs.database_names().await.map_err(CliError::msg)? {
+            if &name == own {
+                found.push(format!("database {name}"));
+            }
+        }
+    }
+    if let (Some(Migrator::SqliteDatabase(files)), Some(own)) = (&app.migrator, &own)
+        && let Ok(entries) = std::fs::read_dir(files.dir())
+    {
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{own}.db")) {
+                found.push(format!("file {}", entry.path().display()));
+            }
+        }
+    }
+    for name in archived_objects(app, tenant).await? {
+        found.push(format!("archived copy {name}"));
+    }
+    Ok(found)
+}
