@@ -1,0 +1,132 @@
+//! A tenant's configuration overrides.
+
+use super::*;
+
+#[utoipa::path(get,
+    path = "/admin/tenants/{tenant}/config",
+    tag = "admin",
+    summary = "The tenant's effective config (defaults and overrides)",
+    params(crate::serve::openapi::TenantPath),
+    responses((status = 200, description = "Key → value", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn effective_config(
+    State(state): State<ServerState>,
+    Path(reference): Path<String>,
+) -> Response {
+    let tenant = match find(&state, &reference).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match state.app.tenancy.overrides().effective(&tenant.id).await {
+        Ok(map) => Json(map).into_response(),
+        Err(e) => store_problem(e),
+    }
+}
+
+#[utoipa::path(get,
+    path = "/admin/tenants/{tenant}/config/{key}",
+    tag = "admin",
+    summary = "One config value",
+    params(crate::serve::openapi::ConfigPath),
+    responses((status = 200, description = "{key, value}", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn get_config(
+    State(state): State<ServerState>,
+    Path((reference, key)): Path<(String, String)>,
+) -> Response {
+    let tenant = match find(&state, &reference).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match state.app.tenancy.overrides().get(&tenant.id, &key).await {
+        Ok(Some(v)) => Json(serde_json::json!({"key": key, "value": v})).into_response(),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "config_key_not_found",
+            format!("no config key `{key}` for this tenant"),
+        ),
+        Err(e) => store_problem(e),
+    }
+}
+
+#[utoipa::path(put,
+    path = "/admin/tenants/{tenant}/config/{key}",
+    tag = "admin",
+    summary = "Set a config override (any JSON value)",
+    request_body(content = Value, description = "Any JSON value (at most 64 KiB of JSON)"),
+    params(crate::serve::openapi::ConfigPath, crate::serve::openapi::ActorHeader),
+    responses((status = 200, description = "{key, value}", body = Object),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn put_config(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path((reference, key)): Path<(String, String)>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(value) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(e.body_text()),
+    };
+    let tenant = match find(&state, &reference).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let size = value.to_string().len();
+    if size > MAX_CONFIG_VALUE_BYTES {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!(
+                "the value is {size} bytes of JSON, more than the {MAX_CONFIG_VALUE_BYTES} allowed"
+            ),
+        );
+    }
+    let existing = match state.app.tenancy.config_store().overrides(&tenant.id).await {
+        Ok(map) => map,
+        Err(e) => return store_problem(e),
+    };
+    if !existing.contains_key(&key) && existing.len() >= MAX_CONFIG_KEYS {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_keys",
+            format!(
+                "this tenant already has {MAX_CONFIG_KEYS} config overrides, the most allowed: delete one first"
+            ),
+        );
+    }
+    let before = existing.get(&key).cloned();
+    match state
+        .app
+        .tenancy
+        .overrides()
+        .set(&tenant.id, &key, value.clone())
+        .await
+    {
+        Ok(()) => {
+            let after = serde_json::json!({"key": key, "value": value});
+            let before = before.map(|v| serde_json::json!({"key": key, "value": v}));
+            audit(
+                &state,
+                &actor,
+                "config.set",
+                &tenant,
+                before,
+                Some(after.clone()),
+            )
+            .await;
+            Json(after).into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}

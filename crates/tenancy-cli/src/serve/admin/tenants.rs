@@ -1,0 +1,442 @@
+//! Tenants: create, list, show, update, delete, suspend, activate, deactivate.
+
+use super::*;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::serve) struct CreateBody {
+    /// 2–63 of lower-case letters, digits and `-`, starting with a letter,
+    /// not ending with `-`.
+    #[schema(pattern = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])$")]
+    slug: String,
+    /// Display name (at most 200 characters).
+    #[schema(max_length = 200)]
+    name: String,
+    /// Plan name (at most 64 characters).
+    #[serde(default)]
+    #[schema(max_length = 64)]
+    plan: Option<String>,
+    /// Any JSON object (at most 16 KiB of JSON).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+}
+
+/// `PATCH /admin/tenants/{tenant}`: the fields that may change. Any other
+/// field (`status`, `id`, timestamps, unknown names) is refused.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(in crate::serve) struct UpdateBody {
+    /// New slug.
+    #[schema(pattern = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])$")]
+    slug: Option<String>,
+    /// New display name (at most 200 characters).
+    #[schema(max_length = 200)]
+    name: Option<String>,
+    /// New plan (`null` clears it; at most 64 characters).
+    #[schema(max_length = 64)]
+    plan: Option<String>,
+    /// New metadata, replacing the old (at most 16 KiB of JSON).
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+}
+
+#[utoipa::path(post,
+    path = "/admin/tenants",
+    tag = "admin",
+    summary = "Create a tenant (provisioned and active)",
+    request_body = CreateBody,
+    params(crate::serve::openapi::ActorHeader),
+    responses((status = 201, description = "Created and active", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn create(
+    State(state): State<ServerState>,
+    actor: Actor,
+    body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(e.body_text()),
+    };
+    if let Err(r) = at_most("name", &body.name, MAX_NAME_CHARS)
+        .and_then(|()| {
+            at_most(
+                "plan",
+                body.plan.as_deref().unwrap_or_default(),
+                MAX_PLAN_CHARS,
+            )
+        })
+        .and_then(|()| body.metadata.as_ref().map_or(Ok(()), check_metadata))
+    {
+        return r;
+    }
+    let mut new = match NewTenant::new(&body.slug, body.name) {
+        Ok(n) => n,
+        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_slug", e),
+    };
+    if let Some(plan) = body.plan {
+        new = new.plan(plan);
+    }
+    if let Some(metadata) = body.metadata {
+        new = new.metadata(metadata);
+    }
+    match state.app.tenancy.lifecycle().create(new).await {
+        Ok(t) => {
+            audit(
+                &state,
+                &actor,
+                "tenant.create",
+                &t,
+                None,
+                crate::app::audit_value(&t),
+            )
+            .await;
+            (StatusCode::CREATED, Json(t)).into_response()
+        }
+        Err(e) => lifecycle_problem(e),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(in crate::serve) struct ListParams {
+    /// Include inactive tenants (default true).
+    #[serde(default)]
+    all: Option<bool>,
+    /// Page size (1–1000, default 100).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+    /// Page start (at most 1,000,000,000).
+    #[serde(default)]
+    #[param(minimum = 0, maximum = 1_000_000_000)]
+    offset: Option<u64>,
+    /// Slug or name contains (ignoring case), or the exact id.
+    #[serde(default)]
+    #[param(max_length = 200)]
+    q: Option<String>,
+    /// Only this status.
+    #[serde(default)]
+    status: Option<tenancy::TenantStatus>,
+}
+
+#[utoipa::path(get,
+    path = "/admin/tenants",
+    tag = "admin",
+    summary = "List tenants",
+    params(ListParams),
+    responses((status = 200, description = "A page of tenants", body = tenancy::TenantPage),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn list(
+    State(state): State<ServerState>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return bad_body(e.body_text()),
+    };
+    if p.limit.is_some_and(|n| !(1..=MAX_PAGE).contains(&n)) {
+        return bad_query(format!("`limit` must be from 1 to {MAX_PAGE}"));
+    }
+    if p.offset.is_some_and(|n| n > MAX_OFFSET) {
+        return bad_query(format!("`offset` must be at most {MAX_OFFSET}"));
+    }
+    if let Err(r) = at_most("q", p.q.as_deref().unwrap_or_default(), MAX_NAME_CHARS) {
+        return r;
+    }
+    let mut query = if p.all.unwrap_or(true) {
+        ListQuery::all()
+    } else {
+        ListQuery::active()
+    };
+    if let Some(q) = &p.q {
+        query = query.search(q);
+    }
+    if let Some(status) = p.status {
+        query = query.with_status(status);
+    }
+    match state
+        .app
+        .tenancy
+        .store()
+        .list(query.page(p.offset.unwrap_or(0), p.limit.unwrap_or(100)))
+        .await
+    {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => store_problem(e),
+    }
+}
+
+#[utoipa::path(get,
+    path = "/admin/tenants/{tenant}",
+    tag = "admin",
+    summary = "One tenant",
+    params(crate::serve::openapi::TenantPath),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn show(
+    State(state): State<ServerState>,
+    Path(reference): Path<String>,
+) -> Response {
+    match find(&state, &reference).await {
+        Ok(t) => Json(t).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[utoipa::path(patch,
+    path = "/admin/tenants/{tenant}",
+    tag = "admin",
+    summary = "Change a tenant's slug, name, plan or metadata",
+    request_body = UpdateBody,
+    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn update(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let update = match body
+        .map_err(|e| bad_body(e.body_text()))
+        .and_then(|Json(v)| tenant_update(v))
+    {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let tenant = match find(&state, &reference).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match state
+        .app
+        .tenancy
+        .lifecycle()
+        .update(&tenant.id, update)
+        .await
+    {
+        Ok(t) => {
+            let (before, after) = (
+                crate::app::audit_value(&tenant),
+                crate::app::audit_value(&t),
+            );
+            audit(&state, &actor, "tenant.update", &t, before, after).await;
+            Json(t).into_response()
+        }
+        Err(e) => lifecycle_problem(e),
+    }
+}
+
+/// A PATCH body: only `slug`, `name`, `plan` and `metadata` may change; a
+/// read-only or unknown field is refused, never ignored.
+fn tenant_update(body: Value) -> Result<TenantUpdate, Response> {
+    let Value::Object(fields) = &body else {
+        return Err(bad_body("the body must be a JSON object"));
+    };
+    for key in fields.keys() {
+        match key.as_str() {
+            "slug" | "name" | "plan" | "metadata" => {}
+            "status" => {
+                return Err(bad_body(
+                    "`status` is read-only here: use POST /admin/tenants/{id}/suspend, /activate or /deactivate",
+                ));
+            }
+            "id" | "created_at" | "updated_at" => {
+                return Err(bad_body(format!("`{key}` is read-only")));
+            }
+            other => {
+                return Err(bad_body(format!(
+                    "unknown field `{}`: a tenant's slug, name, plan and metadata can change",
+                    other.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+    }
+    let update: TenantUpdate = serde_json::from_value(body).map_err(bad_body)?;
+    at_most(
+        "name",
+        update.name.as_deref().unwrap_or_default(),
+        MAX_NAME_CHARS,
+    )?;
+    if let Some(Some(plan)) = &update.plan {
+        at_most("plan", plan, MAX_PLAN_CHARS)?;
+    }
+    if let Some(metadata) = &update.metadata {
+        check_metadata(metadata)?;
+    }
+    Ok(update)
+}
+
+/// A status change or deletion requested through the admin API.
+enum Change {
+    Delete,
+    Suspend(Option<String>),
+    Activate,
+    Deactivate,
+}
+
+/// Finds the tenant, applies `change` through the lifecycle (events, cache
+/// invalidation, deprovisioning) and answers with the tenant.
+async fn change(state: &ServerState, actor: &Actor, reference: &str, change: Change) -> Response {
+    let tenant = match find(state, reference).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let lifecycle = state.app.tenancy.lifecycle();
+    let action = match change {
+        Change::Delete => "tenant.delete",
+        Change::Suspend(_) => "tenant.suspend",
+        Change::Activate => "tenant.activate",
+        Change::Deactivate => "tenant.deactivate",
+    };
+    let deleting = matches!(change, Change::Delete);
+    let result = match change {
+        Change::Delete => lifecycle.delete(&tenant.id).await,
+        Change::Suspend(reason) => lifecycle.suspend(&tenant.id, reason.as_deref()).await,
+        Change::Activate => lifecycle.activate(&tenant.id).await,
+        Change::Deactivate => lifecycle.deactivate(&tenant.id).await,
+    };
+    match result {
+        Ok(t) => {
+            let after = (!deleting).then(|| crate::app::audit_value(&t)).flatten();
+            audit(
+                state,
+                actor,
+                action,
+                &t,
+                crate::app::audit_value(&tenant),
+                after,
+            )
+            .await;
+            Json(t).into_response()
+        }
+        Err(e) => lifecycle_problem(e),
+    }
+}
+
+#[utoipa::path(delete,
+    path = "/admin/tenants/{tenant}",
+    tag = "admin",
+    summary = "Delete a tenant (deprovision policy applies)",
+    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    responses((status = 200, description = "The deleted tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn remove(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+) -> Response {
+    change(&state, &actor, &reference, Change::Delete).await
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::serve) struct SuspendBody {
+    /// Why (at most 500 characters).
+    #[serde(default)]
+    #[schema(max_length = 500)]
+    reason: Option<String>,
+}
+
+#[utoipa::path(post,
+    path = "/admin/tenants/{tenant}/suspend",
+    tag = "admin",
+    summary = "Suspend a tenant, with an optional reason",
+    request_body = Option<SuspendBody>,
+    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn suspend(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: SuspendBody = if body.is_empty() || body.as_ref() == b"null" {
+        SuspendBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return bad_body(e),
+        }
+    };
+    if let Err(r) = at_most(
+        "reason",
+        body.reason.as_deref().unwrap_or_default(),
+        MAX_REASON_CHARS,
+    ) {
+        return r;
+    }
+    change(&state, &actor, &reference, Change::Suspend(body.reason)).await
+}
+
+#[utoipa::path(post,
+    path = "/admin/tenants/{tenant}/activate",
+    tag = "admin",
+    summary = "Activate a tenant",
+    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn activate(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+) -> Response {
+    change(&state, &actor, &reference, Change::Activate).await
+}
+
+#[utoipa::path(post,
+    path = "/admin/tenants/{tenant}/deactivate",
+    tag = "admin",
+    summary = "Deactivate a tenant",
+    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub(in crate::serve) async fn deactivate(
+    State(state): State<ServerState>,
+    actor: Actor,
+    Path(reference): Path<String>,
+) -> Response {
+    change(&state, &actor, &reference, Change::Deactivate).await
+}
