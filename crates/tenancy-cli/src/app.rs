@@ -228,7 +228,7 @@ impl App {
         };
 
         let mut builder = Tenancy::builder().config(config.clone()).override_resolver(
-            crate::serve::ImpersonationResolver {
+            crate::impersonation::ImpersonationResolver {
                 claim: config.resolution.jwt_claim.as_str().into(),
             },
         );
@@ -728,4 +728,10 @@ pub fn cli_actor() -> String {
 /// A tenant record as an audit before/after value.
 pub fn audit_value(tenant: &tenancy::TenantInfo) -> Option<Value> {
     serde_json::to_value(tenant).ok()
+}
+
+/// Pretty JSON for stdout.
+pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::msg(format!("cannot print JSON: {e}")))
 }

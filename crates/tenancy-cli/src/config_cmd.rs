@@ -8,8 +8,8 @@
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use crate::app::to_json;
 use crate::app::{App, CliError, Global, json_or_string};
-use crate::tenants::to_json;
 
 /// Config commands.
 #[derive(Debug, Subcommand)]

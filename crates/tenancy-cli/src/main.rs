@@ -14,6 +14,7 @@ mod audit_cmd;
 mod config_cmd;
 mod domains;
 mod export;
+mod impersonation;
 mod migrate;
 mod pool;
 mod portability;

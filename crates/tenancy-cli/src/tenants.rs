@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tenancy::{ListQuery, NewTenant, Slug, TenantInfo, TenantUpdate};
 
+use crate::app::to_json;
 use crate::app::{App, CliError, Global, json_or_string};
 
 /// Tenant commands.
@@ -362,10 +363,4 @@ fn metadata_object(raw: &str) -> Result<serde_json::Value, CliError> {
             "--metadata must be a JSON object, e.g. --metadata '{\"region\":\"eu\"}'",
         )),
     }
-}
-
-/// Pretty JSON for stdout.
-pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, CliError> {
-    serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::msg(format!("cannot print JSON: {e}")))
 }

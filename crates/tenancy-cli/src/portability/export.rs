@@ -88,7 +88,7 @@ fn summary_json(manifest: &Manifest, file: &Path, seconds: f64) -> Result<String
         rows: manifest.tables.iter().map(|t| t.digest.rows).sum(),
         seconds,
     };
-    crate::tenants::to_json(&summary)
+    crate::app::to_json(&summary)
 }
 
 /// The export itself (also used by `move`).

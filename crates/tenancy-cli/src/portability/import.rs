@@ -199,7 +199,7 @@ async fn import_into(app: &App, global: &Global, args: &ImportArgs) -> Result<()
                     .collect(),
             );
         }
-        println!("{}", crate::tenants::to_json(&out)?);
+        println!("{}", crate::app::to_json(&out)?);
     }
     app.audit(
         tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.import")

@@ -8,9 +8,6 @@
 //! instance or another, is 401. Issuing and using it are both in the audit
 //! log, and the request runs in a span carrying `impersonated_by`.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -20,9 +17,8 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tenancy::VerifiedClaims;
 use tenancy::impersonation::{ImpersonationGrant, MAX_TTL_SECS};
-use tenancy::resolve::{ResolutionContext, Resolver};
-use tenancy::{TenantRef, VerifiedClaims};
 use tracing::Instrument;
 
 use super::admin::{Actor, find, store_problem};
@@ -30,8 +26,7 @@ use super::{ServerState, problem};
 
 /// Tokens start with this, so they are told from JWTs at a glance.
 const PREFIX: &str = "imp_";
-/// The claim that marks claims made from an impersonation grant.
-const IMPERSONATED_BY: &str = "impersonated_by";
+use crate::impersonation::IMPERSONATED_BY;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -243,29 +238,4 @@ pub(super) async fn accept(
         tenant_id = %grant.tenant_id
     );
     next.run(req).instrument(span).await
-}
-
-/// Resolves the tenant of an impersonation grant first, whatever other
-/// resolvers would say (installed as the chain's override).
-#[derive(Debug, Clone)]
-pub(crate) struct ImpersonationResolver {
-    pub(crate) claim: Arc<str>,
-}
-
-#[async_trait]
-impl Resolver for ImpersonationResolver {
-    fn name(&self) -> &str {
-        "impersonation"
-    }
-    fn priority(&self) -> i32 {
-        0
-    }
-    async fn resolve(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        let claims = ctx.claims()?;
-        claims.get(IMPERSONATED_BY)?;
-        claims
-            .get(&self.claim)
-            .and_then(Value::as_str)
-            .map(TenantRef::new)
-    }
 }

@@ -21,8 +21,6 @@ mod impersonate;
 mod metrics;
 mod openapi;
 
-pub(crate) use impersonate::ImpersonationResolver;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
