@@ -32,7 +32,7 @@ pub enum DeploymentError {
         "this store's tenants were created with isolation strategy `{recorded}`, but this process is \
          configured with `{configured}`: set lifecycle.isolation_strategy \
          (TENANCY__LIFECYCLE__ISOLATION_STRATEGY) to `{recorded}`, or move the tenants to a store \
-         of the other strategy with `tenancy export` and `tenancy import`"
+         of the other strategy with `tenancy tenants export` and `tenancy tenants import`"
     )]
     StrategyMismatch {
         /// What the store recorded.
