@@ -27,6 +27,7 @@
 //! let app: Router = Router::new().route("/hello", get(hello)).layer(layer);
 //! ```
 
+mod rules;
 mod service;
 
 use std::sync::Arc;
