@@ -137,20 +137,9 @@ impl Deployment {
         let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_tenants")
             .fetch_one(&mut *tx)
             .await?;
+        let mut writes = Vec::new();
         if self.judge(recorded.as_deref(), tenants)? {
-            for (key, value) in [
-                (KEY_STRATEGY, self.strategy.clone()),
-                (KEY_SERVERS, self.servers.join(",")),
-            ] {
-                sqlx::query(
-                    "INSERT INTO tenancy_deployment (key, value) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                )
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-            }
+            writes.push((KEY_STRATEGY, self.strategy.clone()));
         }
         if self.strategy == "database" {
             let placed: Vec<String> = if sqlx::query_scalar::<_, bool>(
@@ -166,12 +155,15 @@ impl Deployment {
                 Vec::new()
             };
             self.missing(placed)?;
+            writes.push((KEY_SERVERS, self.servers.join(",")));
+        }
+        for (key, value) in writes {
             sqlx::query(
                 "INSERT INTO tenancy_deployment (key, value) VALUES ($1, $2) \
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             )
-            .bind(KEY_SERVERS)
-            .bind(self.servers.join(","))
+            .bind(key)
+            .bind(value)
             .execute(&mut *tx)
             .await?;
         }

@@ -227,10 +227,11 @@ impl ResolverChain {
     }
 
     /// Every tenant the request names, awaiting the resolvers that need it.
+    /// Each resolver is asked once: its answer without waiting, else its
+    /// awaited one (the tenant layer calls this after
+    /// [`ResolverChain::named_now`] gave up, so trying that again would
+    /// repeat the work).
     pub async fn named<'a>(&self, ctx: &ResolutionContext<'a>) -> Result<Named<'a>, Ambiguous> {
-        if let Some(named) = self.named_now(ctx) {
-            return named;
-        }
         self.unambiguous(ctx)?;
         let mut named = Named::default();
         for link in self.in_order() {
