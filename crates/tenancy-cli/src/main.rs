@@ -1,33 +1,20 @@
-//! The `tenancy` operator binary.
+//! The `tenancy` operator binary: parses the command line and hands each
+//! command to [`tenancy_cli::cli`], and `serve` to [`tenancy_cli::http`].
 //!
-//! Each top-level command is a variant of [`Command`] with its own module.
 //! Every command takes the global options `--database-url`, `--config` and
-//! `--json` (see [`app::Global`]).
+//! `--json` (see [`cli::Global`]).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod app;
-mod archive;
-mod audit_cmd;
-mod config_cmd;
-mod domains;
-mod export;
-mod impersonation;
-mod migrate;
-mod pool;
-mod portability;
-mod serve;
-mod sql;
-mod tenants;
+use tenancy_cli::{cli, http};
 
 /// Operate a multi-tenant service.
 #[derive(Debug, Parser)]
 #[command(name = "tenancy", version, about, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
-    global: app::Global,
+    global: cli::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,31 +23,31 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server: admin API, gateway resolve endpoint, CRUD resources.
-    Serve(serve::ServeArgs),
+    Serve(cli::serve::ServeArgs),
     /// Create, inspect and change tenants.
     #[command(subcommand)]
-    Tenants(tenants::TenantsCommand),
+    Tenants(cli::tenants::TenantsCommand),
     /// Read and set per-tenant configuration.
     #[command(subcommand)]
-    Config(config_cmd::ConfigCommand),
+    Config(cli::config::ConfigCommand),
     /// Add, list, verify and remove tenant domains.
     #[command(subcommand)]
-    Domains(domains::DomainsCommand),
+    Domains(cli::domains::DomainsCommand),
     /// Export one tenant's rows of a table.
-    Export(export::ExportArgs),
+    Export(cli::table_export::ExportArgs),
     /// Apply the application's migrations to every tenant schema or database.
-    Migrate(migrate::MigrateArgs),
+    Migrate(cli::migrate::MigrateArgs),
     /// Show the audit log of admin actions, newest first.
-    Audit(audit_cmd::AuditArgs),
+    Audit(cli::audit::AuditArgs),
     /// Inspect what the query interceptor does to SQL.
     #[command(subcommand)]
-    Sql(sql::SqlCommand),
+    Sql(cli::sql::SqlCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Sql(cmd) = cli.command {
-        return sql::run(cmd);
+        return cli::sql::run(cmd);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -72,17 +59,37 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let global = &cli.global;
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(&cli.global, args).await,
-            Command::Tenants(cmd) => tenants::run(&cli.global, cmd).await,
-            Command::Config(cmd) => config_cmd::run(&cli.global, cmd).await,
-            Command::Domains(cmd) => domains::run(&cli.global, cmd).await,
-            Command::Export(args) => export::run(&cli.global, args).await,
-            Command::Migrate(args) => migrate::run(&cli.global, args).await,
-            Command::Audit(args) => audit_cmd::run(&cli.global, args).await,
-            Command::Sql(_) => Ok(()),
+            Command::Serve(args) => {
+                let options = http::ServeOptions {
+                    bind: args.bind,
+                    admin_token: args.admin_token,
+                };
+                http::run(&global.source(), options).await?;
+            }
+            Command::Tenants(cmd) => {
+                cli::tenants::run(global, cmd).await?;
+            }
+            Command::Config(cmd) => {
+                cli::config::run(global, cmd).await?;
+            }
+            Command::Domains(cmd) => {
+                cli::domains::run(global, cmd).await?;
+            }
+            Command::Export(args) => {
+                cli::table_export::run(global, args).await?;
+            }
+            Command::Migrate(args) => {
+                cli::migrate::run(global, args).await?;
+            }
+            Command::Audit(args) => {
+                cli::audit::run(global, args).await?;
+            }
+            Command::Sql(_) => {}
         }
+        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

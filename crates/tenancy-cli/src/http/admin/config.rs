@@ -1,18 +1,19 @@
 //! A tenant's configuration overrides.
 
 use super::*;
+use crate::ops::config::{self, ConfigError};
 
 #[utoipa::path(get,
     path = "/admin/tenants/{tenant}/config",
     tag = "admin",
     summary = "The tenant's effective config (defaults and overrides)",
-    params(crate::serve::openapi::TenantPath),
+    params(crate::http::openapi::TenantPath),
     responses((status = 200, description = "Key → value", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn effective_config(
+pub(in crate::http) async fn effective_config(
     State(state): State<ServerState>,
     Path(reference): Path<String>,
 ) -> Response {
@@ -30,14 +31,14 @@ pub(in crate::serve) async fn effective_config(
     path = "/admin/tenants/{tenant}/config/{key}",
     tag = "admin",
     summary = "One config value",
-    params(crate::serve::openapi::ConfigPath),
+    params(crate::http::openapi::ConfigPath),
     responses((status = 200, description = "{key, value}", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn get_config(
+pub(in crate::http) async fn get_config(
     State(state): State<ServerState>,
     Path((reference, key)): Path<(String, String)>,
 ) -> Response {
@@ -61,14 +62,14 @@ pub(in crate::serve) async fn get_config(
     tag = "admin",
     summary = "Set a config override (any JSON value)",
     request_body(content = Value, description = "Any JSON value (at most 64 KiB of JSON)"),
-    params(crate::serve::openapi::ConfigPath, crate::serve::openapi::ActorHeader),
+    params(crate::http::openapi::ConfigPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "{key, value}", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn put_config(
+pub(in crate::http) async fn put_config(
     State(state): State<ServerState>,
     actor: Actor,
     Path((reference, key)): Path<(String, String)>,
@@ -105,28 +106,18 @@ pub(in crate::serve) async fn put_config(
             ),
         );
     }
-    let before = existing.get(&key).cloned();
-    match state
-        .app
-        .tenancy
-        .overrides()
-        .set(&tenant.id, &key, value.clone())
-        .await
-    {
-        Ok(()) => {
-            let after = serde_json::json!({"key": key, "value": value});
-            let before = before.map(|v| serde_json::json!({"key": key, "value": v}));
-            audit(
-                &state,
-                &actor,
-                "config.set",
-                &tenant,
-                before,
-                Some(after.clone()),
-            )
-            .await;
-            Json(after).into_response()
+    match config::set(&state.app, &actor.0, &tenant, &key, value.clone()).await {
+        Ok(()) => Json(serde_json::json!({"key": key, "value": value})).into_response(),
+        Err(e) => config_problem(e),
+    }
+}
+
+/// Maps a configuration operation's error to a problem response.
+fn config_problem(err: ConfigError) -> Response {
+    match err {
+        ConfigError::Store(e) => store_problem(e),
+        e @ ConfigError::NoValue { .. } => {
+            problem(StatusCode::NOT_FOUND, "config_key_not_found", e)
         }
-        Err(e) => store_problem(e),
     }
 }

@@ -3,7 +3,8 @@
 use clap::Args;
 use tenancy::audit::AuditQuery;
 
-use crate::app::{App, CliError, Global};
+use crate::app::App;
+use crate::cli::{CliError, Global};
 
 /// `tenancy audit [--tenant T] [--limit N] [--before ID]`
 #[derive(Debug, Args)]
@@ -21,32 +22,10 @@ pub struct AuditArgs {
 
 /// Prints the entries, newest first: one line each, or JSON with `--json`.
 pub async fn run(global: &Global, args: AuditArgs) -> Result<(), CliError> {
-    let app = App::open(global).await?;
-    let log = app
-        .tenancy
-        .audit()
-        .ok_or_else(|| CliError::msg("this store keeps no audit log"))?;
+    let app = App::open(&global.source()).await?;
     let mut query = AuditQuery::default().limit(args.limit);
     query.before = args.before;
-    if let Some(reference) = &args.tenant {
-        let id = match app
-            .tenancy
-            .store()
-            .find(reference)
-            .await
-            .map_err(CliError::msg)?
-        {
-            Some(tenant) => tenant.id,
-            None => reference.parse().map_err(|_| {
-                CliError::msg(format!(
-                    "no tenant \"{}\": see `tenancy tenants list --all`",
-                    reference.escape_debug()
-                ))
-            })?,
-        };
-        query = query.tenant(id);
-    }
-    let items = log.audit(query).await.map_err(CliError::msg)?;
+    let items = crate::ops::audit::entries(&app, query, args.tenant.as_deref()).await?;
     if global.json {
         let body = serde_json::json!({ "items": items, "next_before": items.last().map(|e| e.id) });
         println!("{body}");

@@ -1,9 +1,9 @@
 //! `tenancy tenants pool status|fill|prune`: the pending pool.
 
+use crate::app::App;
+use crate::cli::{CliError, Global};
+use crate::ops::pool::pool_of;
 use clap::{Args, Subcommand};
-use tenancy::PendingPool;
-
-use crate::app::{App, CliError, Global};
 
 /// Pending pool commands.
 #[derive(Debug, Subcommand)]
@@ -35,14 +35,17 @@ pub struct PruneArgs {
 
 /// Runs a pool command.
 pub async fn run(global: &Global, cmd: PoolCommand) -> Result<(), CliError> {
-    let app = App::open(global).await?;
+    let app = App::open(&global.source()).await?;
     let pool = pool_of(&app)?;
     match cmd {
         PoolCommand::Status => {}
         PoolCommand::Fill(args) => {
             let size = args.size.unwrap_or_else(|| pool.target());
             let started = std::time::Instant::now();
-            let added = pool.fill_to(size).await.map_err(CliError::msg)?;
+            let added = pool
+                .fill_to(size)
+                .await
+                .map_err(crate::ops::pool::PoolError::from)?;
             if !global.json {
                 println!(
                     "added {} member(s) in {:.2} s",
@@ -52,7 +55,10 @@ pub async fn run(global: &Global, cmd: PoolCommand) -> Result<(), CliError> {
             }
         }
         PoolCommand::Prune(args) => {
-            let report = pool.prune(args.all).await.map_err(CliError::msg)?;
+            let report = pool
+                .prune(args.all)
+                .await
+                .map_err(crate::ops::pool::PoolError::from)?;
             if !global.json {
                 println!("removed {} member(s)", report.removed.len());
                 for id in &report.removed {
@@ -61,15 +67,18 @@ pub async fn run(global: &Global, cmd: PoolCommand) -> Result<(), CliError> {
             }
         }
     }
-    let status = pool.status().await.map_err(CliError::msg)?;
+    let status = pool
+        .status()
+        .await
+        .map_err(crate::ops::pool::PoolError::from)?;
     if global.json {
-        let members = pool.members().await.map_err(CliError::msg)?;
-        let mut value = serde_json::to_value(&status).map_err(CliError::msg)?;
-        value["members"] = serde_json::to_value(&members).map_err(CliError::msg)?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).map_err(CliError::msg)?
-        );
+        let members = pool
+            .members()
+            .await
+            .map_err(crate::ops::pool::PoolError::from)?;
+        let mut value = serde_json::to_value(&status).map_err(CliError::usage)?;
+        value["members"] = serde_json::to_value(&members).map_err(CliError::usage)?;
+        println!("{}", crate::cli::to_json(&value)?);
     } else {
         println!(
             "pending pool ({} strategy): {} ready, {} provisioning, target {}",
@@ -77,14 +86,4 @@ pub async fn run(global: &Global, cmd: PoolCommand) -> Result<(), CliError> {
         );
     }
     Ok(())
-}
-
-fn pool_of(app: &App) -> Result<&PendingPool, CliError> {
-    app.tenancy.pending_pool().ok_or_else(|| {
-        CliError::msg(format!(
-            "no pending pool: set lifecycle.pending_pool (TENANCY__LIFECYCLE__PENDING_POOL=20) with the schema or \
-             database strategy (current: {}, pending_pool {})",
-            app.config.lifecycle.isolation_strategy, app.config.lifecycle.pending_pool
-        ))
-    })
 }

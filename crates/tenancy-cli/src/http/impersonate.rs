@@ -26,7 +26,7 @@ use super::{ServerState, problem};
 
 /// Tokens start with this, so they are told from JWTs at a glance.
 const PREFIX: &str = "imp_";
-use crate::impersonation::IMPERSONATED_BY;
+use crate::app::impersonation::IMPERSONATED_BY;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

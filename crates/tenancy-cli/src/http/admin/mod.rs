@@ -181,7 +181,7 @@ async fn audit_refusals(State(state): State<ServerState>, req: Request, next: Ne
             "code": problem.get("code"),
             "reason": problem.get("detail"),
             "claimed_actor": claimed,
-            "request_id": super::http::current_request_id().as_ref(),
+            "request_id": super::connections::current_request_id().as_ref(),
             "unrecorded_before": dropped_before,
         })),
     );
@@ -287,25 +287,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
             )),
         }
     }
-}
-
-/// Records an admin action.
-async fn audit(
-    state: &ServerState,
-    actor: &Actor,
-    action: &str,
-    tenant: &TenantInfo,
-    before: Option<Value>,
-    after: Option<Value>,
-) {
-    state
-        .app
-        .audit(
-            tenancy::audit::NewAuditEntry::new(actor.0.clone(), action)
-                .tenant(tenant.id.clone())
-                .change(before, after),
-        )
-        .await;
 }
 
 /// Maps lifecycle and store errors to problem responses.

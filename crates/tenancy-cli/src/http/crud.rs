@@ -15,6 +15,7 @@ use tenancy_interceptor::service::{Object, ServiceError};
 
 use super::{ServerState, problem};
 use crate::app::{App, ColumnType, Resource};
+use crate::ops::portability::MOVING_KEY;
 
 /// The resources under `/api` and, for the path resolver, under
 /// `/tenants/{tenant}/api`. `guard` puts the tenant layers on each method
@@ -51,7 +52,7 @@ enum Tx {
 async fn open(app: &App, tenant: &TenantId) -> Result<Tx, Response> {
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(
-            request_id = %super::http::current_request_id(),
+            request_id = %super::connections::current_request_id(),
             error = %e,
             "cannot open a scoped transaction"
         );
@@ -122,9 +123,6 @@ macro_rules! scoped {
     }};
 }
 
-/// The config override `tenancy move` sets while a tenant's data is copied.
-pub(crate) const MOVING_KEY: &str = "tenancy.moving";
-
 /// 503 with `Retry-After` while the tenant's writes are paused by a move.
 async fn writes_paused(app: &App, tenant: &TenantId) -> Option<Response> {
     let overrides = app.tenancy.config_store().overrides(tenant).await.ok()?;
@@ -149,7 +147,7 @@ pub(super) struct StorageMissing;
 
 fn storage_missing(error: &dyn std::fmt::Display) -> Response {
     tracing::error!(
-        request_id = %super::http::current_request_id(),
+        request_id = %super::connections::current_request_id(),
         error = %error,
         "tenant storage missing"
     );
@@ -184,7 +182,7 @@ fn field_of(db: &(dyn sqlx::error::DatabaseError + 'static), columns: &[String])
 }
 
 fn service_problem(err: ServiceError, columns: &[String]) -> Response {
-    let request_id = super::http::current_request_id();
+    let request_id = super::connections::current_request_id();
     match &err {
         ServiceError::Database(db) => {
             if let Some(d) = db.as_database_error() {

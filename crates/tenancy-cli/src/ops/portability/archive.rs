@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tenancy::TenantInfo;
 use tenancy_sql::portable::{Digest, Table, digest_of};
 
-use crate::app::CliError;
+use super::PortabilityError;
 
 /// The `format` of archives this version writes and reads.
 pub const FORMAT: &str = "tenancy-archive/1";
@@ -79,12 +79,12 @@ pub struct ArchiveWriter {
 
 impl ArchiveWriter {
     /// Starts `path` (as `path.partial`).
-    pub fn create(path: &Path) -> Result<Self, CliError> {
+    pub fn create(path: &Path) -> Result<Self, PortabilityError> {
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
         let file = File::create(&partial).map_err(|e| {
-            CliError::msg(format!(
+            PortabilityError::failed(format!(
                 "cannot create {}: {e} (check that the directory exists and is writable)",
                 partial.display()
             ))
@@ -99,7 +99,7 @@ impl ArchiveWriter {
 
     /// Appends an entry: a placeholder header, the bytes `body` writes,
     /// padding, then the real header.
-    pub fn begin_entry(&mut self) -> Result<u64, CliError> {
+    pub fn begin_entry(&mut self) -> Result<u64, PortabilityError> {
         let start = self.file.stream_position().map_err(write_error)?;
         self.file.write_all(&[0u8; 512]).map_err(write_error)?;
         Ok(start)
@@ -111,7 +111,7 @@ impl ArchiveWriter {
     }
 
     /// Ends the entry begun at `start`, naming it `name`.
-    pub fn end_entry(&mut self, start: u64, name: &str) -> Result<(), CliError> {
+    pub fn end_entry(&mut self, start: u64, name: &str) -> Result<(), PortabilityError> {
         let end = self.file.stream_position().map_err(write_error)?;
         let size = end - start - 512;
         let pad = (512 - size % 512) % 512;
@@ -119,9 +119,9 @@ impl ArchiveWriter {
             .write_all(&vec![0u8; pad as usize])
             .map_err(write_error)?;
         let mut header = tar::Header::new_ustar();
-        header
-            .set_path(name)
-            .map_err(|e| CliError::msg(format!("cannot name archive entry {name}: {e}")))?;
+        header.set_path(name).map_err(|e| {
+            PortabilityError::failed(format!("cannot name archive entry {name}: {e}"))
+        })?;
         header.set_size(size);
         header.set_mode(0o644);
         header.set_entry_type(tar::EntryType::Regular);
@@ -138,16 +138,16 @@ impl ArchiveWriter {
     }
 
     /// Writes the manifest as the last entry, closes and renames the file.
-    pub fn finish(mut self, manifest: &Manifest) -> Result<PathBuf, CliError> {
+    pub fn finish(mut self, manifest: &Manifest) -> Result<PathBuf, PortabilityError> {
         let start = self.begin_entry()?;
         serde_json::to_writer_pretty(&mut self.file, manifest)
-            .map_err(|e| CliError::msg(format!("cannot write the manifest: {e}")))?;
+            .map_err(|e| PortabilityError::failed(format!("cannot write the manifest: {e}")))?;
         self.end_entry(start, MANIFEST)?;
         self.file.write_all(&[0u8; 1024]).map_err(write_error)?;
         self.file.flush().map_err(write_error)?;
         self.file.get_ref().sync_all().map_err(write_error)?;
         std::fs::rename(&self.partial, &self.path).map_err(|e| {
-            CliError::msg(format!(
+            PortabilityError::failed(format!(
                 "cannot move {} to {}: {e}",
                 self.partial.display(),
                 self.path.display()
@@ -167,18 +167,18 @@ impl Drop for ArchiveWriter {
     }
 }
 
-fn write_error(e: std::io::Error) -> CliError {
-    CliError::msg(format!("cannot write the archive: {e}"))
+fn write_error(e: std::io::Error) -> PortabilityError {
+    PortabilityError::failed(format!("cannot write the archive: {e}"))
 }
 
-fn open(path: &Path) -> Result<tar::Archive<BufReader<File>>, CliError> {
+fn open(path: &Path) -> Result<tar::Archive<BufReader<File>>, PortabilityError> {
     let file = File::open(path)
-        .map_err(|e| CliError::msg(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| PortabilityError::failed(format!("cannot open {}: {e}", path.display())))?;
     Ok(tar::Archive::new(BufReader::with_capacity(1 << 20, file)))
 }
 
-fn not_an_archive(path: &Path, e: impl std::fmt::Display) -> CliError {
-    CliError::msg(format!(
+fn not_an_archive(path: &Path, e: impl std::fmt::Display) -> PortabilityError {
+    PortabilityError::archive(format!(
         "{} is not a tenant archive ({e}): pass a file written by `tenancy tenants export`",
         path.display()
     ))
@@ -196,7 +196,7 @@ pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 fn raw_entries<'a>(
     archive: &'a mut tar::Archive<BufReader<File>>,
     path: &Path,
-) -> Result<tar::Entries<'a, BufReader<File>>, CliError> {
+) -> Result<tar::Entries<'a, BufReader<File>>, PortabilityError> {
     Ok(archive
         .entries()
         .map_err(|e| not_an_archive(path, e))?
@@ -222,7 +222,10 @@ fn entry_kind(kind: tar::EntryType) -> Option<&'static str> {
 
 /// The name of an entry, checked: `manifest.json` or `tables/<digits>.ndjson`
 /// (what `tenancy tenants export` writes), a plain file, nothing else.
-fn checked_name<R: Read>(entry: &tar::Entry<'_, R>, path: &Path) -> Result<String, CliError> {
+fn checked_name<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    path: &Path,
+) -> Result<String, PortabilityError> {
     let bytes = entry.path_bytes();
     let name = String::from_utf8_lossy(&bytes).into_owned();
     let shown = name
@@ -233,14 +236,14 @@ fn checked_name<R: Read>(entry: &tar::Entry<'_, R>, path: &Path) -> Result<Strin
         .to_string();
     let header = entry.header();
     if let Some(kind) = entry_kind(header.entry_type()) {
-        return Err(CliError::msg(format!(
+        return Err(PortabilityError::archive(format!(
             "{} holds `{shown}`, which is {kind}: an archive holds only regular files; \
              refusing it, nothing was imported",
             path.display()
         )));
     }
     if !is_expected_name(&name) {
-        return Err(CliError::msg(format!(
+        return Err(PortabilityError::archive(format!(
             "{} holds an entry named `{shown}`: an archive's entry names are `{MANIFEST}` and \
              `tables/NNNN.ndjson` (never absolute, never `..`); refusing it, nothing was imported",
             path.display()
@@ -260,9 +263,9 @@ fn is_expected_name(name: &str) -> bool {
 
 /// Reads the manifest entry: at most [`MAX_MANIFEST_BYTES`], never more
 /// than that in memory whatever its header claims.
-fn read_manifest(entry: impl Read, path: &Path) -> Result<Manifest, CliError> {
+fn read_manifest(entry: impl Read, path: &Path) -> Result<Manifest, PortabilityError> {
     let too_big = || {
-        CliError::msg(format!(
+        PortabilityError::archive(format!(
             "{}: {MANIFEST} is larger than {} MiB, the most a manifest may take: \
              refusing it, nothing was imported",
             path.display(),
@@ -288,7 +291,7 @@ fn read_manifest(entry: impl Read, path: &Path) -> Result<Manifest, CliError> {
 /// `tables/NNNN.ndjson` (each once, rows of at most
 /// [`tenancy_sql::portable::MAX_ROW_BYTES`]). Entries are read as stored and
 /// streamed, so memory stays flat whatever sizes the archive claims.
-pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
+pub fn read_and_verify(path: &Path) -> Result<Manifest, PortabilityError> {
     // One pass: every table entry hashed, the manifest (the last entry) read.
     let mut manifest: Option<Manifest> = None;
     let mut archive = open(path)?;
@@ -297,7 +300,7 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
         let mut entry = entry.map_err(|e| not_an_archive(path, e))?;
         let name = checked_name(&entry, path)?;
         if name == MANIFEST && manifest.is_some() || digests.iter().any(|(n, _)| *n == name) {
-            return Err(CliError::msg(format!(
+            return Err(PortabilityError::archive(format!(
                 "{} holds `{name}` twice: refusing an archive that was changed, nothing was imported",
                 path.display()
             )));
@@ -318,7 +321,7 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
     }
     let manifest = manifest.ok_or_else(|| not_an_archive(path, "no manifest.json"))?;
     if manifest.format != FORMAT {
-        return Err(CliError::msg(format!(
+        return Err(PortabilityError::archive(format!(
             "{} has format `{}`; this tenancy reads `{FORMAT}`",
             path.display(),
             manifest.format
@@ -326,14 +329,14 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
     }
     for (i, table) in manifest.tables.iter().enumerate() {
         if manifest.tables[..i].iter().any(|t| t.file == table.file) {
-            return Err(CliError::msg(format!(
+            return Err(PortabilityError::archive(format!(
                 "{}: its manifest lists `{}` twice: refusing an archive that was changed, nothing was imported",
                 path.display(),
                 table.file
             )));
         }
         let Some((_, found)) = digests.iter().find(|(name, _)| *name == table.file) else {
-            return Err(CliError::msg(format!(
+            return Err(PortabilityError::archive(format!(
                 "{} is damaged: table `{}` ({}) is missing from it",
                 path.display(),
                 table.table.name,
@@ -341,7 +344,7 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
             )));
         };
         let found = found.as_ref().map_err(|e| {
-            CliError::msg(format!(
+            PortabilityError::archive(format!(
                 "{}: table `{}` ({}) cannot be imported: {e}; nothing was imported",
                 path.display(),
                 table.table.name,
@@ -349,7 +352,7 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
             ))
         })?;
         if *found != table.digest {
-            return Err(CliError::msg(format!(
+            return Err(PortabilityError::archive(format!(
                 "{} does not match its manifest: table `{}` has {} rows with SHA-256 {}, the manifest says {} rows with SHA-256 {}; \
                  the archive was changed or damaged, nothing was imported",
                 path.display(),
@@ -365,7 +368,7 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
         .iter()
         .find(|(name, _)| !manifest.tables.iter().any(|t| &t.file == name))
     {
-        return Err(CliError::msg(format!(
+        return Err(PortabilityError::archive(format!(
             "{} holds `{name}`, which its manifest does not list: refusing an archive that was changed",
             path.display()
         )));
@@ -374,9 +377,9 @@ pub fn read_and_verify(path: &Path) -> Result<Manifest, CliError> {
 }
 
 /// Calls `each` with every table entry's reader, in archive order.
-pub async fn for_each_table<F>(path: &Path, mut each: F) -> Result<(), CliError>
+pub async fn for_each_table<F>(path: &Path, mut each: F) -> Result<(), PortabilityError>
 where
-    F: AsyncFnMut(&str, &mut dyn std::io::BufRead) -> Result<(), CliError>,
+    F: AsyncFnMut(&str, &mut dyn std::io::BufRead) -> Result<(), PortabilityError>,
 {
     let mut archive = open(path)?;
     for entry in raw_entries(&mut archive, path)? {

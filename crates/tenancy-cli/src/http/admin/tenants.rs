@@ -1,10 +1,11 @@
 //! Tenants: create, list, show, update, delete, suspend, activate, deactivate.
 
 use super::*;
+use crate::ops::tenants::{self, Change};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(in crate::serve) struct CreateBody {
+pub(in crate::http) struct CreateBody {
     /// 2–63 of lower-case letters, digits and `-`, starting with a letter,
     /// not ending with `-`.
     #[schema(pattern = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])$")]
@@ -27,7 +28,7 @@ pub(in crate::serve) struct CreateBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
-pub(in crate::serve) struct UpdateBody {
+pub(in crate::http) struct UpdateBody {
     /// New slug.
     #[schema(pattern = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])$")]
     slug: Option<String>,
@@ -47,15 +48,15 @@ pub(in crate::serve) struct UpdateBody {
     tag = "admin",
     summary = "Create a tenant (provisioned and active)",
     request_body = CreateBody,
-    params(crate::serve::openapi::ActorHeader),
+    params(crate::http::openapi::ActorHeader),
     responses((status = 201, description = "Created and active", body = tenancy::TenantInfo),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn create(
+pub(in crate::http) async fn create(
     State(state): State<ServerState>,
     actor: Actor,
     body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
@@ -86,26 +87,15 @@ pub(in crate::serve) async fn create(
     if let Some(metadata) = body.metadata {
         new = new.metadata(metadata);
     }
-    match state.app.tenancy.lifecycle().create(new).await {
-        Ok(t) => {
-            audit(
-                &state,
-                &actor,
-                "tenant.create",
-                &t,
-                None,
-                crate::app::audit_value(&t),
-            )
-            .await;
-            (StatusCode::CREATED, Json(t)).into_response()
-        }
-        Err(e) => lifecycle_problem(e),
+    match tenants::create(&state.app, &actor.0, new).await {
+        Ok(t) => (StatusCode::CREATED, Json(t)).into_response(),
+        Err(e) => tenant_problem(e),
     }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub(in crate::serve) struct ListParams {
+pub(in crate::http) struct ListParams {
     /// Include inactive tenants (default true).
     #[serde(default)]
     all: Option<bool>,
@@ -132,11 +122,11 @@ pub(in crate::serve) struct ListParams {
     summary = "List tenants",
     params(ListParams),
     responses((status = 200, description = "A page of tenants", body = tenancy::TenantPage),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn list(
+pub(in crate::http) async fn list(
     State(state): State<ServerState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -180,13 +170,13 @@ pub(in crate::serve) async fn list(
     path = "/admin/tenants/{tenant}",
     tag = "admin",
     summary = "One tenant",
-    params(crate::serve::openapi::TenantPath),
+    params(crate::http::openapi::TenantPath),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn show(
+pub(in crate::http) async fn show(
     State(state): State<ServerState>,
     Path(reference): Path<String>,
 ) -> Response {
@@ -201,15 +191,15 @@ pub(in crate::serve) async fn show(
     tag = "admin",
     summary = "Change a tenant's slug, name, plan or metadata",
     request_body = UpdateBody,
-    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn update(
+pub(in crate::http) async fn update(
     State(state): State<ServerState>,
     actor: Actor,
     Path(reference): Path<String>,
@@ -226,22 +216,9 @@ pub(in crate::serve) async fn update(
         Ok(t) => t,
         Err(r) => return r,
     };
-    match state
-        .app
-        .tenancy
-        .lifecycle()
-        .update(&tenant.id, update)
-        .await
-    {
-        Ok(t) => {
-            let (before, after) = (
-                crate::app::audit_value(&tenant),
-                crate::app::audit_value(&t),
-            );
-            audit(&state, &actor, "tenant.update", &t, before, after).await;
-            Json(t).into_response()
-        }
-        Err(e) => lifecycle_problem(e),
+    match tenants::update(&state.app, &actor.0, &tenant, update).await {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => tenant_problem(e),
     }
 }
 
@@ -285,14 +262,6 @@ fn tenant_update(body: Value) -> Result<TenantUpdate, Response> {
     Ok(update)
 }
 
-/// A status change or deletion requested through the admin API.
-enum Change {
-    Delete,
-    Suspend(Option<String>),
-    Activate,
-    Deactivate,
-}
-
 /// Finds the tenant, applies `change` through the lifecycle (events, cache
 /// invalidation, deprovisioning) and answers with the tenant.
 async fn change(state: &ServerState, actor: &Actor, reference: &str, change: Change) -> Response {
@@ -300,35 +269,17 @@ async fn change(state: &ServerState, actor: &Actor, reference: &str, change: Cha
         Ok(t) => t,
         Err(r) => return r,
     };
-    let lifecycle = state.app.tenancy.lifecycle();
-    let action = match change {
-        Change::Delete => "tenant.delete",
-        Change::Suspend(_) => "tenant.suspend",
-        Change::Activate => "tenant.activate",
-        Change::Deactivate => "tenant.deactivate",
-    };
-    let deleting = matches!(change, Change::Delete);
-    let result = match change {
-        Change::Delete => lifecycle.delete(&tenant.id).await,
-        Change::Suspend(reason) => lifecycle.suspend(&tenant.id, reason.as_deref()).await,
-        Change::Activate => lifecycle.activate(&tenant.id).await,
-        Change::Deactivate => lifecycle.deactivate(&tenant.id).await,
-    };
-    match result {
-        Ok(t) => {
-            let after = (!deleting).then(|| crate::app::audit_value(&t)).flatten();
-            audit(
-                state,
-                actor,
-                action,
-                &t,
-                crate::app::audit_value(&tenant),
-                after,
-            )
-            .await;
-            Json(t).into_response()
-        }
-        Err(e) => lifecycle_problem(e),
+    match tenants::change(&state.app, &actor.0, &tenant, change).await {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => tenant_problem(e),
+    }
+}
+
+/// Maps a tenant operation's error to a problem response.
+fn tenant_problem(err: tenants::TenantOpError) -> Response {
+    match err {
+        tenants::TenantOpError::Lifecycle(e) => lifecycle_problem(e),
+        tenants::TenantOpError::Store(e) => store_problem(e),
     }
 }
 
@@ -336,16 +287,16 @@ async fn change(state: &ServerState, actor: &Actor, reference: &str, change: Cha
     path = "/admin/tenants/{tenant}",
     tag = "admin",
     summary = "Delete a tenant (deprovision policy applies)",
-    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The deleted tenant", body = tenancy::TenantInfo),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn remove(
+pub(in crate::http) async fn remove(
     State(state): State<ServerState>,
     actor: Actor,
     Path(reference): Path<String>,
@@ -355,7 +306,7 @@ pub(in crate::serve) async fn remove(
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(in crate::serve) struct SuspendBody {
+pub(in crate::http) struct SuspendBody {
     /// Why (at most 500 characters).
     #[serde(default)]
     #[schema(max_length = 500)]
@@ -367,15 +318,15 @@ pub(in crate::serve) struct SuspendBody {
     tag = "admin",
     summary = "Suspend a tenant, with an optional reason",
     request_body = Option<SuspendBody>,
-    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn suspend(
+pub(in crate::http) async fn suspend(
     State(state): State<ServerState>,
     actor: Actor,
     Path(reference): Path<String>,
@@ -403,16 +354,16 @@ pub(in crate::serve) async fn suspend(
     path = "/admin/tenants/{tenant}/activate",
     tag = "admin",
     summary = "Activate a tenant",
-    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn activate(
+pub(in crate::http) async fn activate(
     State(state): State<ServerState>,
     actor: Actor,
     Path(reference): Path<String>,
@@ -424,16 +375,16 @@ pub(in crate::serve) async fn activate(
     path = "/admin/tenants/{tenant}/deactivate",
     tag = "admin",
     summary = "Deactivate a tenant",
-    params(crate::serve::openapi::TenantPath, crate::serve::openapi::ActorHeader),
+    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::serve::openapi::ProblemDoc, content_type = "application/problem+json")),
+        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Provisioning or deprovisioning failed; nothing half-done is kept", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
     security(("admin_token" = [])))]
-pub(in crate::serve) async fn deactivate(
+pub(in crate::http) async fn deactivate(
     State(state): State<ServerState>,
     actor: Actor,
     Path(reference): Path<String>,

@@ -1,16 +1,13 @@
-//! `tenancy tenants …`: create, inspect and change tenants.
-//!
-//! Every change goes through the lifecycle service, so provisioning
-//! (schemas, databases), events and cache invalidation happen exactly as
-//! they do in the server. `--json` prints the tenant (or `{"items": […],
-//! "total": N}` for `list`) on stdout.
+//! `tenancy tenants …`: create, inspect and change tenants. `--json`
+//! prints the tenant (or `{"items": […], "total": N}` for `list`) on stdout.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tenancy::{ListQuery, NewTenant, Slug, TenantInfo, TenantUpdate};
+use tenancy::{NewTenant, Slug, TenantInfo, TenantUpdate};
 
-use crate::app::to_json;
-use crate::app::{App, CliError, Global, json_or_string};
+use crate::app::{App, json_or_string};
+use crate::cli::{CliError, Global, to_json};
+use crate::ops::tenants::{self, Change};
 
 /// Tenant commands.
 #[derive(Debug, Subcommand)]
@@ -33,14 +30,14 @@ pub enum TenantsCommand {
     /// lifecycle.deprovision_policy to its data; --purge --yes removes everything).
     Delete(DeleteArgs),
     /// Write every table, the record, config and migration version of a tenant to one archive.
-    Export(crate::portability::ExportArgs),
+    Export(crate::cli::portability::ExportArgs),
     /// Restore an archive as a new tenant (any strategy, same migration version), verified.
-    Import(crate::portability::ImportArgs),
+    Import(crate::cli::portability::ImportArgs),
     /// Move a tenant's database to another server (database strategy, lifecycle.database_servers).
-    Move(crate::portability::MoveArgs),
+    Move(crate::cli::portability::MoveArgs),
     /// The pending pool (lifecycle.pending_pool): provisioned tenants waiting for a signup.
     #[command(subcommand)]
-    Pool(crate::pool::PoolCommand),
+    Pool(crate::cli::pool::PoolCommand),
 }
 
 /// `tenants delete`.
@@ -129,45 +126,51 @@ pub struct SuspendArgs {
 pub async fn run(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
     // Check what can be checked before touching the database.
     if let TenantsCommand::Create(args) = &cmd {
-        Slug::new(&args.slug).map_err(CliError::msg)?;
+        Slug::new(&args.slug).map_err(CliError::usage)?;
     }
     match cmd {
-        TenantsCommand::Export(args) => return crate::portability::export(global, args).await,
-        TenantsCommand::Import(args) => return crate::portability::import(global, args).await,
-        TenantsCommand::Move(args) => return crate::portability::move_tenant(global, args).await,
-        TenantsCommand::Pool(cmd) => return crate::pool::run(global, cmd).await,
+        TenantsCommand::Export(args) => return crate::cli::portability::export(global, args).await,
+        TenantsCommand::Import(args) => return crate::cli::portability::import(global, args).await,
+        TenantsCommand::Move(args) => {
+            return crate::cli::portability::move_tenant(global, args).await;
+        }
+        TenantsCommand::Pool(cmd) => return crate::cli::pool::run(global, cmd).await,
         TenantsCommand::Delete(args) if args.purge => {
             if !args.yes {
-                return Err(CliError::msg(
+                return Err(CliError::usage(
                     "--purge removes every row, schema, database, file and config key of the tenant and cannot be undone: \
                      add --yes to confirm (or `tenancy tenants export` it first)",
                 ));
             }
-            return crate::portability::purge(global, &args.tenant).await;
+            return crate::cli::portability::purge(global, &args.tenant).await;
         }
         cmd => run_lifecycle(global, cmd).await,
     }
 }
 
 async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliError> {
-    let app = App::open(global).await?;
-    let lifecycle = app.tenancy.lifecycle();
-    let (verb, before, tenant) = match cmd {
+    let app = App::open(&global.source()).await?;
+    let actor = crate::cli::actor();
+    let change = |current, change: Change| {
+        let (app, actor) = (&app, &actor);
+        async move {
+            let done = change.done();
+            let changed = tenants::change(app, actor, &current, change).await?;
+            Ok::<_, CliError>((done, changed))
+        }
+    };
+    let (verb, tenant) = match cmd {
         TenantsCommand::List(args) => return list(&app, global, args.all).await,
-        TenantsCommand::Show(t) => ("", None, app.tenant(&t.tenant).await?),
+        TenantsCommand::Show(t) => ("", app.tenant(&t.tenant).await?),
         TenantsCommand::Create(args) => {
-            let mut new = NewTenant::new(&args.slug, args.name).map_err(CliError::msg)?;
+            let mut new = NewTenant::new(&args.slug, args.name).map_err(CliError::usage)?;
             if let Some(plan) = args.plan {
                 new = new.plan(plan);
             }
             if let Some(metadata) = args.metadata {
                 new = new.metadata(metadata_object(&metadata)?);
             }
-            (
-                "created",
-                None,
-                lifecycle.create(new).await.map_err(CliError::msg)?,
-            )
+            ("created", tenants::create(&app, &actor, new).await?)
         }
         TenantsCommand::Update(args) => {
             let update = TenantUpdate {
@@ -176,7 +179,7 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
                     .as_deref()
                     .map(Slug::new)
                     .transpose()
-                    .map_err(CliError::msg)?,
+                    .map_err(CliError::usage)?,
                 name: args.name,
                 plan: if args.clear_plan {
                     Some(None)
@@ -186,46 +189,30 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
                 metadata: args.metadata.as_deref().map(metadata_object).transpose()?,
             };
             if update.is_empty() {
-                return Err(CliError::msg(
+                return Err(CliError::usage(
                     "nothing to update: pass --name, --slug, --plan, --clear-plan or --metadata",
                 ));
             }
             let current = app.tenant(&args.tenant).await?;
-            let updated = lifecycle
-                .update(&current.id, update)
-                .await
-                .map_err(CliError::msg)?;
-            ("updated", Some(current), updated)
+            (
+                "updated",
+                tenants::update(&app, &actor, &current, update).await?,
+            )
         }
         TenantsCommand::Suspend(args) => {
-            let current = app.tenant(&args.tenant).await?;
-            let tenant = lifecycle
-                .suspend(&current.id, args.reason.as_deref())
-                .await
-                .map_err(CliError::msg)?;
-            ("suspended", Some(current), tenant)
+            change(
+                app.tenant(&args.tenant).await?,
+                Change::Suspend(args.reason),
+            )
+            .await?
         }
         TenantsCommand::Activate(t) => {
-            let current = app.tenant(&t.tenant).await?;
-            let tenant = lifecycle
-                .activate(&current.id)
-                .await
-                .map_err(CliError::msg)?;
-            ("activated", Some(current), tenant)
+            change(app.tenant(&t.tenant).await?, Change::Activate).await?
         }
         TenantsCommand::Deactivate(t) => {
-            let current = app.tenant(&t.tenant).await?;
-            let tenant = lifecycle
-                .deactivate(&current.id)
-                .await
-                .map_err(CliError::msg)?;
-            ("deactivated", Some(current), tenant)
+            change(app.tenant(&t.tenant).await?, Change::Deactivate).await?
         }
-        TenantsCommand::Delete(t) => {
-            let current = app.tenant(&t.tenant).await?;
-            let tenant = lifecycle.delete(&current.id).await.map_err(CliError::msg)?;
-            ("deleted", Some(current), tenant)
-        }
+        TenantsCommand::Delete(t) => change(app.tenant(&t.tenant).await?, Change::Delete).await?,
         TenantsCommand::Export(_)
         | TenantsCommand::Import(_)
         | TenantsCommand::Move(_)
@@ -233,25 +220,6 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
             return Ok(());
         }
     };
-    if !verb.is_empty() {
-        let action = match verb {
-            "created" => "tenant.create",
-            "updated" => "tenant.update",
-            "suspended" => "tenant.suspend",
-            "activated" => "tenant.activate",
-            "deactivated" => "tenant.deactivate",
-            _ => "tenant.delete",
-        };
-        let after = (verb != "deleted")
-            .then(|| crate::app::audit_value(&tenant))
-            .flatten();
-        app.audit(
-            tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), action)
-                .tenant(tenant.id.clone())
-                .change(before.as_ref().and_then(crate::app::audit_value), after),
-        )
-        .await;
-    }
     if global.json {
         println!("{}", to_json(&tenant)?);
     } else if verb.is_empty() {
@@ -266,32 +234,9 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
     Ok(())
 }
 
-/// Pages through every matching tenant and prints them.
+/// Prints every matching tenant.
 async fn list(app: &App, global: &Global, all: bool) -> Result<(), CliError> {
-    let base = if all {
-        ListQuery::all()
-    } else {
-        ListQuery::active()
-    };
-    let mut items: Vec<TenantInfo> = Vec::new();
-    let mut total;
-    loop {
-        let offset = items.len() as u64;
-        let page = app
-            .tenancy
-            .store()
-            .list(base.clone().page(offset, ListQuery::MAX_LIMIT))
-            .await
-            .map_err(CliError::msg)?;
-        total = page.total;
-        let got = page.items.len();
-        items.extend(page.items);
-        if got == 0 || items.len() as u64 >= total {
-            break;
-        }
-    }
-    // Tenants created while paging may push `total` up; report what we print.
-    let total = total.max(items.len() as u64);
+    let (items, total) = tenants::list_all(app, all).await?;
     if global.json {
         let body = json!({ "items": items, "total": total });
         println!("{}", to_json(&body)?);
@@ -359,7 +304,7 @@ fn print_details(t: &TenantInfo) {
 fn metadata_object(raw: &str) -> Result<serde_json::Value, CliError> {
     match json_or_string(raw) {
         v @ serde_json::Value::Object(_) => Ok(v),
-        _ => Err(CliError::msg(
+        _ => Err(CliError::usage(
             "--metadata must be a JSON object, e.g. --metadata '{\"region\":\"eu\"}'",
         )),
     }

@@ -1,11 +1,12 @@
-//! What every command shares: global options, configuration, the store,
+//! What every command and route shares: the configuration, the store,
 //! the isolation strategy and the CRUD resources, opened from one
 //! database URL.
+
+pub mod impersonation;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Args;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -22,32 +23,42 @@ use tenancy_sql::{
     TenantSigningKey,
 };
 
-/// Options every command takes.
-#[derive(Debug, Clone, Args)]
-pub struct Global {
-    /// Database URL: `sqlite://FILE` or `postgres://…` [default: $DATABASE_URL, else sqlite://tenancy.db]
-    #[arg(long, global = true, env = "DATABASE_URL")]
+/// Where the app's database and configuration are: what the global
+/// options `--database-url` and `--config` say.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// Database URL: `sqlite://FILE` or `postgres://…`; [`DEFAULT_DATABASE_URL`] when `None`.
     pub database_url: Option<String>,
-    /// Configuration file [default: tenancy.yaml if present]
-    #[arg(long, global = true)]
+    /// Configuration file; `tenancy.yaml` (if present) and the environment when `None`.
     pub config: Option<PathBuf>,
-    /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
-/// An error of a command: printed on stderr, exit status 1.
+impl Source {
+    /// The database URL to open.
+    pub fn url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+}
+
+/// Why the app could not be opened, or a tenant or its data found.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Anything, with a message that says what to fix.
+pub enum AppError {
+    /// No tenant has this id or slug.
+    #[error("no tenant \"{0}\": see `tenancy tenants list --all`")]
+    TenantNotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] tenancy::StoreError),
+    /// The configuration, the database or the strategy could not be set up;
+    /// the message says what to fix.
     #[error("{0}")]
-    Message(String),
+    Setup(String),
 }
 
-impl CliError {
-    /// An error with a message.
-    pub fn msg(m: impl std::fmt::Display) -> Self {
-        Self::Message(m.to_string())
+impl AppError {
+    /// A set-up error with a message.
+    pub fn setup(m: impl std::fmt::Display) -> Self {
+        Self::Setup(m.to_string())
     }
 }
 
@@ -187,29 +198,26 @@ fn is_postgres(url: &str) -> bool {
 }
 
 impl App {
-    /// Loads config and opens the store and strategy named by `global`.
-    pub async fn open(global: &Global) -> Result<App, CliError> {
-        Self::open_with_migrations(global, None).await
+    /// Loads config and opens the store and strategy `source` names.
+    pub async fn open(source: &Source) -> Result<App, AppError> {
+        Self::open_with_migrations(source, None).await
     }
 
     /// [`App::open`], with `migrations_dir` replacing
     /// `lifecycle.migrations_dir` when given.
     pub async fn open_with_migrations(
-        global: &Global,
+        source: &Source,
         migrations_dir: Option<PathBuf>,
-    ) -> Result<App, CliError> {
-        let mut config = match &global.config {
+    ) -> Result<App, AppError> {
+        let mut config = match &source.config {
             Some(path) => TenancyConfig::load_from(Some(path)),
             None => TenancyConfig::load(),
         }
-        .map_err(CliError::msg)?;
+        .map_err(AppError::setup)?;
         if migrations_dir.is_some() {
             config.lifecycle.migrations_dir = migrations_dir;
         }
-        let url = global
-            .database_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let url = source.url().to_owned();
         let strategy = config.lifecycle.isolation_strategy.clone();
         let resource_configs = if config.server.resources.is_empty() {
             vec![builtin_notes()]
@@ -223,19 +231,19 @@ impl App {
             .collect();
         let interceptor = Interceptor::new(TenantTables::new(tables.iter()));
         let app_migrations = match &config.lifecycle.migrations_dir {
-            Some(dir) => Some(Migrations::from_dir(dir).map_err(CliError::msg)?),
+            Some(dir) => Some(Migrations::from_dir(dir).map_err(AppError::setup)?),
             None => None,
         };
 
         let mut builder = Tenancy::builder().config(config.clone()).override_resolver(
-            crate::impersonation::ImpersonationResolver {
+            crate::app::impersonation::ImpersonationResolver {
                 claim: config.resolution.jwt_claim.as_str().into(),
             },
         );
         if let Some(url) = &config.integration.nats_url {
             let sink = tenancy::nats::NatsEventSink::connect(url)
                 .await
-                .map_err(CliError::msg)?;
+                .map_err(AppError::setup)?;
             builder = builder.event_bus(tenancy::EventBus::new().with_sink(sink));
         }
         let mut migrator = None;
@@ -254,14 +262,14 @@ impl App {
                 .acquire_timeout(std::time::Duration::from_secs(2))
                 .connect(&url)
                 .await
-                .map_err(|e| CliError::msg(format!("cannot connect to {}: {e}", redact(&url))))?;
+                .map_err(|e| AppError::setup(format!("cannot connect to {}: {e}", redact(&url))))?;
             main = MainPool::Postgres(pool.clone());
             // The role that owns the tables sets them up; the server's own
             // role (an ordinary one) is then only granted reads and writes.
             let owner = match &config.lifecycle.owner_database_url {
                 Some(owner_url) => {
                     if strategy != "row_level" {
-                        return Err(CliError::msg(
+                        return Err(AppError::setup(
                             "lifecycle.owner_database_url is used by the row_level strategy only",
                         ));
                     }
@@ -272,7 +280,7 @@ impl App {
                             .connect(owner_url)
                             .await
                             .map_err(|e| {
-                                CliError::msg(format!(
+                                AppError::setup(format!(
                                     "lifecycle.owner_database_url: cannot connect to {}: {e}",
                                     redact(owner_url)
                                 ))
@@ -284,24 +292,22 @@ impl App {
             signing_key = match &config.lifecycle.row_level_signing_key {
                 None => None,
                 Some(_) if owner.is_none() => {
-                    return Err(CliError::msg(
+                    return Err(AppError::setup(
                         "lifecycle.row_level_signing_key needs lifecycle.owner_database_url: the key is \
                          installed by the role that owns the tables, and the server must connect as \
                          another, ordinary role (one that owned the key could read it)",
                     ));
                 }
-                Some(hex) => {
-                    Some(TenantSigningKey::from_hex(hex.expose()).map_err(|e| {
-                        CliError::msg(format!("lifecycle.row_level_signing_key: {e}"))
-                    })?)
-                }
+                Some(hex) => Some(TenantSigningKey::from_hex(hex.expose()).map_err(|e| {
+                    AppError::setup(format!("lifecycle.row_level_signing_key: {e}"))
+                })?),
             };
             let ddl = owner.clone().unwrap_or_else(|| pool.clone());
             let store = PgStore::new(pool.clone());
             PgStore::new(ddl.clone())
                 .migrate()
                 .await
-                .map_err(CliError::msg)?;
+                .map_err(AppError::setup)?;
             let servers: Vec<&str> = if config.lifecycle.database_servers.is_empty() {
                 vec!["default"]
             } else {
@@ -316,7 +322,7 @@ impl App {
                 .servers(servers)
                 .check_pg(&ddl)
                 .await
-                .map_err(CliError::msg)?;
+                .map_err(AppError::setup)?;
             let tenant_migrations = tenant_migrations(app_migrations, use_builtin_notes, NOTES_PG)?;
             let (builder, db) = match strategy.as_str() {
                 "row_level" => {
@@ -324,7 +330,7 @@ impl App {
                         sqlx::raw_sql(NOTES_PG)
                             .execute(&ddl)
                             .await
-                            .map_err(CliError::msg)?;
+                            .map_err(AppError::setup)?;
                     }
                     let with_key = |rls: PgRowLevel| match &signing_key {
                         Some(key) => rls.signed(key.clone()),
@@ -336,7 +342,7 @@ impl App {
                             .register_table(table, "tenant_id")
                             .await
                             .map_err(|e| {
-                                CliError::msg(format!(
+                                AppError::setup(format!(
                                     "cannot enable row-level security on {table}: {e}"
                                 ))
                             })?;
@@ -347,14 +353,16 @@ impl App {
                             grant_reads_and_writes(owner, &pool).await?;
                             let mut rls = with_key(PgRowLevel::new(pool.clone()));
                             for table in &tables {
-                                rls = rls.with_table(table, "tenant_id").map_err(CliError::msg)?;
+                                rls = rls
+                                    .with_table(table, "tenant_id")
+                                    .map_err(AppError::setup)?;
                             }
                             rls
                         }
                     };
                     if signing_key.is_some() {
                         tenancy::IsolationStrategy::check(&rls).await.map_err(|e| {
-                            CliError::msg(format!("lifecycle.row_level_signing_key: {e}"))
+                            AppError::setup(format!("lifecycle.row_level_signing_key: {e}"))
                         })?;
                     }
                     (builder.isolation(rls.clone()), TenantDb::new(rls))
@@ -373,7 +381,7 @@ impl App {
                             .connect(&server.url)
                             .await
                             .map_err(|e| {
-                                CliError::msg(format!(
+                                AppError::setup(format!(
                                     "lifecycle.database_servers `{}`: cannot connect to {}: {e}",
                                     server.name,
                                     redact(&server.url)
@@ -392,13 +400,13 @@ impl App {
                 }
                 other => return Err(unknown_strategy(other)),
             };
-            let tenancy = builder.store(store).build().map_err(CliError::msg)?;
+            let tenancy = builder.store(store).build().map_err(AppError::setup)?;
             (tenancy, Db::Postgres(db))
         } else {
             if config.lifecycle.owner_database_url.is_some()
                 || config.lifecycle.row_level_signing_key.is_some()
             {
-                return Err(CliError::msg(
+                return Err(AppError::setup(
                     "lifecycle.owner_database_url and lifecycle.row_level_signing_key need PostgreSQL \
                      (SQLite has no row-level security: its row level goes through the query interceptor)",
                 ));
@@ -406,12 +414,12 @@ impl App {
             let pool = open_sqlite(&url).await?;
             main = MainPool::Sqlite(pool.clone());
             let store = SqliteStore::new(pool.clone());
-            store.migrate().await.map_err(CliError::msg)?;
+            store.migrate().await.map_err(AppError::setup)?;
             if strategy != "schema" {
                 Deployment::new(strategy.as_str())
                     .check_sqlite(&pool)
                     .await
-                    .map_err(CliError::msg)?;
+                    .map_err(AppError::setup)?;
             }
             let (builder, db) = match strategy.as_str() {
                 "row_level" => {
@@ -419,7 +427,7 @@ impl App {
                         sqlx::raw_sql(NOTES_SQLITE)
                             .execute(&pool)
                             .await
-                            .map_err(CliError::msg)?;
+                            .map_err(AppError::setup)?;
                     }
                     let rows = SqliteRowLevel::new(pool.clone(), interceptor.clone());
                     (builder.isolation(rows), Db::SqliteRowLevel(pool.clone()))
@@ -432,14 +440,14 @@ impl App {
                     (builder.isolation(files.clone()), Db::SqliteDatabase(files))
                 }
                 "schema" => {
-                    return Err(CliError::msg(
+                    return Err(AppError::setup(
                         "isolation strategy `schema` needs PostgreSQL: pass --database-url postgres://… \
                          or set lifecycle.isolation_strategy to row_level or database",
                     ));
                 }
                 other => return Err(unknown_strategy(other)),
             };
-            let tenancy = builder.store(store).build().map_err(CliError::msg)?;
+            let tenancy = builder.store(store).build().map_err(AppError::setup)?;
             (tenancy, db)
         };
 
@@ -451,7 +459,7 @@ impl App {
                     name: r.name.clone(),
                     table: ScopedTable::new(interceptor.clone(), &table, &r.key, &r.columns)
                         .map_err(|e| {
-                            CliError::msg(format!("server.resources `{}`: {e}", r.name))
+                            AppError::setup(format!("server.resources `{}`: {e}", r.name))
                         })?,
                     search: r.search.clone(),
                     columns: std::iter::once(r.key.clone())
@@ -479,7 +487,7 @@ impl App {
                     },
                 })
             })
-            .collect::<Result<Vec<_>, CliError>>()?;
+            .collect::<Result<Vec<_>, AppError>>()?;
         Ok(App {
             config,
             tenancy,
@@ -532,9 +540,9 @@ impl App {
         &self,
         tenant: &tenancy::TenantId,
         column: &str,
-    ) -> Result<TenantData, CliError> {
+    ) -> Result<TenantData, AppError> {
         let cannot = |e: &dyn std::fmt::Display| {
-            CliError::msg(format!("cannot open the data of tenant {tenant}: {e}"))
+            AppError::setup(format!("cannot open the data of tenant {tenant}: {e}"))
         };
         let data = match (&self.main, &self.migrator) {
             (MainPool::Postgres(pool), None) => {
@@ -556,29 +564,24 @@ impl App {
                 TenantData::sqlite_database(pool, tenant.clone(), column)
             }
             (MainPool::Sqlite(_), Some(Migrator::PgSchema(_))) => {
-                return Err(CliError::msg("schema isolation needs PostgreSQL"));
+                return Err(AppError::setup("schema isolation needs PostgreSQL"));
             }
         };
         data.map_err(|e| cannot(&e))
     }
 
     /// Finds a tenant by id or slug, or says how to find one.
-    pub async fn tenant(&self, reference: &str) -> Result<tenancy::TenantInfo, CliError> {
-        self.tenancy
-            .store()
-            .find(reference)
-            .await
-            .map_err(CliError::msg)?
-            .ok_or_else(|| {
-                CliError::msg(format!(
-                    "no tenant \"{}\": see `tenancy tenants list --all`",
-                    reference
-                        .chars()
-                        .take(64)
-                        .collect::<String>()
-                        .escape_debug()
-                ))
-            })
+    pub async fn tenant(&self, reference: &str) -> Result<tenancy::TenantInfo, AppError> {
+        self.tenancy.store().find(reference).await?.ok_or_else(|| {
+            AppError::TenantNotFound(
+                reference
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+                    .escape_debug()
+                    .to_string(),
+            )
+        })
     }
 
     /// A SQLite transaction scoped to `tenant` (by file), or unscoped on
@@ -613,9 +616,9 @@ impl App {
 
 /// Grants the role of `app` reads and writes on the tables (and
 /// sequences) `owner` made, nothing more.
-async fn grant_reads_and_writes(owner: &PgPool, app: &PgPool) -> Result<(), CliError> {
+async fn grant_reads_and_writes(owner: &PgPool, app: &PgPool) -> Result<(), AppError> {
     let cannot = |e: sqlx::Error| {
-        CliError::msg(format!(
+        AppError::setup(format!(
             "lifecycle.owner_database_url: cannot grant the server's role its privileges: {e}"
         ))
     };
@@ -644,8 +647,8 @@ async fn grant_reads_and_writes(owner: &PgPool, app: &PgPool) -> Result<(), CliE
     Ok(())
 }
 
-fn unknown_strategy(name: &str) -> CliError {
-    CliError::msg(format!(
+fn unknown_strategy(name: &str) -> AppError {
+    AppError::setup(format!(
         "lifecycle.isolation_strategy `{name}` is unknown: use row_level, schema or database"
     ))
 }
@@ -654,7 +657,7 @@ fn tenant_migrations(
     app: Option<Migrations>,
     builtin_notes: bool,
     notes_sql: &str,
-) -> Result<Migrations, CliError> {
+) -> Result<Migrations, AppError> {
     match (app, builtin_notes) {
         (Some(m), _) => Ok(m),
         (None, true) => Migrations::new(vec![Migration {
@@ -662,7 +665,7 @@ fn tenant_migrations(
             name: "tenancy_notes".into(),
             sql: notes_sql.to_owned(),
         }])
-        .map_err(CliError::msg),
+        .map_err(AppError::setup),
         (None, false) => Ok(Migrations::none()),
     }
 }
@@ -677,11 +680,11 @@ fn tenant_dir(url: &str) -> PathBuf {
     PathBuf::from(format!("{path}.tenants"))
 }
 
-async fn open_sqlite(url: &str) -> Result<SqlitePool, CliError> {
+async fn open_sqlite(url: &str) -> Result<SqlitePool, AppError> {
     use std::str::FromStr;
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| {
-            CliError::msg(format!(
+            AppError::setup(format!(
                 "invalid database URL {url}: {e} (expected sqlite://FILE or postgres://…)"
             ))
         })?
@@ -693,7 +696,7 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, CliError> {
         .max_connections(8)
         .connect_with(options)
         .await
-        .map_err(|e| CliError::msg(format!("cannot open {url}: {e}")))
+        .map_err(|e| AppError::setup(format!("cannot open {url}: {e}")))
 }
 
 /// A URL with its password hidden.
@@ -715,23 +718,7 @@ pub fn json_or_string(value: &str) -> Value {
     serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
 }
 
-/// The actor of commands run from this shell: `cli:<user>`.
-pub fn cli_actor() -> String {
-    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        Ok(user) if !user.is_empty() => {
-            format!("cli:{}", user.chars().take(64).collect::<String>())
-        }
-        _ => "cli".to_owned(),
-    }
-}
-
 /// A tenant record as an audit before/after value.
 pub fn audit_value(tenant: &tenancy::TenantInfo) -> Option<Value> {
     serde_json::to_value(tenant).ok()
-}
-
-/// Pretty JSON for stdout.
-pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, CliError> {
-    serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::msg(format!("cannot print JSON: {e}")))
 }

@@ -1,77 +1,86 @@
-//! `tenancy tenants delete --purge`: a tenant and every trace of it.
+//! Purge: a tenant and every trace of it, proved gone.
 
 use tenancy::config::DeprovisionPolicy;
 use tenancy::{TenantId, TenantInfo};
 use tenancy_sql::portable::TenantData;
 
-use crate::app::{App, CliError, Global, MainPool, Migrator, TENANT_COLUMN};
+use super::PortabilityError;
+use crate::app::{App, MainPool, Migrator, TENANT_COLUMN};
 
-/// `tenants delete TENANT --purge --yes`: every row, schema, database,
-/// file, config key and placement of the tenant removed, then proved gone.
-pub async fn purge(global: &Global, reference: &str) -> Result<(), CliError> {
-    let app = App::open(global).await?;
-    let tenant = app.tenant(reference).await?;
-    let deleted = remove_everything(&app, &tenant).await?;
-    let leftovers = scan(&app, &tenant.id).await?;
-    for (table, n) in &deleted {
-        eprintln!("deleted {n} rows of {} from {table}", tenant.slug);
-    }
+/// What a purge removed.
+#[derive(Debug)]
+pub struct Purged {
+    /// Rows deleted from shared tables, per table (tables with none left out).
+    pub deleted: Vec<(String, u64)>,
+}
+
+/// Removes every row, schema, database, file, config key, domain and
+/// placement of `tenant` (whatever `lifecycle.deprovision_policy` says),
+/// then scans to prove it gone. Recorded as `tenant.purge`.
+pub async fn purge(
+    app: &App,
+    actor: &str,
+    tenant: &TenantInfo,
+) -> Result<Purged, PortabilityError> {
+    let deleted = remove_everything(app, actor, tenant).await?;
+    let leftovers = scan(app, &tenant.id).await?;
     if !leftovers.is_empty() {
-        return Err(CliError::msg(format!(
+        return Err(PortabilityError::failed(format!(
             "tenant {} was deleted but a scan still finds: {}",
             tenant.slug,
             leftovers.join("; ")
         )));
     }
     app.audit(
-        tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "tenant.purge")
+        tenancy::audit::NewAuditEntry::new(actor, "tenant.purge")
             .tenant(tenant.id.clone())
-            .change(crate::app::audit_value(&tenant), None),
+            .change(crate::ops::tenants::audit_value(tenant), None),
     )
     .await;
-    app.flush_events().await;
-    println!(
-        "purged tenant {} (id {}): a scan of every shared table, schema, role, database, file, placement, config key, domain and the tenant record finds nothing left",
-        tenant.slug, tenant.id
-    );
-    Ok(())
+    Ok(Purged { deleted })
 }
 
 /// Deletes the tenant's rows from shared tables, drops its schema,
 /// database or file (and archived copies), its config and its record.
 pub(super) async fn remove_everything(
     app: &App,
+    actor: &str,
     tenant: &TenantInfo,
-) -> Result<Vec<(String, u64)>, CliError> {
+) -> Result<Vec<(String, u64)>, PortabilityError> {
     let mut deleted = Vec::new();
     // Shared tables hold rows under every strategy (the built-in tables and
     // any table with the tenant column in the main database).
     let shared = main_data(app, &tenant.id)?;
-    let mut session = shared.write().await.map_err(CliError::msg)?;
-    deleted.extend(session.delete_rows().await.map_err(CliError::msg)?);
-    session.commit().await.map_err(CliError::msg)?;
+    let mut session = shared.write().await.map_err(PortabilityError::failed)?;
+    deleted.extend(
+        session
+            .delete_rows()
+            .await
+            .map_err(PortabilityError::failed)?,
+    );
+    session.commit().await.map_err(PortabilityError::failed)?;
     drop_archives(app, &tenant.id).await?;
     if let Some(domains) = app.tenancy.domain_store() {
         for d in domains
             .list_domains(&tenant.id)
             .await
-            .map_err(CliError::msg)?
+            .map_err(PortabilityError::failed)?
         {
-            crate::domains::remove(app, &crate::app::cli_actor(), d.domain.as_str())
+            crate::ops::domains::remove(app, actor, d.domain.as_str())
                 .await
-                .map_err(CliError::msg)?;
+                .map_err(PortabilityError::failed)?;
         }
     }
     app.tenancy
         .lifecycle()
         .delete_with_policy(&tenant.id, DeprovisionPolicy::Drop)
         .await
-        .map_err(CliError::msg)?;
+        .map_err(PortabilityError::failed)?;
     Ok(deleted.into_iter().filter(|(_, n)| *n > 0).collect())
 }
 
 /// The main database as shared tables of `tenant`.
-fn main_data(app: &App, tenant: &TenantId) -> Result<TenantData, CliError> {
+fn main_data(app: &App, tenant: &TenantId) -> Result<TenantData, PortabilityError> {
     match &app.main {
         MainPool::Postgres(pool) => {
             TenantData::pg_shared(pool.clone(), tenant.clone(), TENANT_COLUMN)
@@ -81,29 +90,32 @@ fn main_data(app: &App, tenant: &TenantId) -> Result<TenantData, CliError> {
             TenantData::sqlite_shared(pool.clone(), tenant.clone(), TENANT_COLUMN)
         }
     }
-    .map_err(CliError::msg)
+    .map_err(PortabilityError::failed)
 }
 
 /// Drops schemas, databases and files archived by earlier deactivations.
-async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), CliError> {
+async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), PortabilityError> {
     for name in archived_objects(app, tenant).await? {
         match (&app.main, &app.migrator) {
             (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP SCHEMA IF EXISTS {} CASCADE",
-                    tenancy_sql::ident::quote_ident(&name).map_err(CliError::msg)?
+                    tenancy_sql::ident::quote_ident(&name).map_err(PortabilityError::failed)?
                 )))
                 .execute(pool)
                 .await
-                .map_err(CliError::msg)?;
+                .map_err(PortabilityError::failed)?;
             }
             (_, Some(Migrator::PgDatabase(dbs))) => {
-                dbs.drop_named(&name).await.map_err(CliError::msg)?;
+                dbs.drop_named(&name)
+                    .await
+                    .map_err(PortabilityError::failed)?;
             }
             (_, Some(Migrator::SqliteDatabase(files))) => {
                 let path = files.dir().join(&name);
-                std::fs::remove_file(&path)
-                    .map_err(|e| CliError::msg(format!("cannot remove {}: {e}", path.display())))?;
+                std::fs::remove_file(&path).map_err(|e| {
+                    PortabilityError::failed(format!("cannot remove {}: {e}", path.display()))
+                })?;
             }
             _ => {}
         }
@@ -116,7 +128,7 @@ async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), CliError> {
 /// ([`tenancy_sql::ident::archive_name`], plus `.db` for SQLite files), the
 /// id part equal to this tenant's id. Tenant `x_acme`'s archive
 /// `archived_<time>_x_acme` is never tenant `acme`'s.
-async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, CliError> {
+async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, PortabilityError> {
     let sqlite_files = matches!(app.migrator, Some(Migrator::SqliteDatabase(_)));
     let is_archive = |name: &str| {
         let stem = if sqlite_files {
@@ -132,10 +144,11 @@ async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, C
         )
         .fetch_all(pool)
         .await
-        .map_err(CliError::msg)?,
-        (_, Some(Migrator::PgDatabase(dbs))) => {
-            dbs.database_names().await.map_err(CliError::msg)?
-        }
+        .map_err(PortabilityError::failed)?,
+        (_, Some(Migrator::PgDatabase(dbs))) => dbs
+            .database_names()
+            .await
+            .map_err(PortabilityError::failed)?,
         (_, Some(Migrator::SqliteDatabase(files))) => match std::fs::read_dir(files.dir()) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok())
@@ -149,34 +162,43 @@ async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, C
 }
 
 /// What is left of a tenant anywhere: empty when it is gone.
-pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, CliError> {
+pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, PortabilityError> {
     let mut found = Vec::new();
     if app
         .tenancy
         .store()
         .get(tenant)
         .await
-        .map_err(CliError::msg)?
+        .map_err(PortabilityError::failed)?
         .is_some()
     {
         found.push("the tenant record".to_owned());
     }
     let cache = app.tenancy.config_store();
     cache.invalidate(tenant).await;
-    let config = cache.overrides(tenant).await.map_err(CliError::msg)?;
+    let config = cache
+        .overrides(tenant)
+        .await
+        .map_err(PortabilityError::failed)?;
     if !config.is_empty() {
         found.push(format!("{} config keys", config.len()));
     }
     if let Some(domains) = app.tenancy.domain_store() {
-        let left = domains.list_domains(tenant).await.map_err(CliError::msg)?;
+        let left = domains
+            .list_domains(tenant)
+            .await
+            .map_err(PortabilityError::failed)?;
         if !left.is_empty() {
             found.push(format!("{} domains", left.len()));
         }
     }
     let shared = main_data(app, tenant)?;
-    let mut session = shared.read().await.map_err(CliError::msg)?;
-    for table in session.tables().await.map_err(CliError::msg)? {
-        let n = session.row_count(&table).await.map_err(CliError::msg)?;
+    let mut session = shared.read().await.map_err(PortabilityError::failed)?;
+    for table in session.tables().await.map_err(PortabilityError::failed)? {
+        let n = session
+            .row_count(&table)
+            .await
+            .map_err(PortabilityError::failed)?;
         if n > 0 {
             found.push(format!("{n} rows in {}", table.name));
         }
@@ -193,7 +215,7 @@ pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, Cl
                 .bind(own)
                 .fetch_one(pool)
                 .await
-                .map_err(CliError::msg)?;
+                .map_err(PortabilityError::failed)?;
                 if schema {
                     found.push(format!("schema {own}"));
                 }
@@ -207,7 +229,7 @@ pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, Cl
             )
             .fetch_one(pool)
             .await
-            .map_err(CliError::msg)?;
+            .map_err(PortabilityError::failed)?;
             if placed {
                 let n: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM tenancy_placements WHERE tenant_id = $1",
@@ -215,7 +237,7 @@ pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, Cl
                 .bind(tenant.as_str())
                 .fetch_one(pool)
                 .await
-                .map_err(CliError::msg)?;
+                .map_err(PortabilityError::failed)?;
                 if n > 0 {
                     found.push("a database placement".to_owned());
                 }
@@ -224,7 +246,11 @@ pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, Cl
         (MainPool::Sqlite(_), _) => {}
     }
     if let (Some(Migrator::PgDatabase(dbs)), Some(own)) = (&app.migrator, &own) {
-        for name in dbs.database_names().await.map_err(CliError::msg)? {
+        for name in dbs
+            .database_names()
+            .await
+            .map_err(PortabilityError::failed)?
+        {
             if &name == own {
                 found.push(format!("database {name}"));
             }

@@ -12,11 +12,10 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
-mod crud;
-pub(crate) use crud::MOVING_KEY;
+mod connections;
 mod console;
+mod crud;
 mod gateway;
-mod http;
 mod impersonate;
 mod metrics;
 mod openapi;
@@ -29,21 +28,47 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use clap::Args;
 use serde_json::json;
 use tenancy::{Problem, RequireTenantLayer};
 
-use crate::app::{App, CliError, Global};
+use crate::app::{App, AppError, Source};
 
-/// `tenancy serve` options.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: server.bind, 127.0.0.1:8080]; port 0 picks a free port.
-    #[arg(long)]
+/// How `tenancy serve` listens.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Address to listen on [default: `server.bind`]; port 0 picks a free port.
     pub bind: Option<String>,
-    /// Bearer token of the admin API [default: server.admin_token (TENANCY__SERVER__ADMIN_TOKEN), else generated and printed once]
-    #[arg(long)]
+    /// Bearer token of the admin API [default: `server.admin_token`, else
+    /// generated and printed once].
     pub admin_token: Option<String>,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The app could not be opened.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The admin token is too short.
+    #[error(
+        "the admin token must be at least 16 characters (--admin-token or TENANCY__SERVER__ADMIN_TOKEN)"
+    )]
+    ShortAdminToken,
+    /// The address cannot be listened on.
+    #[error("cannot listen on {bind}: {source} (choose another --bind)")]
+    Listen {
+        /// The address.
+        bind: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An integration (Redis, the change listener) could not be set up;
+    /// the message says what to fix.
+    #[error("{0}")]
+    Setup(String),
+    /// Accepting connections failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Shared state of the handlers: one pointer, since axum clones the state
@@ -138,9 +163,9 @@ async fn note_missing_storage(
 }
 
 /// Runs the server until Ctrl-C / SIGTERM.
-pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
+pub async fn run(source: &Source, args: ServeOptions) -> Result<(), ServeError> {
     init_tracing();
-    let app = App::open(global).await?;
+    let app = App::open(source).await?;
     let admin_token: Arc<str> = match args.admin_token.or_else(|| {
         app.config
             .server
@@ -150,9 +175,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
     }) {
         Some(token) if token.len() >= 16 => Arc::from(token),
         Some(_) => {
-            return Err(CliError::msg(
-                "the admin token must be at least 16 characters (--admin-token or TENANCY__SERVER__ADMIN_TOKEN)",
-            ));
+            return Err(ServeError::ShortAdminToken);
         }
         None => {
             let token = format!(
@@ -165,17 +188,16 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
         }
     };
     let bind = args.bind.unwrap_or_else(|| app.config.server.bind.clone());
-    let listener = tokio::net::TcpListener::bind(&bind).await.map_err(|e| {
-        CliError::msg(format!(
-            "cannot listen on {bind}: {e} (choose another --bind)"
-        ))
-    })?;
-    let addr: SocketAddr = listener.local_addr().map_err(CliError::msg)?;
+    let listener = match tokio::net::TcpListener::bind(&bind).await {
+        Ok(listener) => listener,
+        Err(source) => return Err(ServeError::Listen { bind, source }),
+    };
+    let addr: SocketAddr = listener.local_addr()?;
     let mut limiter =
         tenancy::RateLimits::new(&app.config.rate_limit).overrides(app.tenancy.overrides().clone());
     if let Some(url) = &app.config.integration.redis_url {
         let backend = tenancy::RedisBackend::connect(url).await.map_err(|e| {
-            CliError::msg(format!(
+            ServeError::Setup(format!(
                 "integration.redis_url: {e} (start Redis or unset TENANCY__INTEGRATION__REDIS_URL)"
             ))
         })?;
@@ -184,8 +206,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
     // With Postgres, every process hears every change at once.
     let changes = match &app.db {
         crate::app::Db::Postgres(_) => {
-            let url = global.database_url.clone().unwrap_or_default();
-            let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(CliError::msg)?;
+            let options: sqlx::postgres::PgConnectOptions = source
+                .url()
+                .parse()
+                .map_err(|e| ServeError::Setup(format!("{e}")))?;
             let mut targets = tenancy_sql::ChangeTargets::new()
                 .validator(app.tenancy.validator().clone())
                 .config_cache(app.tenancy.config_store().clone());
@@ -245,15 +269,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
     let server = state.app.config.server.clone();
     let auth = auth_mode(&state.app.config);
     let router = router(state);
-    let (max_connections, descriptors) = http::connection_cap(server.max_connections);
+    let (max_connections, descriptors) = connections::connection_cap(server.max_connections);
     println!(
         "tenancy serve: listening on http://{addr} (database {}, isolation {}; at most {max_connections} connections{})",
-        crate::app::redact(
-            &global
-                .database_url
-                .clone()
-                .unwrap_or_else(|| crate::app::DEFAULT_DATABASE_URL.into())
-        ),
+        crate::app::redact(source.url()),
         router.1,
         descriptors
             .map(|n| format!(", descriptor limit {n}"))
@@ -262,9 +281,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
     if let Some(warning) = auth.warning() {
         eprintln!("WARNING: {warning}");
     }
-    http::serve(listener, router.0, &server, max_connections, shutdown())
-        .await
-        .map_err(CliError::msg)
+    connections::serve(listener, router.0, &server, max_connections, shutdown()).await?;
+    Ok(())
 }
 
 /// How the tenant routes are protected: reported at start, in

@@ -12,42 +12,33 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
+use tenancy::TenantInfo;
 
-use crate::app::{App, CliError, Global, TENANT_COLUMN};
+use crate::app::{App, AppError, TENANT_COLUMN};
 
-/// Export arguments.
-#[derive(Debug, Args)]
-#[command(
-    after_help = "Under the row_level strategy TABLE must have the tenant field (default tenant_id). \
-Under the schema and database strategies the tenant's own schema or database is read and the \
-whole table is the tenant's: --tenant-field has no effect there and is refused.\n\n\
-Every column type is exported with its value: on PostgreSQL the server renders each row \
-(uuid, timestamptz in UTC, date, numeric with every digit, json/jsonb, arrays, enums, …), \
-bytea as base64; on SQLite each value by its storage class, BLOB as base64."
-)]
-pub struct ExportArgs {
-    /// The table to export.
-    pub table: String,
-    /// The tenant whose rows to export: its id or slug.
-    #[arg(long, value_name = "ID|SLUG")]
-    pub tenant_id: String,
-    /// The column that holds the tenant id (row_level only) [default: tenant_id].
-    #[arg(long, value_name = "COLUMN")]
-    pub tenant_field: Option<String>,
-    /// Export at most N rows.
-    #[arg(long, value_name = "N")]
-    pub limit: Option<u64>,
-    /// Write to FILE instead of stdout (written as FILE.partial, renamed when complete).
-    #[arg(long, short, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// `json`: one JSON array; `ndjson`: one JSON object per line.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
-    pub format: Format,
+/// Why a table export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TableExportError {
+    /// The app could not find the tenant or open its data.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The request names something that is not there or cannot be used;
+    /// the message says what to pass instead.
+    #[error("{0}")]
+    Refused(String),
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Failed(String),
 }
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+impl TableExportError {
+    fn failed(e: impl std::fmt::Display) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+/// The rows' format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// One JSON array.
     Json,
@@ -55,16 +46,45 @@ pub enum Format {
     Ndjson,
 }
 
-/// Runs an export.
-pub async fn run(global: &Global, args: ExportArgs) -> Result<(), CliError> {
-    check_ident("table", &args.table)?;
-    if let Some(field) = &args.tenant_field {
-        check_ident("tenant field", field)?;
-    }
-    let app = App::open(global).await?;
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// The table.
+    pub table: String,
+    /// The tenant's id or slug.
+    pub tenant: String,
+    /// The column holding the tenant id in shared tables [default: `tenant_id`].
+    pub tenant_field: Option<String>,
+    /// At most this many rows.
+    pub limit: Option<u64>,
+    /// The file to write (`FILE.partial`, renamed when complete); stdout when `None`.
+    pub output: Option<PathBuf>,
+    /// The format.
+    pub format: Format,
+}
+
+/// What was exported.
+#[derive(Debug)]
+pub struct Exported {
+    /// The tenant.
+    pub tenant: TenantInfo,
+    /// Rows written.
+    pub rows: u64,
+    /// SHA-256 of the rows, as the archive format computes it.
+    pub sha256: String,
+    /// The file written, unless it was stdout.
+    pub output: Option<PathBuf>,
+}
+
+/// Exports one tenant's rows of a table.
+pub async fn export_table(
+    app: &App,
+    request: &ExportRequest,
+) -> Result<Exported, TableExportError> {
+    check_names(request)?;
     let own_space = app.strategy() != "row_level";
-    if own_space && let Some(field) = &args.tenant_field {
-        return Err(CliError::msg(format!(
+    if own_space && let Some(field) = &request.tenant_field {
+        return Err(TableExportError::Refused(format!(
             "--tenant-field {field} has no effect under the `{}` isolation strategy: \
              each tenant has its own {}, so the whole table is the tenant's; drop the option",
             app.strategy(),
@@ -75,25 +95,29 @@ pub async fn run(global: &Global, args: ExportArgs) -> Result<(), CliError> {
             }
         )));
     }
-    let field = args.tenant_field.as_deref().unwrap_or(TENANT_COLUMN);
-    let tenant = app.tenant(&args.tenant_id).await?;
+    let field = request.tenant_field.as_deref().unwrap_or(TENANT_COLUMN);
+    let tenant = app.tenant(&request.tenant).await?;
     let data = app.tenant_data(&tenant.id, field).await?;
-    let mut session = data.read().await.map_err(CliError::msg)?;
-    let Some(table) = session.table(&args.table).await.map_err(CliError::msg)? else {
+    let mut session = data.read().await.map_err(TableExportError::failed)?;
+    let Some(table) = session
+        .table(&request.table)
+        .await
+        .map_err(TableExportError::failed)?
+    else {
         let place = if own_space {
             format!(" in the database of tenant {}", tenant.slug)
         } else {
             String::new()
         };
-        return Err(CliError::msg(format!(
+        return Err(TableExportError::Refused(format!(
             "table `{}` does not exist{place}: check the name (tables are case-sensitive)",
-            args.table
+            request.table
         )));
     };
     if !own_space && !table.tenant_column {
-        return Err(CliError::msg(format!(
+        return Err(TableExportError::Refused(format!(
             "column `{field}` does not exist in table `{}`: pass the column that holds the tenant id with --tenant-field (columns: {})",
-            args.table,
+            request.table,
             table
                 .columns
                 .iter()
@@ -103,50 +127,41 @@ pub async fn run(global: &Global, args: ExportArgs) -> Result<(), CliError> {
         )));
     }
     if table.columns.is_empty() {
-        return Err(CliError::msg(format!(
+        return Err(TableExportError::Refused(format!(
             "table `{}` has no column besides `{field}`: nothing to export",
-            args.table
+            request.table
         )));
     }
 
-    let mut out = Output::create(args.output.as_deref(), args.format)?;
+    let mut out = Output::create(request.output.as_deref(), request.format)?;
     let digest = session
-        .export_table(&table, args.limit, &mut out)
+        .export_table(&table, request.limit, &mut out)
         .await
-        .map_err(|e| CliError::msg(format!("export failed: {e}")))?;
+        .map_err(|e| TableExportError::Failed(format!("export failed: {e}")))?;
     drop(session);
     let count = digest.rows;
     let written = out.finish()?;
     drop(out);
-    match &written {
-        Some(path) => {
-            eprintln!(
-                "exported {count} rows of {} for tenant {} to {}",
-                args.table,
-                tenant.slug,
-                path.display()
-            );
-            if global.json {
-                let body = serde_json::json!({
-                    "table": args.table,
-                    "tenant_id": tenant.id,
-                    "rows": count,
-                    "sha256": digest.sha256,
-                    "output": path,
-                });
-                println!("{body}");
-            }
-        }
-        None => eprintln!(
-            "exported {count} rows of {} for tenant {}",
-            args.table, tenant.slug
-        ),
+    Ok(Exported {
+        tenant,
+        rows: count,
+        sha256: digest.sha256,
+        output: written,
+    })
+}
+
+/// Refuses a table or tenant field that is not a plain identifier, before
+/// anything is opened.
+pub fn check_names(request: &ExportRequest) -> Result<(), TableExportError> {
+    check_ident("table", &request.table)?;
+    if let Some(field) = &request.tenant_field {
+        check_ident("tenant field", field)?;
     }
     Ok(())
 }
 
 /// Refuses names that are not plain identifiers before any SQL is built.
-fn check_ident(what: &str, name: &str) -> Result<(), CliError> {
+fn check_ident(what: &str, name: &str) -> Result<(), TableExportError> {
     let ok = name
         .chars()
         .next()
@@ -156,7 +171,7 @@ fn check_ident(what: &str, name: &str) -> Result<(), CliError> {
     if ok {
         Ok(())
     } else {
-        Err(CliError::msg(format!(
+        Err(TableExportError::Refused(format!(
             "{what} `{}` is not a valid name: use letters, digits and `_`, not starting with a digit",
             name.escape_debug()
         )))
@@ -178,7 +193,7 @@ struct Output {
 }
 
 impl Output {
-    fn create(path: Option<&Path>, format: Format) -> Result<Self, CliError> {
+    fn create(path: Option<&Path>, format: Format) -> Result<Self, TableExportError> {
         let (writer, file): (Box<dyn Write>, _) = match path {
             None => (
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
@@ -189,7 +204,7 @@ impl Output {
                 partial.push(".partial");
                 let partial = PathBuf::from(partial);
                 let f = std::fs::File::create(&partial).map_err(|e| {
-                    CliError::msg(format!(
+                    TableExportError::Failed(format!(
                         "cannot create {}: {e} (check that the directory exists and is writable)",
                         partial.display()
                     ))
@@ -210,7 +225,7 @@ impl Output {
     }
 
     /// Closes the output; returns the file written, if any.
-    fn finish(&mut self) -> Result<Option<PathBuf>, CliError> {
+    fn finish(&mut self) -> Result<Option<PathBuf>, TableExportError> {
         if self.format == Format::Json {
             let end: &[u8] = if self.rows == 0 { b"[]\n" } else { b"\n]\n" };
             self.writer.write_all(end).map_err(write_error)?;
@@ -225,7 +240,7 @@ impl Output {
             None => Ok(None),
             Some((partial, path)) => {
                 std::fs::rename(&partial, &path).map_err(|e| {
-                    CliError::msg(format!(
+                    TableExportError::Failed(format!(
                         "cannot move {} to {}: {e}",
                         partial.display(),
                         path.display()
@@ -282,6 +297,6 @@ impl Drop for Output {
     }
 }
 
-fn write_error(e: std::io::Error) -> CliError {
-    CliError::msg(format!("cannot write the export: {e}"))
+fn write_error(e: std::io::Error) -> TableExportError {
+    TableExportError::Failed(format!("cannot write the export: {e}"))
 }

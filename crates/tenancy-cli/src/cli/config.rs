@@ -1,15 +1,11 @@
-//! `tenancy config …`: per-tenant configuration.
-//!
-//! A tenant's effective configuration is the application defaults
-//! (`tenancy.overrides.defaults` in `tenancy.yaml`) with the tenant's
-//! overrides on top. Writes go through the config service, so they publish
-//! `ConfigChanged` like the admin API does.
+//! `tenancy config set|get|unset|list`.
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::app::to_json;
-use crate::app::{App, CliError, Global, json_or_string};
+use crate::app::{App, json_or_string};
+use crate::cli::{CliError, Global, to_json};
+use crate::ops::config;
 
 /// Config commands.
 #[derive(Debug, Subcommand)]
@@ -58,26 +54,13 @@ pub struct TenantArgs {
 
 /// Runs a config command.
 pub async fn run(global: &Global, cmd: ConfigCommand) -> Result<(), CliError> {
-    let app = App::open(global).await?;
-    let overrides = app.tenancy.overrides();
+    let app = App::open(&global.source()).await?;
+    let actor = crate::cli::actor();
     match cmd {
         ConfigCommand::Set(args) => {
             let tenant = app.tenant(&args.tenant).await?;
             let value = json_or_string(&args.value);
-            let before = previous(&app, &tenant.id, &args.key).await;
-            overrides
-                .set(&tenant.id, &args.key, value.clone())
-                .await
-                .map_err(CliError::msg)?;
-            app.audit(
-                tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "config.set")
-                    .tenant(tenant.id.clone())
-                    .change(
-                        before.map(|v| json!({ "key": args.key, "value": v })),
-                        Some(json!({ "key": args.key, "value": value })),
-                    ),
-            )
-            .await;
+            config::set(&app, &actor, &tenant, &args.key, value.clone()).await?;
             if global.json {
                 let body = json!({ "tenant_id": tenant.id, "key": args.key, "value": value });
                 println!("{}", to_json(&body)?);
@@ -87,22 +70,7 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> Result<(), CliError> {
         }
         ConfigCommand::Get(args) => {
             let tenant = app.tenant(&args.tenant).await?;
-            let value = overrides
-                .get(&tenant.id, &args.key)
-                .await
-                .map_err(CliError::msg)?
-                .ok_or_else(|| {
-                    CliError::msg(format!(
-                        "tenant {} has no config key `{}` and there is no default: \
-                         set it with `tenancy config set {} {} VALUE` \
-                         (see `tenancy config list {}`)",
-                        tenant.slug,
-                        args.key.escape_debug(),
-                        tenant.slug,
-                        args.key.escape_debug(),
-                        tenant.slug
-                    ))
-                })?;
+            let value = config::get(&app, &tenant, &args.key).await?;
             if global.json {
                 println!("{}", to_json(&value)?);
             } else {
@@ -111,19 +79,7 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> Result<(), CliError> {
         }
         ConfigCommand::Unset(args) => {
             let tenant = app.tenant(&args.tenant).await?;
-            let before = previous(&app, &tenant.id, &args.key).await;
-            let existed = overrides
-                .delete(&tenant.id, &args.key)
-                .await
-                .map_err(CliError::msg)?;
-            if existed {
-                app.audit(
-                    tenancy::audit::NewAuditEntry::new(crate::app::cli_actor(), "config.unset")
-                        .tenant(tenant.id.clone())
-                        .change(before.map(|v| json!({ "key": args.key, "value": v })), None),
-                )
-                .await;
-            }
+            let existed = config::unset(&app, &actor, &tenant, &args.key).await?;
             if global.json {
                 let body = json!({ "tenant_id": tenant.id, "key": args.key, "removed": existed });
                 println!("{}", to_json(&body)?);
@@ -139,10 +95,7 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> Result<(), CliError> {
         }
         ConfigCommand::List(args) => {
             let tenant = app.tenant(&args.tenant).await?;
-            let effective = overrides
-                .effective(&tenant.id)
-                .await
-                .map_err(CliError::msg)?;
+            let effective = config::effective(&app, &tenant).await?;
             if global.json {
                 println!("{}", to_json(&effective)?);
             } else if effective.is_empty() {
@@ -164,18 +117,4 @@ fn plain(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// The tenant's own override of `key` (not the default), for the audit log.
-pub(crate) async fn previous(
-    app: &App,
-    tenant: &tenancy::TenantId,
-    key: &str,
-) -> Option<serde_json::Value> {
-    app.tenancy
-        .config_store()
-        .overrides(tenant)
-        .await
-        .ok()
-        .and_then(|map| map.get(key).cloned())
 }

@@ -1,0 +1,13 @@
+//! The operations of the binary, shared by the commands ([`crate::cli`])
+//! and the admin API ([`crate::http`]). Each takes the
+//! [`App`](crate::app::App) and, when it changes something, the actor to
+//! record in the audit log; each has its own error type.
+
+pub mod audit;
+pub mod config;
+pub mod domains;
+pub mod migrate;
+pub mod pool;
+pub mod portability;
+pub mod table_export;
+pub mod tenants;
