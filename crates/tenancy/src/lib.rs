@@ -153,7 +153,7 @@
 //! [`TenancyBuilder::rate_limits`] makes [`Tenancy::layer`] limit every
 //! tenant to `rate_limit.plans[plan]` requests per second, else
 //! `rate_limit.default_rps`, unless the tenant's `rate_limit.rps` setting
-//! says otherwise; [`TenancyBuilder::redis`](struct.TenancyBuilder.html#method.redis) shares the buckets between
+//! says otherwise; [`TenancyBuilder::redis`](TenancyBuilder::redis) shares the buckets between
 //! instances. The limits are part of the tenant layer: there is no second
 //! layer to order.
 //!
@@ -217,13 +217,13 @@
 //!
 //! # The tenant's data
 //!
-//! One scoped-transaction API, [`TenantDb`](struct.TenantDb.html), for every isolation strategy
+//! One scoped-transaction API, [`TenantDb`], for every isolation strategy
 //! (features `postgres`, `sqlite`): the same SQL runs against shared tables
-//! under PostgreSQL row-level security ([`PgRowLevel`](struct.PgRowLevel.html)), a schema per
-//! tenant ([`PgSchemaIsolation`](struct.PgSchemaIsolation.html)), or a database per tenant
-//! ([`PgDatabaseIsolation`](struct.PgDatabaseIsolation.html), [`SqliteDatabaseIsolation`](struct.SqliteDatabaseIsolation.html)). As an extractor
+//! under PostgreSQL row-level security ([`PgRowLevel`]), a schema per
+//! tenant ([`PgSchemaIsolation`]), or a database per tenant
+//! ([`PgDatabaseIsolation`], [`SqliteDatabaseIsolation`]). As an extractor
 //! (`TenantDb<DB>: FromRef<S>`), it is bound to the request's tenant and
-//! refuses requests without one; outside a request, [`TenantDb::begin`](struct.TenantDb.html#method.begin)
+//! refuses requests without one; outside a request, [`TenantDb::begin`](TenantDb::begin)
 //! uses [`current`] and refuses when there is none.
 //!
 //! ```
@@ -301,7 +301,7 @@
 //!
 //! # Several instances
 //!
-//! With [`PgStore`](struct.PgStore.html) shared by all instances, call [`Tenancy::listen`](struct.Tenancy.html#method.listen) in
+//! With [`PgStore`] shared by all instances, call [`Tenancy::listen`](Tenancy::listen) in
 //! each: a suspension, config change or domain change made anywhere
 //! applies everywhere at once, instead of when cache entries expire.
 //!
@@ -311,13 +311,13 @@
 //!   extractors, [`RequireTenantLayer`], rate limits; `TenantDb` as an
 //!   extractor when a SQL feature is on.
 //! - `jwt` (default): HS256/RS256 bearer-token verification.
-//! - `postgres`: [`PgStore`](struct.PgStore.html), [`PgRowLevel`](struct.PgRowLevel.html), [`PgSchemaIsolation`](struct.PgSchemaIsolation.html),
-//!   [`PgDatabaseIsolation`](struct.PgDatabaseIsolation.html), [`Tenancy::listen`](struct.Tenancy.html#method.listen).
-//! - `sqlite`: [`SqliteStore`](struct.SqliteStore.html), [`SqliteRowLevel`](struct.SqliteRowLevel.html) (through the query
-//!   interceptor), [`SqliteDatabaseIsolation`](struct.SqliteDatabaseIsolation.html).
-//! - `interceptor`: the SQL query interceptor alone ([`interceptor`](interceptor/index.html)).
-//! - `redis`: rate-limit buckets shared through Redis ([`RedisBackend`](struct.RedisBackend.html)).
-//! - `nats`: publish every tenant event to NATS ([`nats::NatsEventSink`](nats/struct.NatsEventSink.html)).
+//! - `postgres`: [`PgStore`], [`PgRowLevel`], [`PgSchemaIsolation`],
+//!   [`PgDatabaseIsolation`], [`Tenancy::listen`](Tenancy::listen).
+//! - `sqlite`: [`SqliteStore`], [`SqliteRowLevel`] (through the query
+//!   interceptor), [`SqliteDatabaseIsolation`].
+//! - `interceptor`: the SQL query interceptor alone ([`interceptor`](mod@interceptor)).
+//! - `redis`: rate-limit buckets shared through Redis ([`RedisBackend`]).
+//! - `nats`: publish every tenant event to NATS ([`nats::NatsEventSink`]).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;

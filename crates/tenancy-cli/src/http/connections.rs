@@ -73,17 +73,21 @@ fn descriptor_limit() -> Option<u64> {
 /// first: its id, its body read within bounds, its answer within the
 /// deadline of its route. Applied around the finished router (not with
 /// `Router::layer`, which would box them again into every route).
-fn edges(
+pub(crate) fn edges<B>(
     router: Router,
     server: &tenancy::config::ServerConfig,
 ) -> impl tower::Service<
-    Request<hyper::body::Incoming>,
+    Request<B>,
     Response = Response,
     Error = Infallible,
     Future: Send + 'static,
 > + Clone
 + Send
-+ 'static {
++ 'static
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let deadlines = Deadlines {
         request: Duration::from_millis(server.request_timeout_ms),
         admin: Duration::from_millis(server.admin_timeout_ms),
@@ -93,7 +97,7 @@ fn edges(
         max_bytes: server.max_body_bytes,
     };
     tower::ServiceBuilder::new()
-        .map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new))
+        .map_request(|req: Request<B>| req.map(Body::new))
         .layer(axum::middleware::from_fn(request_id))
         .layer(axum::middleware::from_fn_with_state(body, bounded_body))
         .layer(axum::extract::DefaultBodyLimit::max(body.max_bytes))

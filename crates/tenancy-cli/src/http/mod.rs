@@ -163,20 +163,17 @@ async fn note_missing_storage(
 }
 
 /// Runs the server until Ctrl-C / SIGTERM.
-pub async fn run(source: &Source, args: ServeOptions) -> Result<(), ServeError> {
+pub async fn run(source: &Source, options: ServeOptions) -> Result<(), ServeError> {
     init_tracing();
     let app = App::open(source).await?;
-    let admin_token: Arc<str> = match args.admin_token.or_else(|| {
+    let admin_token: Arc<str> = match options.admin_token.or_else(|| {
         app.config
             .server
             .admin_token
             .as_ref()
             .map(|s| s.expose().to_owned())
     }) {
-        Some(token) if token.len() >= 16 => Arc::from(token),
-        Some(_) => {
-            return Err(ServeError::ShortAdminToken);
-        }
+        Some(token) => Arc::from(token),
         None => {
             let token = format!(
                 "{}{}",
@@ -187,102 +184,158 @@ pub async fn run(source: &Source, args: ServeOptions) -> Result<(), ServeError> 
             Arc::from(token)
         }
     };
-    let bind = args.bind.unwrap_or_else(|| app.config.server.bind.clone());
+    if admin_token.len() < 16 {
+        return Err(ServeError::ShortAdminToken);
+    }
+    let bind = options
+        .bind
+        .unwrap_or_else(|| app.config.server.bind.clone());
     let listener = match tokio::net::TcpListener::bind(&bind).await {
         Ok(listener) => listener,
         Err(source) => return Err(ServeError::Listen { bind, source }),
     };
     let addr: SocketAddr = listener.local_addr()?;
-    let mut limiter =
-        tenancy::RateLimits::new(&app.config.rate_limit).overrides(app.tenancy.overrides().clone());
-    if let Some(url) = &app.config.integration.redis_url {
-        let backend = tenancy::RedisBackend::connect(url).await.map_err(|e| {
-            ServeError::Setup(format!(
-                "integration.redis_url: {e} (start Redis or unset TENANCY__INTEGRATION__REDIS_URL)"
-            ))
-        })?;
-        limiter = limiter.redis(backend);
-    }
-    // With Postgres, every process hears every change at once.
-    let changes = match &app.db {
-        crate::app::Db::Postgres(_) => {
-            let options: sqlx::postgres::PgConnectOptions = source
-                .url()
-                .parse()
-                .map_err(|e| ServeError::Setup(format!("{e}")))?;
-            let mut targets = tenancy_sql::ChangeTargets::new()
-                .validator(app.tenancy.validator().clone())
-                .config_cache(app.tenancy.config_store().clone());
-            if let Some(domains) = app.tenancy.domains() {
-                targets = targets.domains(domains.clone());
-            }
-            if let Some(crate::app::Migrator::PgDatabase(dbs)) = &app.migrator {
-                // A move switches a tenant's server: drop its pool at once.
-                targets = targets.database_pools(dbs.clone());
-            }
-            Some(Arc::new(tenancy_sql::PgChangeListener::spawn(
-                options, targets,
-            )))
-        }
-        _ => None,
-    };
-    // With SQLite, every process (another `tenancy serve`, the CLI) is
-    // heard through the store's change log within a second.
-    let _sqlite_changes = match &app.main {
-        crate::app::MainPool::Sqlite(pool) => {
-            let mut targets = tenancy_sql::ChangeTargets::new()
-                .validator(app.tenancy.validator().clone())
-                .config_cache(app.tenancy.config_store().clone());
-            if let Some(domains) = app.tenancy.domains() {
-                targets = targets.domains(domains.clone());
-            }
-            Some(tenancy_sql::SqliteChangeListener::spawn(
-                pool.clone(),
-                targets,
-            ))
-        }
-        crate::app::MainPool::Postgres(_) => None,
-    };
-    let metrics = tenancy::metrics::RequestMetrics::new(app.config.server.metrics_tenants);
-    let layer = app
-        .tenancy
-        .layer()
-        .rate_limits(limiter)
-        .metrics(metrics.clone());
-    let app_resources = app.resources.clone();
-    let state = ServerState(Arc::new(Shared {
-        app,
-        admin_token,
-        layer,
-        metrics,
-        listener: changes,
-        openapi: Arc::from(openapi::document(&app_resources)),
-        missing_storage: MissingStorage::default(),
-        refusals: admin::RefusalBudget::new(),
-    }));
-    // Pending tenants are provisioned in the background.
-    let _refill = state
-        .app
-        .tenancy
-        .pending_pool()
-        .map(tenancy::PendingPool::spawn_refill);
-    let server = state.app.config.server.clone();
-    let auth = auth_mode(&state.app.config);
-    let router = router(state);
-    let (max_connections, descriptors) = connections::connection_cap(server.max_connections);
+    let server = Server::new(app, source, admin_token).await?;
+    let (max_connections, descriptors) = connections::connection_cap(server.config.max_connections);
     println!(
         "tenancy serve: listening on http://{addr} (database {}, isolation {}; at most {max_connections} connections{})",
         crate::app::redact(source.url()),
-        router.1,
+        server.strategy,
         descriptors
             .map(|n| format!(", descriptor limit {n}"))
             .unwrap_or_default()
     );
-    if let Some(warning) = auth.warning() {
+    if let Some(warning) = server.auth.warning() {
         eprintln!("WARNING: {warning}");
     }
-    connections::serve(listener, router.0, &server, max_connections, shutdown()).await?;
+    connections::serve(
+        listener,
+        server.router.clone(),
+        &server.config,
+        max_connections,
+        shutdown(),
+    )
+    .await?;
     Ok(())
+}
+
+/// `tenancy serve` without its socket: every route over an opened app, and
+/// what keeps its caches current (the change listeners, the pending pool's
+/// refill), which stop when it is dropped. [`Server::service`] answers
+/// requests in process, inside the same edges as on the socket.
+pub struct Server {
+    router: Router,
+    config: tenancy::config::ServerConfig,
+    strategy: String,
+    auth: AuthMode,
+    _sqlite_changes: Option<tenancy_sql::SqliteChangeListener>,
+    _refill: Option<tenancy::pool::RefillTask>,
+}
+
+impl Server {
+    /// Builds the routes over `app` (opened from `source`), the admin API
+    /// behind `admin_token`.
+    pub async fn new(app: App, source: &Source, admin_token: Arc<str>) -> Result<Self, ServeError> {
+        let mut limiter =
+            tenancy::RateLimits::new(&app.config.rate_limit).overrides(app.tenancy.overrides().clone());
+        if let Some(url) = &app.config.integration.redis_url {
+            let backend = tenancy::RedisBackend::connect(url).await.map_err(|e| {
+                ServeError::Setup(format!(
+                    "integration.redis_url: {e} (start Redis or unset TENANCY__INTEGRATION__REDIS_URL)"
+                ))
+            })?;
+            limiter = limiter.redis(backend);
+        }
+        // With Postgres, every process hears every change at once.
+        let changes = match &app.db {
+            crate::app::Db::Postgres(_) => {
+                let options: sqlx::postgres::PgConnectOptions = source
+                    .url()
+                    .parse()
+                    .map_err(|e| ServeError::Setup(format!("{e}")))?;
+                let mut targets = tenancy_sql::ChangeTargets::new()
+                    .validator(app.tenancy.validator().clone())
+                    .config_cache(app.tenancy.config_store().clone());
+                if let Some(domains) = app.tenancy.domains() {
+                    targets = targets.domains(domains.clone());
+                }
+                if let Some(crate::app::Migrator::PgDatabase(dbs)) = &app.migrator {
+                    // A move switches a tenant's server: drop its pool at once.
+                    targets = targets.database_pools(dbs.clone());
+                }
+                Some(Arc::new(tenancy_sql::PgChangeListener::spawn(
+                    options, targets,
+                )))
+            }
+            _ => None,
+        };
+        // With SQLite, every process (another `tenancy serve`, the CLI) is
+        // heard through the store's change log within a second.
+        let _sqlite_changes = match &app.main {
+            crate::app::MainPool::Sqlite(pool) => {
+                let mut targets = tenancy_sql::ChangeTargets::new()
+                    .validator(app.tenancy.validator().clone())
+                    .config_cache(app.tenancy.config_store().clone());
+                if let Some(domains) = app.tenancy.domains() {
+                    targets = targets.domains(domains.clone());
+                }
+                Some(tenancy_sql::SqliteChangeListener::spawn(
+                    pool.clone(),
+                    targets,
+                ))
+            }
+            crate::app::MainPool::Postgres(_) => None,
+        };
+        let metrics = tenancy::metrics::RequestMetrics::new(app.config.server.metrics_tenants);
+        let layer = app
+            .tenancy
+            .layer()
+            .rate_limits(limiter)
+            .metrics(metrics.clone());
+        let app_resources = app.resources.clone();
+        let state = ServerState(Arc::new(Shared {
+            app,
+            admin_token,
+            layer,
+            metrics,
+            listener: changes,
+            openapi: Arc::from(openapi::document(&app_resources)),
+            missing_storage: MissingStorage::default(),
+            refusals: admin::RefusalBudget::new(),
+        }));
+        // Pending tenants are provisioned in the background.
+        let _refill = state
+            .app
+            .tenancy
+            .pending_pool()
+            .map(tenancy::PendingPool::spawn_refill);
+        let config = state.app.config.server.clone();
+        let auth = auth_mode(&state.app.config);
+        let (router, strategy) = router(state);
+        Ok(Self {
+            router,
+            config,
+            strategy,
+            auth,
+            _sqlite_changes,
+            _refill,
+        })
+    }
+
+    /// Every route inside the edges a request on the socket goes through
+    /// (its id, its bounded body, its deadline): for `tower::ServiceExt::oneshot`.
+    pub fn service(
+        &self,
+    ) -> impl tower::Service<
+        axum::extract::Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        connections::edges(self.router.clone(), &self.config)
+    }
 }
 
 /// How the tenant routes are protected: reported at start, in
