@@ -16,9 +16,9 @@
 //! let mut conn = pool.acquire().await?;
 //! let mut row = serde_json::Map::new();
 //! row.insert("body".into(), "hello".into());
-//! notes.create_sqlite(&mut conn, "tenant-a", &row).await?;
-//! assert_eq!(notes.list_sqlite(&mut conn, "tenant-a", &Default::default(), 50, 0).await?.len(), 1);
-//! assert!(notes.list_sqlite(&mut conn, "tenant-b", &Default::default(), 50, 0).await?.is_empty());
+//! notes.create(&mut *conn, "tenant-a", &row).await?;
+//! assert_eq!(notes.list(&mut *conn, "tenant-a", &Default::default(), 50, 0).await?.len(), 1);
+//! assert!(notes.list(&mut *conn, "tenant-b", &Default::default(), 50, 0).await?.is_empty());
 //! # Ok(()) }
 //! ```
 
@@ -347,12 +347,57 @@ fn audited_query<'q, DB: Database>(
     sqlx::query(AssertSqlSafe(scoped.sql_arc()))
 }
 
-macro_rules! backend {
-    ($feature:literal, $db:ty, $conn:ty, $row:ty, $dialect:expr,
-     $run:ident, $list:ident, $get:ident, $create:ident, $update:ident, $delete:ident, $count:ident, $search:ident) => {
+/// A connection of either backend, for [`ScopedTable`]'s methods: made
+/// from `&mut PgConnection` or `&mut SqliteConnection` (`&mut *tx` of a
+/// transaction).
+#[non_exhaustive]
+pub enum Conn<'c> {
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(&'c mut sqlx::PgConnection),
+    /// SQLite.
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'c mut sqlx::SqliteConnection),
+}
+
+#[cfg(feature = "postgres")]
+impl<'c> From<&'c mut sqlx::PgConnection> for Conn<'c> {
+    fn from(conn: &'c mut sqlx::PgConnection) -> Self {
+        Self::Postgres(conn)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl<'c> From<&'c mut sqlx::SqliteConnection> for Conn<'c> {
+    fn from(conn: &'c mut sqlx::SqliteConnection) -> Self {
+        Self::Sqlite(conn)
+    }
+}
+
+impl Conn<'_> {
+    /// The SQL dialect of the connection.
+    fn dialect(&self) -> Dialect {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => Dialect::Postgres,
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+}
+
+/// Runs a planned statement on one backend: scoped by the interceptor,
+/// its values bound, the tenant bound last.
+macro_rules! run_on {
+    ($name:ident, $feature:literal, $db:ty, $conn:ty, $row:ty, $dialect:expr) => {
         #[cfg(feature = $feature)]
         impl ScopedTable {
-            async fn $run(&self, conn: &mut $conn, plan: Plan, tenant: &str) -> Result<Vec<Object>, ServiceError> {
+            async fn $name(
+                &self,
+                conn: &mut $conn,
+                plan: Plan,
+                tenant: &str,
+            ) -> Result<Vec<Object>, ServiceError> {
                 let scoped = self.scope(&plan, $dialect)?;
                 let mut q = audited_query::<$db>(&scoped);
                 for (name, v) in plan.params {
@@ -372,85 +417,143 @@ macro_rules! backend {
                 let rows = q.bind(tenant.to_owned()).fetch_all(&mut *conn).await?;
                 Ok(rows.iter().map(|r| row_to_object::<$db, $row>(r)).collect())
             }
-
-            #[doc = concat!("List rows (", $feature, ") ordered by key, with equality filters on exposed columns.")]
-            pub async fn $list(&self, conn: &mut $conn, tenant: &str, filters: &Object, limit: i64, offset: i64) -> Result<Vec<Object>, ServiceError> {
-                let plan = self.plan_list(filters, limit, offset, $dialect)?;
-                self.$run(conn, plan, tenant).await
-            }
-
-            #[doc = concat!("Get one row by key (", $feature, ").")]
-            pub async fn $get(&self, conn: &mut $conn, tenant: &str, id: &Value) -> Result<Option<Object>, ServiceError> {
-                Ok(self.$run(conn, self.plan_get(id, $dialect), tenant).await?.into_iter().next())
-            }
-
-            #[doc = concat!("Create a row (", $feature, "); the tenant column is filled by the interceptor.")]
-            pub async fn $create(&self, conn: &mut $conn, tenant: &str, fields: &Object) -> Result<Object, ServiceError> {
-                let plan = self.plan_create(fields, $dialect)?;
-                self.$run(conn, plan, tenant)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Refusal::Internal("INSERT returned no row".into()).into())
-            }
-
-            #[doc = concat!("Update the given fields of a row (", $feature, "); `None` if the tenant has no such row.")]
-            pub async fn $update(&self, conn: &mut $conn, tenant: &str, id: &Value, fields: &Object) -> Result<Option<Object>, ServiceError> {
-                let plan = self.plan_update(id, fields, $dialect)?;
-                Ok(self.$run(conn, plan, tenant).await?.into_iter().next())
-            }
-
-            #[doc = concat!("Delete a row (", $feature, "); `false` if the tenant has no such row.")]
-            pub async fn $delete(&self, conn: &mut $conn, tenant: &str, id: &Value) -> Result<bool, ServiceError> {
-                Ok(!self.$run(conn, self.plan_delete(id, $dialect), tenant).await?.is_empty())
-            }
-
-            #[doc = concat!("Count rows matching equality filters (", $feature, ").")]
-            pub async fn $count(&self, conn: &mut $conn, tenant: &str, filters: &Object) -> Result<i64, ServiceError> {
-                let plan = self.plan_count(filters, $dialect)?;
-                let rows = self.$run(conn, plan, tenant).await?;
-                Ok(rows.first().and_then(|r| r.get("n")).and_then(Value::as_i64).unwrap_or(0))
-            }
-
-            #[doc = concat!("Rows whose given columns contain `text` (case-insensitive; ", $feature, ").")]
-            pub async fn $search(&self, conn: &mut $conn, tenant: &str, text: &str, columns: &[&str], limit: i64) -> Result<Vec<Object>, ServiceError> {
-                let plan = self.plan_search(text, columns, limit, $dialect)?;
-                self.$run(conn, plan, tenant).await
-            }
         }
     };
 }
 
-backend!(
+run_on!(
+    run_pg,
     "postgres",
     sqlx::Postgres,
     sqlx::PgConnection,
     sqlx::postgres::PgRow,
-    Dialect::Postgres,
-    run_pg,
-    list_pg,
-    get_pg,
-    create_pg,
-    update_pg,
-    delete_pg,
-    count_pg,
-    search_pg
+    Dialect::Postgres
 );
-backend!(
+run_on!(
+    run_sqlite,
     "sqlite",
     sqlx::Sqlite,
     sqlx::SqliteConnection,
     sqlx::sqlite::SqliteRow,
-    Dialect::Sqlite,
-    run_sqlite,
-    list_sqlite,
-    get_sqlite,
-    create_sqlite,
-    update_sqlite,
-    delete_sqlite,
-    count_sqlite,
-    search_sqlite
+    Dialect::Sqlite
 );
+
+impl ScopedTable {
+    /// Runs a planned statement on whichever backend `conn` is.
+    async fn run(
+        &self,
+        conn: Conn<'_>,
+        plan: Plan,
+        tenant: &str,
+    ) -> Result<Vec<Object>, ServiceError> {
+        match conn {
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => self.run_pg(conn, plan, tenant).await,
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(conn) => self.run_sqlite(conn, plan, tenant).await,
+        }
+    }
+
+    /// Lists the tenant's rows ordered by key, with equality filters on
+    /// exposed columns.
+    pub async fn list<'c>(
+        &self,
+        conn: impl Into<Conn<'c>>,
+        tenant: &str,
+        filters: &Object,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Object>, ServiceError> {
+        let conn = conn.into();
+        let plan = self.plan_list(filters, limit, offset, conn.dialect())?;
+        self.run(conn, plan, tenant).await
+    }
+
+    /// Gets one of the tenant's rows by key.
+    pub async fn get<'c>(
+        &self,
+        conn: impl Into<Conn<'c>>,
+        tenant: &str,
+        id: &Value,
+    ) -> Result<Option<Object>, ServiceError> {
+        let conn = conn.into();
+        let plan = self.plan_get(id, conn.dialect());
+        Ok(self.run(conn, plan, tenant).await?.into_iter().next())
+    }
+
+    /// Creates a row; the tenant column is filled by the interceptor.
+    pub async fn create<'c>(
+        &self,
+        conn: impl Into<Conn<'c>>,
+        tenant: &str,
+        fields: &Object,
+    ) -> Result<Object, ServiceError> {
+        let conn = conn.into();
+        let plan = self.plan_create(fields, conn.dialect())?;
+        self.run(conn, plan, tenant)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Refusal::Internal("INSERT returned no row".into()).into())
+    }
+
+    /// Updates the given fields of one of the tenant's rows; `None` if the
+    /// tenant has no such row.
+    pub async fn update<'c>(
+        &self,
+        conn: impl Into<Conn<'c>>,
+        tenant: &str,
+        id: &Value,
+        fields: &Object,
+    ) -> Result<Option<Object>, ServiceError> {
+        let conn = conn.into();
+        let plan = self.plan_update(id, fields, conn.dialect())?;
+        Ok(self.run(conn, plan, tenant).await?.into_iter().next())
+    }
+
+    /// Deletes one of the tenant's rows; `false` if the tenant has no such row.
+    pub async fn delete<'c>(
+        &self,
+        conn: impl Into<Conn<'c>>,
+        tenant: &str,
+        id: &Value,
+    ) -> Result<bool, ServiceError> {
+        let conn = conn.into();
+        let plan = self.plan_delete(id, conn.dialect());
+        Ok(!self.run(conn, plan, tenant).await?.is_empty())
+    }
+
+    /// Counts the tenant's rows matching equality filters.
+    pub async fn count<'c>(
+        &self,
+        conn: impl Into<Conn<'c>>,
+        tenant: &str,
+        filters: &Object,
+    ) -> Result<i64, ServiceError> {
+        let conn = conn.into();
+        let plan = self.plan_count(filters, conn.dialect())?;
+        let rows = self.run(conn, plan, tenant).await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("n"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0))
+    }
+
+    /// The tenant's rows whose given columns contain `text` (case-insensitive).
+    pub async fn search<'c>(
+        &self,
+        conn: impl Into<Conn<'c>>,
+        tenant: &str,
+        text: &str,
+        columns: &[&str],
+        limit: i64,
+    ) -> Result<Vec<Object>, ServiceError> {
+        let conn = conn.into();
+        let plan = self.plan_search(text, columns, limit, conn.dialect())?;
+        self.run(conn, plan, tenant).await
+    }
+}
 
 /// A row as a JSON object (integers, floats, text, booleans; other types as
 /// null).

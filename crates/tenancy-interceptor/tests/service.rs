@@ -53,7 +53,7 @@ async fn postgres_crud_is_scoped() {
         let t = table();
         for tenant in ["a", "b"] {
             for (id, body) in [(1, "hello"), (2, "World 50%")] {
-                t.create_pg(
+                t.create(
                     &mut conn,
                     tenant,
                     &obj(json!({"id": id, "body": format!("{tenant} {body}"), "score": id})),
@@ -62,47 +62,44 @@ async fn postgres_crud_is_scoped() {
                 .unwrap();
             }
         }
-        let rows = t
-            .list_pg(&mut conn, "a", &Object::new(), 10, 0)
-            .await
-            .unwrap();
+        let rows = t.list(&mut conn, "a", &Object::new(), 10, 0).await.unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["body"], json!("a hello"));
         assert_eq!(
-            t.count_pg(&mut conn, "a", &obj(json!({"score": 2})))
+            t.count(&mut conn, "a", &obj(json!({"score": 2})))
                 .await
                 .unwrap(),
             1
         );
         assert_eq!(
-            t.get_pg(&mut conn, "b", &json!(1)).await.unwrap().unwrap()["body"],
+            t.get(&mut conn, "b", &json!(1)).await.unwrap().unwrap()["body"],
             json!("b hello")
         );
         let found = t
-            .search_pg(&mut conn, "a", "50%", &["body"], 10)
+            .search(&mut conn, "a", "50%", &["body"], 10)
             .await
             .unwrap();
         assert_eq!(found.len(), 1);
         let up = t
-            .update_pg(&mut conn, "a", &json!(1), &obj(json!({"body": "changed"})))
+            .update(&mut conn, "a", &json!(1), &obj(json!({"body": "changed"})))
             .await
             .unwrap();
         assert_eq!(up.unwrap()["body"], json!("changed"));
         assert_eq!(
-            t.get_pg(&mut conn, "b", &json!(1)).await.unwrap().unwrap()["body"],
+            t.get(&mut conn, "b", &json!(1)).await.unwrap().unwrap()["body"],
             json!("b hello")
         );
-        assert!(t.delete_pg(&mut conn, "a", &json!(2)).await.unwrap());
-        assert!(!t.delete_pg(&mut conn, "a", &json!(2)).await.unwrap());
-        assert_eq!(t.count_pg(&mut conn, "b", &Object::new()).await.unwrap(), 2);
+        assert!(t.delete(&mut conn, "a", &json!(2)).await.unwrap());
+        assert!(!t.delete(&mut conn, "a", &json!(2)).await.unwrap());
+        assert_eq!(t.count(&mut conn, "b", &Object::new()).await.unwrap(), 2);
         assert!(
-            t.update_pg(&mut conn, "c", &json!(1), &obj(json!({"body": "x"})))
+            t.update(&mut conn, "c", &json!(1), &obj(json!({"body": "x"})))
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(matches!(
-            t.create_pg(&mut conn, "a", &obj(json!({"id": 9, "tenant_id": "b"})))
+            t.create(&mut conn, "a", &obj(json!({"id": 9, "tenant_id": "b"})))
                 .await,
             Err(ServiceError::UnknownColumn(_))
         ));
@@ -122,7 +119,7 @@ async fn sqlite_crud_is_scoped() {
     let t = table();
     for tenant in ["a", "b"] {
         for id in 1..=3 {
-            t.create_sqlite(
+            t.create(
                 &mut conn,
                 tenant,
                 &obj(json!({"id": id, "body": format!("{tenant} Note {id}"), "score": id})),
@@ -132,43 +129,25 @@ async fn sqlite_crud_is_scoped() {
         }
     }
     assert_eq!(
-        t.list_sqlite(&mut conn, "a", &Object::new(), 2, 1)
+        t.list(&mut conn, "a", &Object::new(), 2, 1)
             .await
             .unwrap()
             .len(),
         2
     );
+    assert_eq!(t.count(&mut conn, "b", &Object::new()).await.unwrap(), 3);
     assert_eq!(
-        t.count_sqlite(&mut conn, "b", &Object::new())
-            .await
-            .unwrap(),
-        3
-    );
-    assert_eq!(
-        t.search_sqlite(&mut conn, "a", "note", &["body"], 10)
+        t.search(&mut conn, "a", "note", &["body"], 10)
             .await
             .unwrap()
             .len(),
         3
     );
-    assert!(t.delete_sqlite(&mut conn, "a", &json!(1)).await.unwrap());
+    assert!(t.delete(&mut conn, "a", &json!(1)).await.unwrap());
+    assert_eq!(t.count(&mut conn, "a", &Object::new()).await.unwrap(), 2);
+    assert_eq!(t.count(&mut conn, "b", &Object::new()).await.unwrap(), 3);
     assert_eq!(
-        t.count_sqlite(&mut conn, "a", &Object::new())
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        t.count_sqlite(&mut conn, "b", &Object::new())
-            .await
-            .unwrap(),
-        3
-    );
-    assert_eq!(
-        t.get_sqlite(&mut conn, "b", &json!(1))
-            .await
-            .unwrap()
-            .unwrap()["body"],
+        t.get(&mut conn, "b", &json!(1)).await.unwrap().unwrap()["body"],
         json!("b Note 1")
     );
 }

@@ -324,6 +324,8 @@ mod builder;
 pub mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
+pub mod open;
 #[cfg(feature = "axum")]
 mod setting;
 

@@ -8,20 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, Transaction};
 use tenancy::config::ResourceConfig;
-use tenancy::{Tenancy, TenancyConfig};
+use tenancy::open::Open;
+pub use tenancy::open::{MainPool, ScopedDb, TenantMigrator};
+use tenancy::{Tenancy, TenancyBuilder, TenancyConfig};
 use tenancy_interceptor::service::ScopedTable;
 use tenancy_interceptor::{Interceptor, TenantTables};
-use tenancy_sql::deployment::Deployment;
 use tenancy_sql::portable::TenantData;
-use tenancy_sql::{
-    DatabaseServer, Migration, Migrations, PgDatabaseIsolation, PgRowLevel, PgSchemaIsolation,
-    PgStore, ScopedBegin, SqliteDatabaseIsolation, SqliteRowLevel, SqliteStore, TenantDb,
-    TenantSigningKey,
-};
+use tenancy_sql::{Migration, Migrations, TenantSigningKey};
 
 /// Where the app's database and configuration are: what the global
 /// options `--database-url` and `--config` say.
@@ -98,42 +93,6 @@ pub enum ColumnType {
     Text,
 }
 
-/// How scoped transactions are opened.
-#[derive(Clone)]
-pub enum Db {
-    /// SQLite, shared tables: statements scoped by the interceptor.
-    SqliteRowLevel(SqlitePool),
-    /// SQLite, a file per tenant.
-    SqliteDatabase(SqliteDatabaseIsolation),
-    /// PostgreSQL: RLS, schema or database scoping.
-    Postgres(TenantDb<Postgres>),
-}
-
-/// The strategies that keep per-tenant migrations (schema, database).
-#[derive(Clone)]
-pub enum Migrator {
-    /// A schema per tenant.
-    PgSchema(PgSchemaIsolation),
-    /// A Postgres database per tenant.
-    PgDatabase(PgDatabaseIsolation),
-    /// A SQLite file per tenant.
-    SqliteDatabase(SqliteDatabaseIsolation),
-}
-
-impl Migrator {
-    /// Applies the missing migrations to one tenant, all or nothing.
-    pub async fn migrate_tenant(
-        &self,
-        tenant: &tenancy::TenantId,
-    ) -> Result<tenancy_sql::Applied, tenancy_sql::DbError> {
-        match self {
-            Self::PgSchema(s) => s.migrate_tenant(tenant).await,
-            Self::PgDatabase(d) => d.migrate_tenant(tenant).await,
-            Self::SqliteDatabase(f) => f.migrate_tenant(tenant).await,
-        }
-    }
-}
-
 /// Everything a command needs.
 #[derive(Clone)]
 pub struct App {
@@ -142,11 +101,11 @@ pub struct App {
     /// The toolkit, wired on the store.
     pub tenancy: Tenancy,
     /// Scoped transactions.
-    pub db: Db,
+    pub db: ScopedDb,
     /// The CRUD resources.
     pub resources: Arc<Vec<Resource>>,
     /// Per-tenant migrations, under the schema and database strategies.
-    pub migrator: Option<Migrator>,
+    pub migrator: Option<TenantMigrator>,
     /// The main database (the store's, and the shared tables').
     pub main: MainPool,
     /// The migration version every tenant of this deployment is at: the
@@ -156,15 +115,6 @@ pub struct App {
     /// The key signing the row-level tenant setting, when configured
     /// (`lifecycle.row_level_signing_key`).
     pub signing_key: Option<TenantSigningKey>,
-}
-
-/// The main database's pool.
-#[derive(Clone)]
-pub enum MainPool {
-    /// PostgreSQL.
-    Postgres(sqlx::PgPool),
-    /// SQLite.
-    Sqlite(SqlitePool),
 }
 
 /// The column that holds the tenant id in shared tables.
@@ -193,10 +143,6 @@ const NOTES_PG: &str = "CREATE TABLE IF NOT EXISTS notes (id BIGSERIAL PRIMARY K
     title TEXT NOT NULL, body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')); \
     CREATE INDEX IF NOT EXISTS notes_tenant ON notes (tenant_id, id);";
 
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
 impl App {
     /// Loads config and opens the store and strategy `source` names.
     pub async fn open(source: &Source) -> Result<App, AppError> {
@@ -218,7 +164,6 @@ impl App {
             config.lifecycle.migrations_dir = migrations_dir;
         }
         let url = source.url().to_owned();
-        let strategy = config.lifecycle.isolation_strategy.clone();
         let resource_configs = if config.server.resources.is_empty() {
             vec![builtin_notes()]
         } else {
@@ -235,221 +180,49 @@ impl App {
             None => None,
         };
 
-        let mut builder = Tenancy::builder().config(config.clone()).override_resolver(
-            crate::app::impersonation::ImpersonationResolver {
-                claim: config.resolution.jwt_claim.as_str().into(),
-            },
-        );
-        if let Some(url) = &config.integration.nats_url {
-            let sink = tenancy::nats::NatsEventSink::connect(url)
-                .await
-                .map_err(AppError::setup)?;
-            builder = builder.event_bus(tenancy::EventBus::new().with_sink(sink));
-        }
-        let mut migrator = None;
-        let mut signing_key = None;
         let migration_version = match (&app_migrations, use_builtin_notes) {
             (Some(m), _) => m.latest(),
             (None, true) => 1,
             (None, false) => 0,
         };
-        let main;
-        let (tenancy, db) = if is_postgres(&url) {
-            // A database that is down: requests wait at most 2 s for a
-            // connection (a blip passes unnoticed), then get 503.
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(std::time::Duration::from_secs(2))
-                .connect(&url)
-                .await
-                .map_err(|e| AppError::setup(format!("cannot connect to {}: {e}", redact(&url))))?;
-            main = MainPool::Postgres(pool.clone());
-            // The role that owns the tables sets them up; the server's own
-            // role (an ordinary one) is then only granted reads and writes.
-            let owner = match &config.lifecycle.owner_database_url {
-                Some(owner_url) => {
-                    if strategy != "row_level" {
-                        return Err(AppError::setup(
-                            "lifecycle.owner_database_url is used by the row_level strategy only",
-                        ));
-                    }
-                    Some(
-                        PgPoolOptions::new()
-                            .max_connections(2)
-                            .acquire_timeout(std::time::Duration::from_secs(5))
-                            .connect(owner_url)
-                            .await
-                            .map_err(|e| {
-                                AppError::setup(format!(
-                                    "lifecycle.owner_database_url: cannot connect to {}: {e}",
-                                    redact(owner_url)
-                                ))
-                            })?,
-                    )
+        let postgres = tenancy::open::is_postgres(&url);
+        let notes_sql = if postgres { NOTES_PG } else { NOTES_SQLITE };
+        let mut open = Open::new(url, config.clone()).tenant_migrations(tenant_migrations(
+            app_migrations,
+            use_builtin_notes,
+            notes_sql,
+        )?);
+        if use_builtin_notes {
+            open = open.shared_setup(notes_sql);
+        }
+        for table in &tables {
+            open = open.shared_table(table);
+        }
+        let mut builder_hook: Vec<Box<dyn FnOnce(TenancyBuilder) -> TenancyBuilder + Send>> =
+            vec![Box::new({
+                let claim = config.resolution.jwt_claim.as_str().into();
+                move |b: TenancyBuilder| {
+                    b.override_resolver(impersonation::ImpersonationResolver { claim })
                 }
-                None => None,
-            };
-            signing_key = match &config.lifecycle.row_level_signing_key {
-                None => None,
-                Some(_) if owner.is_none() => {
-                    return Err(AppError::setup(
-                        "lifecycle.row_level_signing_key needs lifecycle.owner_database_url: the key is \
-                         installed by the role that owns the tables, and the server must connect as \
-                         another, ordinary role (one that owned the key could read it)",
-                    ));
-                }
-                Some(hex) => Some(TenantSigningKey::from_hex(hex.expose()).map_err(|e| {
-                    AppError::setup(format!("lifecycle.row_level_signing_key: {e}"))
-                })?),
-            };
-            let ddl = owner.clone().unwrap_or_else(|| pool.clone());
-            let store = PgStore::new(pool.clone());
-            PgStore::new(ddl.clone())
-                .migrate()
+            })];
+        if let Some(url) = &config.integration.nats_url {
+            let sink = tenancy::nats::NatsEventSink::connect(url)
                 .await
                 .map_err(AppError::setup)?;
-            let servers: Vec<&str> = if config.lifecycle.database_servers.is_empty() {
-                vec!["default"]
-            } else {
-                config
-                    .lifecycle
-                    .database_servers
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect()
-            };
-            Deployment::new(strategy.as_str())
-                .servers(servers)
-                .check_pg(&ddl)
-                .await
-                .map_err(AppError::setup)?;
-            let tenant_migrations = tenant_migrations(app_migrations, use_builtin_notes, NOTES_PG)?;
-            let (builder, db) = match strategy.as_str() {
-                "row_level" => {
-                    if use_builtin_notes {
-                        sqlx::raw_sql(NOTES_PG)
-                            .execute(&ddl)
-                            .await
-                            .map_err(AppError::setup)?;
-                    }
-                    let with_key = |rls: PgRowLevel| match &signing_key {
-                        Some(key) => rls.signed(key.clone()),
-                        None => rls,
-                    };
-                    let owner_rls = with_key(PgRowLevel::new(ddl.clone()));
-                    for table in &tables {
-                        owner_rls
-                            .register_table(table, "tenant_id")
-                            .await
-                            .map_err(|e| {
-                                AppError::setup(format!(
-                                    "cannot enable row-level security on {table}: {e}"
-                                ))
-                            })?;
-                    }
-                    let rls = match &owner {
-                        None => owner_rls,
-                        Some(owner) => {
-                            grant_reads_and_writes(owner, &pool).await?;
-                            let mut rls = with_key(PgRowLevel::new(pool.clone()));
-                            for table in &tables {
-                                rls = rls
-                                    .with_table(table, "tenant_id")
-                                    .map_err(AppError::setup)?;
-                            }
-                            rls
-                        }
-                    };
-                    if signing_key.is_some() {
-                        tenancy::IsolationStrategy::check(&rls).await.map_err(|e| {
-                            AppError::setup(format!("lifecycle.row_level_signing_key: {e}"))
-                        })?;
-                    }
-                    (builder.isolation(rls.clone()), TenantDb::new(rls))
+            builder_hook.push(Box::new(move |b: TenancyBuilder| {
+                b.event_bus(tenancy::EventBus::new().with_sink(sink))
+            }));
+        }
+        let opened = open
+            .customize(move |mut b| {
+                for hook in builder_hook {
+                    b = hook(b);
                 }
-                "schema" => {
-                    let schemas = PgSchemaIsolation::new(pool.clone(), tenant_migrations);
-                    migrator = Some(Migrator::PgSchema(schemas.clone()));
-                    (builder.isolation(schemas.clone()), TenantDb::new(schemas))
-                }
-                "database" => {
-                    let mut servers = Vec::new();
-                    for server in &config.lifecycle.database_servers {
-                        let admin = PgPoolOptions::new()
-                            .max_connections(4)
-                            .acquire_timeout(std::time::Duration::from_secs(5))
-                            .connect(&server.url)
-                            .await
-                            .map_err(|e| {
-                                AppError::setup(format!(
-                                    "lifecycle.database_servers `{}`: cannot connect to {}: {e}",
-                                    server.name,
-                                    redact(&server.url)
-                                ))
-                            })?;
-                        servers.push(DatabaseServer::new(
-                            server.name.clone(),
-                            admin,
-                            server.weight,
-                        ));
-                    }
-                    let dbs =
-                        PgDatabaseIsolation::with_servers(pool.clone(), servers, tenant_migrations);
-                    migrator = Some(Migrator::PgDatabase(dbs.clone()));
-                    (builder.isolation(dbs.clone()), TenantDb::new(dbs))
-                }
-                other => return Err(unknown_strategy(other)),
-            };
-            let tenancy = builder.store(store).build().map_err(AppError::setup)?;
-            (tenancy, Db::Postgres(db))
-        } else {
-            if config.lifecycle.owner_database_url.is_some()
-                || config.lifecycle.row_level_signing_key.is_some()
-            {
-                return Err(AppError::setup(
-                    "lifecycle.owner_database_url and lifecycle.row_level_signing_key need PostgreSQL \
-                     (SQLite has no row-level security: its row level goes through the query interceptor)",
-                ));
-            }
-            let pool = open_sqlite(&url).await?;
-            main = MainPool::Sqlite(pool.clone());
-            let store = SqliteStore::new(pool.clone());
-            store.migrate().await.map_err(AppError::setup)?;
-            if strategy != "schema" {
-                Deployment::new(strategy.as_str())
-                    .check_sqlite(&pool)
-                    .await
-                    .map_err(AppError::setup)?;
-            }
-            let (builder, db) = match strategy.as_str() {
-                "row_level" => {
-                    if use_builtin_notes {
-                        sqlx::raw_sql(NOTES_SQLITE)
-                            .execute(&pool)
-                            .await
-                            .map_err(AppError::setup)?;
-                    }
-                    let rows = SqliteRowLevel::new(pool.clone(), interceptor.clone());
-                    (builder.isolation(rows), Db::SqliteRowLevel(pool.clone()))
-                }
-                "database" => {
-                    let tenant_migrations =
-                        tenant_migrations(app_migrations, use_builtin_notes, NOTES_SQLITE)?;
-                    let files = SqliteDatabaseIsolation::new(tenant_dir(&url), tenant_migrations);
-                    migrator = Some(Migrator::SqliteDatabase(files.clone()));
-                    (builder.isolation(files.clone()), Db::SqliteDatabase(files))
-                }
-                "schema" => {
-                    return Err(AppError::setup(
-                        "isolation strategy `schema` needs PostgreSQL: pass --database-url postgres://… \
-                         or set lifecycle.isolation_strategy to row_level or database",
-                    ));
-                }
-                other => return Err(unknown_strategy(other)),
-            };
-            let tenancy = builder.store(store).build().map_err(AppError::setup)?;
-            (tenancy, db)
-        };
+                b
+            })
+            .connect()
+            .await
+            .map_err(AppError::setup)?;
 
         let resources = resource_configs
             .iter()
@@ -490,13 +263,13 @@ impl App {
             .collect::<Result<Vec<_>, AppError>>()?;
         Ok(App {
             config,
-            tenancy,
-            db,
+            tenancy: opened.tenancy,
+            db: opened.scoped,
             resources: Arc::new(resources),
-            migrator,
-            main,
+            migrator: opened.migrator,
+            main: opened.main,
             migration_version,
-            signing_key,
+            signing_key: opened.signing_key,
         })
     }
 
@@ -549,21 +322,21 @@ impl App {
                 TenantData::pg_shared(pool.clone(), tenant.clone(), column)
                     .map(|data| self.signed(data))
             }
-            (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => {
+            (MainPool::Postgres(pool), Some(TenantMigrator::PgSchema(_))) => {
                 TenantData::pg_schema(pool.clone(), tenant.clone(), column)
             }
-            (_, Some(Migrator::PgDatabase(dbs))) => {
+            (_, Some(TenantMigrator::PgDatabase(dbs))) => {
                 let pool = dbs.pool_for(tenant).await.map_err(|e| cannot(&e))?;
                 TenantData::pg_database(pool, tenant.clone(), column)
             }
             (MainPool::Sqlite(pool), None) => {
                 TenantData::sqlite_shared(pool.clone(), tenant.clone(), column)
             }
-            (_, Some(Migrator::SqliteDatabase(files))) => {
+            (_, Some(TenantMigrator::SqliteFiles(files))) => {
                 let pool = files.pool_for(tenant).await.map_err(|e| cannot(&e))?;
                 TenantData::sqlite_database(pool, tenant.clone(), column)
             }
-            (MainPool::Sqlite(_), Some(Migrator::PgSchema(_))) => {
+            (MainPool::Sqlite(_), Some(TenantMigrator::PgSchema(_))) => {
                 return Err(AppError::setup("schema isolation needs PostgreSQL"));
             }
         };
@@ -591,11 +364,7 @@ impl App {
         &self,
         tenant: &tenancy::TenantId,
     ) -> Result<Option<Transaction<'static, Sqlite>>, tenancy_sql::DbError> {
-        match &self.db {
-            Db::SqliteRowLevel(pool) => Ok(Some(pool.begin().await?)),
-            Db::SqliteDatabase(files) => Ok(Some(files.begin_for(tenant).await?)),
-            Db::Postgres(_) => Ok(None),
-        }
+        self.db.sqlite_tx(tenant).await
     }
 
     /// The resource served as `name`.
@@ -612,45 +381,6 @@ impl App {
             None => data,
         }
     }
-}
-
-/// Grants the role of `app` reads and writes on the tables (and
-/// sequences) `owner` made, nothing more.
-async fn grant_reads_and_writes(owner: &PgPool, app: &PgPool) -> Result<(), AppError> {
-    let cannot = |e: sqlx::Error| {
-        AppError::setup(format!(
-            "lifecycle.owner_database_url: cannot grant the server's role its privileges: {e}"
-        ))
-    };
-    // Quoted by PostgreSQL itself.
-    let (role, same): (String, bool) =
-        sqlx::query_as("SELECT quote_ident(current_user), current_user = $1")
-            .bind(
-                sqlx::query_scalar::<_, String>("SELECT current_user::text")
-                    .fetch_one(owner)
-                    .await
-                    .map_err(cannot)?,
-            )
-            .fetch_one(app)
-            .await
-            .map_err(cannot)?;
-    if same {
-        return Ok(());
-    }
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
-         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"
-    )))
-    .execute(owner)
-    .await
-    .map_err(cannot)?;
-    Ok(())
-}
-
-fn unknown_strategy(name: &str) -> AppError {
-    AppError::setup(format!(
-        "lifecycle.isolation_strategy `{name}` is unknown: use row_level, schema or database"
-    ))
 }
 
 fn tenant_migrations(
@@ -670,48 +400,7 @@ fn tenant_migrations(
     }
 }
 
-/// The directory of per-tenant SQLite files: `<file>.tenants/` beside the
-/// main file.
-fn tenant_dir(url: &str) -> PathBuf {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or(path);
-    PathBuf::from(format!("{path}.tenants"))
-}
-
-async fn open_sqlite(url: &str) -> Result<SqlitePool, AppError> {
-    use std::str::FromStr;
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(|e| {
-            AppError::setup(format!(
-                "invalid database URL {url}: {e} (expected sqlite://FILE or postgres://…)"
-            ))
-        })?
-        .create_if_missing(true)
-        .foreign_keys(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(std::time::Duration::from_secs(5));
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .map_err(|e| AppError::setup(format!("cannot open {url}: {e}")))
-}
-
-/// A URL with its password hidden.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use tenancy::open::redact;
 
 /// Parses a CLI value: JSON if it parses, else a string.
 pub fn json_or_string(value: &str) -> Value {

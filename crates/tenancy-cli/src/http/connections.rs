@@ -76,12 +76,8 @@ fn descriptor_limit() -> Option<u64> {
 pub(crate) fn edges<B>(
     router: Router,
     server: &tenancy::config::ServerConfig,
-) -> impl tower::Service<
-    Request<B>,
-    Response = Response,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Clone
+) -> impl tower::Service<Request<B>, Response = Response, Error = Infallible, Future: Send + 'static>
++ Clone
 + Send
 + 'static
 where

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use sqlx::{Postgres, Sqlite, Transaction};
 use tenancy::{Tenant, TenantId};
-use tenancy_interceptor::service::{Object, ServiceError};
+use tenancy_interceptor::service::{Conn, Object, ServiceError};
 
 use super::{ServerState, problem};
 use crate::app::{App, ColumnType, Resource};
@@ -63,7 +63,7 @@ async fn open(app: &App, tenant: &TenantId) -> Result<Tx, Response> {
         )
     };
     match &app.db {
-        crate::app::Db::Postgres(db) => db.begin_for(tenant).await.map(Tx::Pg).map_err(|e| {
+        crate::app::ScopedDb::Postgres(db) => db.begin_for(tenant).await.map(Tx::Pg).map_err(|e| {
             if missing(&e) {
                 storage_missing(&e)
             } else {
@@ -91,36 +91,40 @@ fn missing(e: &tenancy_sql::DbError) -> bool {
     }
 }
 
-/// Runs `$pg` or `$sqlite` with `$conn` on a scoped transaction and commits
-/// when it succeeded.
-macro_rules! scoped {
-    ($app:expr, $tenant:expr, $columns:expr, |$conn:ident| pg: $pg:expr, sqlite: $sq:expr) => {{
-        match open($app, $tenant).await {
-            Err(response) => Err(response),
-            Ok(Tx::Pg(mut tx)) => {
-                let $conn = &mut *tx;
-                match $pg {
-                    Ok(v) => tx
-                        .commit()
-                        .await
-                        .map(|()| v)
-                        .map_err(|e| service_problem(ServiceError::Database(e), $columns)),
-                    Err(e) => Err(service_problem(e, $columns)),
-                }
-            }
-            Ok(Tx::Sqlite(mut tx)) => {
-                let $conn = &mut *tx;
-                match $sq {
-                    Ok(v) => tx
-                        .commit()
-                        .await
-                        .map(|()| v)
-                        .map_err(|e| service_problem(ServiceError::Database(e), $columns)),
-                    Err(e) => Err(service_problem(e, $columns)),
-                }
-            }
+impl Tx {
+    /// The transaction's connection, for the table service.
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Pg(tx) => Conn::from(&mut **tx),
+            Tx::Sqlite(tx) => Conn::from(&mut **tx),
         }
-    }};
+    }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Pg(tx) => tx.commit().await,
+            Tx::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// Runs `work` on a transaction scoped to `tenant` and commits when it
+/// succeeded; a failure is the problem response naming `columns`.
+async fn scoped<T>(
+    app: &App,
+    tenant: &TenantId,
+    columns: &[String],
+    work: impl AsyncFnOnce(&mut Tx) -> Result<T, ServiceError>,
+) -> Result<T, Response> {
+    let mut tx = open(app, tenant).await?;
+    match work(&mut tx).await {
+        Ok(v) => tx
+            .commit()
+            .await
+            .map(|()| v)
+            .map_err(|e| service_problem(ServiceError::Database(e), columns)),
+        Err(e) => Err(service_problem(e, columns)),
+    }
 }
 
 /// 503 with `Retry-After` while the tenant's writes are paused by a move.
@@ -481,33 +485,27 @@ async fn list_for(
     };
     let t = tenant.as_str();
     let search_cols: Vec<&str> = res.search.iter().map(String::as_str).collect();
-    let result = scoped!(app, tenant, &res.columns, |conn| pg: async {
+    let result = scoped(app, tenant, &res.columns, async |tx: &mut Tx| {
         match &p.search {
             Some(q) => {
-                let items = res.table.search_pg(&mut *conn, t, q, &search_cols, p.limit).await?;
+                let items = res
+                    .table
+                    .search(tx.conn(), t, q, &search_cols, p.limit)
+                    .await?;
                 let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
                 Ok((items, total))
             }
             None => {
-                let items = res.table.list_pg(&mut *conn, t, &p.filters, p.limit, p.offset).await?;
-                let total = res.table.count_pg(&mut *conn, t, &p.filters).await?;
+                let items = res
+                    .table
+                    .list(tx.conn(), t, &p.filters, p.limit, p.offset)
+                    .await?;
+                let total = res.table.count(tx.conn(), t, &p.filters).await?;
                 Ok((items, total))
             }
         }
-    }.await, sqlite: async {
-        match &p.search {
-            Some(q) => {
-                let items = res.table.search_sqlite(&mut *conn, t, q, &search_cols, p.limit).await?;
-                let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
-                Ok((items, total))
-            }
-            None => {
-                let items = res.table.list_sqlite(&mut *conn, t, &p.filters, p.limit, p.offset).await?;
-                let total = res.table.count_sqlite(&mut *conn, t, &p.filters).await?;
-                Ok((items, total))
-            }
-        }
-    }.await);
+    })
+    .await;
     match result {
         Ok((items, total)) => Json(json!({"items": items, "total": total})).into_response(),
         Err(r) => r,
@@ -540,8 +538,10 @@ pub(super) async fn show(
         return not_found(&params);
     };
     let t = tenant.id.as_str();
-    let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.get_pg(conn, t, &id).await,
-        sqlite: res.table.get_sqlite(conn, t, &id).await);
+    let result = scoped(&state.app, &tenant.id, &res.columns, async |tx: &mut Tx| {
+        res.table.get(tx.conn(), t, &id).await
+    })
+    .await;
     match result {
         Ok(Some(row)) => Json(row).into_response(),
         Ok(None) => not_found(&params),
@@ -595,8 +595,10 @@ pub(super) async fn create(
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }
-    let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.create_pg(conn, t, &fields).await,
-        sqlite: res.table.create_sqlite(conn, t, &fields).await);
+    let result = scoped(&state.app, &tenant.id, &res.columns, async |tx: &mut Tx| {
+        res.table.create(tx.conn(), t, &fields).await
+    })
+    .await;
     match result {
         Ok(row) => (StatusCode::CREATED, Json(row)).into_response(),
         Err(r) => r,
@@ -640,8 +642,10 @@ pub(super) async fn update(
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }
-    let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.update_pg(conn, t, &id, &fields).await,
-        sqlite: res.table.update_sqlite(conn, t, &id, &fields).await);
+    let result = scoped(&state.app, &tenant.id, &res.columns, async |tx: &mut Tx| {
+        res.table.update(tx.conn(), t, &id, &fields).await
+    })
+    .await;
     match result {
         Ok(Some(row)) => Json(row).into_response(),
         Ok(None) => not_found(&params),
@@ -678,8 +682,10 @@ pub(super) async fn remove(
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }
-    let result = scoped!(&state.app, &tenant.id, &res.columns, |conn| pg: res.table.delete_pg(conn, t, &id).await,
-        sqlite: res.table.delete_sqlite(conn, t, &id).await);
+    let result = scoped(&state.app, &tenant.id, &res.columns, async |tx: &mut Tx| {
+        res.table.delete(tx.conn(), t, &id).await
+    })
+    .await;
     match result {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => not_found(&params),

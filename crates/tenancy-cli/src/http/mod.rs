@@ -236,8 +236,8 @@ impl Server {
     /// Builds the routes over `app` (opened from `source`), the admin API
     /// behind `admin_token`.
     pub async fn new(app: App, source: &Source, admin_token: Arc<str>) -> Result<Self, ServeError> {
-        let mut limiter =
-            tenancy::RateLimits::new(&app.config.rate_limit).overrides(app.tenancy.overrides().clone());
+        let mut limiter = tenancy::RateLimits::new(&app.config.rate_limit)
+            .overrides(app.tenancy.overrides().clone());
         if let Some(url) = &app.config.integration.redis_url {
             let backend = tenancy::RedisBackend::connect(url).await.map_err(|e| {
                 ServeError::Setup(format!(
@@ -248,7 +248,7 @@ impl Server {
         }
         // With Postgres, every process hears every change at once.
         let changes = match &app.db {
-            crate::app::Db::Postgres(_) => {
+            crate::app::ScopedDb::Postgres(_) => {
                 let options: sqlx::postgres::PgConnectOptions = source
                     .url()
                     .parse()
@@ -259,7 +259,7 @@ impl Server {
                 if let Some(domains) = app.tenancy.domains() {
                     targets = targets.domains(domains.clone());
                 }
-                if let Some(crate::app::Migrator::PgDatabase(dbs)) = &app.migrator {
+                if let Some(crate::app::TenantMigrator::PgDatabase(dbs)) = &app.migrator {
                     // A move switches a tenant's server: drop its pool at once.
                     targets = targets.database_pools(dbs.clone());
                 }

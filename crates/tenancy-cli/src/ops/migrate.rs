@@ -107,7 +107,7 @@ pub async fn migrate_all(
     }
     // Schema strategy: one query says which schemas are already current.
     let mut already = Vec::new();
-    if let (crate::app::Migrator::PgSchema(schemas), false) = (&migrator, verify) {
+    if let (crate::app::TenantMigrator::PgSchema(schemas), false) = (&migrator, verify) {
         let recorded = schemas.recorded_versions().await?;
         tenants.retain(|t| {
             let current = recorded.get(t.id.as_str()) == Some(&latest);

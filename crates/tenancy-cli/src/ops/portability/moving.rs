@@ -6,7 +6,7 @@ use tenancy::TenantInfo;
 use tenancy_sql::portable::{Table, TenantData};
 
 use super::{PortabilityError, Report};
-use crate::app::{App, MainPool, Migrator, TENANT_COLUMN};
+use crate::app::{App, MainPool, TENANT_COLUMN, TenantMigrator};
 
 /// The config override a move sets while a tenant's data is copied: its
 /// writes are answered 503 meanwhile.
@@ -196,7 +196,7 @@ pub async fn move_tenant(
 
 /// The database servers of the `database` strategy, or why a move does not apply.
 fn servers(app: &App) -> Result<tenancy_sql::PgDatabaseIsolation, PortabilityError> {
-    let Some(Migrator::PgDatabase(dbs)) = app.migrator.clone() else {
+    let Some(TenantMigrator::PgDatabase(dbs)) = app.migrator.clone() else {
         return Err(PortabilityError::refused(format!(
             "tenants move applies to the `database` strategy on PostgreSQL with lifecycle.database_servers; \
              under `{}` on {} there is no server to move to (use `tenancy tenants export` and `import` to copy a tenant elsewhere)",

@@ -5,7 +5,7 @@ use tenancy::{TenantId, TenantInfo};
 use tenancy_sql::portable::TenantData;
 
 use super::PortabilityError;
-use crate::app::{App, MainPool, Migrator, TENANT_COLUMN};
+use crate::app::{App, MainPool, TENANT_COLUMN, TenantMigrator};
 
 /// What a purge removed.
 #[derive(Debug)]
@@ -97,7 +97,7 @@ fn main_data(app: &App, tenant: &TenantId) -> Result<TenantData, PortabilityErro
 async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), PortabilityError> {
     for name in archived_objects(app, tenant).await? {
         match (&app.main, &app.migrator) {
-            (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => {
+            (MainPool::Postgres(pool), Some(TenantMigrator::PgSchema(_))) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP SCHEMA IF EXISTS {} CASCADE",
                     tenancy_sql::ident::quote_ident(&name).map_err(PortabilityError::failed)?
@@ -106,12 +106,12 @@ async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), PortabilityEr
                 .await
                 .map_err(PortabilityError::failed)?;
             }
-            (_, Some(Migrator::PgDatabase(dbs))) => {
+            (_, Some(TenantMigrator::PgDatabase(dbs))) => {
                 dbs.drop_named(&name)
                     .await
                     .map_err(PortabilityError::failed)?;
             }
-            (_, Some(Migrator::SqliteDatabase(files))) => {
+            (_, Some(TenantMigrator::SqliteFiles(files))) => {
                 let path = files.dir().join(&name);
                 std::fs::remove_file(&path).map_err(|e| {
                     PortabilityError::failed(format!("cannot remove {}: {e}", path.display()))
@@ -129,7 +129,7 @@ async fn drop_archives(app: &App, tenant: &TenantId) -> Result<(), PortabilityEr
 /// id part equal to this tenant's id. Tenant `x_acme`'s archive
 /// `archived_<time>_x_acme` is never tenant `acme`'s.
 async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, PortabilityError> {
-    let sqlite_files = matches!(app.migrator, Some(Migrator::SqliteDatabase(_)));
+    let sqlite_files = matches!(app.migrator, Some(TenantMigrator::SqliteFiles(_)));
     let is_archive = |name: &str| {
         let stem = if sqlite_files {
             name.strip_suffix(".db")
@@ -139,17 +139,17 @@ async fn archived_objects(app: &App, tenant: &TenantId) -> Result<Vec<String>, P
         stem.is_some_and(|stem| tenancy_sql::ident::is_archive_of(stem, tenant))
     };
     let names: Vec<String> = match (&app.main, &app.migrator) {
-        (MainPool::Postgres(pool), Some(Migrator::PgSchema(_))) => sqlx::query_scalar(
+        (MainPool::Postgres(pool), Some(TenantMigrator::PgSchema(_))) => sqlx::query_scalar(
             "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'archived\\_%'",
         )
         .fetch_all(pool)
         .await
         .map_err(PortabilityError::failed)?,
-        (_, Some(Migrator::PgDatabase(dbs))) => dbs
+        (_, Some(TenantMigrator::PgDatabase(dbs))) => dbs
             .database_names()
             .await
             .map_err(PortabilityError::failed)?,
-        (_, Some(Migrator::SqliteDatabase(files))) => match std::fs::read_dir(files.dir()) {
+        (_, Some(TenantMigrator::SqliteFiles(files))) => match std::fs::read_dir(files.dir()) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -245,7 +245,7 @@ pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, Po
         }
         (MainPool::Sqlite(_), _) => {}
     }
-    if let (Some(Migrator::PgDatabase(dbs)), Some(own)) = (&app.migrator, &own) {
+    if let (Some(TenantMigrator::PgDatabase(dbs)), Some(own)) = (&app.migrator, &own) {
         for name in dbs
             .database_names()
             .await
@@ -256,7 +256,7 @@ pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, Po
             }
         }
     }
-    if let (Some(Migrator::SqliteDatabase(files)), Some(own)) = (&app.migrator, &own)
+    if let (Some(TenantMigrator::SqliteFiles(files)), Some(own)) = (&app.migrator, &own)
         && let Ok(entries) = std::fs::read_dir(files.dir())
     {
         for entry in entries.filter_map(|e| e.ok()) {
