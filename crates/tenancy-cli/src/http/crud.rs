@@ -453,13 +453,7 @@ fn page(query: HashMap<String, String>) -> Result<Page, Response> {
     summary = "List the tenant's rows",
     params(("resource" = String, Path, description = "Resource name (notes by default)"), ("limit" = Option<i64>, Query, description = "Page size (0–1000, default 50)", minimum = 0, maximum = 1000), ("offset" = Option<i64>, Query, description = "Page start (at most 1,000,000,000)", minimum = 0, maximum = 1000000000), ("q" = Option<String>, Query, description = "Text search")),
     responses((status = 200, description = "Rows", body = super::openapi::RowsDoc),
-        (status = 400, description = "A header naming the tenant (Host, X-Tenant-Id) is repeated", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+        super::openapi::TenantRouteErrors))]
 pub(super) async fn list(
     State(state): State<ServerState>,
     tenant: Tenant,
@@ -518,13 +512,7 @@ async fn list_for(
     summary = "One of the tenant's rows",
     params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
     responses((status = 200, description = "The row", body = Object),
-        (status = 400, description = "A header naming the tenant (Host, X-Tenant-Id) is repeated", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+        super::openapi::TenantRouteErrors))]
 pub(super) async fn show(
     State(state): State<ServerState>,
     tenant: Tenant,
@@ -568,14 +556,8 @@ fn not_found(params: &HashMap<String, String>) -> Response {
     request_body = Object,
     params(("resource" = String, Path, description = "Resource name (notes by default)")),
     responses((status = 201, description = "The row", body = Object),
-        (status = 400, description = "A header naming the tenant (Host, X-Tenant-Id) is repeated", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Duplicate key", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+        super::openapi::TenantRouteErrors,
+        super::openapi::DuplicateKey))]
 pub(super) async fn create(
     State(state): State<ServerState>,
     tenant: Tenant,
@@ -612,14 +594,8 @@ pub(super) async fn create(
     request_body = Object,
     params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
     responses((status = 200, description = "The row", body = Object),
-        (status = 400, description = "A header naming the tenant (Host, X-Tenant-Id) is repeated", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Duplicate key", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+        super::openapi::TenantRouteErrors,
+        super::openapi::DuplicateKey))]
 pub(super) async fn update(
     State(state): State<ServerState>,
     tenant: Tenant,
@@ -659,13 +635,7 @@ pub(super) async fn update(
     summary = "Delete one of the tenant's rows",
     params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
     responses((status = 204, description = "Deleted"),
-        (status = 400, description = "A header naming the tenant (Host, X-Tenant-Id) is repeated", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource or row", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body, filter or column", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Over the tenant's rate limit", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Store or database unavailable, or the tenant's writes are paused; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+        super::openapi::TenantRouteErrors))]
 pub(super) async fn remove(
     State(state): State<ServerState>,
     tenant: Tenant,

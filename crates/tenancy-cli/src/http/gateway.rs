@@ -51,7 +51,7 @@ fn is_host(host: &[u8]) -> bool {
         (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Over the tenant's rate limit: `Retry-After` says when to retry (nginx: see docs/gateway.md to pass it on)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+        crate::http::openapi::StoreUnavailable))]
 pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     // One forwarded request, one target, one host: a repeated header

@@ -55,11 +55,11 @@ fn key_of(token: &str) -> String {
     request_body = ImpersonateBody,
     params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 201, description = "{token, tenant_id, user, expires_at, ttl_s}", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::TenantNotFound,
+        crate::http::openapi::Conflict,
+        crate::http::openapi::InvalidInput,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(super) async fn issue(
     State(state): State<ServerState>,

@@ -171,7 +171,7 @@ impl Collector for Snapshot {
     tag = "meta",
     summary = "Prometheus (OpenMetrics) text",
     responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = super::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired),
     security(("admin_token" = [])))]
 pub(super) async fn metrics(State(state): State<ServerState>) -> Response {
     let mut registry = Registry::default();

@@ -7,7 +7,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{self, RefOr};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 /// An RFC 9457 problem, the body of every error.
@@ -121,6 +124,68 @@ impl Modify for Security {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// The problem response (`application/problem+json`, [`ProblemDoc`]) of
+/// `description`.
+fn problem_doc(description: &str) -> RefOr<openapi::Response> {
+    openapi::ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            openapi::ContentBuilder::new()
+                .schema(Some(openapi::Ref::from_schema_name("ProblemDoc")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// Error responses, each a problem: one type per status and meaning (or
+/// per set a family of routes shares), listed in the `responses(…)` of
+/// `#[utoipa::path]` instead of repeating the tuple.
+macro_rules! problems {
+    ($($(#[$doc:meta])* $name:ident => [$(($status:literal, $description:literal)),+ $(,)?];)+) => {$(
+        $(#[$doc])*
+        pub(super) struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+                [$(($status.to_string(), problem_doc($description))),+]
+                    .into_iter()
+                    .collect()
+            }
+        }
+    )+};
+}
+
+problems! {
+    /// 401 of the admin API.
+    AdminTokenRequired => [(401, "Missing or wrong admin token (the same whether the tenant exists or not)")];
+    /// 503 of the admin API.
+    StoreUnavailable => [(503, "The store is unavailable; retry")];
+    /// 422 of the admin API.
+    InvalidInput => [(422, "Invalid input (body, slug, key, X-Actor…)")];
+    /// 404 of a route naming a tenant.
+    TenantNotFound => [(404, "No such tenant")];
+    /// 404 of a route naming a domain.
+    DomainNotFound => [(404, "No such domain")];
+    /// 409 of the admin API.
+    Conflict => [(409, "Conflict: duplicate, invalid status transition, or tenant not active")];
+    /// 500 of a lifecycle change.
+    ProvisioningFailed => [(500, "Provisioning or deprovisioning failed; nothing half-done is kept")];
+    /// 409 of a CRUD write.
+    DuplicateKey => [(409, "Duplicate key")];
+    /// What every CRUD route of a tenant may answer instead.
+    TenantRouteErrors => [
+        (400, "A header naming the tenant (Host, X-Tenant-Id) is repeated"),
+        (401, "No tenant named, or an invalid token"),
+        (403, "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants"),
+        (404, "No such resource or row"),
+        (422, "Invalid body, filter or column"),
+        (429, "Over the tenant's rate limit"),
+        (503, "Store or database unavailable, or the tenant's writes are paused; retry"),
+    ];
 }
 
 #[derive(OpenApi)]

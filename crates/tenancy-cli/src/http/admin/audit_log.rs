@@ -28,10 +28,10 @@ pub(in crate::http) struct AuditParams {
     summary = "The audit log, newest first",
     params(AuditParams),
     responses((status = 200, description = "Entries", body = crate::http::openapi::AuditPageDoc),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::TenantNotFound,
+        crate::http::openapi::InvalidInput,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn audit_log(
     State(state): State<ServerState>,

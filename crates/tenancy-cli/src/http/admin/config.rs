@@ -9,9 +9,9 @@ use crate::ops::config::{self, ConfigError};
     summary = "The tenant's effective config (defaults and overrides)",
     params(crate::http::openapi::TenantPath),
     responses((status = 200, description = "Key → value", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::TenantNotFound,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn effective_config(
     State(state): State<ServerState>,
@@ -33,10 +33,10 @@ pub(in crate::http) async fn effective_config(
     summary = "One config value",
     params(crate::http::openapi::ConfigPath),
     responses((status = 200, description = "{key, value}", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::TenantNotFound,
+        crate::http::openapi::InvalidInput,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn get_config(
     State(state): State<ServerState>,
@@ -64,10 +64,10 @@ pub(in crate::http) async fn get_config(
     request_body(content = Value, description = "Any JSON value (at most 64 KiB of JSON)"),
     params(crate::http::openapi::ConfigPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "{key, value}", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::TenantNotFound,
+        crate::http::openapi::InvalidInput,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn put_config(
     State(state): State<ServerState>,

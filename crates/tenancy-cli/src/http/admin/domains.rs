@@ -37,11 +37,11 @@ fn domain_problem(err: crate::ops::domains::DomainError) -> Response {
     request_body = AddDomain,
     params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 201, description = "The domain, with its TXT challenge", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict: duplicate, invalid status transition, or tenant not active", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::TenantNotFound,
+        crate::http::openapi::Conflict,
+        crate::http::openapi::InvalidInput,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn add_domain(
     State(state): State<ServerState>,
@@ -78,9 +78,9 @@ pub(in crate::http) async fn add_domain(
     summary = "A tenant's domains",
     params(crate::http::openapi::TenantPath),
     responses((status = 200, description = "{items}", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::TenantNotFound,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn list_domains(
     State(state): State<ServerState>,
@@ -101,10 +101,10 @@ pub(in crate::http) async fn list_domains(
     summary = "Verify a domain by its DNS TXT record",
     params(crate::http::openapi::DomainPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The verified domain", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such domain", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::DomainNotFound,
+        crate::http::openapi::InvalidInput,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn verify_domain(
     State(state): State<ServerState>,
@@ -123,10 +123,10 @@ pub(in crate::http) async fn verify_domain(
     summary = "Remove a domain",
     params(crate::http::openapi::DomainPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The removed domain", body = Object),
-        (status = 401, description = "Missing or wrong admin token (the same whether the tenant exists or not)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such domain", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input (body, slug, key, X-Actor…)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable; retry", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")),
+        crate::http::openapi::AdminTokenRequired,
+        crate::http::openapi::DomainNotFound,
+        crate::http::openapi::InvalidInput,
+        crate::http::openapi::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn remove_domain(
     State(state): State<ServerState>,
