@@ -55,11 +55,7 @@ fn key_of(token: &str) -> String {
     request_body = ImpersonateBody,
     params(super::openapi::TenantPath, super::openapi::ActorHeader),
     responses((status = 201, description = "{token, tenant_id, user, expires_at, ttl_s}", body = Object),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::Conflict,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantChangeErrors),
     security(("admin_token" = [])))]
 pub(super) async fn issue(
     State(state): State<ServerState>,

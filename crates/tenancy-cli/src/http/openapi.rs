@@ -166,14 +166,18 @@ problems! {
     StoreUnavailable => [(503, "The store is unavailable; retry")];
     /// 422 of the admin API.
     InvalidInput => [(422, "Invalid input (body, slug, key, X-Actor…)")];
-    /// 404 of a route naming a tenant.
-    TenantNotFound => [(404, "No such tenant")];
-    /// 404 of a route naming a domain.
-    DomainNotFound => [(404, "No such domain")];
     /// 409 of the admin API.
     Conflict => [(409, "Conflict: duplicate, invalid status transition, or tenant not active")];
     /// 500 of a lifecycle change.
     ProvisioningFailed => [(500, "Provisioning or deprovisioning failed; nothing half-done is kept")];
+    /// What a change of a tenant may answer instead.
+    TenantChangeErrors => [(401, "Missing or wrong admin token (the same whether the tenant exists or not)"), (404, "No such tenant"), (409, "Conflict: duplicate, invalid status transition, or tenant not active"), (422, "Invalid input (body, slug, key, X-Actor…)"), (503, "The store is unavailable; retry")];
+    /// What a request about a tenant with input may answer instead.
+    TenantInputErrors => [(401, "Missing or wrong admin token (the same whether the tenant exists or not)"), (404, "No such tenant"), (422, "Invalid input (body, slug, key, X-Actor…)"), (503, "The store is unavailable; retry")];
+    /// What a read of a tenant may answer instead.
+    TenantReadErrors => [(401, "Missing or wrong admin token (the same whether the tenant exists or not)"), (404, "No such tenant"), (503, "The store is unavailable; retry")];
+    /// What a change of a domain may answer instead.
+    DomainChangeErrors => [(401, "Missing or wrong admin token (the same whether the tenant exists or not)"), (404, "No such domain"), (422, "Invalid input (body, slug, key, X-Actor…)"), (503, "The store is unavailable; retry")];
     /// 409 of a CRUD write.
     DuplicateKey => [(409, "Duplicate key")];
     /// What every CRUD route of a tenant may answer instead.

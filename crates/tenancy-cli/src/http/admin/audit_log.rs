@@ -28,10 +28,7 @@ pub(in crate::http) struct AuditParams {
     summary = "The audit log, newest first",
     params(AuditParams),
     responses((status = 200, description = "Entries", body = crate::http::openapi::AuditPageDoc),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantInputErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn audit_log(
     State(state): State<ServerState>,

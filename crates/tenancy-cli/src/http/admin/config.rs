@@ -9,9 +9,7 @@ use crate::ops::config::{self, ConfigError};
     summary = "The tenant's effective config (defaults and overrides)",
     params(crate::http::openapi::TenantPath),
     responses((status = 200, description = "Key → value", body = Object),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantReadErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn effective_config(
     State(state): State<ServerState>,
@@ -33,10 +31,7 @@ pub(in crate::http) async fn effective_config(
     summary = "One config value",
     params(crate::http::openapi::ConfigPath),
     responses((status = 200, description = "{key, value}", body = Object),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantInputErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn get_config(
     State(state): State<ServerState>,
@@ -64,10 +59,7 @@ pub(in crate::http) async fn get_config(
     request_body(content = Value, description = "Any JSON value (at most 64 KiB of JSON)"),
     params(crate::http::openapi::ConfigPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "{key, value}", body = Object),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantInputErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn put_config(
     State(state): State<ServerState>,

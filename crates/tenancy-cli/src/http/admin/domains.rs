@@ -37,11 +37,7 @@ fn domain_problem(err: crate::ops::domains::DomainError) -> Response {
     request_body = AddDomain,
     params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 201, description = "The domain, with its TXT challenge", body = Object),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::Conflict,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn add_domain(
     State(state): State<ServerState>,
@@ -78,9 +74,7 @@ pub(in crate::http) async fn add_domain(
     summary = "A tenant's domains",
     params(crate::http::openapi::TenantPath),
     responses((status = 200, description = "{items}", body = Object),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantReadErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn list_domains(
     State(state): State<ServerState>,
@@ -101,10 +95,7 @@ pub(in crate::http) async fn list_domains(
     summary = "Verify a domain by its DNS TXT record",
     params(crate::http::openapi::DomainPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The verified domain", body = Object),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::DomainNotFound,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::DomainChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn verify_domain(
     State(state): State<ServerState>,
@@ -123,10 +114,7 @@ pub(in crate::http) async fn verify_domain(
     summary = "Remove a domain",
     params(crate::http::openapi::DomainPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The removed domain", body = Object),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::DomainNotFound,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::DomainChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn remove_domain(
     State(state): State<ServerState>,

@@ -172,9 +172,7 @@ pub(in crate::http) async fn list(
     summary = "One tenant",
     params(crate::http::openapi::TenantPath),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantReadErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn show(
     State(state): State<ServerState>,
@@ -193,11 +191,7 @@ pub(in crate::http) async fn show(
     request_body = UpdateBody,
     params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::Conflict,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn update(
     State(state): State<ServerState>,
@@ -289,12 +283,8 @@ fn tenant_problem(err: tenants::TenantOpError) -> Response {
     summary = "Delete a tenant (deprovision policy applies)",
     params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The deleted tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::Conflict,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::ProvisioningFailed,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantChangeErrors,
+        crate::http::openapi::ProvisioningFailed),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn remove(
     State(state): State<ServerState>,
@@ -320,11 +310,7 @@ pub(in crate::http) struct SuspendBody {
     request_body = Option<SuspendBody>,
     params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::Conflict,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn suspend(
     State(state): State<ServerState>,
@@ -356,12 +342,8 @@ pub(in crate::http) async fn suspend(
     summary = "Activate a tenant",
     params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::Conflict,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::ProvisioningFailed,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantChangeErrors,
+        crate::http::openapi::ProvisioningFailed),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn activate(
     State(state): State<ServerState>,
@@ -377,12 +359,8 @@ pub(in crate::http) async fn activate(
     summary = "Deactivate a tenant",
     params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::TenantNotFound,
-        crate::http::openapi::Conflict,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::ProvisioningFailed,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::openapi::TenantChangeErrors,
+        crate::http::openapi::ProvisioningFailed),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn deactivate(
     State(state): State<ServerState>,
