@@ -452,8 +452,8 @@ fn page(query: HashMap<String, String>) -> Result<Page, Response> {
     tag = "tenant",
     summary = "List the tenant's rows",
     params(("resource" = String, Path, description = "Resource name (notes by default)"), ("limit" = Option<i64>, Query, description = "Page size (0–1000, default 50)", minimum = 0, maximum = 1000), ("offset" = Option<i64>, Query, description = "Page start (at most 1,000,000,000)", minimum = 0, maximum = 1000000000), ("q" = Option<String>, Query, description = "Text search")),
-    responses((status = 200, description = "Rows", body = super::openapi::RowsDoc),
-        super::openapi::TenantRouteErrors))]
+    responses((status = 200, description = "Rows", body = super::docs::RowsDoc),
+        super::docs::TenantRouteErrors))]
 pub(super) async fn list(
     State(state): State<ServerState>,
     tenant: Tenant,
@@ -512,7 +512,7 @@ async fn list_for(
     summary = "One of the tenant's rows",
     params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
     responses((status = 200, description = "The row", body = Object),
-        super::openapi::TenantRouteErrors))]
+        super::docs::TenantRouteErrors))]
 pub(super) async fn show(
     State(state): State<ServerState>,
     tenant: Tenant,
@@ -556,8 +556,8 @@ fn not_found(params: &HashMap<String, String>) -> Response {
     request_body = Object,
     params(("resource" = String, Path, description = "Resource name (notes by default)")),
     responses((status = 201, description = "The row", body = Object),
-        super::openapi::TenantRouteErrors,
-        super::openapi::DuplicateKey))]
+        super::docs::TenantRouteErrors,
+        super::docs::DuplicateKey))]
 pub(super) async fn create(
     State(state): State<ServerState>,
     tenant: Tenant,
@@ -565,12 +565,10 @@ pub(super) async fn create(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let res = match resource(&state.app, &params) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let fields = match body_object(res, &headers, &body) {
-        Ok(f) => f,
+    let (res, fields) = match resource(&state.app, &params)
+        .and_then(|res| Ok((res, body_object(res, &headers, &body)?)))
+    {
+        Ok(input) => input,
         Err(r) => return r,
     };
     let t = tenant.id.as_str();
@@ -594,8 +592,8 @@ pub(super) async fn create(
     request_body = Object,
     params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
     responses((status = 200, description = "The row", body = Object),
-        super::openapi::TenantRouteErrors,
-        super::openapi::DuplicateKey))]
+        super::docs::TenantRouteErrors,
+        super::docs::DuplicateKey))]
 pub(super) async fn update(
     State(state): State<ServerState>,
     tenant: Tenant,
@@ -603,12 +601,10 @@ pub(super) async fn update(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let res = match resource(&state.app, &params) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let fields = match body_object(res, &headers, &body) {
-        Ok(f) => f,
+    let (res, fields) = match resource(&state.app, &params)
+        .and_then(|res| Ok((res, body_object(res, &headers, &body)?)))
+    {
+        Ok(input) => input,
         Err(r) => return r,
     };
     let Some(id) = id_param(res, &params) else {
@@ -635,7 +631,7 @@ pub(super) async fn update(
     summary = "Delete one of the tenant's rows",
     params(("resource" = String, Path, description = "Resource name (notes by default)"), ("id" = String, Path, description = "Row id")),
     responses((status = 204, description = "Deleted"),
-        super::openapi::TenantRouteErrors))]
+        super::docs::TenantRouteErrors))]
 pub(super) async fn remove(
     State(state): State<ServerState>,
     tenant: Tenant,

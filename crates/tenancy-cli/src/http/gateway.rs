@@ -45,13 +45,13 @@ fn is_host(host: &[u8]) -> bool {
     path = "/resolve",
     tag = "gateway",
     summary = "Resolve the tenant of a forwarded request (nginx auth_request, Envoy ext_authz)",
-    params(super::openapi::ForwardedHeaders),
+    params(super::docs::ForwardedHeaders),
     responses((status = 200, description = "Resolved: X-Tenant-Id, X-Tenant-Slug and X-Tenant-Plan headers"),
-        (status = 400, description = "Malformed forwarded request, or a repeated header naming the tenant", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No tenant named, or an invalid token", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Over the tenant's rate limit: `Retry-After` says when to retry (nginx: see docs/gateway.md to pass it on)", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
-        crate::http::openapi::StoreUnavailable))]
+        (status = 400, description = "Malformed forwarded request, or a repeated header naming the tenant", body = super::docs::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No tenant named, or an invalid token", body = super::docs::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is unknown, not active, not among the token's memberships, or the request names different tenants", body = super::docs::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's rate limit: `Retry-After` says when to retry (nginx: see docs/gateway.md to pass it on)", body = super::docs::ProblemDoc, content_type = "application/problem+json"),
+        crate::http::docs::StoreUnavailable))]
 pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     // One forwarded request, one target, one host: a repeated header
@@ -154,7 +154,7 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
     summary = "Whether a certificate may be issued for a domain (Caddy on-demand TLS)",
     params(("domain" = Option<String>, Query, description = "The domain", max_length = 1024)),
     responses((status = 200, description = "A verified domain of an active tenant"),
-        (status = 404, description = "No certificate for this domain", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
+        (status = 404, description = "No certificate for this domain", body = super::docs::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn tls_ask(
     State(state): State<ServerState>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,

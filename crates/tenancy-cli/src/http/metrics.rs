@@ -171,7 +171,7 @@ impl Collector for Snapshot {
     tag = "meta",
     summary = "Prometheus (OpenMetrics) text",
     responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
-        crate::http::openapi::AdminTokenRequired),
+        crate::http::docs::AdminTokenRequired),
     security(("admin_token" = [])))]
 pub(super) async fn metrics(State(state): State<ServerState>) -> Response {
     let mut registry = Registry::default();

@@ -15,8 +15,8 @@ mod admin;
 mod connections;
 mod console;
 mod crud;
+mod docs;
 mod gateway;
-mod impersonate;
 mod metrics;
 mod openapi;
 
@@ -404,7 +404,7 @@ pub(crate) fn router(state: ServerState) -> (Router, String) {
             .route_layer(state.layer.clone())
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
-                impersonate::accept,
+                admin::impersonate::accept,
             ))
     });
     let router = Router::new()

@@ -59,6 +59,15 @@ fn forget(app: &App, domain: &str) {
     }
 }
 
+/// The tenant `reference` names (id or slug).
+async fn tenant_of(app: &App, reference: &str) -> Result<tenancy::TenantInfo, DomainError> {
+    app.tenancy
+        .store()
+        .find(reference)
+        .await?
+        .ok_or_else(|| DomainError::UnknownTenant(reference.chars().take(64).collect()))
+}
+
 /// Adds a domain to the tenant named by `tenant` (id or slug).
 pub async fn add(
     app: &App,
@@ -69,12 +78,7 @@ pub async fn add(
     verified: bool,
 ) -> Result<TenantDomain, DomainError> {
     let domain = Domain::parse(domain)?;
-    let tenant = app
-        .tenancy
-        .store()
-        .find(tenant)
-        .await?
-        .ok_or_else(|| DomainError::UnknownTenant(tenant.chars().take(64).collect()))?;
+    let tenant = tenant_of(app, tenant).await?;
     let added = store(app)?
         .add_domain(TenantDomain::new(domain, tenant.id, primary, verified))
         .await?;
@@ -170,12 +174,7 @@ async fn audit(
 
 /// A tenant's domains.
 pub async fn list(app: &App, tenant: &str) -> Result<Vec<TenantDomain>, DomainError> {
-    let tenant = app
-        .tenancy
-        .store()
-        .find(tenant)
-        .await?
-        .ok_or_else(|| DomainError::UnknownTenant(tenant.chars().take(64).collect()))?;
+    let tenant = tenant_of(app, tenant).await?;
     Ok(store(app)?.list_domains(&tenant.id).await?)
 }
 

@@ -27,8 +27,8 @@ pub(in crate::http) struct AuditParams {
     tag = "admin",
     summary = "The audit log, newest first",
     params(AuditParams),
-    responses((status = 200, description = "Entries", body = crate::http::openapi::AuditPageDoc),
-        crate::http::openapi::TenantInputErrors),
+    responses((status = 200, description = "Entries", body = crate::http::docs::AuditPageDoc),
+        crate::http::docs::TenantInputErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn audit_log(
     State(state): State<ServerState>,

@@ -7,9 +7,9 @@ use crate::ops::config::{self, ConfigError};
     path = "/admin/tenants/{tenant}/config",
     tag = "admin",
     summary = "The tenant's effective config (defaults and overrides)",
-    params(crate::http::openapi::TenantPath),
+    params(crate::http::docs::TenantPath),
     responses((status = 200, description = "Key → value", body = Object),
-        crate::http::openapi::TenantReadErrors),
+        crate::http::docs::TenantReadErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn effective_config(
     State(state): State<ServerState>,
@@ -29,9 +29,9 @@ pub(in crate::http) async fn effective_config(
     path = "/admin/tenants/{tenant}/config/{key}",
     tag = "admin",
     summary = "One config value",
-    params(crate::http::openapi::ConfigPath),
+    params(crate::http::docs::ConfigPath),
     responses((status = 200, description = "{key, value}", body = Object),
-        crate::http::openapi::TenantInputErrors),
+        crate::http::docs::TenantInputErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn get_config(
     State(state): State<ServerState>,
@@ -57,9 +57,9 @@ pub(in crate::http) async fn get_config(
     tag = "admin",
     summary = "Set a config override (any JSON value)",
     request_body(content = Value, description = "Any JSON value (at most 64 KiB of JSON)"),
-    params(crate::http::openapi::ConfigPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::ConfigPath, crate::http::docs::ActorHeader),
     responses((status = 200, description = "{key, value}", body = Object),
-        crate::http::openapi::TenantInputErrors),
+        crate::http::docs::TenantInputErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn put_config(
     State(state): State<ServerState>,

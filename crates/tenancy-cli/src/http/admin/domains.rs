@@ -35,9 +35,9 @@ fn domain_problem(err: crate::ops::domains::DomainError) -> Response {
     tag = "admin",
     summary = "Add a domain to a tenant",
     request_body = AddDomain,
-    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::TenantPath, crate::http::docs::ActorHeader),
     responses((status = 201, description = "The domain, with its TXT challenge", body = Object),
-        crate::http::openapi::TenantChangeErrors),
+        crate::http::docs::TenantChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn add_domain(
     State(state): State<ServerState>,
@@ -72,9 +72,9 @@ pub(in crate::http) async fn add_domain(
     path = "/admin/tenants/{tenant}/domains",
     tag = "admin",
     summary = "A tenant's domains",
-    params(crate::http::openapi::TenantPath),
+    params(crate::http::docs::TenantPath),
     responses((status = 200, description = "{items}", body = Object),
-        crate::http::openapi::TenantReadErrors),
+        crate::http::docs::TenantReadErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn list_domains(
     State(state): State<ServerState>,
@@ -93,9 +93,9 @@ pub(in crate::http) async fn list_domains(
     path = "/admin/domains/{domain}/verify",
     tag = "admin",
     summary = "Verify a domain by its DNS TXT record",
-    params(crate::http::openapi::DomainPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::DomainPath, crate::http::docs::ActorHeader),
     responses((status = 200, description = "The verified domain", body = Object),
-        crate::http::openapi::DomainChangeErrors),
+        crate::http::docs::DomainChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn verify_domain(
     State(state): State<ServerState>,
@@ -112,9 +112,9 @@ pub(in crate::http) async fn verify_domain(
     path = "/admin/domains/{domain}",
     tag = "admin",
     summary = "Remove a domain",
-    params(crate::http::openapi::DomainPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::DomainPath, crate::http::docs::ActorHeader),
     responses((status = 200, description = "The removed domain", body = Object),
-        crate::http::openapi::DomainChangeErrors),
+        crate::http::docs::DomainChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn remove_domain(
     State(state): State<ServerState>,

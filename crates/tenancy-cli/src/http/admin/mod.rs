@@ -15,6 +15,7 @@ use super::{ServerState, problem};
 mod audit_log;
 mod config;
 mod domains;
+pub(super) mod impersonate;
 mod tenants;
 
 pub(super) use audit_log::*;
@@ -41,10 +42,7 @@ pub(super) fn routes(state: ServerState) -> Router<ServerState> {
         .route("/domains/{domain}/verify", post(verify_domain))
         .route("/domains/{domain}", axum::routing::delete(remove_domain))
         .route("/audit", get(audit_log))
-        .route(
-            "/tenants/{tenant}/impersonate",
-            post(super::impersonate::issue),
-        )
+        .route("/tenants/{tenant}/impersonate", post(impersonate::issue))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .layer(middleware::from_fn_with_state(state, audit_refusals))
 }

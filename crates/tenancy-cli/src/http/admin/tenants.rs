@@ -48,13 +48,13 @@ pub(in crate::http) struct UpdateBody {
     tag = "admin",
     summary = "Create a tenant (provisioned and active)",
     request_body = CreateBody,
-    params(crate::http::openapi::ActorHeader),
+    params(crate::http::docs::ActorHeader),
     responses((status = 201, description = "Created and active", body = tenancy::TenantInfo),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::Conflict,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::ProvisioningFailed,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::docs::AdminTokenRequired,
+        crate::http::docs::Conflict,
+        crate::http::docs::InvalidInput,
+        crate::http::docs::ProvisioningFailed,
+        crate::http::docs::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn create(
     State(state): State<ServerState>,
@@ -122,9 +122,9 @@ pub(in crate::http) struct ListParams {
     summary = "List tenants",
     params(ListParams),
     responses((status = 200, description = "A page of tenants", body = tenancy::TenantPage),
-        crate::http::openapi::AdminTokenRequired,
-        crate::http::openapi::InvalidInput,
-        crate::http::openapi::StoreUnavailable),
+        crate::http::docs::AdminTokenRequired,
+        crate::http::docs::InvalidInput,
+        crate::http::docs::StoreUnavailable),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn list(
     State(state): State<ServerState>,
@@ -170,9 +170,9 @@ pub(in crate::http) async fn list(
     path = "/admin/tenants/{tenant}",
     tag = "admin",
     summary = "One tenant",
-    params(crate::http::openapi::TenantPath),
+    params(crate::http::docs::TenantPath),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::TenantReadErrors),
+        crate::http::docs::TenantReadErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn show(
     State(state): State<ServerState>,
@@ -189,9 +189,9 @@ pub(in crate::http) async fn show(
     tag = "admin",
     summary = "Change a tenant's slug, name, plan or metadata",
     request_body = UpdateBody,
-    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::TenantPath, crate::http::docs::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::TenantChangeErrors),
+        crate::http::docs::TenantChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn update(
     State(state): State<ServerState>,
@@ -281,10 +281,10 @@ fn tenant_problem(err: tenants::TenantOpError) -> Response {
     path = "/admin/tenants/{tenant}",
     tag = "admin",
     summary = "Delete a tenant (deprovision policy applies)",
-    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::TenantPath, crate::http::docs::ActorHeader),
     responses((status = 200, description = "The deleted tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::TenantChangeErrors,
-        crate::http::openapi::ProvisioningFailed),
+        crate::http::docs::TenantChangeErrors,
+        crate::http::docs::ProvisioningFailed),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn remove(
     State(state): State<ServerState>,
@@ -308,9 +308,9 @@ pub(in crate::http) struct SuspendBody {
     tag = "admin",
     summary = "Suspend a tenant, with an optional reason",
     request_body = Option<SuspendBody>,
-    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::TenantPath, crate::http::docs::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::TenantChangeErrors),
+        crate::http::docs::TenantChangeErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn suspend(
     State(state): State<ServerState>,
@@ -340,10 +340,10 @@ pub(in crate::http) async fn suspend(
     path = "/admin/tenants/{tenant}/activate",
     tag = "admin",
     summary = "Activate a tenant",
-    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::TenantPath, crate::http::docs::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::TenantChangeErrors,
-        crate::http::openapi::ProvisioningFailed),
+        crate::http::docs::TenantChangeErrors,
+        crate::http::docs::ProvisioningFailed),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn activate(
     State(state): State<ServerState>,
@@ -357,10 +357,10 @@ pub(in crate::http) async fn activate(
     path = "/admin/tenants/{tenant}/deactivate",
     tag = "admin",
     summary = "Deactivate a tenant",
-    params(crate::http::openapi::TenantPath, crate::http::openapi::ActorHeader),
+    params(crate::http::docs::TenantPath, crate::http::docs::ActorHeader),
     responses((status = 200, description = "The tenant", body = tenancy::TenantInfo),
-        crate::http::openapi::TenantChangeErrors,
-        crate::http::openapi::ProvisioningFailed),
+        crate::http::docs::TenantChangeErrors,
+        crate::http::docs::ProvisioningFailed),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn deactivate(
     State(state): State<ServerState>,

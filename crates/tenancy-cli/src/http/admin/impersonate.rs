@@ -21,8 +21,8 @@ use tenancy::VerifiedClaims;
 use tenancy::impersonation::{ImpersonationGrant, MAX_TTL_SECS};
 use tracing::Instrument;
 
-use super::admin::{Actor, find, store_problem};
-use super::{ServerState, problem};
+use super::{Actor, find, store_problem};
+use crate::http::{ServerState, problem};
 
 /// Tokens start with this, so they are told from JWTs at a glance.
 const PREFIX: &str = "imp_";
@@ -30,7 +30,7 @@ use crate::app::impersonation::IMPERSONATED_BY;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ImpersonateBody {
+pub(in crate::http) struct ImpersonateBody {
     /// The user acted as: 1–128 of letters, digits, `.`, `_`, `@`, `+`, `-`.
     #[schema(pattern = r"^[A-Za-z0-9._@+-]{1,128}$")]
     user: String,
@@ -53,11 +53,11 @@ fn key_of(token: &str) -> String {
     tag = "admin",
     summary = "A single-use token to act as one user of an active tenant",
     request_body = ImpersonateBody,
-    params(super::openapi::TenantPath, super::openapi::ActorHeader),
+    params(crate::http::docs::TenantPath, crate::http::docs::ActorHeader),
     responses((status = 201, description = "{token, tenant_id, user, expires_at, ttl_s}", body = Object),
-        crate::http::openapi::TenantChangeErrors),
+        crate::http::docs::TenantChangeErrors),
     security(("admin_token" = [])))]
-pub(super) async fn issue(
+pub(in crate::http) async fn issue(
     State(state): State<ServerState>,
     actor: Actor,
     Path(reference): Path<String>,
@@ -160,7 +160,7 @@ pub(super) async fn issue(
 /// In front of the tenant routes: turns a valid impersonation token into
 /// verified claims for the tenant layer; refuses an unknown, expired or
 /// used one with 401. Other requests pass untouched.
-pub(super) async fn accept(
+pub(in crate::http) async fn accept(
     State(state): State<ServerState>,
     mut req: Request,
     next: Next,
