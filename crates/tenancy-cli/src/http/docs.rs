@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa::openapi::{self, RefOr};
 
+/// An RFC 9457 problem, the body of every error.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub(super) struct ProblemDoc {

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::docs::{AuditPageDoc, ProblemDoc, RowsDoc};
 
-/// An RFC 9457 problem, the body of every error.
+/// The admin API's bearer token, as a security scheme.
 struct Security;
 
 impl Modify for Security {
