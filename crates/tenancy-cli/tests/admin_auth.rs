@@ -4,31 +4,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod in_process;
 
-use common::{ADMIN_TOKEN, Cli, serve};
-use reqwest::{Method, StatusCode};
+use axum::http::{Method, StatusCode};
+use in_process::InProcess;
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn admin_routes_refuse_without_the_token_and_reveal_nothing() {
-    let cli = Cli::sqlite();
-    let server = serve(&cli);
-    let c = reqwest::Client::builder().no_proxy().build().unwrap();
-    let res = c
-        .post(format!("{}/admin/tenants", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"slug": "acme", "name": "Acme"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    c.post(format!("{}/admin/tenants/acme/domains", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"domain": "acme.example", "verified": true}))
-        .send()
-        .await
-        .unwrap();
+    let server = InProcess::sqlite().await;
+    let created = server
+        .admin(
+            Method::POST,
+            "/admin/tenants",
+            Some(&json!({"slug": "acme", "name": "Acme"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    server
+        .admin(
+            Method::POST,
+            "/admin/tenants/acme/domains",
+            Some(&json!({"domain": "acme.example", "verified": true})),
+        )
+        .await;
 
     let routes = |t: &str, d: &str| {
         vec![
@@ -60,20 +59,16 @@ async fn admin_routes_refuse_without_the_token_and_reveal_nothing() {
                 Some("Bearer wrong-token-0123456789"),
                 Some("Basic YWRtaW4="),
             ] {
-                let mut req = c
-                    .request(method.clone(), format!("{}{path}", server.base))
-                    .json(&json!({"name": "x"}));
-                if let Some(a) = auth {
-                    req = req.header("authorization", a);
-                }
-                let res = req.send().await.unwrap();
+                let res = server
+                    .call(method.clone(), &path, auth, Some(&json!({"name": "x"})))
+                    .await;
                 assert_eq!(
-                    res.status(),
+                    res.status,
                     StatusCode::UNAUTHORIZED,
                     "{method} {path} {auth:?}"
                 );
-                assert_eq!(res.headers()["www-authenticate"], "Bearer");
-                let mut body: Value = res.json().await.unwrap();
+                assert_eq!(res.headers["www-authenticate"], "Bearer");
+                let mut body = res.body;
                 assert_eq!(body["code"], "admin_token_required", "{method} {path}");
                 // Each names its own request; the rest is the same.
                 assert!(body["request_id"].is_string(), "{body}");
@@ -87,11 +82,6 @@ async fn admin_routes_refuse_without_the_token_and_reveal_nothing() {
         "every refusal is the same"
     );
     // Nothing changed.
-    let res = c
-        .get(format!("{}/admin/tenants/acme", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["status"], "active");
+    let acme = server.admin(Method::GET, "/admin/tenants/acme", None).await;
+    assert_eq!(acme.body["status"], "active");
 }
