@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cli, serve};
+use common::{ADMIN_TOKEN, Cli, Sending, create_tenant, serve};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -15,20 +15,13 @@ async fn admin_routes_refuse_without_the_token_and_reveal_nothing() {
     let cli = Cli::sqlite();
     let server = serve(&cli);
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
-    let res = c
-        .post(format!("{}/admin/tenants", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"slug": "acme", "name": "Acme"}))
-        .send()
-        .await
-        .unwrap();
+    let res = create_tenant(&c, &server.base, json!({"slug": "acme", "name": "Acme"})).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     c.post(format!("{}/admin/tenants/acme/domains", server.base))
         .bearer_auth(ADMIN_TOKEN)
         .json(&json!({"domain": "acme.example", "verified": true}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
 
     let routes = |t: &str, d: &str| {
         vec![
@@ -66,7 +59,7 @@ async fn admin_routes_refuse_without_the_token_and_reveal_nothing() {
                 if let Some(a) = auth {
                     req = req.header("authorization", a);
                 }
-                let res = req.send().await.unwrap();
+                let res = req.sent().await;
                 assert_eq!(
                     res.status(),
                     StatusCode::UNAUTHORIZED,
@@ -90,8 +83,7 @@ async fn admin_routes_refuse_without_the_token_and_reveal_nothing() {
     let res = c
         .get(format!("{}/admin/tenants/acme", server.base))
         .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "active");
 }
