@@ -7,25 +7,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::Request;
 use tenancy_axum::{RateLimits, Tenant, TenantLayer};
 use tenancy_core::config::RateLimitConfig;
 use tenancy_core::resolve::HeaderResolver;
 use tenancy_core::*;
 use tower::ServiceExt;
 
-fn request() -> Request<Body> {
-    Request::get("/notes")
-        .header("x-tenant-id", "acme")
-        .body(Body::empty())
-        .unwrap()
-}
+use common::{bench_app, request};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -70,18 +65,14 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut group = c.benchmark_group("rate_limit");
-    group.bench_function("tenant_layer_only", |b| {
-        b.to_async(&rt)
-            .iter(|| async { tenant_only.clone().oneshot(request()).await })
-    });
-    group.bench_function("tenant_and_rate_limit", |b| {
-        b.to_async(&rt)
-            .iter(|| async { limited.clone().oneshot(request()).await })
-    });
-    group.bench_function("tenant_and_rate_limit_with_overrides", |b| {
-        b.to_async(&rt)
-            .iter(|| async { limited_overrides.clone().oneshot(request()).await })
-    });
+    bench_app(&mut group, &rt, "tenant_layer_only", &tenant_only);
+    bench_app(&mut group, &rt, "tenant_and_rate_limit", &limited);
+    bench_app(
+        &mut group,
+        &rt,
+        "tenant_and_rate_limit_with_overrides",
+        &limited_overrides,
+    );
     group.finish();
 }
 

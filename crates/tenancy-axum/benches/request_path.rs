@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ use tenancy_axum::{Tenant, TenantLayer};
 use tenancy_core::resolve::HeaderResolver;
 use tenancy_core::*;
 use tower::ServiceExt;
+
+use common::{bench_app, request};
 
 /// Counts heap allocations, to show what the layer allocates per request.
 struct CountingAlloc;
@@ -59,22 +63,13 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 /// Allocations made by one request through `app` (the smallest of 10).
 fn allocations_per_request<S>(rt: &tokio::runtime::Runtime, app: &S) -> usize
 where
-    S: tower::Service<
-            Request<Body>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone,
+    S: tower::Service<Request<Body>, Response = Response, Error = Infallible> + Clone,
 {
     (0..10)
         .map(|_| {
             let before = ALLOCATIONS.load(Ordering::Relaxed);
             rt.block_on(async {
-                let res = app
-                    .clone()
-                    .oneshot(request())
-                    .await
-                    .unwrap_or_else(|e| match e {});
-                assert_eq!(res.status(), 200);
+                assert_ok(app.clone().oneshot(request()).await);
             });
             ALLOCATIONS.load(Ordering::Relaxed) - before
         })
@@ -86,34 +81,31 @@ where
 #[derive(Clone)]
 struct Counting(MemoryStore, Arc<AtomicUsize>);
 
+type Res<T> = Result<T, StoreError>;
+
 #[async_trait]
 impl TenantStore for Counting {
-    async fn get(&self, id: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
+    async fn get(&self, id: &TenantId) -> Res<Option<TenantInfo>> {
         self.1.fetch_add(1, Ordering::Relaxed);
         self.0.get(id).await
     }
-    async fn get_by_slug(&self, slug: &str) -> Result<Option<TenantInfo>, StoreError> {
+    async fn get_by_slug(&self, slug: &str) -> Res<Option<TenantInfo>> {
         self.1.fetch_add(1, Ordering::Relaxed);
         self.0.get_by_slug(slug).await
     }
-    async fn list(&self, q: ListQuery) -> Result<TenantPage, StoreError> {
+    async fn list(&self, q: ListQuery) -> Res<TenantPage> {
         self.0.list(q).await
     }
-    async fn create(&self, t: NewTenant) -> Result<TenantInfo, StoreError> {
+    async fn create(&self, t: NewTenant) -> Res<TenantInfo> {
         self.0.create(t).await
     }
-    async fn update(&self, id: &TenantId, u: TenantUpdate) -> Result<TenantInfo, StoreError> {
+    async fn update(&self, id: &TenantId, u: TenantUpdate) -> Res<TenantInfo> {
         self.0.update(id, u).await
     }
-    async fn set_status(
-        &self,
-        id: &TenantId,
-        s: TenantStatus,
-        r: Option<&str>,
-    ) -> Result<TenantInfo, StoreError> {
+    async fn set_status(&self, id: &TenantId, s: TenantStatus, r: Option<&str>) -> Res<TenantInfo> {
         self.0.set_status(id, s, r).await
     }
-    async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
+    async fn delete(&self, id: &TenantId) -> Res<bool> {
         self.0.delete(id).await
     }
 }
@@ -178,13 +170,6 @@ fn routed_request() -> Request<Body> {
     let mut req = request();
     req.extensions_mut().insert(Routed);
     req
-}
-
-fn request() -> Request<Body> {
-    Request::get("/notes")
-        .header("x-tenant-id", "acme")
-        .body(Body::empty())
-        .unwrap_or_default()
 }
 
 fn bench(c: &mut Criterion) {
@@ -266,12 +251,7 @@ fn bench(c: &mut Criterion) {
     // Warm the cache (one store lookup), then measure hits only.
     rt.block_on(async {
         for app in [&with, &with_metrics] {
-            let res = app
-                .clone()
-                .oneshot(request())
-                .await
-                .unwrap_or_else(|e| match e {});
-            assert_eq!(res.status(), 200);
+            assert_ok(app.clone().oneshot(request()).await);
         }
     });
     let warm = lookups.load(Ordering::Relaxed);
@@ -290,41 +270,17 @@ fn bench(c: &mut Criterion) {
     );
 
     let mut group = c.benchmark_group("request_path");
-    group.bench_function("without_layer", |b| {
-        b.to_async(&rt)
-            .iter(|| async { without.clone().oneshot(request()).await })
-    });
-    group.bench_function("noop_layer", |b| {
-        b.to_async(&rt)
-            .iter(|| async { noop.clone().oneshot(request()).await })
-    });
-    group.bench_function("noop_layer_method_extractor", |b| {
-        b.to_async(&rt)
-            .iter(|| async { noop_ext.clone().oneshot(request()).await })
-    });
-    group.bench_function("with_layer_no_extractor", |b| {
-        b.to_async(&rt)
-            .iter(|| async { with_noext.clone().oneshot(request()).await })
-    });
-    group.bench_function("with_layer_around_router", |b| {
-        b.to_async(&rt)
-            .iter(|| async { around.clone().oneshot(request()).await })
-    });
-    group.bench_function("with_layer_cache_hit", |b| {
-        b.to_async(&rt)
-            .iter(|| async { with.clone().oneshot(request()).await })
-    });
+    bench_app(&mut group, &rt, "without_layer", &without);
+    bench_app(&mut group, &rt, "noop_layer", &noop);
+    bench_app(&mut group, &rt, "noop_layer_method_extractor", &noop_ext);
+    bench_app(&mut group, &rt, "with_layer_no_extractor", &with_noext);
+    bench_app(&mut group, &rt, "with_layer_around_router", &around);
+    bench_app(&mut group, &rt, "with_layer_cache_hit", &with);
     // Outcome, latency and per-tenant counters on the same path.
-    group.bench_function("with_layer_and_metrics", |b| {
-        b.to_async(&rt)
-            .iter(|| async { with_metrics.clone().oneshot(request()).await })
-    });
+    bench_app(&mut group, &rt, "with_layer_and_metrics", &with_metrics);
     // The same as the first, measured again after: how far the figures
     // drift within one run (the noise floor of the comparison above).
-    group.bench_function("with_layer_cache_hit_again", |b| {
-        b.to_async(&rt)
-            .iter(|| async { with.clone().oneshot(request()).await })
-    });
+    bench_app(&mut group, &rt, "with_layer_cache_hit_again", &with);
     group.finish();
     assert!(metrics.outcomes()[0] > 0, "the metrics counted");
 
@@ -400,3 +356,9 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// Asserts the (infallible) answer is 200.
+fn assert_ok(res: Result<Response, Infallible>) {
+    let res = res.unwrap_or_else(|e| match e {});
+    assert_eq!(res.status(), 200);
+}

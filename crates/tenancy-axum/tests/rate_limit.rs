@@ -70,18 +70,20 @@ fn app(f: &Fixture, limits: RateLimits) -> Router {
         .route("/data", get(|| async { "data" }))
         .layer(RequireTenantLayer::new());
     Router::new()
-        .route(
-            "/whoami",
-            get(|t: Tenant| async move { t.slug.to_string() }),
-        )
-        .route(
-            "/maybe",
-            get(|t: Option<Tenant>| async move {
-                t.map_or("anonymous".to_owned(), |t| t.slug.to_string())
-            }),
-        )
+        .route("/whoami", get(whoami))
+        .route("/maybe", get(maybe))
         .nest("/guarded", guarded)
         .layer(tenants.rate_limits(limits))
+}
+
+/// The tenant's slug.
+async fn whoami(t: Tenant) -> String {
+    t.slug.to_string()
+}
+
+/// The tenant's slug, or `anonymous` without one.
+async fn maybe(t: Option<Tenant>) -> String {
+    t.map_or("anonymous".to_owned(), |t| t.slug.to_string())
 }
 
 fn limits(default_rps: u32, plans: &[(&str, u32)]) -> RateLimitConfig {
@@ -119,6 +121,17 @@ async fn admitted(app: &Router, tenant: &TenantInfo, n: usize) -> usize {
         }
     }
     ok
+}
+
+/// Asserts the next request for `tenant` is refused with the 429 problem;
+/// its Retry-After seconds.
+async fn retry_after(app: &Router, tenant: &TenantInfo) -> u64 {
+    let res = app
+        .clone()
+        .oneshot(request("/whoami", Some(tenant)))
+        .await
+        .unwrap();
+    assert_rate_limited(res, tenant).await
 }
 
 /// Asserts `res` is the 429 problem and returns its Retry-After seconds.
@@ -160,12 +173,7 @@ async fn tenants_have_independent_buckets() {
         3,
         "a full bucket admits the burst"
     );
-    let refused = app
-        .clone()
-        .oneshot(request("/whoami", Some(&f.acme)))
-        .await
-        .unwrap();
-    assert_eq!(assert_rate_limited(refused, &f.acme).await, 1);
+    assert_eq!(retry_after(&app, &f.acme).await, 1);
 
     // The other tenant is not affected.
     assert_eq!(admitted(&app, &f.globex, 3).await, 3);
@@ -185,12 +193,7 @@ async fn retry_after_rounds_up_the_wait() {
     // 1 request per second: after one request the wait is exactly 1 s.
     let app = app(&f, RateLimits::new(&limits(1, &[])));
     assert_eq!(status(&app, &f.acme).await, StatusCode::OK);
-    let refused = app
-        .clone()
-        .oneshot(request("/whoami", Some(&f.acme)))
-        .await
-        .unwrap();
-    assert_eq!(assert_rate_limited(refused, &f.acme).await, 1);
+    assert_eq!(retry_after(&app, &f.acme).await, 1);
     tokio::time::advance(std::time::Duration::from_millis(999)).await;
     assert_eq!(status(&app, &f.acme).await, StatusCode::TOO_MANY_REQUESTS);
     tokio::time::advance(std::time::Duration::from_millis(1)).await;

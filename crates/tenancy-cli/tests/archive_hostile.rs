@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Cli, PgTestDb, id_of, serve};
+use common::{Cli, PgTestDb, Sending, id_of, serve};
 use serde_json::Value;
 use sha2::Digest as _;
 use sqlx::Connection;
@@ -187,9 +187,7 @@ fn audit(cli: &Cli) -> Vec<Value> {
 /// archive's entries.
 async fn exported_acme() -> (Cli, Vec<(String, Vec<u8>)>) {
     let source = Cli::sqlite();
-    let acme = id_of(&source.json(&[
-        "tenants", "create", "--slug", "acme", "--name", "Acme", "--json",
-    ]));
+    let acme = id_of(&source.create("acme", "Acme"));
     let url = format!("sqlite://{}", source.path("tenancy.db").display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query(
@@ -257,9 +255,7 @@ async fn an_archive_cannot_take_another_tenants_id_or_slug_on_postgres() {
 async fn no_takeover(victim: Cli) {
     let (_source, archive) = exported_acme().await;
     let archive = without_rows(&archive);
-    let real_acme = victim.json(&[
-        "tenants", "create", "--slug", "acme", "--name", "Real", "--json",
-    ]);
+    let real_acme = victim.create("acme", "Real");
     let real_id = id_of(&real_acme);
 
     // The archived id is another tenant's slug: imported under a new id,
@@ -295,9 +291,7 @@ async fn no_takeover(victim: Cli) {
 
     // The id of a tenant deleted under the `keep` policy, whose rows are
     // still there: not taken over.
-    let gone = id_of(&victim.json(&[
-        "tenants", "create", "--slug", "gone", "--name", "G", "--json",
-    ]));
+    let gone = id_of(&victim.create("gone", "G"));
     insert_note(&victim, &gone, 100).await;
     victim.ok(&["tenants", "delete", "gone"]);
     rewrite(&archive, &victim.path("heir.tar"), |m| {
@@ -389,9 +383,8 @@ async fn pending_domains(target: Cli, trusting: Cli) {
             "{}/tls/ask?domain=portal.bigbank.test",
             server.base
         ))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert!(!ask.status().is_success(), "{}", ask.status());
     drop(server);
     // Each domain is its own audit entry.
@@ -617,9 +610,7 @@ async fn purge_removes_its_own_archives_only() {
         "TENANCY__LIFECYCLE__DEPROVISION_POLICY".into(),
         "archive".into(),
     ));
-    let acme = id_of(&lite.json(&[
-        "tenants", "create", "--slug", "acme", "--name", "A", "--json",
-    ]));
+    let acme = id_of(&lite.create("acme", "A"));
     // An archived copy of acme's own, from an earlier deactivation.
     lite.ok(&["tenants", "deactivate", "acme"]);
     lite.ok(&["tenants", "activate", "acme"]);
@@ -662,9 +653,7 @@ async fn purge_removes_its_own_archives_only() {
             "TENANCY__LIFECYCLE__DEPROVISION_POLICY".into(),
             "archive".into(),
         ));
-        let acme = id_of(&cli.json(&[
-            "tenants", "create", "--slug", "acme", "--name", "A", "--json",
-        ]));
+        let acme = id_of(&cli.create("acme", "A"));
         db.track_tenant(&acme);
         cli.ok(&["tenants", "deactivate", "acme"]);
         cli.ok(&["tenants", "activate", "acme"]);

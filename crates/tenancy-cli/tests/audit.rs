@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, id_of, serve};
+use common::{ADMIN_TOKEN, Cli, PgTestDb, Sending, id_of, serve};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -30,7 +30,7 @@ async fn admin(
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let res = req.send().await.unwrap();
+    let res = req.sent().await;
     let status = res.status();
     (status, res.json().await.unwrap_or(Value::Null))
 }
@@ -185,9 +185,8 @@ async fn audit_end_to_end(cli: Cli) {
     for tenant in ["acme", "nope"] {
         let res = client()
             .get(format!("{base}/admin/audit?tenant={tenant}"))
-            .send()
-            .await
-            .unwrap();
+            .sent()
+            .await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["code"], "admin_token_required");

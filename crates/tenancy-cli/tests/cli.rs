@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cli, PgTestDb, id_of};
+use common::{Cli, PgTestDb, assert_tenant_fields, id_of, strs};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -16,27 +16,14 @@ fn tenants_scenario(cli: &Cli) {
     let acme = cli.json(&[
         "tenants", "create", "--slug", "acme", "--name", "Acme", "--plan", "pro", "--json",
     ]);
-    for key in [
-        "id",
-        "slug",
-        "name",
-        "status",
-        "plan",
-        "metadata",
-        "created_at",
-        "updated_at",
-    ] {
-        assert!(acme.get(key).is_some(), "tenant JSON lacks {key}: {acme}");
-    }
+    assert_tenant_fields(&acme);
     assert_eq!(acme["slug"], "acme");
     assert_eq!(acme["name"], "Acme");
     assert_eq!(acme["status"], "active");
     assert_eq!(acme["plan"], "pro");
     assert_eq!(acme["metadata"], json!({}));
     let id = id_of(&acme);
-    let beta = cli.json(&[
-        "tenants", "create", "--slug", "beta", "--name", "Beta", "--json",
-    ]);
+    let beta = cli.create("beta", "Beta");
     assert_eq!(beta["plan"], Value::Null);
 
     // Refusals: duplicate slug, invalid slugs, unknown tenants.
@@ -60,12 +47,7 @@ fn tenants_scenario(cli: &Cli) {
     // list, show by slug and by id.
     let list = cli.json(&["tenants", "list", "--json"]);
     assert_eq!(list["total"], 2);
-    let slugs: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["slug"].as_str().unwrap())
-        .collect();
+    let slugs = strs(&list["items"], "slug");
     assert_eq!(slugs, ["acme", "beta"]);
     assert_eq!(cli.json(&["tenants", "show", "acme", "--json"])["id"], id);
     assert_eq!(
@@ -246,12 +228,8 @@ fn ndjson(text: &str) -> Vec<Value> {
 
 /// export of the shared notes table: only the tenant's rows.
 async fn export_scenario(cli: &Cli, url: &str) {
-    let red = id_of(&cli.json(&[
-        "tenants", "create", "--slug", "red", "--name", "Red", "--json",
-    ]));
-    let blue = id_of(&cli.json(&[
-        "tenants", "create", "--slug", "blue", "--name", "Blue", "--json",
-    ]));
+    let red = id_of(&cli.create("red", "Red"));
+    let blue = id_of(&cli.create("blue", "Blue"));
     for i in 0..3 {
         insert_note(url, &red, &format!("red-{i}")).await;
     }
@@ -349,9 +327,7 @@ async fn sqlite_tenants_config_and_export() {
 #[tokio::test]
 async fn sqlite_database_strategy_keeps_a_file_per_tenant() {
     let cli = Cli::sqlite().strategy("database");
-    let t = cli.json(&[
-        "tenants", "create", "--slug", "solo", "--name", "Solo", "--json",
-    ]);
+    let t = cli.create("solo", "Solo");
     let id = id_of(&t);
     let file = cli.path(&format!("tenancy.db.tenants/tenant_{id}.db"));
     assert!(file.exists(), "no tenant database at {}", file.display());
@@ -404,13 +380,9 @@ async fn postgres_row_level_tenants_config_and_export() {
 async fn postgres_schema_strategy_exports_from_the_tenant_schema() {
     let db = PgTestDb::new().await;
     let cli = Cli::with_url(&db.url).strategy("schema");
-    let t = cli.json(&[
-        "tenants", "create", "--slug", "sch", "--name", "Schema", "--json",
-    ]);
+    let t = cli.create("sch", "Schema");
     let id = id_of(&t);
-    let other = id_of(&cli.json(&[
-        "tenants", "create", "--slug", "other", "--name", "O", "--json",
-    ]));
+    let other = id_of(&cli.create("other", "O"));
 
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
     for (tenant, title) in [(&id, "in-schema"), (&other, "other-schema")] {
@@ -459,9 +431,7 @@ async fn postgres_database_strategy_exports_every_type() {
         "TENANCY__LIFECYCLE__DEPROVISION_POLICY".into(),
         "drop".into(),
     ));
-    let t = cli.json(&[
-        "tenants", "create", "--slug", "own", "--name", "Own", "--json",
-    ]);
+    let t = cli.create("own", "Own");
     let id = id_of(&t);
     db.track_tenant(&id);
     let base = db.url.rsplit_once('/').map(|(b, _)| b).unwrap().to_owned();

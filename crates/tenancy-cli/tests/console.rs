@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{ADMIN_TOKEN, Cli, serve};
+use common::{ADMIN_TOKEN, Cli, Sending, serve};
 
 fn python() -> String {
     let st = std::env::var("TENANCY_SCHEMATHESIS").unwrap_or_else(|_| {
@@ -33,11 +33,7 @@ async fn an_operator_manages_a_tenant_in_the_console() {
 
     // The console's assets: from the binary, with a strict CSP.
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
-    let res = c
-        .get(format!("{}/console", server.base))
-        .send()
-        .await
-        .unwrap();
+    let res = c.get(format!("{}/console", server.base)).sent().await;
     assert_eq!(res.status(), 200);
     let csp = res.headers()["content-security-policy"]
         .to_str()

@@ -28,9 +28,7 @@ fn with_strategy(cli: &mut Cli, strategy: Option<&str>) {
 /// still served by a process configured right.
 fn refuses_the_other_strategy(cli: &mut Cli) -> String {
     with_strategy(cli, Some("database"));
-    let acme = id_of(&cli.json(&[
-        "tenants", "create", "--slug", "acme", "--name", "A", "--json",
-    ]));
+    let acme = id_of(&cli.create("acme", "A"));
     cli.ok(&["tenants", "export", "acme", "--output", "acme.tar"]);
     with_strategy(cli, None);
     for args in [

@@ -10,16 +10,8 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, Server, serve};
+use common::{Cli, PgTestDb, Sending, Server, admin_call, free_port, serve, titles};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A process killed on drop.
 struct Process(Child);
@@ -93,16 +85,7 @@ impl Http {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", s.base))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        admin_call(&self.http, format!("{}{path}", s.base), method, body).await
     }
 
     /// GET `path` with `Host: host`.
@@ -111,9 +94,8 @@ impl Http {
             .http
             .get(format!("{}{path}", s.base))
             .header("host", host)
-            .send()
-            .await
-            .unwrap();
+            .sent()
+            .await;
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -121,23 +103,11 @@ impl Http {
     async fn ask(&self, s: &Server, domain: &str) -> u16 {
         self.http
             .get(format!("{}/tls/ask?domain={domain}", s.base))
-            .send()
+            .sent()
             .await
-            .unwrap()
             .status()
             .as_u16()
     }
-}
-
-fn titles(body: &Value) -> Vec<String> {
-    body["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| n["title"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The whole domain story against `servers` (all on one store).
@@ -160,9 +130,8 @@ async fn scenario(cli: &Cli, servers: &[Server], dns_port: u16) {
         .post(format!("{}/api/notes", one.base))
         .header("x-tenant-id", "acme")
         .json(&json!({"title": "acme-note"}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.status(), 201);
 
     // Bad input: 422 with a reason; no token: 401.
@@ -195,9 +164,8 @@ async fn scenario(cli: &Cli, servers: &[Server], dns_port: u16) {
         .http
         .post(format!("{}/admin/tenants/acme/domains", one.base))
         .json(&json!({"domain": "portal.acme.test"}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.status(), 401);
 
     // Added: pending, with the TXT record to publish.
@@ -442,9 +410,8 @@ async fn caddy_on_demand_tls_in_front_of_serve() {
         .post(format!("{}/api/notes", server.base))
         .header("x-tenant-id", "acme")
         .json(&json!({"title": "over-tls"}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.status(), 201);
     for (domain, verified) in [("portal.acme.test", true), ("pending.acme.test", false)] {
         let (s, _) = h

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Cli, Cluster, serve};
+use common::{Cli, Cluster, Sending, admin_call, serve};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -98,15 +98,8 @@ async fn load(
 }
 
 async fn admin(base: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method.parse().unwrap(), format!("{base}{path}"))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    let http = reqwest::Client::new();
+    admin_call(&http, format!("{base}{path}"), method, body).await
 }
 
 async fn first_success(base: &str, tenant: &str, since: Instant, limit: Duration) -> Duration {
@@ -285,9 +278,8 @@ async fn outage(strategy: &str) {
             let status = reqwest::Client::new()
                 .get(format!("{base}/api/notes"))
                 .header("x-tenant-id", "red")
-                .send()
+                .sent()
                 .await
-                .unwrap()
                 .status()
                 .as_u16();
             if status == 403 {

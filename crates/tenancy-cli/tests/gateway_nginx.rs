@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Cli, serve};
+use common::{ADMIN_TOKEN, Cli, Sending, create_tenant, free_port, serve};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -35,14 +35,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// nginx on `PATH` or where Debian puts it; a clear failure otherwise.
@@ -108,13 +100,12 @@ async fn nginx_forwards_only_resolved_tenants_with_their_headers() {
         .unwrap();
     let mut ids = std::collections::HashMap::new();
     for (slug, plan) in [("acme", Some("pro")), ("globex", None), ("initech", None)] {
-        let res = c
-            .post(format!("{}/admin/tenants", tenancy.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"slug": slug, "name": slug, "plan": plan}))
-            .send()
-            .await
-            .unwrap();
+        let res = create_tenant(
+            &c,
+            &tenancy.base,
+            json!({"slug": slug, "name": slug, "plan": plan}),
+        )
+        .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let tenant: Value = res.json().await.unwrap();
         ids.insert(slug, tenant["id"].as_str().unwrap().to_owned());
@@ -122,9 +113,8 @@ async fn nginx_forwards_only_resolved_tenants_with_their_headers() {
     let res = c
         .post(format!("{}/admin/tenants/initech/suspend", tenancy.base))
         .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
 
     // The example's upstream service (the library its binary serves).
@@ -204,9 +194,8 @@ async fn nginx_forwards_only_resolved_tenants_with_their_headers() {
     let res = c
         .post(format!("{}/admin/tenants/acme/suspend", tenancy.base))
         .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let res = whoami(&[("x-tenant-id", "acme")]).await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN, "acme suspended");

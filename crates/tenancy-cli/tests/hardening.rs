@@ -7,14 +7,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, PgTestDb};
+use common::{ADMIN_TOKEN, PgTestDb, Sending, listening_base};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -79,17 +79,7 @@ impl Serve {
             .stdout(Stdio::piped())
             .stderr(log);
         let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("the server exited before listening")
-                .unwrap();
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let base = listening_base(&mut child);
         Self { child, base, dir }
     }
 
@@ -124,7 +114,7 @@ async fn call(
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let res = req.send().await.unwrap();
+    let res = req.sent().await;
     let (status, headers) = (res.status(), res.headers().clone());
     let text = res.text().await.unwrap();
     (
@@ -641,9 +631,8 @@ async fn database_errors_name_the_field(server: &Serve) {
             .header("x-tenant-id", "acme")
             .header("content-type", "application/json")
             .body(raw)
-            .send()
-            .await
-            .unwrap();
+            .sent()
+            .await;
         let status = res.status();
         let body: Value = res.json().await.unwrap();
         assert_problem(
@@ -1091,9 +1080,8 @@ async fn refused_admin_actions_are_audited_within_a_budget() {
         let res = c
             .get(format!("{base}/admin/tenants"))
             .bearer_auth("not-the-token-not-the-token")
-            .send()
-            .await
-            .unwrap();
+            .sent()
+            .await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
     let entries = audit(&c, base, "limit=1000").await;
@@ -1172,12 +1160,8 @@ async fn open_tenant_routes_are_announced() {
     );
     let js = c
         .get(format!("{}/console/console.js", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text_body()
+        .await;
     assert!(js.contains("auth-warning"), "the console shows it");
 
     let secured = Serve::start(

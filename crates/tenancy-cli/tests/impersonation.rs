@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, serve};
+use common::{ADMIN_TOKEN, Cli, PgTestDb, Sending, serve};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -28,7 +28,7 @@ async fn call(
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let res = req.send().await.unwrap();
+    let res = req.sent().await;
     let status = res.status();
     (status, res.json().await.unwrap_or(Value::Null))
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cli, serve};
+use common::{ADMIN_TOKEN, Cli, Sending, create_tenant, serve};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -35,20 +35,13 @@ async fn metrics_count_outcomes_latency_and_a_bounded_set_of_tenants() {
     let base = &server.base;
     let c = client();
     for slug in ["acme", "globex", "initech", "umbrella"] {
-        let res = c
-            .post(format!("{base}/admin/tenants"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"slug": slug, "name": slug}))
-            .send()
-            .await
-            .unwrap();
+        let res = create_tenant(&c, base, json!({"slug": slug, "name": slug})).await;
         assert_eq!(res.status(), StatusCode::CREATED);
     }
     c.post(format!("{base}/admin/tenants/umbrella/suspend"))
         .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
 
     let get = |tenant: Option<&str>| {
         let mut req = c.get(format!("{base}/api/notes"));
@@ -72,16 +65,15 @@ async fn metrics_count_outcomes_latency_and_a_bounded_set_of_tenants() {
     }
 
     // Admin token required, and nothing about tenants leaks without it.
-    let res = c.get(format!("{base}/metrics")).send().await.unwrap();
+    let res = c.get(format!("{base}/metrics")).sent().await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert!(!res.text().await.unwrap().contains("acme"));
 
     let res = c
         .get(format!("{base}/metrics"))
         .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let text = res.text().await.unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
@@ -151,12 +143,8 @@ async fn futures_ids(c: &reqwest::Client, base: &str) -> Vec<String> {
         let t: serde_json::Value = c
             .get(format!("{base}/admin/tenants/{slug}"))
             .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         ids.push(t["id"].as_str().unwrap().to_owned());
     }
     ids

@@ -4,11 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection};
+
+use common::{PgTestDb, strs};
 
 fn tenancy(dir: &Path, url: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy"));
@@ -24,11 +28,6 @@ fn tenancy(dir: &Path, url: &str, env: &[(&str, &str)], args: &[&str]) -> Output
 
 fn write(dir: &Path, name: &str, sql: &str) {
     std::fs::write(dir.join(name), sql).unwrap();
-}
-
-fn admin_url() -> String {
-    std::env::var("TENANCY_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// Runs the scenario on `url` with `strategy`; `version_of(slug)` reads a
@@ -129,12 +128,7 @@ where
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let migrated: Vec<&str> = summary["migrated"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["slug"].as_str().unwrap())
-        .collect();
+    let migrated = strs(&summary["migrated"], "slug");
     assert_eq!(migrated, ["t-two"]);
     assert_eq!(summary["current"].as_array().unwrap().len(), 2);
     assert_eq!(version_of("t-two".into()).await, 3);
@@ -180,18 +174,9 @@ async fn tenant_id(url: &str, slug: &str) -> String {
 
 #[tokio::test]
 async fn migrate_schemas_on_postgres() {
-    let name = format!("tenancy_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url())
-        .await
-        .expect("PostgreSQL is required");
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = admin_url()
-        .rsplit_once('/')
-        .map(|(b, _)| format!("{b}/{name}"))
-        .unwrap();
+    // The database and the tenants' cluster-wide roles go with `db`.
+    let db = PgTestDb::new().await;
+    let url = db.url.clone();
     let u = url.clone();
     let version_of = |slug: String| {
         let u = u.clone();
@@ -232,28 +217,6 @@ async fn migrate_schemas_on_postgres() {
         sql_in(url.clone(), "DELETE FROM {schema}.items"),
     )
     .await;
-    // Clean the cluster-wide tenant roles, then the database.
-    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tenancy_tenants")
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-    for id in ids {
-        for sql in [
-            format!("DROP SCHEMA \"tenant_{id}\" CASCADE"),
-            format!("DROP OWNED BY \"tenant_{id}\""),
-            format!("DROP ROLE \"tenant_{id}\""),
-        ] {
-            let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await;
-        }
-    }
-    drop(c);
-    sqlx::query(AssertSqlSafe(format!(
-        "DROP DATABASE \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Cli, Cluster, PgTestDb, id_of, serve};
+use common::{Cli, Cluster, PgTestDb, Sending, id_of, serve};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -101,12 +101,8 @@ async fn a_tenant_moves_between_servers_under_load() {
     let second = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
     let mut cli = Cli::with_url(&home.url);
     std::fs::write(cli.path("tenancy.yaml"), yaml(&[("a", &home.url)])).unwrap();
-    let moved = id_of(&cli.json(&[
-        "tenants", "create", "--slug", "moved", "--name", "M", "--json",
-    ]));
-    let other = id_of(&cli.json(&[
-        "tenants", "create", "--slug", "other", "--name", "O", "--json",
-    ]));
+    let moved = id_of(&cli.create("moved", "M"));
+    let other = id_of(&cli.create("other", "O"));
     home.track_tenant(&moved);
     home.track_tenant(&other);
     let base = home.url.rsplit_once('/').unwrap().0.to_owned();
@@ -177,9 +173,8 @@ async fn a_tenant_moves_between_servers_under_load() {
         .post(format!("{}/api/notes", one.base))
         .header("x-tenant-id", "moved")
         .json(&json!({"title": "moved-after-failed-move"}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.status(), 201, "writes resumed after the failed move");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -245,12 +240,8 @@ async fn a_tenant_moves_between_servers_under_load() {
         let res: Value = http
             .get(format!("{base}/api/notes?limit=1000"))
             .header("x-tenant-id", "moved")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         assert_eq!(
             res["total"].as_u64().unwrap() as usize,
             titles.len(),
@@ -287,9 +278,7 @@ async fn an_interrupted_move_is_finished_or_rolled_back() {
     let second = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
     let mut cli = Cli::with_url(&home.url);
     std::fs::write(cli.path("tenancy.yaml"), yaml(&[("a", &home.url)])).unwrap();
-    let id = id_of(&cli.json(&[
-        "tenants", "create", "--slug", "stuck", "--name", "S", "--json",
-    ]));
+    let id = id_of(&cli.create("stuck", "S"));
     home.track_tenant(&id);
     let db = format!("tenant_{id}");
     let base_a = home.url.rsplit_once('/').unwrap().0.to_owned();

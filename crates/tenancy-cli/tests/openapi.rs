@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{ADMIN_TOKEN, Cli, serve};
+use common::{ADMIN_TOKEN, Cli, Sending, create_tenant, serve};
 use serde_json::{Value, json};
 
 /// schemathesis's `st`, installed by scripts/test.sh into a virtualenv.
@@ -36,12 +36,8 @@ async fn the_document_covers_the_surface_and_the_server_conforms_to_it() {
 
     let doc: Value = c
         .get(format!("{}/openapi.json", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     assert_eq!(doc["openapi"], "3.1.0");
     for path in [
         "/health",
@@ -84,13 +80,7 @@ async fn the_document_covers_the_surface_and_the_server_conforms_to_it() {
     assert!(slug["pattern"].is_string(), "{slug}");
 
     // A tenant for the tenant routes to resolve.
-    let res = c
-        .post(format!("{}/admin/tenants", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"slug": "acme", "name": "Acme"}))
-        .send()
-        .await
-        .unwrap();
+    let res = create_tenant(&c, &server.base, json!({"slug": "acme", "name": "Acme"})).await;
     assert_eq!(res.status(), 201);
 
     let out = Command::new(&st)

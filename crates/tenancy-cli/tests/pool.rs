@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, id_of, serve};
+use common::{Cli, PgTestDb, Sending, create_tenant, id_of, serve};
 use serde_json::{Value, json};
 
 fn with_pool(cli: Cli, strategy: &str, size: &str) -> Cli {
@@ -91,9 +91,7 @@ fn pool_commands_and_migrate_on_sqlite_files() {
     }
 
     // Signup claims a member.
-    let acme = cli.json(&[
-        "tenants", "create", "--slug", "acme", "--name", "Acme", "--json",
-    ]);
+    let acme = cli.create("acme", "Acme");
     assert_eq!(acme["status"], "active");
     assert!(members.contains(&id_of(&acme)));
     let status = cli.json(&["tenants", "pool", "status", "--json"]);
@@ -156,13 +154,12 @@ async fn serve_refills_the_pool_and_signup_claims_on_postgres_schemas() {
     let members = member_ids(&wait_full().await);
     let mut claimed = HashSet::new();
     for i in 0..4 {
-        let res = http
-            .post(format!("{}/admin/tenants", server.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"slug": format!("shop-{i}"), "name": "Shop"}))
-            .send()
-            .await
-            .unwrap();
+        let res = create_tenant(
+            &http,
+            &server.base,
+            json!({"slug": format!("shop-{i}"), "name": "Shop"}),
+        )
+        .await;
         assert_eq!(res.status(), 201);
         let tenant: Value = res.json().await.unwrap();
         assert_eq!(tenant["status"], "active");
@@ -171,9 +168,8 @@ async fn serve_refills_the_pool_and_signup_claims_on_postgres_schemas() {
         let res = http
             .get(format!("{}/resolve", server.base))
             .header("X-Tenant-Id", format!("shop-{i}"))
-            .send()
-            .await
-            .unwrap();
+            .sent()
+            .await;
         assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
             .await

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Cli, PgTestDb, id_of};
+use common::{Cli, PgTestDb, id_of, strs};
 use serde_json::Value;
 use sqlx::Connection;
 
@@ -70,9 +70,7 @@ async fn archives_round_trip_across_strategies_and_refuse_what_is_wrong() {
     let acme = id_of(&lite.json(&[
         "tenants", "create", "--slug", "acme", "--name", "Acme", "--plan", "pro", "--json",
     ]));
-    let other = id_of(&lite.json(&[
-        "tenants", "create", "--slug", "other", "--name", "O", "--json",
-    ]));
+    let other = id_of(&lite.create("other", "O"));
     sqlite_exec(
         &lite,
         "tenancy.db",
@@ -274,9 +272,7 @@ async fn related_tables_move_between_database_strategies() {
         "TENANCY__LIFECYCLE__DEPROVISION_POLICY".into(),
         "drop".into(),
     ));
-    let id = id_of(&pg.json(&[
-        "tenants", "create", "--slug", "shop", "--name", "Shop", "--json",
-    ]));
+    let id = id_of(&pg.create("shop", "Shop"));
     db.track_tenant(&id);
     let base = db.url.rsplit_once('/').unwrap().0.to_owned();
     let mut conn = sqlx::PgConnection::connect(&format!("{base}/tenant_{id}"))
@@ -292,12 +288,7 @@ async fn related_tables_move_between_database_strategies() {
     drop(conn);
     pg.ok(&["tenants", "export", "shop", "--output", "shop.tar"]);
     let m = manifest(&pg.path("shop.tar"));
-    let order: Vec<&str> = m["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let order = strs(&m["tables"], "name");
     assert_eq!(order, ["customers", "orders"], "referenced tables first");
     assert_eq!(m["migration_version"], 2);
 
@@ -346,12 +337,8 @@ async fn purge_removes_every_trace_on_every_strategy() {
             "TENANCY__LIFECYCLE__DEPROVISION_POLICY".into(),
             "archive".into(),
         ));
-        let gone = id_of(&cli.json(&[
-            "tenants", "create", "--slug", "gone", "--name", "G", "--json",
-        ]));
-        let kept = id_of(&cli.json(&[
-            "tenants", "create", "--slug", "kept", "--name", "K", "--json",
-        ]));
+        let gone = id_of(&cli.create("gone", "G"));
+        let kept = id_of(&cli.create("kept", "K"));
         db.track_tenant(&gone);
         db.track_tenant(&kept);
         cli.ok(&["config", "set", "gone", "theme", "\"x\""]);
@@ -423,12 +410,8 @@ async fn purge_removes_every_trace_on_every_strategy() {
 
     // SQLite row level.
     let lite = Cli::sqlite();
-    let gone = id_of(&lite.json(&[
-        "tenants", "create", "--slug", "gone", "--name", "G", "--json",
-    ]));
-    let kept = id_of(&lite.json(&[
-        "tenants", "create", "--slug", "kept", "--name", "K", "--json",
-    ]));
+    let gone = id_of(&lite.create("gone", "G"));
+    let kept = id_of(&lite.create("kept", "K"));
     sqlite_exec(
         &lite,
         "tenancy.db",

@@ -3,11 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+use common::{PgTestDb, Sending, assert_tenant_fields, listening_base};
 
 const ADMIN: &str = "test-admin-token-0123456789";
 
@@ -47,18 +50,7 @@ fn start_with(database_url: Option<&str>, env: &[(&str, &str)], yaml: Option<&st
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let base = listening_base(&mut child);
     Server {
         child,
         base,
@@ -94,7 +86,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.unwrap();
+        let res = req.sent().await;
         let status = res.status();
         let headers = res.headers().clone();
         let text = res.text().await.unwrap();
@@ -157,18 +149,7 @@ async fn scenario(server: &Server) -> String {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{acme}");
-    for field in [
-        "id",
-        "slug",
-        "name",
-        "status",
-        "plan",
-        "metadata",
-        "created_at",
-        "updated_at",
-    ] {
-        assert!(acme.get(field).is_some(), "missing {field}: {acme}");
-    }
+    assert_tenant_fields(&acme);
     assert_eq!(acme["status"], json!("active"));
     let (s, globex) = c
         .admin(
@@ -491,70 +472,16 @@ async fn schema_strategy_on_sqlite_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs PostgreSQL"));
 }
 
-mod pg {
-    use sqlx::{AssertSqlSafe, Connection};
-
-    pub struct Db {
-        pub name: String,
-        pub url: String,
-    }
-
-    fn admin_url() -> String {
-        std::env::var("TENANCY_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-    }
-
-    impl Db {
-        pub async fn new() -> Db {
-            let name = format!("tenancy_test_{}", uuid::Uuid::new_v4().simple());
-            let mut admin = sqlx::PgConnection::connect(&admin_url())
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL is required at {} ({e})", admin_url()));
-            sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-            let url = admin_url()
-                .rsplit_once('/')
-                .map(|(b, _)| format!("{b}/{name}"))
-                .unwrap();
-            Db { name, url }
-        }
-    }
-
-    impl Drop for Db {
-        fn drop(&mut self) {
-            let name = self.name.clone();
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url()).await {
-                        let _ = sqlx::query(AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
 #[tokio::test]
 async fn serve_on_postgres_row_level() {
-    let db = pg::Db::new().await;
+    let db = PgTestDb::new().await;
     let server = start(Some(&db.url), &[]);
     scenario(&server).await;
 }
 
 #[tokio::test]
 async fn serve_on_postgres_database_per_tenant() {
-    let db = pg::Db::new().await;
+    let db = PgTestDb::new().await;
     let server = start(
         Some(&db.url),
         &[
@@ -588,7 +515,7 @@ async fn serve_on_postgres_database_per_tenant() {
 
 #[tokio::test]
 async fn serve_on_postgres_schema_per_tenant() {
-    let db = pg::Db::new().await;
+    let db = PgTestDb::new().await;
     let server = start(
         Some(&db.url),
         &[
@@ -632,9 +559,8 @@ async fn hammer(bases: &[&Server], tenant: &str, n: usize) -> (usize, usize, f64
         let res = http
             .get(format!("{base}/api/notes"))
             .header("x-tenant-id", tenant)
-            .send()
-            .await
-            .unwrap();
+            .sent()
+            .await;
         match res.status() {
             StatusCode::OK => ok += 1,
             StatusCode::TOO_MANY_REQUESTS => {
@@ -728,7 +654,7 @@ async fn two_instances_share_one_redis_limit() {
 
 #[tokio::test]
 async fn suspension_reaches_every_instance_within_a_second_on_postgres() {
-    let db = pg::Db::new().await;
+    let db = PgTestDb::new().await;
     let one = start(Some(&db.url), &[]);
     let two = start(Some(&db.url), &[]);
     let (a, b) = (Client::new(&one), Client::new(&two));
@@ -765,7 +691,7 @@ async fn suspension_reaches_every_instance_within_a_second_on_postgres() {
 
 #[tokio::test]
 async fn database_per_tenant_spreads_over_configured_servers() {
-    let db = pg::Db::new().await;
+    let db = PgTestDb::new().await;
     // Two servers with distinct URLs (one cluster on this machine).
     let via_localhost = db.url.replacen("127.0.0.1", "localhost", 1);
     let yaml = format!(

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, admin_url, id_of, serve};
+use common::{ADMIN_TOKEN, Cli, PgTestDb, Sending, admin_url, id_of, serve, strs};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -64,7 +64,7 @@ async fn call(
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let res = req.send().await.unwrap();
+    let res = req.sent().await;
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
 }
@@ -116,8 +116,8 @@ async fn serve_as_an_ordinary_role_with_a_signed_tenant_setting() {
             KEY.into(),
         ),
     ]);
-    let ta = id_of(&cli.json(&["tenants", "create", "--slug", "ta", "--name", "A", "--json"]));
-    let tb = id_of(&cli.json(&["tenants", "create", "--slug", "tb", "--name", "B", "--json"]));
+    let ta = id_of(&cli.create("ta", "A"));
+    let tb = id_of(&cli.create("tb", "B"));
     let server = serve(&cli);
     for (slug, title) in [("ta", "a's note"), ("tb", "b's note")] {
         let (status, body) = call(
@@ -137,12 +137,7 @@ async fn serve_as_an_ordinary_role_with_a_signed_tenant_setting() {
     )
     .await;
     assert_eq!(status, 200);
-    let titles: Vec<&str> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["title"].as_str().unwrap())
-        .collect();
+    let titles = strs(&body["items"], "title");
     assert_eq!(titles, ["a's note"]);
 
     // The server's role, in a transaction scoped to ta the way the server
@@ -173,12 +168,7 @@ async fn serve_as_an_ordinary_role_with_a_signed_tenant_setting() {
 
     // Export and import still see the tenant's rows under the signed form.
     let rows = cli.json(&["export", "notes", "--tenant-id", "ta"]);
-    let titles: Vec<&str> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["title"].as_str().unwrap())
-        .collect();
+    let titles = strs(&rows, "title");
     assert_eq!(titles, ["a's note"]);
     cli.ok(&["tenants", "export", "ta", "--output", "ta.tar"]);
     let lite = Cli::sqlite();

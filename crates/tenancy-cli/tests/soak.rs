@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, serve};
+use common::{ADMIN_TOKEN, Cli, PgTestDb, Sending, create_tenant, serve};
 use serde_json::json;
 
 const TENANTS: usize = 100;
@@ -81,13 +81,12 @@ async fn soak() {
     let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
     let http = reqwest::Client::new();
     for i in 0..TENANTS {
-        let res = http
-            .post(format!("{}/admin/tenants", bases[0]))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"slug": format!("soak-{i}"), "name": "S"}))
-            .send()
-            .await
-            .unwrap();
+        let res = create_tenant(
+            &http,
+            &bases[0],
+            json!({"slug": format!("soak-{i}"), "name": "S"}),
+        )
+        .await;
         assert_eq!(res.status(), 201);
     }
     let rss_start: Vec<u64> = servers.iter().map(|s| rss_kib(s.child.id())).collect();
@@ -142,9 +141,8 @@ async fn soak() {
                     .post(format!("{base}/admin/tenants/soak-{tenant}/suspend"))
                     .bearer_auth(ADMIN_TOKEN)
                     .json(&json!({"reason": "soak"}))
-                    .send()
-                    .await
-                    .unwrap();
+                    .sent()
+                    .await;
                 assert_eq!(res.status(), 200);
                 let acked = Instant::now();
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -152,9 +150,8 @@ async fn soak() {
                 let res = http
                     .post(format!("{base}/admin/tenants/soak-{tenant}/activate"))
                     .bearer_auth(ADMIN_TOKEN)
-                    .send()
-                    .await
-                    .unwrap();
+                    .sent()
+                    .await;
                 assert_eq!(res.status(), 200);
                 windows.lock().unwrap().push(Window {
                     tenant,

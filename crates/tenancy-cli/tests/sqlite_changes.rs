@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cli, serve};
+use common::{Cli, Sending, serve};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -38,7 +38,7 @@ fn stream(url: String, header: Option<(&'static str, String)>) -> Stream {
             if let Some((name, value)) = &header {
                 req = req.header(*name, value);
             }
-            let res = req.send().await.unwrap();
+            let res = req.sent().await;
             let status = res.status().as_u16();
             // `/resolve` names the resolved tenant in a header.
             let id = res
@@ -153,9 +153,8 @@ async fn cli_changes_reach_a_running_server_within_a_second() {
     let res = c
         .get(format!("{base}/resolve"))
         .header("x-tenant-id", "sw1")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.headers()["x-tenant-id"].to_str().unwrap(),
@@ -165,30 +164,27 @@ async fn cli_changes_reach_a_running_server_within_a_second() {
     let res = c
         .get(format!("{base}/resolve"))
         .header("x-tenant-id", "sw2")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(res.headers()["x-tenant-id"].to_str().unwrap(), sw1);
 
     // A removed domain stops resolving and gets no certificate.
     let ask = format!("{base}/tls/ask?domain=portal.dom.test");
-    assert_eq!(c.get(&ask).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(&ask).sent().await.status(), 200);
     let by_host = c
         .get(format!("{base}/resolve"))
         .header("x-forwarded-host", "portal.dom.test")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(by_host.status(), 200);
     cli.ok(&["domains", "remove", "portal.dom.test"]);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(c.get(&ask).send().await.unwrap().status(), 404);
+    assert_eq!(c.get(&ask).sent().await.status(), 404);
     let by_host = c
         .get(format!("{base}/resolve"))
         .header("x-forwarded-host", "portal.dom.test")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(by_host.status(), 401, "the removed domain names no tenant");
     drop(server);
 }

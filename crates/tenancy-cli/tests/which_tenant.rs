@@ -10,7 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, Server, id_of, serve};
+use common::{ADMIN_TOKEN, Cli, PgTestDb, Server, id_of, serve, titles};
 use serde_json::{Value, json};
 
 const SECRET: &str = "which-tenant-test-secret-0123456789";
@@ -66,17 +66,6 @@ fn chrono_now() -> u64 {
         .as_secs()
 }
 
-fn titles(body: &Value) -> Vec<String> {
-    body["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| n["title"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The status and, when served, the titles of the tenant's notes; else
 /// the problem's code.
 fn notes(server: &Server, head: &str) -> (u16, Value) {
@@ -93,9 +82,9 @@ async fn scenario(cli: &mut Cli) {
         ("TENANCY__AUTH__JWT_SECRET".into(), SECRET.into()),
         ("TENANCY__RESOLUTION__BASE_DOMAIN".into(), "app.test".into()),
     ]);
-    let ta = id_of(&cli.json(&["tenants", "create", "--slug", "ta", "--name", "A", "--json"]));
-    let tb = id_of(&cli.json(&["tenants", "create", "--slug", "tb", "--name", "B", "--json"]));
-    cli.json(&["tenants", "create", "--slug", "tc", "--name", "C", "--json"]);
+    let ta = id_of(&cli.create("ta", "A"));
+    let tb = id_of(&cli.create("tb", "B"));
+    cli.create("tc", "C");
     cli.ok(&["tenants", "suspend", "tc"]);
     let server = serve(cli);
     for (slug, title) in [("ta", "a's note"), ("tb", "b's note")] {

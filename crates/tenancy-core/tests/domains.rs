@@ -4,12 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tenancy_core::*;
+
+use common::{domain, new_tenant};
 
 #[derive(Clone, Default)]
 struct Slow {
@@ -47,16 +51,11 @@ async fn hits_skip_the_store_and_misses_are_coalesced() {
     let store = Slow::default();
     let acme = store
         .inner
-        .create(NewTenant::new("acme", "Acme").unwrap())
+        .create(new_tenant("acme", "Acme"))
         .await
         .unwrap();
     store
-        .add_domain(TenantDomain::new(
-            "portal.acme.com".parse().unwrap(),
-            acme.id.clone(),
-            true,
-            true,
-        ))
+        .add_domain(domain("portal.acme.com", &acme.id, true, true))
         .await
         .unwrap();
     let resolver = DomainResolver::new(Arc::new(store.clone()), Default::default());
@@ -100,12 +99,7 @@ async fn hits_skip_the_store_and_misses_are_coalesced() {
     assert!(resolver.tenant_of("other.example.com").await.is_none());
     store.down.store(false, Ordering::SeqCst);
     store
-        .add_domain(TenantDomain::new(
-            "other.example.com".parse().unwrap(),
-            acme.id.clone(),
-            false,
-            true,
-        ))
+        .add_domain(domain("other.example.com", &acme.id, false, true))
         .await
         .unwrap();
     assert!(resolver.tenant_of("other.example.com").await.is_some());

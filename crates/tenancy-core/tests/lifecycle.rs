@@ -2,12 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::json;
 use tenancy_core::*;
 use tokio::sync::broadcast::Receiver;
+
+use common::{name_update, new_tenant, slug_update};
 
 fn drain(rx: &mut Receiver<TenantEvent>) -> Vec<&'static str> {
     let mut kinds = Vec::new();
@@ -69,22 +73,13 @@ async fn every_transition_publishes_its_event() {
     let mut rx = svc.event_bus().subscribe();
 
     let t = svc
-        .create(NewTenant::new("acme", "Acme").unwrap().plan("pro"))
+        .create(new_tenant("acme", "Acme").plan("pro"))
         .await
         .unwrap();
     assert_eq!(t.status, TenantStatus::Active);
     assert_eq!(drain(&mut rx), ["created"]);
 
-    let t = svc
-        .update(
-            &t.id,
-            TenantUpdate {
-                name: Some("Acme 2".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let t = svc.update(&t.id, name_update("Acme 2")).await.unwrap();
     assert_eq!(
         (t.name.as_str(), t.plan.as_deref()),
         ("Acme 2", Some("pro"))
@@ -119,10 +114,7 @@ async fn every_transition_publishes_its_event() {
 #[tokio::test]
 async fn repeating_a_status_is_a_no_op_without_event() {
     let (svc, _) = service(Recording::default(), DeprovisionPolicy::Keep);
-    let t = svc
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let t = svc.create(new_tenant("acme", "Acme")).await.unwrap();
     let mut rx = svc.event_bus().subscribe();
     svc.activate(&t.id).await.unwrap();
     svc.deactivate(&t.id).await.unwrap();
@@ -135,10 +127,7 @@ async fn provisioning_tenants_cannot_be_suspended_or_deactivated() {
     let store = MemoryStore::new();
     let svc = LifecycleService::new(Arc::new(store.clone()))
         .provisioner(Provisioner::new(Arc::new(Recording::default())).auto_provision(false));
-    let t = svc
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let t = svc.create(new_tenant("acme", "Acme")).await.unwrap();
     assert_eq!(t.status, TenantStatus::Provisioning);
     assert!(matches!(
         svc.suspend(&t.id, None).await,
@@ -167,10 +156,7 @@ async fn failed_provisioning_leaves_nothing_and_names_the_step() {
     };
     let (svc, store) = service(strategy, DeprovisionPolicy::Keep);
     let mut rx = svc.event_bus().subscribe();
-    let err = svc
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap_err();
+    let err = svc.create(new_tenant("acme", "Acme")).await.unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("create schema") && text.contains("disk full"),
@@ -191,10 +177,7 @@ async fn failed_provisioning_leaves_nothing_and_names_the_step() {
 async fn deactivate_and_delete_run_the_deprovision_policy() {
     let strategy = Recording::default();
     let (svc, _) = service(strategy.clone(), DeprovisionPolicy::Archive);
-    let t = svc
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let t = svc.create(new_tenant("acme", "Acme")).await.unwrap();
     svc.deactivate(&t.id).await.unwrap();
     svc.activate(&t.id).await.unwrap();
     svc.delete(&t.id).await.unwrap();
@@ -212,13 +195,8 @@ async fn deactivate_and_delete_run_the_deprovision_policy() {
 #[tokio::test]
 async fn duplicate_and_invalid_input_are_refused_clearly() {
     let (svc, _) = service(Recording::default(), DeprovisionPolicy::Keep);
-    svc.create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
-    let err = svc
-        .create(NewTenant::new("acme", "Other").unwrap())
-        .await
-        .unwrap_err();
+    svc.create(new_tenant("acme", "Acme")).await.unwrap();
+    let err = svc.create(new_tenant("acme", "Other")).await.unwrap_err();
     assert!(
         matches!(err, LifecycleError::Store(StoreError::DuplicateSlug(ref s)) if s == "acme"),
         "{err}"
@@ -255,15 +233,9 @@ async fn ids_and_slugs_are_one_namespace() {
         )
         .await
         .unwrap();
-    let acme = svc
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let acme = svc.create(new_tenant("acme", "Acme")).await.unwrap();
     // A slug equal to another tenant's id.
-    let err = svc
-        .create(NewTenant::new("b-uuid", "Evil").unwrap())
-        .await
-        .unwrap_err();
+    let err = svc.create(new_tenant("b-uuid", "Evil")).await.unwrap_err();
     assert!(
         matches!(&err, LifecycleError::Store(StoreError::NameTaken { name, other: "id" }) if name == "b-uuid"),
         "{err}"
@@ -287,28 +259,14 @@ async fn ids_and_slugs_are_one_namespace() {
     );
     // A rename onto another tenant's id; a rename onto its own id is fine.
     let err = svc
-        .update(
-            &acme.id,
-            TenantUpdate {
-                slug: Some("b-uuid".parse().unwrap()),
-                ..Default::default()
-            },
-        )
+        .update(&acme.id, slug_update("b-uuid"))
         .await
         .unwrap_err();
     assert!(
         matches!(&err, LifecycleError::Store(StoreError::NameTaken { .. })),
         "{err}"
     );
-    svc.update(
-        &tb.id,
-        TenantUpdate {
-            slug: Some("b-uuid".parse().unwrap()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    svc.update(&tb.id, slug_update("b-uuid")).await.unwrap();
     // Nothing refused was written: `b-uuid` still names tb alone.
     assert_eq!(store.find("b-uuid").await.unwrap().unwrap().id, tb.id);
     assert_eq!(store.find("acme").await.unwrap().unwrap().id, acme.id);
@@ -318,10 +276,7 @@ async fn ids_and_slugs_are_one_namespace() {
 async fn events_serialize_with_their_kind() {
     let (svc, _) = service(Recording::default(), DeprovisionPolicy::Keep);
     let mut rx = svc.event_bus().subscribe();
-    let t = svc
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let t = svc.create(new_tenant("acme", "Acme")).await.unwrap();
     svc.suspend(&t.id, Some("fraud")).await.unwrap();
     let _created = rx.recv().await.unwrap();
     let suspended = serde_json::to_value(rx.recv().await.unwrap()).unwrap();

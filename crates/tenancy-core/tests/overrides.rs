@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,6 +11,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tenancy_core::config::OverridesConfig;
 use tenancy_core::*;
+
+use common::new_tenant;
 
 #[derive(Clone, Default)]
 struct CountingConfig {
@@ -44,13 +48,13 @@ async fn setup() -> (
     let store = CountingConfig::default();
     let a = store
         .inner
-        .create(NewTenant::new("acme", "A").unwrap())
+        .create(new_tenant("acme", "A"))
         .await
         .unwrap()
         .id;
     let b = store
         .inner
-        .create(NewTenant::new("globex", "B").unwrap())
+        .create(new_tenant("globex", "B"))
         .await
         .unwrap()
         .id;

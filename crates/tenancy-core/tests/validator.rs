@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -9,6 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tenancy_core::config::ValidationConfig;
 use tenancy_core::*;
+
+use common::{name_update, new_tenant, slug_update};
 
 /// Counts store lookups; can be made slow or unavailable.
 #[derive(Clone, Default)]
@@ -35,33 +39,30 @@ impl CountingStore {
     }
 }
 
+type Res<T> = Result<T, StoreError>;
+
 #[async_trait]
 impl TenantStore for CountingStore {
-    async fn get(&self, id: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
+    async fn get(&self, id: &TenantId) -> Res<Option<TenantInfo>> {
         self.counted().await?;
         self.inner.get(id).await
     }
-    async fn get_by_slug(&self, slug: &str) -> Result<Option<TenantInfo>, StoreError> {
+    async fn get_by_slug(&self, slug: &str) -> Res<Option<TenantInfo>> {
         self.inner.get_by_slug(slug).await
     }
-    async fn list(&self, q: ListQuery) -> Result<TenantPage, StoreError> {
+    async fn list(&self, q: ListQuery) -> Res<TenantPage> {
         self.inner.list(q).await
     }
-    async fn create(&self, t: NewTenant) -> Result<TenantInfo, StoreError> {
+    async fn create(&self, t: NewTenant) -> Res<TenantInfo> {
         self.inner.create(t).await
     }
-    async fn update(&self, id: &TenantId, u: TenantUpdate) -> Result<TenantInfo, StoreError> {
+    async fn update(&self, id: &TenantId, u: TenantUpdate) -> Res<TenantInfo> {
         self.inner.update(id, u).await
     }
-    async fn set_status(
-        &self,
-        id: &TenantId,
-        s: TenantStatus,
-        r: Option<&str>,
-    ) -> Result<TenantInfo, StoreError> {
+    async fn set_status(&self, id: &TenantId, s: TenantStatus, r: Option<&str>) -> Res<TenantInfo> {
         self.inner.set_status(id, s, r).await
     }
-    async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
+    async fn delete(&self, id: &TenantId) -> Res<bool> {
         self.inner.delete(id).await
     }
 }
@@ -73,10 +74,7 @@ async fn setup(
     let validator = Validator::new(Arc::new(store.clone()), config);
     let lifecycle =
         LifecycleService::new(Arc::new(store.inner.clone())).invalidates(validator.clone());
-    let acme = lifecycle
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let acme = lifecycle.create(new_tenant("acme", "Acme")).await.unwrap();
     (validator, lifecycle, acme)
 }
 
@@ -140,13 +138,7 @@ async fn slug_rename_frees_the_old_slug_at_once() {
     let (validator, lifecycle, acme) = setup(CountingStore::default(), &Default::default()).await;
     validator.validate(&r("acme")).await.unwrap();
     lifecycle
-        .update(
-            &acme.id,
-            TenantUpdate {
-                slug: Some(Slug::new("acme2").unwrap()),
-                ..Default::default()
-            },
-        )
+        .update(&acme.id, slug_update("acme2"))
         .await
         .unwrap();
     assert_eq!(
@@ -193,7 +185,7 @@ async fn creating_a_tenant_clears_its_negative_entry() {
         Rejection::Unknown
     );
     lifecycle
-        .create(NewTenant::new("globex", "Globex").unwrap())
+        .create(new_tenant("globex", "Globex"))
         .await
         .unwrap();
     assert!(validator.validate(&r("globex")).await.is_ok());
@@ -332,13 +324,7 @@ async fn a_hot_tenant_is_suspended_at_once_through_every_threads_copy() {
         assert!(validator.validate(&by_slug).await.is_ok());
     }
     lifecycle
-        .update(
-            &acme.id,
-            TenantUpdate {
-                name: Some("Acme Renamed".into()),
-                ..Default::default()
-            },
-        )
+        .update(&acme.id, name_update("Acme Renamed"))
         .await
         .unwrap();
     assert_eq!(
@@ -373,18 +359,12 @@ async fn two_validators_never_share_copies() {
     // still provisioning in the other. Neither validator has seen an
     // invalidation, so only their identity tells their copies apart.
     let (store_a, store_b) = (MemoryStore::new(), MemoryStore::new());
-    let a = store_a
-        .create(NewTenant::new("acme", "A").unwrap())
-        .await
-        .unwrap();
+    let a = store_a.create(new_tenant("acme", "A")).await.unwrap();
     store_a
         .set_status(&a.id, TenantStatus::Active, None)
         .await
         .unwrap();
-    store_b
-        .create(NewTenant::new("acme", "B").unwrap())
-        .await
-        .unwrap();
+    store_b.create(new_tenant("acme", "B")).await.unwrap();
     let active = Validator::new(Arc::new(store_a), &Default::default());
     let other = Validator::new(Arc::new(store_b), &Default::default());
     let acme = TenantRef::new("acme");

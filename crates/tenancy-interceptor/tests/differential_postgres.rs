@@ -8,11 +8,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "../../tenancy-sql/tests/common/own_runtime.rs"]
+mod own_runtime;
 
 use common::{ALL_TABLES, Case, TENANT_TABLES, corpus, data, schema, sorted};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, PgConnection, Row, TypeInfo};
 use tenancy_interceptor::{Dialect, Interceptor, TenantTables};
+
+use own_runtime::on_own_runtime;
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -47,21 +51,14 @@ impl TempDb {
 impl Drop for TempDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut admin = admin().await;
-                let _ = admin
-                    .execute(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await;
-            });
-        })
-        .join();
+        on_own_runtime(move || async move {
+            let mut admin = admin().await;
+            let _ = admin
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await;
+        });
     }
 }
 

@@ -20,25 +20,14 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use tenancy_core::{
     LifecycleService, NewTenant, Rejection, TenantRef, TenantStatus, TenantStore, Validator,
 };
-use tenancy_sql::{ChangeTargets, PgChangeListener, PgStore};
+use tenancy_sql::{ChangeTargets, PgChangeListener};
 
 const WARMUP: usize = 10;
 const GIVE_UP: Duration = Duration::from_secs(5);
-
-async fn store(url: &str) -> PgStore {
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(url)
-        .await
-        .unwrap();
-    let store = PgStore::new(pool);
-    store.migrate().await.unwrap();
-    store
-}
 
 /// Spins on `validator` until `done` holds for its answer; the time taken.
 async fn until(
@@ -77,22 +66,15 @@ fn summary(name: &str, samples: &mut [Duration]) {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("INVALIDATION_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rounds = common::rounds("INVALIDATION_ROUNDS", 200);
+    let runtime = common::bench_runtime();
     runtime.block_on(async {
         let db = common::PgTestDb::new().await;
         // Process A: makes the changes.
-        let a_store = store(&db.url).await;
+        let a_store = common::pg_store(&db.url).await;
         let a = LifecycleService::new(Arc::new(a_store.clone()));
         // Process B: serves requests from its cache, kept fresh by its listener.
-        let b_store: Arc<dyn TenantStore> = Arc::new(store(&db.url).await);
+        let b_store: Arc<dyn TenantStore> = Arc::new(common::pg_store(&db.url).await);
         let b = Validator::new(b_store, &Default::default());
         let options = db.url.parse::<PgConnectOptions>().unwrap();
         let listener = PgChangeListener::spawn(options, ChangeTargets::new().validator(b.clone()));

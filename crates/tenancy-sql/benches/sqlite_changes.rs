@@ -17,23 +17,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenancy_core::{
     LifecycleService, NewTenant, Rejection, TenantRef, TenantStatus, TenantStore, Validator,
 };
-use tenancy_sql::{ChangeTargets, SqliteChangeListener, SqliteStore};
+use tenancy_sql::{ChangeTargets, SqliteChangeListener};
 
 const GIVE_UP: Duration = Duration::from_secs(5);
-
-async fn open(path: &std::path::Path) -> SqliteStore {
-    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    store
-}
 
 fn summary(name: &str, samples: &mut [Duration]) -> Duration {
     samples.sort();
@@ -96,21 +91,14 @@ fn hits(validator: &Validator, reference: &str, for_: Duration) -> f64 {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("SQLITE_CHANGES_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rounds = common::rounds("SQLITE_CHANGES_ROUNDS", 40);
+    let runtime = common::bench_runtime();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tenancy.db");
-        let a_store = open(&path).await;
+        let a_store = common::sqlite_store(&path).await;
         let a = LifecycleService::new(Arc::new(a_store.clone()));
-        let b_store = open(&path).await;
+        let b_store = common::sqlite_store(&path).await;
         let b_dyn: Arc<dyn TenantStore> = Arc::new(b_store.clone());
         let b = Validator::new(b_dyn, &Default::default());
         let acme = a.create(NewTenant::new("acme", "Acme").unwrap()).await.unwrap();
@@ -172,7 +160,7 @@ fn main() {
             .execute(b_store.pool())
             .await
             .unwrap();
-        let bare_store = open(&bare_path).await;
+        let bare_store = common::sqlite_store(&bare_path).await;
         let triggers: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'tenancy_%'",
         )

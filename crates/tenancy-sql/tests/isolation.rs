@@ -14,6 +14,8 @@ use tenancy_core::config::DeprovisionPolicy;
 use tenancy_core::*;
 use tenancy_sql::*;
 
+use common::{new_tenant, register_notes};
+
 fn notes_migrations() -> Migrations {
     Migrations::new(vec![Migration {
         version: 1,
@@ -179,10 +181,7 @@ async fn row_level_security_on_postgres() {
         .execute(&admin)
         .await
         .unwrap();
-    PgRowLevel::new(admin.clone())
-        .register_table("notes", "tenant_id")
-        .await
-        .unwrap();
+    register_notes(&admin).await;
     // One connection: every transaction reuses the previous one's connection.
     let app = app_role_pool(&db, &admin).await;
     let rls = PgRowLevel::new(app.clone())
@@ -591,11 +590,7 @@ async fn the_signature_never_shows_in_pg_stat_activity() {
 #[tokio::test]
 async fn schema_per_tenant_on_postgres() {
     let db = common::PgTestDb::new().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&db.url)
-        .await
-        .unwrap();
+    let pool = db.pool(1).await;
     let schemas = PgSchemaIsolation::new(pool.clone(), notes_migrations());
     let (ta, tb) = (
         tenant(&format!("A{}", &db.name[14..24])),
@@ -793,7 +788,7 @@ async fn failed_schema_provisioning_leaves_nothing() {
         LifecycleService::new(store.clone()).provisioner(Provisioner::new(Arc::new(schemas)));
     let id: TenantId = format!("f{}", &db.name[14..26]).parse().unwrap();
     let err = lifecycle
-        .create(NewTenant::new("failing", "F").unwrap().id(id.clone()))
+        .create(new_tenant("failing", "F").id(id.clone()))
         .await
         .unwrap_err();
     let text = err.to_string();

@@ -11,16 +11,15 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener};
 use tenancy_core::*;
 use tenancy_sql::{CHANGES_CHANNEL, ChangeTargets, PgChangeListener, PgStore};
 
-use common::PgTestDb;
+use common::{PgTestDb, name_update, new_tenant, pg_store, slug_update, within};
 
 /// One service process: its own pool and caches over the shared database.
 struct Process {
@@ -33,13 +32,7 @@ struct Process {
 
 impl Process {
     async fn start(url: &str) -> Self {
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect(url)
-            .await
-            .unwrap();
-        let store = PgStore::new(pool);
-        store.migrate().await.unwrap();
+        let store = pg_store(url).await;
         let validator = Validator::new(Arc::new(store.clone()), &Default::default());
         let config_cache = CachedConfigStore::new(Arc::new(store.clone()), &Default::default());
         let lifecycle =
@@ -74,25 +67,6 @@ impl Process {
     }
 }
 
-/// Polls `check` every 10 ms until it holds or `limit` passes; returns
-/// the time it took, or `None`.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until `listener` has applied `n` notifications, so what the test
 /// caches next is not invalidated by an earlier change arriving late.
 async fn settle(listener: &PgChangeListener, n: u64) {
@@ -118,7 +92,7 @@ async fn another_process_sees_tenant_and_config_changes_within_a_second() {
 
     let acme = a
         .lifecycle
-        .create(NewTenant::new("acme", "Acme").unwrap())
+        .create(new_tenant("acme", "Acme"))
         .await
         .unwrap();
     // Created, then activated.
@@ -160,13 +134,7 @@ async fn another_process_sees_tenant_and_config_changes_within_a_second() {
         Err(Rejection::Unknown)
     );
     a.lifecycle
-        .update(
-            &acme.id,
-            TenantUpdate {
-                slug: Some("acme-corp".parse().unwrap()),
-                ..Default::default()
-            },
-        )
+        .update(&acme.id, slug_update("acme-corp"))
         .await
         .unwrap();
     let seen = within(Duration::from_secs(1), || async {
@@ -224,7 +192,7 @@ async fn the_listener_survives_a_terminated_connection_and_clears_its_caches() {
     let (listener, app) = b.listen(&db.url).await;
     let acme = a
         .lifecycle
-        .create(NewTenant::new("acme", "Acme").unwrap())
+        .create(new_tenant("acme", "Acme"))
         .await
         .unwrap();
     settle(&listener, 2).await;
@@ -304,7 +272,7 @@ async fn unreadable_notifications_clear_the_caches() {
     let (listener, _) = b.listen(&db.url).await;
     let acme = a
         .lifecycle
-        .create(NewTenant::new("acme", "Acme").unwrap())
+        .create(new_tenant("acme", "Acme"))
         .await
         .unwrap();
     settle(&listener, 2).await;
@@ -346,38 +314,21 @@ async fn every_committed_change_is_announced_and_failed_ones_are_not() {
     raw.listen(CHANGES_CHANNEL).await.unwrap();
     let store = &a.store;
 
-    let acme = store
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let acme = store.create(new_tenant("acme", "Acme")).await.unwrap();
     let id = acme.id.as_str();
     let tenant = |slug: &str, previous: Option<&str>| json!({"kind": "tenant", "id": id, "slug": slug, "previous_slug": previous});
     let config = json!({"kind": "config", "id": id, "slug": null, "previous_slug": null});
     assert_eq!(next_notice(&mut raw).await, tenant("acme", None));
-    let globex = store
-        .create(NewTenant::new("globex", "Globex").unwrap())
-        .await
-        .unwrap();
+    let globex = store.create(new_tenant("globex", "Globex")).await.unwrap();
     next_notice(&mut raw).await;
     store.activate(&acme.id).await.unwrap();
     assert_eq!(next_notice(&mut raw).await, tenant("acme", None));
 
     // Changes that fail (and roll back) announce nothing.
+    assert!(store.create(new_tenant("acme", "Again")).await.is_err());
     assert!(
         store
-            .create(NewTenant::new("acme", "Again").unwrap())
-            .await
-            .is_err()
-    );
-    assert!(
-        store
-            .update(
-                &acme.id,
-                TenantUpdate {
-                    slug: Some("globex".parse().unwrap()),
-                    ..Default::default()
-                },
-            )
+            .update(&acme.id, slug_update("globex"),)
             .await
             .is_err()
     );
@@ -412,24 +363,12 @@ async fn every_committed_change_is_announced_and_failed_ones_are_not() {
     store.suspend(&acme.id, Some("unpaid")).await.unwrap();
     assert_eq!(next_notice(&mut raw).await, tenant("acme", None));
     store
-        .update(
-            &acme.id,
-            TenantUpdate {
-                name: Some("Acme Corp".into()),
-                ..Default::default()
-            },
-        )
+        .update(&acme.id, name_update("Acme Corp"))
         .await
         .unwrap();
     assert_eq!(next_notice(&mut raw).await, tenant("acme", None));
     store
-        .update(
-            &acme.id,
-            TenantUpdate {
-                slug: Some("acme-corp".parse().unwrap()),
-                ..Default::default()
-            },
-        )
+        .update(&acme.id, slug_update("acme-corp"))
         .await
         .unwrap();
     assert_eq!(
@@ -459,7 +398,7 @@ async fn keepalive_checks_lose_no_notifications() {
     let (listener, _) = b.listen(&db.url).await;
     let acme = a
         .lifecycle
-        .create(NewTenant::new("acme", "Acme").unwrap())
+        .create(new_tenant("acme", "Acme"))
         .await
         .unwrap();
     settle(&listener, 2).await;

@@ -11,10 +11,12 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use tenancy_core::config::DeprovisionPolicy;
 use tenancy_core::*;
 use tenancy_sql::*;
+
+use common::new_tenant;
 
 fn tables(n: i64) -> Migrations {
     Migrations::new(
@@ -95,7 +97,7 @@ where
     let new = make(tables(3));
     let (lifecycle, pool) = lifecycle(store, Arc::new(new.clone()), 3);
     let acme = lifecycle
-        .create(NewTenant::new("acme", "Acme").unwrap().plan("pro"))
+        .create(new_tenant("acme", "Acme").plan("pro"))
         .await
         .unwrap();
     assert!(members.contains(&acme.id), "claimed from the pool");
@@ -112,7 +114,7 @@ where
 
     // A taken slug fails the claim and the member stays.
     let err = lifecycle
-        .create(NewTenant::new("acme", "Again").unwrap())
+        .create(new_tenant("acme", "Again"))
         .await
         .unwrap_err();
     assert!(
@@ -181,11 +183,7 @@ where
 }
 
 async fn store_on(db: &common::PgTestDb) -> (PgStore, PgPool) {
-    let pool = PgPoolOptions::new()
-        .max_connections(12)
-        .connect(&db.url)
-        .await
-        .unwrap();
+    let pool = db.pool(12).await;
     let store = PgStore::new(pool.clone());
     store.migrate().await.unwrap();
     (store, pool)

@@ -19,6 +19,8 @@ use sqlx::{AssertSqlSafe, ConnectOptions};
 use tenancy_core::*;
 use tenancy_sql::*;
 
+use common::register_notes;
+
 struct Bouncer {
     dir: tempfile::TempDir,
     port: u16,
@@ -198,11 +200,7 @@ fn notes(sql: &str) -> Migrations {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_level_and_schema_isolation_behind_pgbouncer() {
     let db = common::PgTestDb::new().await;
-    let admin = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .unwrap();
+    let admin = db.pool(2).await;
     let role = format!("app_{}", &db.name[db.name.len() - 12..]);
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE TABLE notes (id BIGSERIAL PRIMARY KEY, tenant_id TEXT NOT NULL, body TEXT NOT NULL); \
@@ -212,10 +210,7 @@ async fn row_level_and_schema_isolation_behind_pgbouncer() {
     .execute(&admin)
     .await
     .unwrap();
-    PgRowLevel::new(admin.clone())
-        .register_table("notes", "tenant_id")
-        .await
-        .unwrap();
+    register_notes(&admin).await;
     let bouncer = Bouncer::start(&["postgres", &role]);
 
     // Row level, as an ordinary role: RLS keyed on a transaction-local

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tenancy_core::TenantId;
 use tenancy_sql::portable::TenantData;
@@ -58,11 +57,7 @@ fn value(raw: &RawValue) -> Value {
 #[tokio::test]
 async fn postgres_every_type_exported_exactly_and_round_tripped() {
     let db = common::PgTestDb::new().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .unwrap();
+    let pool = db.pool(2).await;
     sqlx::raw_sql(PG_TABLE).execute(&pool).await.unwrap();
     let acme: TenantId = "acme".parse().unwrap();
     let data = TenantData::pg_shared(pool.clone(), acme.clone(), "tenant_id").unwrap();
@@ -159,11 +154,7 @@ async fn postgres_every_type_exported_exactly_and_round_tripped() {
 
     // Import into another tenant's own database, export again: identical.
     let other = common::PgTestDb::new().await;
-    let other_pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&other.url)
-        .await
-        .unwrap();
+    let other_pool = other.pool(2).await;
     sqlx::raw_sql(PG_TABLE.split("INSERT INTO").next().unwrap())
         .execute(&other_pool)
         .await

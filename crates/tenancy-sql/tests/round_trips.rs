@@ -33,7 +33,7 @@ use tenancy_sql::{CHANGES_CHANNEL, PgStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::PgTestDb;
+use common::{PgTestDb, migrated, name_update, new_tenant, slug_update};
 
 /// The client's messages, one string of message type bytes per exchange
 /// (`0` for an untyped startup message), over every proxied connection.
@@ -175,9 +175,7 @@ async fn proxied_store(db: &PgTestDb, proxy: &Proxy) -> PgStore {
         .connect_with(options)
         .await
         .unwrap();
-    let store = PgStore::new(pool);
-    store.migrate().await.unwrap();
-    store
+    migrated(PgStore::new(pool)).await
 }
 
 async fn upstream() -> SocketAddr {
@@ -239,18 +237,9 @@ async fn every_write_is_one_round_trip_with_its_notification() {
     let store = proxied_store(&db, &proxy).await;
 
     // Warm the statement cache: one call of each write, failures included.
-    let warm = store
-        .create(NewTenant::new("warm", "Warm").unwrap())
-        .await
-        .unwrap();
-    let _ = store
-        .create(NewTenant::new("warm", "Again").unwrap())
-        .await
-        .unwrap_err();
-    let rename = TenantUpdate {
-        slug: Some("warm-2".parse().unwrap()),
-        ..Default::default()
-    };
+    let warm = store.create(new_tenant("warm", "Warm")).await.unwrap();
+    let _ = store.create(new_tenant("warm", "Again")).await.unwrap_err();
+    let rename = slug_update("warm-2");
     store.update(&warm.id, rename).await.unwrap();
     let _ = store
         .set_status(&warm.id, TenantStatus::Suspended, None)
@@ -279,15 +268,9 @@ async fn every_write_is_one_round_trip_with_its_notification() {
     // Listens on its own connection, not through the proxy.
     let mut listener = PgListener::connect(&db.url).await.unwrap();
     listener.listen(CHANGES_CHANNEL).await.unwrap();
-    let marker = store
-        .create(NewTenant::new("marker", "Marker").unwrap())
-        .await
-        .unwrap();
+    let marker = store.create(new_tenant("marker", "Marker")).await.unwrap();
     expect_notification(&mut listener, tenant_change(&marker, None)).await;
-    let taken = store
-        .create(NewTenant::new("taken", "Taken").unwrap())
-        .await
-        .unwrap();
+    let taken = store.create(new_tenant("taken", "Taken")).await.unwrap();
     expect_notification(&mut listener, tenant_change(&taken, None)).await;
 
     let mut ok = Vec::new();
@@ -298,16 +281,13 @@ async fn every_write_is_one_round_trip_with_its_notification() {
         &mut ok,
         "create",
         1,
-        store.create(NewTenant::new("acme", "Acme").unwrap().plan("pro")),
+        store.create(new_tenant("acme", "Acme").plan("pro")),
     )
     .await
     .unwrap();
     expect_notification(&mut listener, tenant_change(&acme, None)).await;
 
-    let renamed = TenantUpdate {
-        name: Some("Acme Corp".into()),
-        ..Default::default()
-    };
+    let renamed = name_update("Acme Corp");
     let acme = measured(
         &proxy,
         &mut ok,
@@ -476,7 +456,7 @@ async fn every_write_is_one_round_trip_with_its_notification() {
         &mut refused,
         "create (duplicate slug)",
         1,
-        store.create(NewTenant::new("taken", "Again").unwrap()),
+        store.create(new_tenant("taken", "Again")),
     )
     .await
     .unwrap_err();
@@ -486,10 +466,7 @@ async fn every_write_is_one_round_trip_with_its_notification() {
     );
     nothing_sent(&mut listener).await;
 
-    let steal = TenantUpdate {
-        slug: Some("taken".parse().unwrap()),
-        ..Default::default()
-    };
+    let steal = slug_update("taken");
     let err = measured(
         &proxy,
         &mut refused,

@@ -4,37 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tenancy_core::*;
 use tenancy_sql::{ChangeTargets, SqliteChangeListener, SqliteStore};
 
-async fn open(path: &std::path::Path) -> SqliteStore {
-    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    store
-}
+use common::{new_tenant, sqlite_store, within};
 
-/// Polls until `check` holds, at most `limit`; the time it took.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn open(path: &std::path::Path) -> SqliteStore {
+    sqlite_store(path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,10 +35,7 @@ async fn another_process_changes_reach_the_caches_within_a_second() {
             .config_cache(config.clone()),
     );
 
-    let acme = there
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let acme = there.create(new_tenant("acme", "Acme")).await.unwrap();
     there
         .set_status(&acme.id, TenantStatus::Active, None)
         .await

@@ -8,6 +8,8 @@ use serde_json::json;
 use tenancy_core::*;
 use tenancy_sql::{PgStore, SqliteStore};
 
+use common::{domain, name_update, new_tenant, slug_update};
+
 /// Listing by status and search (the console's filters).
 async fn search_conformance<S: TenantStore>(store: S) {
     for (slug, name) in [
@@ -70,14 +72,8 @@ async fn search_conformance<S: TenantStore>(store: S) {
 /// The audit log: newest first, by tenant, paged, values kept
 /// exactly, entries outliving their tenant.
 async fn audit_conformance<S: TenantStore + AuditStore>(store: S) {
-    let a = store
-        .create(NewTenant::new("aud-a", "A").unwrap())
-        .await
-        .unwrap();
-    let b = store
-        .create(NewTenant::new("aud-b", "B").unwrap())
-        .await
-        .unwrap();
+    let a = store.create(new_tenant("aud-a", "A")).await.unwrap();
+    let b = store.create(new_tenant("aud-b", "B")).await.unwrap();
     let before = json!({"status": "active", "name": "A \u{1F600} \"q\""});
     let after = json!({"status": "suspended", "reason": null, "n": 1.5});
     for i in 0..5 {
@@ -145,14 +141,8 @@ async fn audit_conformance<S: TenantStore + AuditStore>(store: S) {
 /// Domains: unique across tenants, one primary, pending until
 /// verified, gone with their tenant; and the `domain` resolver over them.
 async fn domain_conformance<S: TenantStore + DomainStore + Clone>(store: S) {
-    let a = store
-        .create(NewTenant::new("dom-a", "A").unwrap())
-        .await
-        .unwrap();
-    let b = store
-        .create(NewTenant::new("dom-b", "B").unwrap())
-        .await
-        .unwrap();
+    let a = store.create(new_tenant("dom-a", "A")).await.unwrap();
+    let b = store.create(new_tenant("dom-b", "B")).await.unwrap();
     let portal: Domain = "Portal.A.test.".parse().unwrap();
     let added = store
         .add_domain(TenantDomain::new(portal.clone(), a.id.clone(), true, false))
@@ -184,12 +174,7 @@ async fn domain_conformance<S: TenantStore + DomainStore + Clone>(store: S) {
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     // A second primary demotes the first.
     store
-        .add_domain(TenantDomain::new(
-            "www.a.test".parse().unwrap(),
-            a.id.clone(),
-            true,
-            true,
-        ))
+        .add_domain(domain("www.a.test", &a.id, true, true))
         .await
         .unwrap();
     let list = store.list_domains(&a.id).await.unwrap();
@@ -264,7 +249,7 @@ async fn domain_conformance<S: TenantStore + DomainStore + Clone>(store: S) {
 async fn conformance<S: TenantStore + ConfigStore>(store: S) {
     // create: generated id, Provisioning, metadata default
     let acme = store
-        .create(NewTenant::new("acme", "Acme").unwrap().plan("pro"))
+        .create(new_tenant("acme", "Acme").plan("pro"))
         .await
         .unwrap();
     assert_eq!(acme.status, TenantStatus::Provisioning);
@@ -307,7 +292,7 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
 
     // duplicates
     assert!(matches!(
-        store.create(NewTenant::new("acme", "Again").unwrap()).await,
+        store.create(new_tenant("acme", "Again")).await,
         Err(StoreError::DuplicateSlug(s)) if s == "acme"
     ));
     assert!(matches!(
@@ -323,13 +308,7 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
 
     // update: only given fields; slug uniqueness; plan cleared with Some(None)
     let updated = store
-        .update(
-            &acme.id,
-            TenantUpdate {
-                name: Some("Acme Corp".into()),
-                ..Default::default()
-            },
-        )
+        .update(&acme.id, name_update("Acme Corp"))
         .await
         .unwrap();
     assert_eq!(
@@ -353,15 +332,7 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
         .unwrap();
     assert_eq!(cleared.plan, None);
     assert!(matches!(
-        store
-            .update(
-                &acme.id,
-                TenantUpdate {
-                    slug: Some(Slug::new("globex").unwrap()),
-                    ..Default::default()
-                }
-            )
-            .await,
+        store.update(&acme.id, slug_update("globex")).await,
         Err(StoreError::DuplicateSlug(_))
     ));
     assert!(matches!(
@@ -457,10 +428,7 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
     let hostile = store
         .update(
             &globex.id,
-            TenantUpdate {
-                name: Some("x'); DROP TABLE tenancy_tenants;--".into()),
-                ..Default::default()
-            },
+            name_update("x'); DROP TABLE tenancy_tenants;--"),
         )
         .await
         .unwrap();
@@ -478,10 +446,7 @@ async fn conformance<S: TenantStore + ConfigStore>(store: S) {
         store.get_by_slug("acme").await.unwrap().is_none(),
         "the slug is free again"
     );
-    store
-        .create(NewTenant::new("acme", "Reborn").unwrap())
-        .await
-        .unwrap();
+    store.create(new_tenant("acme", "Reborn")).await.unwrap();
     store.check().await.unwrap();
 }
 

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::extract::FromRef;
 use axum::response::IntoResponse;
@@ -17,6 +19,8 @@ use serde_json::{Value, json};
 use tenancy::sqlx::{self, Sqlite};
 use tenancy::*;
 use tower::ServiceExt;
+
+use common::{create, new_tenant};
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
     let res = app.clone().oneshot(req).await.unwrap();
@@ -281,16 +285,8 @@ async fn tenant_db_extractor_is_bound_to_the_requests_tenant() {
         .isolation(files.clone())
         .build()
         .unwrap();
-    let acme = tenancy
-        .lifecycle()
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
-    tenancy
-        .lifecycle()
-        .create(NewTenant::new("globex", "Globex").unwrap())
-        .await
-        .unwrap();
+    let acme = create(&tenancy, "acme", "Acme").await;
+    create(&tenancy, "globex", "Globex").await;
     let db = TenantDb::new(files);
     let mut tx = db.begin_for(&acme.id).await.unwrap();
     for body in ["a", "b"] {
@@ -412,18 +408,13 @@ async fn rate_limits_come_from_config_through_the_builder() {
         .build()
         .unwrap();
     let lc = tenancy.lifecycle();
-    lc.create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    lc.create(new_tenant("acme", "Acme")).await.unwrap();
     let pro = lc
-        .create(NewTenant::new("globex", "Globex").unwrap().plan("pro"))
+        .create(new_tenant("globex", "Globex").plan("pro"))
         .await
         .unwrap();
     // A per-tenant override beats the plan.
-    let initech = lc
-        .create(NewTenant::new("initech", "Initech").unwrap())
-        .await
-        .unwrap();
+    let initech = lc.create(new_tenant("initech", "Initech")).await.unwrap();
     tenancy
         .overrides()
         .set(&initech.id, "rate_limit.rps", json!(3))

@@ -3,11 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use serde_json::Value;
 use tenancy::nats::NatsEventSink;
 use tenancy::*;
+
+use common::create;
 
 #[tokio::test]
 async fn lifecycle_events_are_published_to_nats() {
@@ -28,11 +32,7 @@ async fn lifecycle_events_are_published_to_nats() {
         .event_bus(EventBus::new().with_sink(sink))
         .build()
         .unwrap();
-    let acme = tenancy
-        .lifecycle()
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
+    let acme = create(&tenancy, "acme", "Acme").await;
     tenancy
         .lifecycle()
         .suspend(&acme.id, Some("unpaid"))

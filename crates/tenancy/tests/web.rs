@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +19,8 @@ use serde_json::{Value, json};
 use tenancy::config::Secret;
 use tenancy::*;
 use tower::ServiceExt;
+
+use common::{create, domain, new_tenant};
 
 const SECRET: &str = "test-secret-of-at-least-16-bytes";
 
@@ -34,18 +38,9 @@ async fn fixture(config: TenancyConfig) -> Fixture {
         .build()
         .unwrap();
     let lc = tenancy.lifecycle();
-    let acme = lc
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
-    let globex = lc
-        .create(NewTenant::new("globex", "Globex").unwrap())
-        .await
-        .unwrap();
-    let initech = lc
-        .create(NewTenant::new("initech", "Initech").unwrap())
-        .await
-        .unwrap();
+    let acme = lc.create(new_tenant("acme", "Acme")).await.unwrap();
+    let globex = lc.create(new_tenant("globex", "Globex")).await.unwrap();
+    let initech = lc.create(new_tenant("initech", "Initech")).await.unwrap();
     Fixture {
         tenancy,
         acme,
@@ -893,33 +888,34 @@ async fn context_is_visible_nested_and_carried_only_by_the_helper() {
 /// A store that is down.
 struct DownStore;
 
+type Down<T> = Result<T, StoreError>;
+
+fn refused<T>() -> Down<T> {
+    Err(StoreError::Unavailable("connection refused".into()))
+}
+
 #[async_trait]
 impl TenantStore for DownStore {
-    async fn get(&self, _: &TenantId) -> Result<Option<TenantInfo>, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+    async fn get(&self, _: &TenantId) -> Down<Option<TenantInfo>> {
+        refused()
     }
-    async fn get_by_slug(&self, _: &str) -> Result<Option<TenantInfo>, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+    async fn get_by_slug(&self, _: &str) -> Down<Option<TenantInfo>> {
+        refused()
     }
-    async fn list(&self, _: ListQuery) -> Result<TenantPage, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+    async fn list(&self, _: ListQuery) -> Down<TenantPage> {
+        refused()
     }
-    async fn create(&self, _: NewTenant) -> Result<TenantInfo, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+    async fn create(&self, _: NewTenant) -> Down<TenantInfo> {
+        refused()
     }
-    async fn update(&self, _: &TenantId, _: TenantUpdate) -> Result<TenantInfo, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+    async fn update(&self, _: &TenantId, _: TenantUpdate) -> Down<TenantInfo> {
+        refused()
     }
-    async fn set_status(
-        &self,
-        _: &TenantId,
-        _: TenantStatus,
-        _: Option<&str>,
-    ) -> Result<TenantInfo, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+    async fn set_status(&self, _: &TenantId, _: TenantStatus, _: Option<&str>) -> Down<TenantInfo> {
+        refused()
     }
-    async fn delete(&self, _: &TenantId) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+    async fn delete(&self, _: &TenantId) -> Down<bool> {
+        refused()
     }
 }
 
@@ -1046,23 +1042,10 @@ async fn a_verified_domain_and_a_header_that_disagree_are_a_conflict() {
         .store(store.clone())
         .build()
         .unwrap();
-    let acme = tenancy
-        .lifecycle()
-        .create(NewTenant::new("acme", "Acme").unwrap())
-        .await
-        .unwrap();
-    tenancy
-        .lifecycle()
-        .create(NewTenant::new("umbrella", "Umbrella").unwrap())
-        .await
-        .unwrap();
+    let acme = create(&tenancy, "acme", "Acme").await;
+    create(&tenancy, "umbrella", "Umbrella").await;
     store
-        .add_domain(TenantDomain::new(
-            "portal.acme.com".parse().unwrap(),
-            acme.id.clone(),
-            true,
-            true,
-        ))
+        .add_domain(domain("portal.acme.com", &acme.id, true, true))
         .await
         .unwrap();
     let app = Router::new()

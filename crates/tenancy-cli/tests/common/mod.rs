@@ -11,6 +11,10 @@ use serde_json::Value;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+#[path = "../../../tenancy-sql/tests/common/own_runtime.rs"]
+mod own_runtime;
+use own_runtime::on_own_runtime;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tenancy");
 
 /// The binary in a temporary working directory with a fixed environment.
@@ -68,6 +72,13 @@ impl Cli {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `tenants create --slug <slug> --name <name> --json`: the new tenant.
+    pub fn create(&self, slug: &str, name: &str) -> Value {
+        self.json(&[
+            "tenants", "create", "--slug", slug, "--name", name, "--json",
+        ])
     }
 
     /// Runs a command that must succeed and print JSON.
@@ -144,48 +155,41 @@ impl Drop for PgTestDb {
     fn drop(&mut self) {
         let mut names = std::mem::take(&mut *self.tenant_dbs.lock().unwrap());
         names.push(self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                // Schema isolation makes one cluster-wide role per tenant:
-                // drop them with the test database's tenant schemas.
-                if let Some(db) = names.last()
-                    && let Some((base, _)) = admin_url().rsplit_once('/')
-                    && let Ok(mut conn) = PgConnection::connect(&format!("{base}/{db}")).await
-                {
-                    let schemas: Vec<String> = sqlx::query_scalar(
-                        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'",
-                    )
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                    for role in schemas {
-                        for sql in [
-                            format!("DROP SCHEMA IF EXISTS \"{role}\" CASCADE"),
-                            format!("DROP OWNED BY \"{role}\""),
-                            format!("DROP ROLE IF EXISTS \"{role}\""),
-                        ] {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                                .execute(&mut conn)
-                                .await;
-                        }
+        on_own_runtime(move || async move {
+            // Schema isolation makes one cluster-wide role per tenant:
+            // drop them with the test database's tenant schemas.
+            if let Some(db) = names.last()
+                && let Some((base, _)) = admin_url().rsplit_once('/')
+                && let Ok(mut conn) = PgConnection::connect(&format!("{base}/{db}")).await
+            {
+                let schemas: Vec<String> = sqlx::query_scalar(
+                    "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_default();
+                for role in schemas {
+                    for sql in [
+                        format!("DROP SCHEMA IF EXISTS \"{role}\" CASCADE"),
+                        format!("DROP OWNED BY \"{role}\""),
+                        format!("DROP ROLE IF EXISTS \"{role}\""),
+                    ] {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .execute(&mut conn)
+                            .await;
                     }
                 }
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    for name in names {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                    }
+            }
+            if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                for name in names {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
                 }
-            });
-        })
-        .join();
+            }
+        });
     }
 }
 
@@ -220,15 +224,34 @@ pub fn serve(cli: &Cli) -> Server {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
+    let base = listening_base(&mut child);
+    Server { child, base }
+}
+
+/// The address a `tenancy serve` started with piped stdout says it listens
+/// on; the rest of its stdout is drained on a thread.
+pub fn listening_base(child: &mut Child) -> String {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let base = loop {
-        let line = lines.next().expect("serve exited").unwrap();
+        let line = lines
+            .next()
+            .expect("the server exited before listening")
+            .unwrap();
         if let Some(rest) = line.split("listening on ").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Server { child, base }
+    base
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A PostgreSQL cluster of this test's own: initdb in a temporary
@@ -297,11 +320,7 @@ impl Cluster {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
             dir.path().display()
@@ -386,4 +405,82 @@ impl Drop for Cluster {
         )
         .output();
     }
+}
+
+/// Sending a request in a test: a transport error fails the test.
+pub trait Sending {
+    /// The answer.
+    fn sent(self) -> impl Future<Output = reqwest::Response>;
+    /// The answer's JSON body.
+    fn json_body(self) -> impl Future<Output = Value>;
+    /// The answer's text body.
+    fn text_body(self) -> impl Future<Output = String>;
+}
+
+impl Sending for reqwest::RequestBuilder {
+    async fn sent(self) -> reqwest::Response {
+        self.send().await.unwrap()
+    }
+    async fn json_body(self) -> Value {
+        self.sent().await.json().await.unwrap()
+    }
+    async fn text_body(self) -> String {
+        self.sent().await.text().await.unwrap()
+    }
+}
+
+/// The string field `key` of each object in the JSON array `list`.
+pub fn strs<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    items.iter().map(|t| t[key].as_str().unwrap()).collect()
+}
+
+/// Asserts that the tenant JSON `t` has every field of a tenant.
+pub fn assert_tenant_fields(t: &Value) {
+    let fields = ["id", "slug", "name", "status", "plan", "metadata"];
+    for key in fields.iter().chain(&["created_at", "updated_at"]) {
+        assert!(t.get(key).is_some(), "tenant JSON lacks {key}: {t}");
+    }
+}
+
+/// The titles of the notes in a list answer (none if it is not a list).
+pub fn titles(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| n["title"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An admin API call with the admin token: the status and the JSON body
+/// (null when the body is not JSON).
+pub async fn admin_call(
+    http: &reqwest::Client,
+    url: String,
+    method: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.sent().await;
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `POST /admin/tenants` with the admin token and the tenant `body`.
+pub async fn create_tenant(http: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
+    http.post(format!("{base}/admin/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .sent()
+        .await
 }

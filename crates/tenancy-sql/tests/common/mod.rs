@@ -5,6 +5,14 @@
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+mod own_runtime;
+#[allow(unused_imports)]
+pub use own_runtime::on_own_runtime;
+#[path = "../../../tenancy-core/tests/common/tenants.rs"]
+mod tenants;
+#[allow(unused_imports)]
+pub use tenants::*;
+
 /// The server tests use (`TENANCY_TEST_PG` overrides it).
 pub fn admin_url() -> String {
     std::env::var("TENANCY_TEST_PG")
@@ -45,22 +53,94 @@ impl PgTestDb {
 impl Drop for PgTestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs outside async: use a private runtime on a thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        })
-        .join();
+        on_own_runtime(move || async move {
+            if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await;
+            }
+        });
+    }
+}
+
+/// A migrated PostgreSQL store at `url` (a pool of 4).
+pub async fn pg_store(url: &str) -> tenancy_sql::PgStore {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await
+        .unwrap();
+    migrated(tenancy_sql::PgStore::new(pool)).await
+}
+
+/// `store`, migrated.
+pub async fn migrated(store: tenancy_sql::PgStore) -> tenancy_sql::PgStore {
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A migrated SQLite store in the file `path`.
+pub async fn sqlite_store(path: &std::path::Path) -> tenancy_sql::SqliteStore {
+    let url = format!("sqlite://{}", path.display());
+    let store = tenancy_sql::SqliteStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// For benches: the number in the environment variable `var`, else `default`.
+pub fn rounds(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// For benches: a runtime with two worker threads.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl PgTestDb {
+    /// A pool of at most `max_connections` on this database.
+    pub async fn pool(&self, max_connections: u32) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(&self.url)
+            .await
+            .unwrap()
+    }
+}
+
+/// Puts the table `notes` (tenant field `tenant_id`) under row-level
+/// security, as its owner `owner`.
+pub async fn register_notes(owner: &sqlx::PgPool) {
+    tenancy_sql::PgRowLevel::new(owner.clone())
+        .register_table("notes", "tenant_id")
+        .await
+        .unwrap();
+}
+
+/// Polls `check` every 10 ms until it holds, for at most `limit`: how long
+/// it took, or `None`.
+pub async fn within<F, Fut>(limit: std::time::Duration, mut check: F) -> Option<std::time::Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
