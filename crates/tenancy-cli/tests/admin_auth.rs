@@ -8,7 +8,7 @@ mod in_process;
 
 use axum::http::{Method, StatusCode};
 use in_process::InProcess;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn admin_routes_refuse_without_the_token_and_reveal_nothing() {
