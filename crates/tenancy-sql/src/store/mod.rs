@@ -115,6 +115,23 @@ CREATE TABLE IF NOT EXISTS tenancy_pending (
 }
 use store_tables;
 
+/// `SELECT` every column of a row type (given by its `*_columns` macro)
+/// `FROM` `$table`, then `$rest`, as a literal.
+macro_rules! select {
+    ($columns:ident, $table:literal, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::store::$columns!(),
+            " FROM ",
+            $table,
+            " ",
+            $rest
+        )
+    };
+}
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+use select;
+
 /// The columns of [`TenantRow`], in order, as a literal for `concat!`.
 macro_rules! tenant_columns {
     () => {

@@ -110,18 +110,23 @@ macro_rules! sql_store {
                 Ok(store)
             }
 
-            /// The tenant whose `key` column (in `sql`, as `$1`) is `key`.
-            async fn fetch(
+            /// The row of type `R` that `sql` returns for `key` (its `$1`),
+            /// as a `T`.
+            async fn row<R, T>(
                 &self,
                 sql: &'static str,
                 key: &str,
-            ) -> Result<Option<::tenancy_core::TenantInfo>, ::tenancy_core::StoreError> {
-                ::sqlx::query_as::<_, $crate::store::TenantRow>(sql)
+            ) -> Result<Option<T>, ::tenancy_core::StoreError>
+            where
+                R: for<'r> ::sqlx::FromRow<'r, <$db as ::sqlx::Database>::Row> + Send + Unpin,
+                T: TryFrom<R, Error = ::tenancy_core::StoreError>,
+            {
+                ::sqlx::query_as::<_, R>(sql)
                     .bind(key)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::store::unavailable)?
-                    .map(::tenancy_core::TenantInfo::try_from)
+                    .map(T::try_from)
                     .transpose()
             }
 
@@ -172,24 +177,22 @@ macro_rules! tenant_store {
                 &self,
                 id: &::tenancy_core::TenantId,
             ) -> Result<Option<::tenancy_core::TenantInfo>, ::tenancy_core::StoreError> {
-                const SQL: &str = concat!(
-                    "SELECT ",
-                    $crate::store::tenant_columns!(),
-                    " FROM tenancy_tenants WHERE id = $1"
-                );
-                self.fetch(SQL, id.as_str()).await
+                self.row::<$crate::store::TenantRow, _>(
+                    $crate::store::select!(tenant_columns, "tenancy_tenants", "WHERE id = $1"),
+                    id.as_str(),
+                )
+                .await
             }
 
             async fn get_by_slug(
                 &self,
                 slug: &str,
             ) -> Result<Option<::tenancy_core::TenantInfo>, ::tenancy_core::StoreError> {
-                const SQL: &str = concat!(
-                    "SELECT ",
-                    $crate::store::tenant_columns!(),
-                    " FROM tenancy_tenants WHERE slug = $1"
-                );
-                self.fetch(SQL, slug).await
+                self.row::<$crate::store::TenantRow, _>(
+                    $crate::store::select!(tenant_columns, "tenancy_tenants", "WHERE slug = $1"),
+                    slug,
+                )
+                .await
             }
 
             async fn list(
@@ -216,10 +219,10 @@ macro_rules! tenant_store {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(unavailable)?;
-                const ROWS: &str = concat!(
-                    "SELECT ",
-                    $crate::store::tenant_columns!(),
-                    " FROM tenancy_tenants WHERE ($1 OR status = 'active') \
+                const ROWS: &str = $crate::store::select!(
+                    tenant_columns,
+                    "tenancy_tenants",
+                    "WHERE ($1 OR status = 'active') \
                      AND (CAST($4 AS TEXT) IS NULL OR status = $4) \
                      AND (CAST($5 AS TEXT) IS NULL OR lower(slug) LIKE $5 ESCAPE '\\' \
                      OR lower(name) LIKE $5 ESCAPE '\\' OR id = $6) \
@@ -463,22 +466,21 @@ macro_rules! domain_store {
                 &self,
                 domain: &str,
             ) -> Result<Option<::tenancy_core::TenantDomain>, ::tenancy_core::StoreError> {
-                const SQL: &str = concat!(
-                    "SELECT ",
-                    $crate::store::domain_columns!(),
-                    " FROM tenancy_domains WHERE domain = $1"
-                );
-                self.domain_row(SQL, domain).await
+                self.row::<$crate::store::DomainRow, _>(
+                    $crate::store::select!(domain_columns, "tenancy_domains", "WHERE domain = $1"),
+                    domain,
+                )
+                .await
             }
 
             async fn list_domains(
                 &self,
                 tenant: &::tenancy_core::TenantId,
             ) -> Result<Vec<::tenancy_core::TenantDomain>, ::tenancy_core::StoreError> {
-                const SQL: &str = concat!(
-                    "SELECT ",
-                    $crate::store::domain_columns!(),
-                    " FROM tenancy_domains WHERE tenant_id = $1 ORDER BY is_primary DESC, domain"
+                const SQL: &str = $crate::store::select!(
+                    domain_columns,
+                    "tenancy_domains",
+                    "WHERE tenant_id = $1 ORDER BY is_primary DESC, domain"
                 );
                 ::sqlx::query_as::<_, $crate::store::DomainRow>(SQL)
                     .bind(tenant.as_str())
@@ -515,28 +517,11 @@ macro_rules! domain_store {
                 &self,
                 domain: &str,
             ) -> Result<Option<::tenancy_core::TenantDomain>, ::tenancy_core::StoreError> {
-                self.domain_row(
+                self.row::<$crate::store::DomainRow, _>(
                     <Self as $crate::store::shared::Dialect>::REMOVE_DOMAIN,
                     domain,
                 )
                 .await
-            }
-        }
-
-        impl $store {
-            /// The domain row `sql` returns for the domain `$1`.
-            async fn domain_row(
-                &self,
-                sql: &'static str,
-                domain: &str,
-            ) -> Result<Option<::tenancy_core::TenantDomain>, ::tenancy_core::StoreError> {
-                ::sqlx::query_as::<_, $crate::store::DomainRow>(sql)
-                    .bind(domain)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::store::unavailable)?
-                    .map(TryInto::try_into)
-                    .transpose()
             }
         }
     };
