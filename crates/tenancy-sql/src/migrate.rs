@@ -121,14 +121,23 @@ pub struct Applied {
     pub count: usize,
 }
 
-#[cfg(feature = "postgres")]
 /// Applies the missing migrations inside the caller's transaction (so a
-/// failure leaves the tenant at its previous version). The connection's
-/// `search_path` must already point at the tenant schema.
-pub(crate) async fn apply_pg(
-    conn: &mut sqlx::PgConnection,
+/// failure leaves the tenant at its previous version), on PostgreSQL or
+/// SQLite. On PostgreSQL the connection's `search_path` must already point
+/// at the tenant schema; on SQLite the connection is the tenant's database.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) async fn apply<DB>(
+    conn: &mut DB::Connection,
     migrations: &Migrations,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, DbError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
     let started = std::time::Instant::now();
     sqlx::raw_sql(BOOKKEEPING).execute(&mut *conn).await?;
     let from: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _tenancy_migrations")
@@ -144,50 +153,13 @@ pub(crate) async fn apply_pg(
             .execute(&mut *conn)
             .await
             .map_err(|e| DbError::Migration(format!("{:04}_{}: {e}", m.version, m.name)))?;
+        // `$n` placeholders: sqlx's SQLite driver reads them as `?n`.
         sqlx::query(
             "INSERT INTO _tenancy_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
         )
         .bind(m.version)
-        .bind(&m.name)
-        .bind(chrono::Utc::now().to_rfc3339())
-        .execute(&mut *conn)
-        .await?;
-        applied.to = m.version;
-        applied.count += 1;
-    }
-    if applied.count > 0 {
-        DURATIONS.observe(started.elapsed());
-    }
-    Ok(applied)
-}
-
-#[cfg(feature = "sqlite")]
-/// [`apply_pg`] for SQLite.
-pub(crate) async fn apply_sqlite(
-    conn: &mut sqlx::SqliteConnection,
-    migrations: &Migrations,
-) -> Result<Applied, DbError> {
-    let started = std::time::Instant::now();
-    sqlx::raw_sql(BOOKKEEPING).execute(&mut *conn).await?;
-    let from: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _tenancy_migrations")
-        .fetch_one(&mut *conn)
-        .await?;
-    let mut applied = Applied {
-        from,
-        to: from,
-        count: 0,
-    };
-    for m in migrations.iter().filter(|m| m.version > from) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql.clone()))
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| DbError::Migration(format!("{:04}_{}: {e}", m.version, m.name)))?;
-        sqlx::query(
-            "INSERT INTO _tenancy_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-        )
-        .bind(m.version)
-        .bind(&m.name)
-        .bind(chrono::Utc::now().to_rfc3339())
+        .bind(m.name.as_str())
+        .bind(chrono::Utc::now().to_rfc3339().as_str())
         .execute(&mut *conn)
         .await?;
         applied.to = m.version;

@@ -12,7 +12,7 @@ use tenancy_core::{IsolationError, IsolationStrategy, TenantId, TenantInfo};
 use super::{db_error, step_error};
 use crate::db::{DbError, ScopedBegin};
 use crate::ident::{archive_name, quote_ident, tenant_object_name};
-use crate::migrate::{Applied, Migrations, apply_pg};
+use crate::migrate::{Applied, Migrations, apply};
 
 /// One database per tenant, named `tenant_<id>`, on one of several
 /// database servers.
@@ -234,7 +234,7 @@ impl PgDatabaseIsolation {
     pub async fn migrate_tenant(&self, tenant: &TenantId) -> Result<Applied, DbError> {
         let pool = self.pool_for(tenant).await?;
         let mut tx = pool.begin().await?;
-        let applied = apply_pg(&mut tx, &self.inner.migrations).await?;
+        let applied = apply::<sqlx::Postgres>(&mut tx, &self.inner.migrations).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -355,7 +355,7 @@ impl PgDatabaseIsolation {
             .connect_lazy_with(connect);
         let migrated = async {
             let mut tx = pool.begin().await?;
-            apply_pg(&mut tx, &self.inner.migrations).await?;
+            apply::<sqlx::Postgres>(&mut tx, &self.inner.migrations).await?;
             tx.commit().await?;
             Ok::<_, DbError>(())
         }

@@ -9,7 +9,7 @@ use tenancy_core::{IsolationError, IsolationStrategy, TenantId, TenantInfo};
 use super::{db_error, step_error};
 use crate::db::{DbError, ScopedBegin};
 use crate::ident::{archive_name, quote_ident, tenant_literal, tenant_object_name};
-use crate::migrate::{Applied, Migrations, apply_pg};
+use crate::migrate::{Applied, Migrations, apply};
 
 /// One schema per tenant, named `tenant_<id>` (exact case, quoted; ids of
 /// at most 40 characters of `[A-Za-z0-9_-]`, anything else is refused).
@@ -121,7 +121,7 @@ impl PgSchemaIsolation {
         sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
             .execute(&mut *tx)
             .await?;
-        let applied = apply_pg(&mut tx, &self.migrations).await?;
+        let applied = apply::<sqlx::Postgres>(&mut tx, &self.migrations).await?;
         // Back to the application's role for the index, same transaction.
         let id = tenant_literal(tenant)?;
         sqlx::raw_sql(AssertSqlSafe(format!(

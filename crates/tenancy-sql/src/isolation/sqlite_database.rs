@@ -13,7 +13,7 @@ use tenancy_core::{IsolationError, IsolationStrategy, TenantId, TenantInfo};
 use super::db_error;
 use crate::db::{DbError, ScopedBegin};
 use crate::ident::{archive_name, tenant_object_name};
-use crate::migrate::{Applied, Migrations, apply_sqlite};
+use crate::migrate::{Applied, Migrations, apply};
 
 /// One SQLite file per tenant, `<dir>/tenant_<id>.db`, with a bounded cache
 /// of open pools.
@@ -116,7 +116,7 @@ impl SqliteDatabaseIsolation {
     pub async fn migrate_tenant(&self, tenant: &TenantId) -> Result<Applied, DbError> {
         let pool = self.pool(tenant, true).await?;
         let mut tx = pool.begin().await?;
-        let applied = apply_sqlite(&mut tx, &self.inner.migrations).await?;
+        let applied = apply::<sqlx::Sqlite>(&mut tx, &self.inner.migrations).await?;
         tx.commit().await?;
         Ok(applied)
     }

@@ -2,6 +2,15 @@
 //! [`PgStore`] (production). Both keep slugs unique, generate ids, enforce
 //! status transitions atomically and map database errors to
 //! [`StoreError`]s that say what was wrong.
+//!
+//! The two stores are one piece of code (`shared.rs`), written once and
+//! implemented for each store type; each database's module holds only what
+//! differs: its schema, how it connects, and its write statements
+//! (PostgreSQL announces every change inside the statement that makes it,
+//! SQLite's triggers write the same announcements to `tenancy_changes`).
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod shared;
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -35,11 +44,109 @@ macro_rules! domain_columns {
         "domain, tenant_id, is_primary, status, token, created_at, verified_at"
     };
 }
-#[cfg(feature = "postgres")]
-pub(crate) use domain_columns;
+use domain_columns;
 
-/// The columns of [`DomainRow`], in order.
-pub(crate) const DOMAIN_COLUMNS: &str = domain_columns!();
+/// The store's tables, for `concat!`: the same on both databases but for
+/// the types of JSON values, points in time and auto-numbered keys. Each
+/// statement is idempotent.
+macro_rules! store_tables {
+    (json: $json:literal, time: $time:literal, serial: $serial:literal) => {
+        concat!(
+            "
+CREATE TABLE IF NOT EXISTS tenancy_tenants (
+    id            TEXT PRIMARY KEY,
+    slug          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('active', 'inactive', 'suspended', 'provisioning')),
+    status_reason TEXT,
+    plan          TEXT,
+    metadata      ", $json, " NOT NULL DEFAULT '{}',
+    created_at    ", $time, " NOT NULL,
+    updated_at    ", $time, " NOT NULL,
+    CONSTRAINT tenancy_tenants_slug_key UNIQUE (slug)
+);
+CREATE INDEX IF NOT EXISTS tenancy_tenants_created ON tenancy_tenants (created_at, id);
+CREATE TABLE IF NOT EXISTS tenancy_config (
+    tenant_id TEXT NOT NULL REFERENCES tenancy_tenants (id) ON DELETE CASCADE,
+    key       TEXT NOT NULL,
+    value     ", $json, " NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE TABLE IF NOT EXISTS tenancy_domains (
+    domain      TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenancy_tenants (id) ON DELETE CASCADE,
+    is_primary  BOOLEAN NOT NULL DEFAULT false,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'verified')),
+    token       TEXT NOT NULL,
+    created_at  ", $time, " NOT NULL,
+    verified_at ", $time, "
+);
+CREATE INDEX IF NOT EXISTS tenancy_domains_tenant ON tenancy_domains (tenant_id);
+-- No foreign key: a deleted tenant's entries stay.
+CREATE TABLE IF NOT EXISTS tenancy_audit (
+    id        ", $serial, ",
+    at        ", $time, " NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    tenant_id TEXT,
+    before    ", $json, ",
+    after     ", $json, "
+);
+CREATE INDEX IF NOT EXISTS tenancy_audit_tenant ON tenancy_audit (tenant_id, id);
+-- Impersonation grants, keyed by the hash of their token; used once.
+CREATE TABLE IF NOT EXISTS tenancy_impersonations (
+    key        TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL,
+    user_name  TEXT NOT NULL,
+    issued_by  TEXT NOT NULL,
+    expires_at ", $time, " NOT NULL,
+    used_at    ", $time, "
+);
+-- Pending pool members: provisioned ids waiting for a signup.
+CREATE TABLE IF NOT EXISTS tenancy_pending (
+    id         TEXT PRIMARY KEY,
+    ready      BOOLEAN NOT NULL DEFAULT false,
+    version    BIGINT,
+    created_at ", $time, " NOT NULL
+);
+"
+        )
+    };
+}
+use store_tables;
+
+/// `SELECT` every column of a row type (given by its `*_columns` macro)
+/// `FROM` `$table`, then `$rest`, as a literal.
+macro_rules! select {
+    ($columns:ident, $table:literal, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::store::$columns!(),
+            " FROM ",
+            $table,
+            " ",
+            $rest
+        )
+    };
+}
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+use select;
+
+/// The columns of [`TenantRow`], in order, as a literal for `concat!`.
+macro_rules! tenant_columns {
+    () => {
+        "id, slug, name, status, status_reason, plan, metadata, created_at, updated_at"
+    };
+}
+use tenant_columns;
+
+/// The columns of [`AuditRow`], in order, as a literal for `concat!`.
+macro_rules! audit_columns {
+    () => {
+        "id, at, actor, action, tenant_id, before, after"
+    };
+}
+use audit_columns;
 
 impl TryFrom<DomainRow> for tenancy_core::TenantDomain {
     type Error = StoreError;
@@ -183,9 +290,6 @@ pub(crate) struct AuditRow {
     after: Option<Json<serde_json::Value>>,
 }
 
-/// The columns of [`AuditRow`], in order.
-pub(crate) const AUDIT_COLUMNS: &str = "id, at, actor, action, tenant_id, before, after";
-
 impl TryFrom<AuditRow> for tenancy_core::AuditEntry {
     type Error = StoreError;
 
@@ -206,19 +310,26 @@ impl TryFrom<AuditRow> for tenancy_core::AuditEntry {
     }
 }
 
-/// Rows of `tenancy_pending` (id, ready, created_at) as pool members.
+/// Rows of `tenancy_pending` (id, ready, version, created_at) as pool
+/// members.
 pub(crate) fn pending_members(
     rows: Vec<(String, bool, Option<i64>, DateTime<Utc>)>,
 ) -> Result<Vec<tenancy_core::PendingTenant>, StoreError> {
     rows.into_iter()
         .map(|(id, ready, version, created_at)| {
             Ok(tenancy_core::PendingTenant {
-                id: tenancy_core::TenantId::new(&id)
-                    .map_err(|_| StoreError::Unavailable(format!("corrupt pending id {id}")))?,
+                id: pending_id(&id)?,
                 ready,
                 version,
                 created_at,
             })
         })
         .collect()
+}
+
+/// The id of a row of `tenancy_pending`, which only the store writes: a
+/// bad one means the table was edited by hand.
+pub(crate) fn pending_id(id: &str) -> Result<tenancy_core::TenantId, StoreError> {
+    tenancy_core::TenantId::new(id)
+        .map_err(|_| StoreError::Unavailable(format!("corrupt pending id {id}")))
 }
