@@ -67,29 +67,10 @@ fn main() -> ExitCode {
                     bind: args.bind,
                     admin_token: args.admin_token,
                 };
-                http::run(&global.source(), options).await?;
+                Ok(http::run(&global.source(), options).await?)
             }
-            Command::Tenants(cmd) => {
-                cli::tenants::run(global, cmd).await?;
-            }
-            Command::Config(cmd) => {
-                cli::config::run(global, cmd).await?;
-            }
-            Command::Domains(cmd) => {
-                cli::domains::run(global, cmd).await?;
-            }
-            Command::Export(args) => {
-                cli::table_export::run(global, args).await?;
-            }
-            Command::Migrate(args) => {
-                cli::migrate::run(global, args).await?;
-            }
-            Command::Audit(args) => {
-                cli::audit::run(global, args).await?;
-            }
-            Command::Sql(_) => {}
+            command => Ok(run(global, command).await?),
         }
-        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +78,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a command other than `serve`.
+async fn run(global: &cli::Global, command: Command) -> Result<(), cli::CliError> {
+    match command {
+        Command::Tenants(cmd) => cli::tenants::run(global, cmd).await,
+        Command::Config(cmd) => cli::config::run(global, cmd).await,
+        Command::Domains(cmd) => cli::domains::run(global, cmd).await,
+        Command::Export(args) => cli::table_export::run(global, args).await,
+        Command::Migrate(args) => cli::migrate::run(global, args).await,
+        Command::Audit(args) => cli::audit::run(global, args).await,
+        Command::Serve(_) | Command::Sql(_) => Ok(()),
     }
 }
 

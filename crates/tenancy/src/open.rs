@@ -314,12 +314,7 @@ impl Open {
         let mut migrator = None;
         let (builder, db) = match strategy.as_str() {
             "row_level" => {
-                if let Some(sql) = &self.shared_setup {
-                    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                        .execute(&ddl)
-                        .await
-                        .map_err(setup)?;
-                }
+                run_setup(self.shared_setup.as_deref(), &ddl).await?;
                 let with_key = |rls: PgRowLevel| match &signing_key {
                     Some(key) => rls.signed(key.clone()),
                     None => rls,
@@ -415,12 +410,7 @@ impl Open {
         let mut migrator = None;
         let (builder, scoped) = match strategy.as_str() {
             "row_level" => {
-                if let Some(sql) = &self.shared_setup {
-                    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                        .execute(&pool)
-                        .await
-                        .map_err(setup)?;
-                }
+                run_setup(self.shared_setup.as_deref(), &pool).await?;
                 let interceptor = Interceptor::new(TenantTables::new(self.shared_tables.iter()));
                 let rows = SqliteRowLevel::new(pool.clone(), interceptor);
                 (
@@ -456,6 +446,20 @@ impl Open {
             signing_key: None,
         })
     }
+}
+
+/// Runs the application's shared-table set-up, when it has one.
+async fn run_setup<'e, E>(sql: Option<&str>, executor: E) -> Result<(), OpenError>
+where
+    E: sqlx::Executor<'e>,
+{
+    if let Some(sql) = sql {
+        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(executor)
+            .await
+            .map_err(setup)?;
+    }
+    Ok(())
 }
 
 /// Whether `url` names a PostgreSQL database.

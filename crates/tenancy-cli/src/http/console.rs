@@ -41,21 +41,19 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 /// The console's routes.
 pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/console",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/console/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
+    const HTML: &str = "text/html; charset=utf-8";
+    [
+        ("/console", INDEX, HTML),
+        ("/console/", INDEX, HTML),
+        (
             "/console/console.js",
-            get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/console/console.css",
-            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
-        )
+            SCRIPT,
+            "text/javascript; charset=utf-8",
+        ),
+        ("/console/console.css", STYLE, "text/css; charset=utf-8"),
+    ]
+    .into_iter()
+    .fold(Router::new(), |router, (path, body, content_type)| {
+        router.route(path, get(move || async move { asset(body, content_type) }))
+    })
 }

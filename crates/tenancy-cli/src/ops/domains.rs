@@ -110,13 +110,15 @@ pub async fn import(
     Ok(added)
 }
 
+/// The domain the store found, or [`DomainError::Unknown`].
+fn known(domain: &Domain, found: Option<TenantDomain>) -> Result<TenantDomain, DomainError> {
+    found.ok_or_else(|| DomainError::Unknown(domain.to_string()))
+}
+
 /// Verifies a domain by its TXT record (an already verified one stays so).
 pub async fn verify(app: &App, actor: &str, domain: &str) -> Result<TenantDomain, DomainError> {
     let domain = Domain::parse(domain)?;
-    let found = store(app)?
-        .get_domain(domain.as_str())
-        .await?
-        .ok_or_else(|| DomainError::Unknown(domain.to_string()))?;
+    let found = known(&domain, store(app)?.get_domain(domain.as_str()).await?)?;
     if !found.is_verified() {
         let values = txt_values(&app.config.domains.nameservers, &domain.challenge_name()).await?;
         if !values.iter().any(|v| v == &found.token) {
@@ -132,10 +134,7 @@ pub async fn verify(app: &App, actor: &str, domain: &str) -> Result<TenantDomain
             )));
         }
     }
-    let verified = store(app)?
-        .verify_domain(domain.as_str())
-        .await?
-        .ok_or_else(|| DomainError::Unknown(domain.to_string()))?;
+    let verified = known(&domain, store(app)?.verify_domain(domain.as_str()).await?)?;
     forget(app, verified.domain.as_str());
     audit(app, actor, "domain.verify", Some(&found), Some(&verified)).await;
     Ok(verified)
@@ -144,10 +143,7 @@ pub async fn verify(app: &App, actor: &str, domain: &str) -> Result<TenantDomain
 /// Removes a domain.
 pub async fn remove(app: &App, actor: &str, domain: &str) -> Result<TenantDomain, DomainError> {
     let domain = Domain::parse(domain)?;
-    let removed = store(app)?
-        .remove_domain(domain.as_str())
-        .await?
-        .ok_or_else(|| DomainError::Unknown(domain.to_string()))?;
+    let removed = known(&domain, store(app)?.remove_domain(domain.as_str()).await?)?;
     forget(app, removed.domain.as_str());
     audit(app, actor, "domain.remove", Some(&removed), None).await;
     Ok(removed)
