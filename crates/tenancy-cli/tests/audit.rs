@@ -5,43 +5,48 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod in_process;
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, Sending, id_of, serve};
-use reqwest::StatusCode;
+use axum::http::{Method, StatusCode};
+use common::{Cli, PgTestDb, id_of};
+use in_process::InProcess;
 use serde_json::{Value, json};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
 async fn admin(
-    base: &str,
-    method: reqwest::Method,
+    server: &InProcess,
+    method: Method,
     path: &str,
     actor: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = client()
-        .request(method, format!("{base}/admin{path}"))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(actor) = actor {
-        req = req.header("x-actor", actor);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.sent().await;
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
+    let res = match actor {
+        None => {
+            server
+                .admin(method, &format!("/admin{path}"), body.as_ref())
+                .await
+        }
+        Some(actor) => {
+            server
+                .admin_as(actor, method, &format!("/admin{path}"), body.as_ref())
+                .await
+        }
+    };
+    let body = if res.body.is_string() {
+        Value::Null
+    } else {
+        res.body
+    };
+    (res.status, body)
 }
 
-async fn audit_end_to_end(cli: Cli) {
-    let server = serve(&cli);
-    let base = server.base.clone();
-    use reqwest::Method as M;
+/// `url`: the database `cli` runs on.
+async fn audit_end_to_end(cli: Cli, url: String) {
+    let server = InProcess::over(&url, tempfile::tempdir().unwrap()).await;
+    let base = &server;
+    use Method as M;
 
     let (status, acme) = admin(
-        &base,
+        base,
         M::POST,
         "/tenants",
         Some("alice"),
@@ -51,7 +56,7 @@ async fn audit_end_to_end(cli: Cli) {
     assert_eq!(status, StatusCode::CREATED, "{acme}");
     let acme_id = id_of(&acme);
     let (status, _) = admin(
-        &base,
+        base,
         M::POST,
         "/tenants/acme/suspend",
         Some("bob@example.com"),
@@ -59,9 +64,9 @@ async fn audit_end_to_end(cli: Cli) {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    admin(&base, M::POST, "/tenants/acme/activate", None, None).await;
+    admin(base, M::POST, "/tenants/acme/activate", None, None).await;
     admin(
-        &base,
+        base,
         M::PATCH,
         "/tenants/acme",
         Some("alice"),
@@ -69,7 +74,7 @@ async fn audit_end_to_end(cli: Cli) {
     )
     .await;
     admin(
-        &base,
+        base,
         M::PUT,
         "/tenants/acme/config/notes.max",
         Some("alice"),
@@ -77,7 +82,7 @@ async fn audit_end_to_end(cli: Cli) {
     )
     .await;
     admin(
-        &base,
+        base,
         M::PUT,
         "/tenants/acme/config/notes.max",
         Some("alice"),
@@ -85,7 +90,7 @@ async fn audit_end_to_end(cli: Cli) {
     )
     .await;
     admin(
-        &base,
+        base,
         M::POST,
         "/tenants/acme/domains",
         Some("alice"),
@@ -93,7 +98,7 @@ async fn audit_end_to_end(cli: Cli) {
     )
     .await;
     let (_, globex) = admin(
-        &base,
+        base,
         M::POST,
         "/tenants",
         None,
@@ -103,7 +108,7 @@ async fn audit_end_to_end(cli: Cli) {
 
     // A hostile actor name is refused before anything happens.
     let (status, body) = admin(
-        &base,
+        base,
         M::POST,
         "/tenants/acme/suspend",
         Some("<script>"),
@@ -113,7 +118,7 @@ async fn audit_end_to_end(cli: Cli) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["code"], "invalid_actor");
 
-    let (status, log) = admin(&base, M::GET, "/audit?tenant=acme", None, None).await;
+    let (status, log) = admin(base, M::GET, "/audit?tenant=acme", None, None).await;
     assert_eq!(status, StatusCode::OK, "{log}");
     let items = log["items"].as_array().unwrap();
     // The refusal is recorded too, the hostile name kept as data only.
@@ -156,11 +161,11 @@ async fn audit_end_to_end(cli: Cli) {
     assert_eq!(items[6]["after"]["slug"], "acme");
 
     // Paging.
-    let (_, page) = admin(&base, M::GET, "/audit?tenant=acme&limit=2", None, None).await;
+    let (_, page) = admin(base, M::GET, "/audit?tenant=acme&limit=2", None, None).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let next = page["next_before"].as_i64().unwrap();
     let (_, rest) = admin(
-        &base,
+        base,
         M::GET,
         &format!("/audit?tenant=acme&before={next}&limit=100"),
         None,
@@ -169,12 +174,12 @@ async fn audit_end_to_end(cli: Cli) {
     .await;
     // Acme's 7 actions and the refused one.
     assert_eq!(rest["items"].as_array().unwrap().len(), 6);
-    let (_, everything) = admin(&base, M::GET, "/audit", None, None).await;
+    let (_, everything) = admin(base, M::GET, "/audit", None, None).await;
     assert_eq!(everything["items"].as_array().unwrap().len(), 9);
 
     // Bad input.
     for bad in ["/audit?limit=x", "/audit?nope=1", "/audit?tenant="] {
-        let (status, _) = admin(&base, M::GET, bad, None, None).await;
+        let (status, _) = admin(base, M::GET, bad, None, None).await;
         assert!(
             status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::NOT_FOUND,
             "{bad}: {status}"
@@ -183,13 +188,11 @@ async fn audit_end_to_end(cli: Cli) {
 
     // Without the token: 401, whether the tenant exists or not.
     for tenant in ["acme", "nope"] {
-        let res = client()
-            .get(format!("{base}/admin/audit?tenant={tenant}"))
-            .sent()
+        let res = server
+            .call(M::GET, &format!("/admin/audit?tenant={tenant}"), None, None)
             .await;
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(body["code"], "admin_token_required");
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(res.body["code"], "admin_token_required");
     }
 
     // The CLI records its own actions and reads the same log.
@@ -225,11 +228,13 @@ async fn audit_end_to_end(cli: Cli) {
 
 #[tokio::test]
 async fn audit_log_on_sqlite() {
-    audit_end_to_end(Cli::sqlite()).await;
+    let cli = Cli::sqlite();
+    let url = format!("sqlite://{}", cli.path("tenancy.db").display());
+    audit_end_to_end(cli, url).await;
 }
 
 #[tokio::test]
 async fn audit_log_on_postgres() {
     let db = PgTestDb::new().await;
-    audit_end_to_end(Cli::with_url(&db.url)).await;
+    audit_end_to_end(Cli::with_url(&db.url), db.url.clone()).await;
 }

@@ -37,8 +37,15 @@ impl InProcess {
     /// Over a fresh SQLite file, row level, no configuration file.
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        Self::over(&url, dir).await
+    }
+
+    /// Over `url` (a database the test made), no configuration file;
+    /// `dir` lives as long as the server.
+    pub async fn over(url: &str, dir: tempfile::TempDir) -> Self {
         let source = Source {
-            database_url: Some(format!("sqlite://{}", dir.path().join("t.db").display())),
+            database_url: Some(url.to_owned()),
             config: None,
         };
         let app = App::open(&source).await.unwrap();
@@ -61,9 +68,24 @@ impl InProcess {
         authorization: Option<&str>,
         body: Option<&Value>,
     ) -> Answer {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|value| ("authorization", value))
+            .into_iter()
+            .collect();
+        self.request(method, path, &headers, body).await
+    }
+
+    /// `method path` with `headers` and a JSON body.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Answer {
         let mut req = Request::builder().method(method).uri(path);
-        if let Some(value) = authorization {
-            req = req.header("authorization", value);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = match body {
             Some(body) => req
@@ -85,6 +107,24 @@ impl InProcess {
             headers,
             body,
         }
+    }
+
+    /// An admin request with the right token, by `actor` (`X-Actor`).
+    pub async fn admin_as(
+        &self,
+        actor: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Answer {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        self.request(
+            method,
+            path,
+            &[("authorization", &auth), ("x-actor", actor)],
+            body,
+        )
+        .await
     }
 
     /// An admin request with the right token.
