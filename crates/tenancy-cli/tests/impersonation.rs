@@ -5,39 +5,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod in_process;
 
-use common::{ADMIN_TOKEN, Cli, PgTestDb, Sending, serve};
-use reqwest::{Method, StatusCode};
+use axum::http::{Method, StatusCode};
+use common::PgTestDb;
+use in_process::{ADMIN_TOKEN, InProcess};
 use serde_json::{Value, json};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
 async fn call(
-    base: &str,
+    base: &InProcess,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = client().request(method, format!("{base}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.sent().await;
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
+    let res = base.request(method, path, headers, body.as_ref()).await;
+    let body = if res.body.is_string() {
+        Value::Null
+    } else {
+        res.body
+    };
+    (res.status, body)
 }
 
 fn admin() -> (&'static str, String) {
     ("authorization", format!("Bearer {ADMIN_TOKEN}"))
 }
 
-async fn impersonate(base: &str, tenant: &str, body: Value) -> (StatusCode, Value) {
+async fn impersonate(base: &InProcess, tenant: &str, body: Value) -> (StatusCode, Value) {
     let (k, v) = admin();
     call(
         base,
@@ -49,7 +44,7 @@ async fn impersonate(base: &str, tenant: &str, body: Value) -> (StatusCode, Valu
     .await
 }
 
-async fn setup(base: &str) {
+async fn setup(base: &InProcess) {
     let (k, v) = admin();
     for slug in ["acme", "globex", "initech"] {
         let (status, _) = call(
@@ -81,7 +76,7 @@ async fn setup(base: &str) {
     .await;
 }
 
-async fn titles(base: &str, token: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
+async fn titles(base: &InProcess, token: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
     let auth = format!("Bearer {token}");
     let mut headers = vec![("authorization", auth.as_str())];
     headers.extend_from_slice(extra);
@@ -90,9 +85,8 @@ async fn titles(base: &str, token: &str, extra: &[(&str, &str)]) -> (StatusCode,
 
 #[tokio::test]
 async fn impersonation_tokens_are_short_lived_single_use_and_audited() {
-    let cli = Cli::sqlite();
-    let server = serve(&cli);
-    let base = server.base.as_str();
+    let server = InProcess::sqlite().await;
+    let base = &server;
     setup(base).await;
 
     let (status, grant) = impersonate(base, "acme", json!({"user": "u-42", "ttl_s": 120})).await;
@@ -240,13 +234,13 @@ async fn impersonation_tokens_are_short_lived_single_use_and_audited() {
 #[tokio::test]
 async fn a_token_used_on_one_instance_is_refused_on_another() {
     let db = PgTestDb::new().await;
-    let cli = Cli::with_url(&db.url);
-    let (a, b) = (serve(&cli), serve(&cli));
-    setup(&a.base).await;
-    let (_, grant) = impersonate(&a.base, "acme", json!({"user": "u-7"})).await;
+    let a = InProcess::over(&db.url, tempfile::tempdir().unwrap()).await;
+    let b = InProcess::over(&db.url, tempfile::tempdir().unwrap()).await;
+    setup(&a).await;
+    let (_, grant) = impersonate(&a, "acme", json!({"user": "u-7"})).await;
     let token = grant["token"].as_str().unwrap().to_owned();
     // Both at once: exactly one is accepted.
-    let (first, second) = tokio::join!(titles(&a.base, &token, &[]), titles(&b.base, &token, &[]));
+    let (first, second) = tokio::join!(titles(&a, &token, &[]), titles(&b, &token, &[]));
     let mut statuses = [first.0, second.0];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED]);
