@@ -117,6 +117,9 @@ ensure_schemathesis
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
+say "no module circle in any crate, and the binary's layers (ops, cli, http) kept"
+python3 scripts/module-cycles.py
+
 say "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 

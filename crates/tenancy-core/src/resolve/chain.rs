@@ -205,7 +205,7 @@ impl ResolverChain {
             return Some(Err(ambiguous));
         }
         for link in self.in_order() {
-            if !named.wants(link) {
+            if !named.wants(link.source) {
                 continue;
             }
             let name = match &link.header {
@@ -221,7 +221,7 @@ impl ResolverChain {
                     Answer::Found(found) => Name::Owned(found),
                 },
             };
-            named.add(link, name, self.is_override(link));
+            named.add(link.source, name, self.is_override(link));
         }
         Some(Ok(named))
     }
@@ -235,7 +235,7 @@ impl ResolverChain {
         self.unambiguous(ctx)?;
         let mut named = Named::default();
         for link in self.in_order() {
-            if !named.wants(link) {
+            if !named.wants(link.source) {
                 continue;
             }
             let found = match link.resolver.resolve_now(ctx) {
@@ -244,7 +244,7 @@ impl ResolverChain {
                 Answer::Wait => link.resolver.resolve(ctx).await,
             };
             if let Some(found) = found {
-                named.add(link, Name::Owned(found), self.is_override(link));
+                named.add(link.source, Name::Owned(found), self.is_override(link));
             }
         }
         Ok(named)

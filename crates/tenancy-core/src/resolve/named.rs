@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::Source;
-use super::chain::Link;
 use crate::tenant::{TenantInfo, TenantRef};
 use crate::validate::Rejection;
 
@@ -66,22 +65,22 @@ pub struct Named<'a> {
 }
 
 impl<'a> Named<'a> {
-    /// Whether `link`'s answer still matters.
+    /// Whether the answer of a resolver of `source` still matters.
     #[inline]
-    pub(super) fn wants(&self, link: &Link) -> bool {
+    pub(super) fn wants(&self, source: Source) -> bool {
         if self.overridden {
             return false;
         }
-        match link.source {
+        match source {
             Source::Credential => self.credential.is_none(),
             Source::Host => !self.host_answered,
             Source::Request => true,
         }
     }
 
-    /// Records what `link` found.
+    /// Records what a resolver of `source` found.
     #[inline]
-    pub(super) fn add(&mut self, link: &Link, name: Name<'a>, is_override: bool) {
+    pub(super) fn add(&mut self, source: Source, name: Name<'a>, is_override: bool) {
         if is_override {
             *self = Self {
                 chosen: [Some(name), None],
@@ -90,10 +89,10 @@ impl<'a> Named<'a> {
             };
             return;
         }
-        match link.source {
+        match source {
             Source::Credential => self.credential = Some(name),
             Source::Host | Source::Request => {
-                self.host_answered |= link.source == Source::Host;
+                self.host_answered |= source == Source::Host;
                 self.choose(name);
             }
         }
