@@ -40,7 +40,7 @@ use tower_layer::Layer;
 use crate::metrics::RequestMetrics;
 use crate::outcome::TenantState;
 use crate::rate_limit::RateLimits;
-use rules::{Carried, Head};
+use rules::{Carried, Head, Verdict};
 
 pub(crate) use rules::Rules;
 pub use service::{ResponseFuture, TenantService};
@@ -158,13 +158,21 @@ impl TenantLayer {
             .verdict(Head::of_parts(parts), Carried::default())
             .await;
         self.rules.record(&verdict);
-        if let rules::Verdict::Serve(tenant) = &verdict {
+        if let Verdict::Serve(tenant) = &verdict {
             service::record_tenant_on_span(tenant);
         }
         if let Some((metrics, started)) = started {
             metrics.latency(started.elapsed());
         }
-        verdict.into_state()
+        match verdict {
+            Verdict::Serve(tenant) => Ok(TenantState::Resolved(tenant)),
+            Verdict::Refuse(error) => Ok(TenantState::Refused(error)),
+            Verdict::Limited {
+                tenant,
+                rps,
+                retry_after,
+            } => Err(rules::rate_limited(&tenant, rps, retry_after)),
+        }
     }
 
     fn rules_mut(&mut self) -> &mut Rules {

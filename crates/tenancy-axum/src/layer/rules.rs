@@ -21,7 +21,7 @@ use tenancy_core::{
 };
 
 use crate::metrics::RequestMetrics;
-use crate::outcome::{TenantError, TenantState};
+use crate::outcome::TenantError;
 use crate::problem::Problem;
 use crate::rate_limit::{Decision, Limits};
 
@@ -88,6 +88,14 @@ impl Default for Progress<'_> {
     }
 }
 
+/// What [`Rules::now`] tells: the verdict, or where to continue waiting.
+pub(super) enum Now {
+    /// The verdict, and the claims this layer verified (for handlers).
+    Done(Verdict, Option<VerifiedClaims>),
+    /// A lookup must be awaited: continue with [`Rules::verdict`].
+    Wait(Carried),
+}
+
 /// What the hit path hands to the path that waits: the claims it verified
 /// (so a token is verified once), and its progress when that borrows
 /// nothing from the request.
@@ -102,7 +110,7 @@ impl Rules {
     /// The verdict for `req` when it needs no waiting; otherwise what the
     /// path that waits ([`Rules::verdict`]) continues from.
     #[inline(always)]
-    pub(super) fn now(&self, req: Head<'_>) -> Result<(Verdict, Option<VerifiedClaims>), Carried> {
+    pub(super) fn now(&self, req: Head<'_>) -> Now {
         let claims = self.claims_of(req);
         let mut progress = Progress::default();
         let step = self.step(
@@ -113,13 +121,13 @@ impl Rules {
         let pending = match step {
             Ok(verdict) => {
                 drop(progress);
-                return Ok((verdict, verified(claims)));
+                return Now::Done(verdict, verified(claims));
             }
             Err(pending) => pending,
         };
         let decided = progress.decided.take();
         drop(progress);
-        Err(Carried {
+        Now::Wait(Carried {
             verified: verified(claims),
             decided,
             // A validation is asked again with the names it belongs to.
@@ -323,22 +331,6 @@ impl Rules {
                 metrics.tenant(&tenant.id);
             }
             Verdict::Refuse(error) => metrics.outcome(crate::metrics::refusal_index(error)),
-        }
-    }
-}
-
-impl Verdict {
-    /// The layer's own answer, for a tenant over its limit; otherwise the
-    /// state recorded for the rest of the request.
-    pub(super) fn into_state(self) -> Result<TenantState, Response> {
-        match self {
-            Self::Serve(tenant) => Ok(TenantState::Resolved(tenant)),
-            Self::Refuse(error) => Ok(TenantState::Refused(error)),
-            Self::Limited {
-                tenant,
-                rps,
-                retry_after,
-            } => Err(rate_limited(&tenant, rps, retry_after)),
         }
     }
 }

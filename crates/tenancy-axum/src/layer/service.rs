@@ -16,7 +16,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 use super::Rules;
-use super::rules::{Carried, Head, Verdict, rate_limited};
+use super::rules::{Carried, Head, Now, Verdict, rate_limited};
 use crate::metrics::RequestMetrics;
 use crate::outcome::TenantState;
 
@@ -69,10 +69,10 @@ where
         match self.rules.now(Head::of(&req)) {
             // Called now, on the service that was polled ready: no clone
             // of it (an axum route clone is an allocation).
-            Ok((verdict, verified)) => {
+            Now::Done(verdict, verified) => {
                 respond(&self.rules, verdict, verified, req, &mut self.inner, timer)
             }
-            Err(carried) => {
+            Now::Wait(carried) => {
                 let inner = self.take_ready();
                 ResponseFuture::slow(self.rules.clone(), req, inner, timer, carried)
             }
