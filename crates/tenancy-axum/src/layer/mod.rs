@@ -26,6 +26,12 @@
 //! );
 //! let app: Router = Router::new().route("/hello", get(hello)).layer(layer);
 //! ```
+//!
+//! The rules (claims, resolution, validation, the naming rule,
+//! memberships, rate limits) are written once, apart from the tower
+//! plumbing ([`TenantService`], [`ResponseFuture`]). A gateway that only
+//! asks where a request may go applies the same rules with
+//! [`TenantLayer::decide`].
 
 mod rules;
 mod service;
