@@ -42,6 +42,9 @@ pub(crate) struct Rules {
     pub(super) jwt: Option<JwtVerifier>,
 }
 
+/// The tenant a request is for, or why none may be served.
+type Decided = Result<Arc<TenantInfo>, TenantError>;
+
 /// What the rules decide for one request.
 pub(super) enum Verdict {
     /// Served in this tenant's scope.
@@ -72,7 +75,7 @@ pub(super) struct Progress<'a> {
     named: Option<Result<Named<'a>, Ambiguous>>,
     /// The validation of each of the names, in order.
     validated: [Option<Result<Arc<TenantInfo>, Rejection>>; 3],
-    decided: Option<Result<Arc<TenantInfo>, TenantError>>,
+    decided: Option<Decided>,
     limit: Option<Decision>,
 }
 
@@ -102,7 +105,7 @@ pub(super) enum Now {
 #[derive(Default)]
 pub(super) struct Carried {
     verified: Option<VerifiedClaims>,
-    decided: Option<Result<Arc<TenantInfo>, TenantError>>,
+    decided: Option<Decided>,
     pending: Option<Pending>,
 }
 
@@ -111,13 +114,12 @@ impl Rules {
     /// path that waits ([`Rules::verdict`]) continues from.
     #[inline(always)]
     pub(super) fn now(&self, req: Head<'_>) -> Now {
-        let claims = self.claims_of(req);
-        let mut progress = Progress::default();
-        let step = self.step(
-            req,
-            claims.as_ref().ok().and_then(Claims::get),
-            &mut progress,
-        );
+        let (claims, refused) = self.claims_of(req);
+        let mut progress = Progress {
+            decided: refused,
+            ..Progress::default()
+        };
+        let step = self.step(req, claims.get(), &mut progress);
         let pending = match step {
             Ok(verdict) => {
                 drop(progress);
@@ -145,14 +147,14 @@ impl Rules {
         req: Head<'_>,
         carried: Carried,
     ) -> (Verdict, Option<VerifiedClaims>) {
-        let claims = match carried.verified {
-            Some(verified) => Ok(Claims::Verified(verified)),
+        let (claims, refused) = match carried.verified {
+            Some(verified) => (Claims::Verified(verified), None),
             None => self.claims_of(req),
         };
         let verdict = {
-            let claims = claims.as_ref().ok().and_then(Claims::get);
+            let claims = claims.get();
             let mut progress = Progress {
-                decided: carried.decided,
+                decided: carried.decided.or(refused),
                 ..Progress::default()
             };
             let mut pending = carried.pending;
@@ -216,7 +218,7 @@ impl Rules {
         req: Head<'a>,
         claims: Option<&'a VerifiedClaims>,
         progress: &mut Progress<'a>,
-    ) -> Result<Result<Arc<TenantInfo>, TenantError>, Pending> {
+    ) -> Result<Decided, Pending> {
         // Names are read in place (borrowed from the request) when the
         // resolver allows it: no copy of them on the hit path.
         let named = match &mut progress.named {
@@ -295,9 +297,18 @@ impl Rules {
     }
 
     /// Claims verified upstream (an extension), else by the built-in
-    /// verifier.
+    /// verifier; with the request's refusal when its token fails
+    /// verification.
     #[inline(always)]
-    fn claims_of<'a>(&self, req: Head<'a>) -> Result<Claims<'a>, TenantError> {
+    fn claims_of<'a>(&self, req: Head<'a>) -> (Claims<'a>, Option<Decided>) {
+        match self.verify(req) {
+            Ok(claims) => (claims, None),
+            Err(error) => (Claims::None, Some(Err(error))),
+        }
+    }
+
+    #[inline(always)]
+    fn verify<'a>(&self, req: Head<'a>) -> Result<Claims<'a>, TenantError> {
         if let Some(claims) = req.extensions.get::<VerifiedClaims>() {
             return Ok(Claims::Upstream(claims));
         }
@@ -344,10 +355,10 @@ fn ambiguous_error(ambiguous: &Ambiguous) -> TenantError {
 /// The claims this layer verified itself, to be given to handlers (not an
 /// upstream layer's: those are in the extensions already).
 #[inline(always)]
-fn verified(claims: Result<Claims<'_>, TenantError>) -> Option<VerifiedClaims> {
+fn verified(claims: Claims<'_>) -> Option<VerifiedClaims> {
     match claims {
-        Ok(Claims::Verified(claims)) => Some(claims),
-        Ok(Claims::None | Claims::Upstream(_)) | Err(_) => None,
+        Claims::Verified(claims) => Some(claims),
+        Claims::None | Claims::Upstream(_) => None,
     }
 }
 
