@@ -2,7 +2,7 @@
 //!
 //! The layer never rejects. It resolves the tenant the request names,
 //! validates it, checks it against the verified memberships, and records
-//! the outcome as a [`TenantState`](crate::TenantState) in the request
+//! the outcome as a [`TenantState`] in the request
 //! extensions. When the tenant is valid, the rest of the request runs with
 //! it as the task-local current tenant and with `tenant_id` on the tracing
 //! span. Extractors ([`Tenant`](crate::Tenant)) and the
