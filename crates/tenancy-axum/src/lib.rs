@@ -26,20 +26,20 @@
 //! See the `tenancy` facade crate for the one-call setup.
 
 mod extract;
-mod guard;
+pub mod guard;
 #[cfg(feature = "jwt")]
 mod jwt;
-mod layer;
+pub mod layer;
 pub mod metrics;
 mod outcome;
 mod problem;
 pub mod rate_limit;
 
 pub use extract::Tenant;
-pub use guard::{GuardFuture, RequireTenant, RequireTenantLayer};
+pub use guard::{RequireTenant, RequireTenantLayer};
 #[cfg(feature = "jwt")]
 pub use jwt::{JwtError, JwtVerifier};
-pub use layer::{TenantFuture, TenantLayer, TenantService};
+pub use layer::{TenantLayer, TenantService};
 pub use metrics::RequestMetrics;
 pub use outcome::{TenantError, TenantState};
 pub use problem::{PROBLEM_JSON, Problem};

@@ -89,3 +89,54 @@ async fn the_tenant_layer_answer_panics_when_polled_again() {
     let fut = service.call(request());
     assert_eq!(polled_twice_panics(fut), StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_guard_pass_through_panics_when_polled_again() {
+    let tenant = acme_layer()
+        .await
+        .validator()
+        .validate(&TenantRef::new("acme"))
+        .await
+        .unwrap();
+    let mut guarded = RequireTenantLayer::new().layer(ok_service());
+    let mut request = Request::new(());
+    request
+        .extensions_mut()
+        .insert(tenancy_axum::TenantState::Resolved(tenant));
+    let fut = guarded.call(request);
+    assert_eq!(polled_twice_panics(fut), StatusCode::OK);
+}
+
+/// A tenant layer over a store holding the active tenant `acme`.
+async fn acme_layer() -> TenantLayer {
+    let store = Arc::new(MemoryStore::new());
+    LifecycleService::new(store.clone())
+        .create(NewTenant::new("acme", "Acme").unwrap())
+        .await
+        .unwrap();
+    TenantLayer::new(
+        ResolverChain::new().with(HeaderResolver::default()),
+        Validator::new(store, &Default::default()),
+    )
+}
+
+fn acme_request() -> Request<()> {
+    Request::get("/")
+        .header("x-tenant-id", "acme")
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_tenant_layer_future_panics_when_polled_again() {
+    let mut service = acme_layer().await.layer(ok_service());
+    // A cache miss: the path that waits (the store answers at once).
+    let fut = service.call(acme_request());
+    assert_eq!(polled_twice_panics(fut), StatusCode::OK);
+    // A cache hit: the inner future in the tenant's scope.
+    let fut = service.call(acme_request());
+    assert_eq!(polled_twice_panics(fut), StatusCode::OK);
+    // A refusal recorded for the handler (here it answers 200 anyway).
+    let fut = service.call(Request::new(()));
+    assert_eq!(polled_twice_panics(fut), StatusCode::OK);
+}

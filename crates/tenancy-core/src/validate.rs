@@ -147,7 +147,9 @@ impl Validator {
     /// (a malformed reference, or a live cache entry); `None` on a miss.
     ///
     /// `key` is the raw id or slug, as a resolver found it (see
-    /// [`TenantRef::as_str`]).
+    /// [`TenantRef::as_str`]). The tenant layer's hit path: not meant for
+    /// users, call [`Validator::validate`].
+    #[doc(hidden)]
     pub fn validate_cached(&self, key: &str) -> Option<Result<Arc<TenantInfo>, Rejection>> {
         let hash = front::hash(key);
         let now = crate::clock::recent();

@@ -8,8 +8,13 @@ use axum::response::Response;
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// Either the inner service's future or an immediate refusal.
-    pub struct GuardFuture<F> {
+    /// The response future of [`RequireTenant`](super::RequireTenant):
+    /// either the inner service's future or an immediate refusal.
+    ///
+    /// # Panics
+    ///
+    /// Polled again after it returned its answer, as tower-http's futures do.
+    pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
     }
@@ -20,10 +25,12 @@ pin_project! {
     enum Kind<F> {
         Inner { #[pin] future: F },
         Refused { response: Option<Response> },
+        // The answer was returned.
+        Done,
     }
 }
 
-impl<F> GuardFuture<F> {
+impl<F> ResponseFuture<F> {
     pub(super) fn inner(future: F) -> Self {
         Self {
             kind: Kind::Inner { future },
@@ -39,20 +46,29 @@ impl<F> GuardFuture<F> {
     }
 }
 
-impl<F, E> Future for GuardFuture<F>
+impl<F, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response, E>>,
 {
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let mut kind = self.project().kind;
+        let polled = match kind.as_mut().project() {
             KindProj::Inner { future } => future.poll(cx),
-            KindProj::Refused { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                // A programming error, as with tower-http's futures.
-                None => panic!("GuardFuture polled after completion"),
-            },
+            KindProj::Refused { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
+            // A programming error, as with tower-http's futures.
+            KindProj::Done => panic!("the guard's ResponseFuture polled after completion"),
+        };
+        if polled.is_ready() {
+            kind.set(Kind::Done);
         }
+        polled
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }

@@ -27,7 +27,7 @@ use http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use future::GuardFuture;
+pub use future::ResponseFuture;
 
 use crate::outcome::{TenantError, TenantState};
 
@@ -61,7 +61,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = GuardFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -69,11 +69,11 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match req.extensions().get::<TenantState>() {
-            Some(TenantState::Resolved(_)) => GuardFuture::inner(self.inner.call(req)),
+            Some(TenantState::Resolved(_)) => ResponseFuture::inner(self.inner.call(req)),
             Some(TenantState::Refused(error)) => {
-                GuardFuture::refused(error.clone().into_response())
+                ResponseFuture::refused(error.clone().into_response())
             }
-            None => GuardFuture::refused(TenantError::LayerMissing.into_response()),
+            None => ResponseFuture::refused(TenantError::LayerMissing.into_response()),
         }
     }
 }

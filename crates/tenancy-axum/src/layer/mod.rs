@@ -2,7 +2,7 @@
 //!
 //! The layer never rejects. It resolves the tenant the request names,
 //! validates it, checks it against the verified memberships, and records
-//! the outcome as a [`TenantState`](crate::TenantState) in the request
+//! the outcome as a [`TenantState`] in the request
 //! extensions. When the tenant is valid, the rest of the request runs with
 //! it as the task-local current tenant and with `tenant_id` on the tracing
 //! span. Extractors ([`Tenant`](crate::Tenant)) and the
@@ -26,19 +26,30 @@
 //! );
 //! let app: Router = Router::new().route("/hello", get(hello)).layer(layer);
 //! ```
+//!
+//! The rules (claims, resolution, validation, the naming rule,
+//! memberships, rate limits) are written once, apart from the tower
+//! plumbing ([`TenantService`], [`ResponseFuture`]). A gateway that only
+//! asks where a request may go applies the same rules with
+//! [`TenantLayer::decide`].
 
 mod rules;
 mod service;
 
 use std::sync::Arc;
 
+use axum::response::Response;
+use http::request::Parts;
 use tenancy_core::{ResolverChain, Validator};
 use tower_layer::Layer;
 
 use crate::metrics::RequestMetrics;
-use crate::rate_limit::{Limits, RateLimits};
+use crate::outcome::TenantState;
+use crate::rate_limit::RateLimits;
+use rules::{Carried, Head, Verdict};
 
-pub use service::{TenantFuture, TenantService};
+pub(crate) use rules::Rules;
+pub use service::{ResponseFuture, TenantService};
 
 #[cfg(feature = "jwt")]
 use crate::jwt::JwtVerifier;
@@ -48,19 +59,7 @@ use crate::jwt::JwtVerifier;
 /// Cloning is cheap (one `Arc`).
 #[derive(Clone)]
 pub struct TenantLayer {
-    pub(crate) shared: Arc<Shared>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) chain: ResolverChain,
-    /// The 401 answer, built once from the chain.
-    pub(crate) not_identified: Arc<str>,
-    pub(crate) limits: Option<Arc<Limits>>,
-    pub(crate) metrics: Option<RequestMetrics>,
-    pub(crate) validator: Validator,
-    pub(crate) membership_claim: String,
-    #[cfg(feature = "jwt")]
-    pub(crate) jwt: Option<JwtVerifier>,
+    pub(crate) rules: Arc<Rules>,
 }
 
 impl TenantLayer {
@@ -68,7 +67,7 @@ impl TenantLayer {
     /// Memberships are read from the `tenants` claim.
     pub fn new(chain: ResolverChain, validator: Validator) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            rules: Arc::new(Rules {
                 // Tokens are offered only once a verifier is set (`jwt`).
                 not_identified: Arc::from(
                     chain.hint_without(&[tenancy_core::resolve::JwtClaimResolver::NAME]),
@@ -86,7 +85,7 @@ impl TenantLayer {
 
     /// Reads memberships from claim `claim` instead of `tenants`.
     pub fn membership_claim(mut self, claim: impl Into<String>) -> Self {
-        self.shared_mut().membership_claim = claim.into();
+        self.rules_mut().membership_claim = claim.into();
         self
     }
 
@@ -100,9 +99,9 @@ impl TenantLayer {
     /// it never falls back to other resolvers.
     #[cfg(feature = "jwt")]
     pub fn jwt(mut self, verifier: JwtVerifier) -> Self {
-        let shared = self.shared_mut();
-        shared.jwt = Some(verifier);
-        shared.not_identified = Arc::from(shared.chain.hint());
+        let rules = self.rules_mut();
+        rules.jwt = Some(verifier);
+        rules.not_identified = Arc::from(rules.chain.hint());
         self
     }
 
@@ -110,7 +109,7 @@ impl TenantLayer {
     /// layer resolved: over the limit, the answer is 429 `rate_limited`
     /// and the handler does not run.
     pub fn rate_limits(mut self, limits: RateLimits) -> Self {
-        self.shared_mut().limits = Some(limits.limits);
+        self.rules_mut().limits = Some(limits.limits);
         self
     }
 
@@ -118,31 +117,86 @@ impl TenantLayer {
     /// `metrics` (read them with an exporter such as `tenancy serve`'s
     /// `GET /metrics`).
     pub fn metrics(mut self, metrics: RequestMetrics) -> Self {
-        self.shared_mut().metrics = Some(metrics);
+        self.rules_mut().metrics = Some(metrics);
         self
     }
 
     /// The validator (to invalidate it, or share it with a lifecycle).
     pub fn validator(&self) -> &Validator {
-        &self.shared.validator
+        &self.rules.validator
     }
 
-    fn shared_mut(&mut self) -> &mut Shared {
+    /// What the layer decides for a request with this head, without
+    /// running anything behind it: the [`TenantState`] it would record
+    /// (the tenant, or why none may be served), or the answer it would
+    /// give itself (429 `rate_limited`, with `Retry-After`). It counts into
+    /// the [metrics](TenantLayer::metrics) as a request through the layer
+    /// does.
+    ///
+    /// For gateways that ask where a request may go (such as `tenancy
+    /// serve`'s `GET /resolve`), so they apply the same rules as the API.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tenancy::{MemoryStore, ResolverChain, TenantLayer, TenantState, Validator};
+    /// use tenancy::resolve::HeaderResolver;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = TenantLayer::new(
+    ///     ResolverChain::new().with(HeaderResolver::default()),
+    ///     Validator::new(Arc::new(MemoryStore::new()), &Default::default()),
+    /// );
+    /// let (parts, ()) = http::Request::get("/notes").body(())?.into_parts();
+    /// // No tenant named: refused (401 `tenant_required` once a handler asks).
+    /// assert!(matches!(layer.decide(&parts).await, Ok(TenantState::Refused(_))));
+    /// # Ok(()) }
+    /// ```
+    pub async fn decide(&self, parts: &Parts) -> Result<TenantState, Response> {
+        let started = self
+            .rules
+            .metrics
+            .as_ref()
+            .filter(|_| crate::metrics::timed())
+            .map(|metrics| (metrics, quanta::Instant::now()));
+        let (verdict, _) = self
+            .rules
+            .verdict(Head::of_parts(parts), Carried::default())
+            .await;
+        self.rules.record(&verdict);
+        if let Verdict::Serve(tenant) = &verdict {
+            service::record_tenant_on_span(tenant);
+        }
+        if let Some((metrics, started)) = started {
+            metrics.latency(started.elapsed());
+        }
+        match verdict {
+            Verdict::Serve(tenant) => Ok(TenantState::Resolved(tenant)),
+            Verdict::Refuse(error) => Ok(TenantState::Refused(error)),
+            Verdict::Limited {
+                tenant,
+                rps,
+                retry_after,
+            } => Err(rules::rate_limited(&tenant, rps, retry_after)),
+        }
+    }
+
+    fn rules_mut(&mut self) -> &mut Rules {
         // Builder methods run before the layer is cloned into services; if
         // it was cloned already, copy-on-write keeps the clones unchanged.
-        if Arc::get_mut(&mut self.shared).is_none() {
-            self.shared = Arc::new(Shared {
-                not_identified: self.shared.not_identified.clone(),
-                limits: self.shared.limits.clone(),
-                metrics: self.shared.metrics.clone(),
-                chain: self.shared.chain.clone(),
-                validator: self.shared.validator.clone(),
-                membership_claim: self.shared.membership_claim.clone(),
+        if Arc::get_mut(&mut self.rules).is_none() {
+            self.rules = Arc::new(Rules {
+                not_identified: self.rules.not_identified.clone(),
+                limits: self.rules.limits.clone(),
+                metrics: self.rules.metrics.clone(),
+                chain: self.rules.chain.clone(),
+                validator: self.rules.validator.clone(),
+                membership_claim: self.rules.membership_claim.clone(),
                 #[cfg(feature = "jwt")]
-                jwt: self.shared.jwt.clone(),
+                jwt: self.rules.jwt.clone(),
             });
         }
-        Arc::get_mut(&mut self.shared).unwrap_or_else(|| unreachable!("just made unique"))
+        Arc::get_mut(&mut self.rules).unwrap_or_else(|| unreachable!("just made unique"))
     }
 }
 
@@ -150,16 +204,16 @@ impl<S> Layer<S> for TenantLayer {
     type Service = TenantService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TenantService::new(inner, self.shared.clone())
+        TenantService::new(inner, self.rules.clone())
     }
 }
 
 impl std::fmt::Debug for TenantLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantLayer")
-            .field("chain", &self.shared.chain)
-            .field("membership_claim", &self.shared.membership_claim)
-            .field("rate_limits", &self.shared.limits.is_some())
+            .field("chain", &self.rules.chain)
+            .field("membership_claim", &self.rules.membership_claim)
+            .field("rate_limits", &self.rules.limits.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -1,78 +1,383 @@
-//! The request rules: which tenant a request is for (claims, names,
-//! validation, the naming rule, memberships), apart from the tower
-//! plumbing in `service.rs`. The hit path ([`tenant_state_now`]) answers
-//! without waiting or gives up; the path that waits ([`tenant_state`])
-//! does the same steps awaiting what must be awaited.
+//! The request rules, apart from the tower plumbing in `service.rs`:
+//! which tenant a request is for (claims, names, validation, the naming
+//! rule, memberships) and whether its rate limit lets it through.
+//!
+//! Each rule is written once, in [`Rules::step`]. It runs without waiting
+//! and, when a lookup must be awaited (a resolver, a validator cache miss,
+//! a shared or uncached limit), stops with that lookup [`Pending`]. The
+//! hit path runs it once; the path that waits ([`Rules::verdict`]) awaits
+//! what is pending, records it in the request's [`Progress`], and runs it
+//! again from where it stopped.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{Extensions, HeaderMap, Method, Request, Uri};
+use http::{Extensions, HeaderMap, Method, Request, StatusCode, Uri};
 use tenancy_core::resolve::{Ambiguous, Named};
-use tenancy_core::{Rejection, ResolutionContext, TenantInfo, TenantRef, VerifiedClaims};
+use tenancy_core::{
+    Rejection, ResolutionContext, ResolverChain, TenantInfo, TenantRef, Validator, VerifiedClaims,
+};
 
-use super::Shared;
-use crate::outcome::{TenantError, TenantState};
+use crate::metrics::RequestMetrics;
+use crate::outcome::TenantError;
+use crate::problem::Problem;
+use crate::rate_limit::{Decision, Limits};
 
-/// Resolves and validates the tenant of `req`.
-/// Also returns the claims when this layer verified them itself (not when
-/// an upstream layer put them in the extensions already).
-pub(super) async fn tenant_state(
-    shared: &Shared,
-    req: Head<'_>,
-) -> (TenantState, Option<VerifiedClaims>) {
-    let claims = match claims_of(shared, req) {
-        Ok(claims) => claims,
-        Err(error) => return (TenantState::Refused(error), None),
-    };
-    let named = match shared.chain.named(&context_of(req, claims.get())).await {
-        Ok(named) => named,
-        Err(ambiguous) => return ambiguous_state(ambiguous),
-    };
-    let mut validated = [None, None, None];
-    for (slot, name) in validated.iter_mut().zip(named.names()) {
-        let result = shared.validator.validate(&TenantRef::new(name)).await;
-        log_refusal(name, &result);
-        *slot = Some(result);
-    }
-    let decided = judge(shared, claims.get(), &named, &mut validated);
-    outcome(decided, claims)
+#[cfg(feature = "jwt")]
+use crate::jwt::JwtVerifier;
+
+/// The rules a [`TenantLayer`](super::TenantLayer) applies to every
+/// request, and what it needs for them.
+pub(crate) struct Rules {
+    pub(super) chain: ResolverChain,
+    /// The 401 answer, built once from the chain.
+    pub(super) not_identified: Arc<str>,
+    pub(super) limits: Option<Arc<Limits>>,
+    pub(super) metrics: Option<RequestMetrics>,
+    pub(super) validator: Validator,
+    pub(super) membership_claim: String,
+    #[cfg(feature = "jwt")]
+    pub(super) jwt: Option<JwtVerifier>,
 }
 
-/// [`tenant_state`] when it needs no waiting: every resolver answered at
-/// once and the validator's cache held every name. `None` otherwise.
-#[inline(always)]
-pub(super) fn tenant_state_now(
-    shared: &Shared,
-    req: Head<'_>,
-) -> Option<(TenantState, Option<VerifiedClaims>)> {
-    let claims = match claims_of(shared, req) {
-        Ok(claims) => claims,
-        Err(error) => return Some((TenantState::Refused(error), None)),
-    };
-    // Names are read in place (borrowed from the request) when the
-    // resolver allows it: no copy of them on the hit path.
-    let named = match shared.chain.named_now(&context_of(req, claims.get()))? {
-        Ok(named) => named,
-        Err(ambiguous) => return Some(ambiguous_state(ambiguous)),
-    };
-    let mut validated = [None, None, None];
-    for (slot, name) in validated.iter_mut().zip(named.names()) {
-        let result = shared.validator.validate_cached(name)?;
-        log_refusal(name, &result);
-        *slot = Some(result);
+/// The tenant a request is for, or why none may be served.
+type Decided = Result<Arc<TenantInfo>, TenantError>;
+
+/// What the rules decide for one request.
+pub(super) enum Verdict {
+    /// Served in this tenant's scope.
+    Serve(Arc<TenantInfo>),
+    /// The tenant is over its rate limit: the layer answers 429 itself.
+    Limited {
+        tenant: Arc<TenantInfo>,
+        rps: u32,
+        retry_after: Duration,
+    },
+    /// No tenant may be served: recorded for the extractor or guard.
+    Refuse(TenantError),
+}
+
+/// The lookup [`Rules::step`] stopped at, to be awaited.
+pub(super) enum Pending {
+    /// A resolver must be awaited: ask the whole chain.
+    Names,
+    /// The validator's cache does not hold the `n`-th name.
+    Validation(usize, TenantRef),
+    /// The tenant's limit must be asked of a shared backend or of the
+    /// override store.
+    Limit(Arc<TenantInfo>),
+}
+
+/// What [`Rules::step`] found out about one request so far.
+pub(super) struct Progress<'a> {
+    named: Option<Result<Named<'a>, Ambiguous>>,
+    /// The validation of each of the names, in order.
+    validated: [Option<Result<Arc<TenantInfo>, Rejection>>; 3],
+    decided: Option<Decided>,
+    limit: Option<Decision>,
+}
+
+impl Default for Progress<'_> {
+    #[inline(always)]
+    fn default() -> Self {
+        Self {
+            named: None,
+            validated: [None, None, None],
+            decided: None,
+            limit: None,
+        }
     }
-    let decided = judge(shared, claims.get(), &named, &mut validated);
-    Some(outcome(decided, claims))
+}
+
+/// What [`Rules::now`] tells: the verdict, or where to continue waiting.
+pub(super) enum Now {
+    /// The verdict, and the claims this layer verified (for handlers).
+    Done(Verdict, Option<VerifiedClaims>),
+    /// A lookup must be awaited: continue with [`Rules::verdict`].
+    Wait(Carried),
+}
+
+/// What the hit path hands to the path that waits: the claims it verified
+/// (so a token is verified once), and its progress when that borrows
+/// nothing from the request.
+#[derive(Default)]
+pub(super) struct Carried {
+    verified: Option<VerifiedClaims>,
+    decided: Option<Decided>,
+    pending: Option<Pending>,
+}
+
+impl Rules {
+    /// The verdict for `req` when it needs no waiting; otherwise what the
+    /// path that waits ([`Rules::verdict`]) continues from.
+    #[inline(always)]
+    pub(super) fn now(&self, req: Head<'_>) -> Now {
+        let (claims, refused) = self.claims_of(req);
+        let mut progress = Progress {
+            decided: refused,
+            ..Progress::default()
+        };
+        let step = self.step(req, claims.get(), &mut progress);
+        let pending = match step {
+            Ok(verdict) => {
+                drop(progress);
+                return Now::Done(verdict, verified(claims));
+            }
+            Err(pending) => pending,
+        };
+        let decided = progress.decided.take();
+        drop(progress);
+        Now::Wait(Carried {
+            verified: verified(claims),
+            decided,
+            // A validation is asked again with the names it belongs to.
+            pending: match pending {
+                Pending::Validation(..) => None,
+                pending => Some(pending),
+            },
+        })
+    }
+
+    /// The verdict for `req`, awaiting every lookup [`Rules::step`] needs,
+    /// starting from what the hit path `carried` over.
+    pub(super) async fn verdict(
+        &self,
+        req: Head<'_>,
+        carried: Carried,
+    ) -> (Verdict, Option<VerifiedClaims>) {
+        let (claims, refused) = match carried.verified {
+            Some(verified) => (Claims::Verified(verified), None),
+            None => self.claims_of(req),
+        };
+        let verdict = {
+            let claims = claims.get();
+            let mut progress = Progress {
+                decided: carried.decided.or(refused),
+                ..Progress::default()
+            };
+            let mut pending = carried.pending;
+            loop {
+                if let Some(pending) = pending.take() {
+                    self.settle(req, claims, &mut progress, pending).await;
+                }
+                match self.step(req, claims, &mut progress) {
+                    Ok(verdict) => break verdict,
+                    Err(next) => pending = Some(next),
+                }
+            }
+        };
+        (verdict, verified(claims))
+    }
+
+    /// Every rule, in order, on what is known without waiting: the claims,
+    /// the names the resolvers find, their validation, the naming rule
+    /// with the token's memberships, then the tenant's rate limit. Steps
+    /// already in `progress` are not run again.
+    #[inline(always)]
+    fn step<'a>(
+        &self,
+        req: Head<'a>,
+        claims: Option<&'a VerifiedClaims>,
+        progress: &mut Progress<'a>,
+    ) -> Result<Verdict, Pending> {
+        let decided = match progress.decided.take() {
+            Some(decided) => decided,
+            None => self.tenant_of(req, claims, progress)?,
+        };
+        let decision = match (&decided, &self.limits) {
+            (Ok(tenant), Some(limits)) => match progress.limit.take() {
+                Some(decision) => decision,
+                None => match limits.check_now(tenant) {
+                    Some(decision) => decision,
+                    None => {
+                        let tenant = tenant.clone();
+                        progress.decided = Some(decided);
+                        return Err(Pending::Limit(tenant));
+                    }
+                },
+            },
+            _ => Decision::Allow,
+        };
+        Ok(match (decided, decision) {
+            (Ok(tenant), Decision::Allow) => Verdict::Serve(tenant),
+            (Ok(tenant), Decision::Deny { rps, retry_after }) => Verdict::Limited {
+                tenant,
+                rps,
+                retry_after,
+            },
+            (Err(error), _) => Verdict::Refuse(error),
+        })
+    }
+
+    /// The tenant the request is for, or why none may be served.
+    #[inline(always)]
+    fn tenant_of<'a>(
+        &self,
+        req: Head<'a>,
+        claims: Option<&'a VerifiedClaims>,
+        progress: &mut Progress<'a>,
+    ) -> Result<Decided, Pending> {
+        // Names are read in place (borrowed from the request) when the
+        // resolver allows it: no copy of them on the hit path.
+        let named = match &mut progress.named {
+            Some(named) => named,
+            slot @ None => slot.insert(
+                self.chain
+                    .named_now(&context_of(req, claims))
+                    .ok_or(Pending::Names)?,
+            ),
+        };
+        let named = match named {
+            Ok(named) => &*named,
+            Err(ambiguous) => return Ok(Err(ambiguous_error(ambiguous))),
+        };
+        for (index, (slot, name)) in progress.validated.iter_mut().zip(named.names()).enumerate() {
+            if slot.is_none() {
+                let cached = self.validator.validate_cached(name);
+                *slot =
+                    Some(cached.ok_or_else(|| Pending::Validation(index, TenantRef::new(name)))?);
+            }
+        }
+        for (name, validated) in named.names().zip(&progress.validated) {
+            if let Some(Err(rejection)) = validated {
+                tracing::debug!(tenant = %TenantRef::new(name), %rejection, "tenant refused");
+            }
+        }
+        Ok(self.judge(claims, named, &mut progress.validated))
+    }
+
+    /// Awaits the lookup `step` stopped at and records its answer.
+    async fn settle<'a>(
+        &self,
+        req: Head<'a>,
+        claims: Option<&'a VerifiedClaims>,
+        progress: &mut Progress<'a>,
+        pending: Pending,
+    ) {
+        match pending {
+            Pending::Names => {
+                progress.named = Some(self.chain.named(&context_of(req, claims)).await);
+            }
+            Pending::Validation(index, name) => {
+                if let Some(slot) = progress.validated.get_mut(index) {
+                    *slot = Some(self.validator.validate(&name).await);
+                }
+            }
+            Pending::Limit(tenant) => {
+                if let Some(limits) = &self.limits {
+                    progress.limit = Some(limits.check(&tenant).await);
+                }
+            }
+        }
+    }
+
+    /// The tenant that resolution and validation found, by the rule of
+    /// [`Named::decide`] with the token's memberships.
+    #[inline(always)]
+    fn judge(
+        &self,
+        claims: Option<&VerifiedClaims>,
+        named: &Named<'_>,
+        validated: &mut [Option<Result<Arc<TenantInfo>, Rejection>>],
+    ) -> Result<Arc<TenantInfo>, TenantError> {
+        // Most requests carry no claims: no membership list to read.
+        let memberships = claims.and_then(|claims| claims.memberships(&self.membership_claim));
+        match named.decide(validated, memberships.as_deref()) {
+            Some(Ok(tenant)) => Ok(tenant),
+            Some(Err(rejection)) => {
+                if matches!(rejection, Rejection::NotMember | Rejection::Conflict) {
+                    tracing::debug!(%rejection, "tenant refused");
+                }
+                Err(rejection.into())
+            }
+            None => Err(TenantError::NotIdentified(self.not_identified.clone())),
+        }
+    }
+
+    /// Claims verified upstream (an extension), else by the built-in
+    /// verifier; with the request's refusal when its token fails
+    /// verification.
+    #[inline(always)]
+    fn claims_of<'a>(&self, req: Head<'a>) -> (Claims<'a>, Option<Decided>) {
+        match self.verify(req) {
+            Ok(claims) => (claims, None),
+            Err(error) => (Claims::None, Some(Err(error))),
+        }
+    }
+
+    #[inline(always)]
+    fn verify<'a>(&self, req: Head<'a>) -> Result<Claims<'a>, TenantError> {
+        if let Some(claims) = req.extensions.get::<VerifiedClaims>() {
+            return Ok(Claims::Upstream(claims));
+        }
+        #[cfg(feature = "jwt")]
+        if let Some(verifier) = &self.jwt {
+            let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
+                return Ok(Claims::None);
+            };
+            let token = crate::jwt::bearer_token(value).ok_or_else(|| {
+                TenantError::InvalidToken("the Authorization header is not `Bearer <token>`".into())
+            })?;
+            return verifier
+                .verify(token)
+                .map(Claims::Verified)
+                .map_err(|e| TenantError::InvalidToken(e.to_string()));
+        }
+        Ok(Claims::None)
+    }
+
+    /// Counts the verdict into the metrics, if any.
+    #[inline(always)]
+    pub(super) fn record(&self, verdict: &Verdict) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        match verdict {
+            // Counts as resolved too (`RequestMetrics::outcomes`).
+            Verdict::Serve(tenant) => metrics.tenant(&tenant.id),
+            Verdict::Limited { tenant, .. } => {
+                metrics.outcome(crate::metrics::RATE_LIMITED);
+                metrics.tenant(&tenant.id);
+            }
+            Verdict::Refuse(error) => metrics.outcome(crate::metrics::refusal_index(error)),
+        }
+    }
 }
 
 /// The refusal of a request that repeats a header naming the tenant.
 #[cold]
-fn ambiguous_state(ambiguous: Ambiguous) -> (TenantState, Option<VerifiedClaims>) {
-    (
-        TenantState::Refused(TenantError::Ambiguous(ambiguous.to_string())),
-        None,
+fn ambiguous_error(ambiguous: &Ambiguous) -> TenantError {
+    TenantError::Ambiguous(ambiguous.to_string())
+}
+
+/// The claims this layer verified itself, to be given to handlers (not an
+/// upstream layer's: those are in the extensions already).
+#[inline(always)]
+fn verified(claims: Claims<'_>) -> Option<VerifiedClaims> {
+    match claims {
+        Claims::Verified(claims) => Some(claims),
+        Claims::None | Claims::Upstream(_) => None,
+    }
+}
+
+/// The 429 for a tenant over its limit.
+pub(super) fn rate_limited(tenant: &TenantInfo, rps: u32, retry_after: Duration) -> Response {
+    // Whole seconds, rounded up, at least 1 (RFC 9110).
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    tracing::debug!(tenant_id = %tenant.id, rps, retry_after = secs, "rate limited");
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "tenant {} is over its limit of {rps} requests per second: retry after {secs} s",
+            tenant.id
+        ),
     )
+    .retry_after(secs)
+    .into_response()
 }
 
 /// The parts of a request that resolution reads, borrowed from a whole
@@ -111,43 +416,6 @@ fn context_of<'a>(req: Head<'a>, claims: Option<&'a VerifiedClaims>) -> Resoluti
     ResolutionContext::of_request(req.method, req.uri, req.headers).with_claims(claims)
 }
 
-/// The tenant that resolution and validation found, by the rule of
-/// [`Named::decide`] with the token's memberships.
-#[inline(always)]
-fn judge(
-    shared: &Shared,
-    claims: Option<&VerifiedClaims>,
-    named: &Named<'_>,
-    validated: &mut [Option<Result<Arc<TenantInfo>, Rejection>>],
-) -> Result<Arc<TenantInfo>, TenantError> {
-    // Most requests carry no claims: no membership list to read.
-    let memberships = claims.and_then(|claims| claims.memberships(&shared.membership_claim));
-    match named.decide(validated, memberships.as_deref()) {
-        Some(Ok(tenant)) => Ok(tenant),
-        Some(Err(rejection)) => {
-            if matches!(rejection, Rejection::NotMember | Rejection::Conflict) {
-                tracing::debug!(%rejection, "tenant refused");
-            }
-            Err(rejection.into())
-        }
-        None => Err(TenantError::NotIdentified(shared.not_identified.clone())),
-    }
-}
-
-/// The request's state, with the claims this layer verified (for
-/// handlers) when it is served.
-#[inline(always)]
-fn outcome(
-    decided: Result<Arc<TenantInfo>, TenantError>,
-    claims: Claims<'_>,
-) -> (TenantState, Option<VerifiedClaims>) {
-    match (decided, claims) {
-        (Ok(tenant), Claims::Verified(claims)) => (TenantState::Resolved(tenant), Some(claims)),
-        (Ok(tenant), Claims::None | Claims::Upstream(_)) => (TenantState::Resolved(tenant), None),
-        (Err(error), _) => (TenantState::Refused(error), None),
-    }
-}
-
 /// The request's verified claims: none, an upstream layer's (borrowed from
 /// the extensions), or verified here (to be inserted for handlers).
 enum Claims<'a> {
@@ -166,37 +434,4 @@ impl Claims<'_> {
             Self::Verified(claims) => Some(claims),
         }
     }
-}
-
-/// Logs why the tenant `reference` names is refused, if it is: as a
-/// `TenantRef` shows it, escaped and cut short.
-#[inline(always)]
-fn log_refusal(reference: &str, validated: &Result<Arc<TenantInfo>, Rejection>) {
-    if let Err(rejection) = validated {
-        tracing::debug!(tenant = %TenantRef::new(reference), %rejection, "tenant refused");
-    }
-}
-
-/// Claims verified upstream (an extension), else by the built-in verifier.
-#[inline(always)]
-fn claims_of<'a>(shared: &Shared, req: Head<'a>) -> Result<Claims<'a>, TenantError> {
-    if let Some(claims) = req.extensions.get::<VerifiedClaims>() {
-        return Ok(Claims::Upstream(claims));
-    }
-    #[cfg(feature = "jwt")]
-    if let Some(verifier) = &shared.jwt {
-        let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
-            return Ok(Claims::None);
-        };
-        let token = crate::jwt::bearer_token(value).ok_or_else(|| {
-            TenantError::InvalidToken("the Authorization header is not `Bearer <token>`".into())
-        })?;
-        return verifier
-            .verify(token)
-            .map(Claims::Verified)
-            .map_err(|e| TenantError::InvalidToken(e.to_string()));
-    }
-    #[cfg(not(feature = "jwt"))]
-    let _ = shared;
-    Ok(Claims::None)
 }

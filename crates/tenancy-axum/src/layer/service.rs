@@ -1,77 +1,35 @@
-//! The request path, in one place: resolve → validate → scope → handler.
+//! The tower plumbing of [`TenantLayer`](super::TenantLayer): the service
+//! runs the [rules](super::rules) on each request, then scopes the inner
+//! service's future to the tenant, or records the refusal, or answers 429.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use std::time::Duration;
-
-use axum::response::{IntoResponse, Response};
-use http::{Request, StatusCode};
+use axum::response::Response;
+use http::Request;
 use tenancy_core::context::{self, TenantScoped};
 use tenancy_core::{TenantInfo, VerifiedClaims};
 use tower_service::Service;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
-use super::Shared;
-use super::rules::{Head, tenant_state, tenant_state_now};
+use super::Rules;
+use super::rules::{Carried, Head, Now, Verdict, rate_limited};
 use crate::metrics::RequestMetrics;
 use crate::outcome::TenantState;
-use crate::problem::Problem;
-use crate::rate_limit::Decision;
-
-/// A resolved tenant's request, allowed by its limit: the extension, the
-/// span, and the inner service's future in the tenant's scope, as a
-/// [`TenantFuture`].
-///
-/// A macro rather than a function, and the whole future built in one
-/// expression: the request and the inner future (hundreds of bytes each)
-/// are then moved straight to where they live; through a function's
-/// by-value parameter the request is copied once more (measured).
-macro_rules! serve_tenant {
-    ($shared:expr, $tenant:ident, $verified:expr, $req:ident, $inner:expr, $timer:expr) => {{
-        if let Some(metrics) = &$shared.metrics {
-            // Counts as resolved too (`RequestMetrics::outcomes`).
-            metrics.tenant(&$tenant.id);
-        }
-        let span = tenant_span(&$tenant);
-        $req.extensions_mut()
-            .insert(TenantState::Resolved($tenant.clone()));
-        // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
-        if let Some(claims) = $verified {
-            $req.extensions_mut().insert(claims);
-        }
-        if span.is_disabled() {
-            // No subscriber wants it: no span to enter on every poll.
-            TenantFuture {
-                kind: Kind::Scoped {
-                    fut: context::with_tenant_info($tenant, $inner.call($req)),
-                },
-                timer: $timer,
-            }
-        } else {
-            TenantFuture {
-                kind: Kind::Served {
-                    fut: context::with_tenant_info($tenant, $inner.call($req)).instrument(span),
-                },
-                timer: $timer,
-            }
-        }
-    }};
-}
 
 /// The service made by [`TenantLayer`](super::TenantLayer).
 #[derive(Clone)]
 pub struct TenantService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    rules: Arc<Rules>,
 }
 
 impl<S> TenantService<S> {
-    pub(super) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+    pub(super) fn new(inner: S, rules: Arc<Rules>) -> Self {
+        Self { inner, rules }
     }
 }
 
@@ -91,15 +49,15 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = TenantFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let timer = self
-            .shared
+            .rules
             .metrics
             .as_ref()
             .filter(|_| crate::metrics::timed())
@@ -107,34 +65,16 @@ where
         // The hit path: every resolver answered at once, the validator's
         // cache held the tenant, and no limit needs waiting for. It reads
         // the request in place (no split into parts and back) and nothing
-        // here allocates but the extension M1 requires.
-        let Some((state, verified)) = tenant_state_now(&self.shared, Head::of(&req)) else {
-            return TenantFuture::slow(self.shared.clone(), req, self.take_ready(), timer, None);
-        };
-        let decision = match (&state, &self.shared.limits) {
-            (TenantState::Resolved(tenant), Some(limits)) => limits.check_now(tenant),
-            _ => Some(Decision::Allow),
-        };
-        let Some(decision) = decision else {
-            let known = Some((state, verified));
-            return TenantFuture::slow(self.shared.clone(), req, self.take_ready(), timer, known);
-        };
-        match (state, decision) {
-            (TenantState::Resolved(tenant), Decision::Allow) => {
-                // Called now, on the service that was polled ready: no
-                // clone of it (an axum route clone is an allocation).
-                serve_tenant!(self.shared, tenant, verified, req, self.inner, timer)
+        // here allocates but the `TenantState` extension.
+        match self.rules.now(Head::of(&req)) {
+            // Called now, on the service that was polled ready: no clone
+            // of it (an axum route clone is an allocation).
+            Now::Done(verdict, verified) => {
+                respond(&self.rules, verdict, verified, req, &mut self.inner, timer)
             }
-            (state, decision) => {
-                let kind = serve(
-                    &self.shared,
-                    state,
-                    verified,
-                    decision,
-                    req,
-                    &mut self.inner,
-                );
-                TenantFuture { kind, timer }
+            Now::Wait(carried) => {
+                let inner = self.take_ready();
+                ResponseFuture::slow(self.rules.clone(), req, inner, timer, carried)
             }
         }
     }
@@ -149,42 +89,57 @@ impl<S: Clone> TenantService<S> {
     }
 }
 
-/// What happens once the tenant is known and the limit decided (the
-/// path that awaited, and the hit path's refusals and 429s).
-fn serve<S, B>(
-    shared: &Shared,
-    state: TenantState,
+/// What happens once the rules gave their verdict: the tenant's request
+/// in its scope and span (with the claims this layer verified, for
+/// handlers), a refusal recorded for the extractor or guard, or the 429.
+#[inline(always)]
+fn respond<S, B>(
+    rules: &Rules,
+    verdict: Verdict,
     verified: Option<VerifiedClaims>,
-    decision: Decision,
     mut req: Request<B>,
     inner: &mut S,
-) -> Kind<S::Future>
+    timer: Option<(RequestMetrics, quanta::Instant)>,
+) -> ResponseFuture<S::Future>
 where
     S: Service<Request<B>, Response = Response>,
 {
-    match state {
-        TenantState::Resolved(tenant) => {
-            if let Decision::Deny { rps, retry_after } = decision {
-                if let Some(metrics) = &shared.metrics {
-                    metrics.outcome(crate::metrics::RATE_LIMITED);
-                    metrics.tenant(&tenant.id);
+    rules.record(&verdict);
+    let kind = match verdict {
+        Verdict::Serve(tenant) => {
+            let span = tenant_span(&tenant);
+            req.extensions_mut()
+                .insert(TenantState::Resolved(tenant.clone()));
+            // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
+            if let Some(claims) = verified {
+                req.extensions_mut().insert(claims);
+            }
+            if span.is_disabled() {
+                // No subscriber wants it: no span to enter on every poll.
+                Kind::Scoped {
+                    fut: context::with_tenant_info(tenant, inner.call(req)),
                 }
-                return Kind::Answered {
-                    response: Some(rate_limited(&tenant, rps, retry_after)),
-                };
+            } else {
+                Kind::Served {
+                    fut: context::with_tenant_info(tenant, inner.call(req)).instrument(span),
+                }
             }
-            serve_tenant!(shared, tenant, verified, req, inner, None).kind
         }
-        TenantState::Refused(error) => {
-            if let Some(metrics) = &shared.metrics {
-                metrics.outcome(crate::metrics::refusal_index(&error));
-            }
+        Verdict::Limited {
+            tenant,
+            rps,
+            retry_after,
+        } => Kind::Answered {
+            response: Some(rate_limited(&tenant, rps, retry_after)),
+        },
+        Verdict::Refuse(error) => {
             req.extensions_mut().insert(TenantState::Refused(error));
             Kind::Refused {
                 fut: inner.call(req),
             }
         }
-    }
+    };
+    ResponseFuture { kind, timer }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -193,7 +148,11 @@ pin_project_lite::pin_project! {
     /// The response future of [`TenantService`]. On the hit path (tenant
     /// answered at once, cached, no limit to wait for) it is the inner
     /// service's future in the tenant's scope, without boxing.
-    pub struct TenantFuture<F: Future> {
+    ///
+    /// # Panics
+    ///
+    /// Polled again after it returned its answer, as tower-http's futures do.
+    pub struct ResponseFuture<F: Future> {
         #[pin]
         kind: Kind<F>,
         // Metrics to record the latency into, and when the request began.
@@ -215,21 +174,22 @@ pin_project_lite::pin_project! {
         // Something had to be awaited first (a resolver, a cache miss, a
         // shared limit): the whole path, boxed.
         Slow { fut: BoxFuture<F::Output> },
+        // The answer was returned.
+        Done,
     }
 }
 
-impl<F, E> TenantFuture<F>
+impl<F, E> ResponseFuture<F>
 where
     F: Future<Output = Result<Response, E>> + Send + 'static,
 {
-    /// The path that awaits: `known` when the tenant was known at once
-    /// and only the limit must be waited for.
+    /// The path that awaits, from what the hit path `carried` over.
     fn slow<S, B>(
-        shared: Arc<Shared>,
+        rules: Arc<Rules>,
         req: Request<B>,
         inner: S,
         timer: Option<(RequestMetrics, quanta::Instant)>,
-        known: Option<(TenantState, Option<VerifiedClaims>)>,
+        carried: Carried,
     ) -> Self
     where
         S: Service<Request<B>, Response = Response, Error = E, Future = F> + Send + 'static,
@@ -239,23 +199,9 @@ where
         let (parts, body) = req.into_parts();
         let fut = Box::pin(async move {
             let mut inner = inner;
-            let (state, verified) = match known {
-                Some(known) => known,
-                None => tenant_state(&shared, Head::of_parts(&parts)).await,
-            };
-            let decision = match (&state, &shared.limits) {
-                (TenantState::Resolved(tenant), Some(limits)) => limits.check(tenant).await,
-                _ => Decision::Allow,
-            };
+            let (verdict, verified) = rules.verdict(Head::of_parts(&parts), carried).await;
             let req = Request::from_parts(parts, body);
-            let kind = serve(&shared, state, verified, decision, req, &mut inner);
-            match kind {
-                Kind::Served { fut } => fut.await,
-                Kind::Scoped { fut } => fut.await,
-                Kind::Refused { fut } => fut.await,
-                Kind::Answered { response } => Ok(response.unwrap_or_default()),
-                Kind::Slow { fut } => fut.await,
-            }
+            respond(&rules, verdict, verified, req, &mut inner, None).await
         });
         Self {
             kind: Kind::Slow { fut },
@@ -264,27 +210,26 @@ where
     }
 }
 
-impl<F, E> Future for TenantFuture<F>
+impl<F, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response, E>>,
 {
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let polled = match this.kind.project() {
+        let mut this = self.project();
+        let polled = match this.kind.as_mut().project() {
             KindProj::Served { fut } => fut.poll(cx),
             KindProj::Scoped { fut } => fut.poll(cx),
             KindProj::Refused { fut } => fut.poll(cx),
-            KindProj::Answered { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                // A programming error, as with tower-http's futures.
-                None => panic!("TenantFuture polled after completion"),
-            },
+            KindProj::Answered { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
             KindProj::Slow { fut } => fut.as_mut().poll(cx),
+            // A programming error, as with tower-http's futures.
+            KindProj::Done => panic!("the tenant layer's ResponseFuture polled after completion"),
         };
-        // Usually no timer: the answer is returned as it is.
-        if this.timer.is_some() && polled.is_ready() {
+        if polled.is_ready() {
+            this.kind.set(Kind::Done);
+            // Usually no timer: the answer is returned as it is.
             if let Some((metrics, started)) = this.timer.take() {
                 metrics.latency(started.elapsed());
             }
@@ -293,9 +238,9 @@ where
     }
 }
 
-impl<F: Future> std::fmt::Debug for TenantFuture<F> {
+impl<F: Future> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
@@ -308,24 +253,15 @@ fn tenant_span(tenant: &TenantInfo) -> tracing::Span {
     if !tracing::dispatcher::has_been_set() {
         return tracing::Span::none();
     }
-    tracing::Span::current().record("tenant_id", tenant.id.as_str());
+    record_tenant_on_span(tenant);
     tracing::info_span!("tenant", tenant_id = %tenant.id)
 }
 
-/// The 429 for a tenant over its limit.
-fn rate_limited(tenant: &TenantInfo, rps: u32, retry_after: Duration) -> Response {
-    // Whole seconds, rounded up, at least 1 (RFC 9110).
-    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let secs = secs.max(1);
-    tracing::debug!(tenant_id = %tenant.id, rps, retry_after = secs, "rate limited");
-    Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!(
-            "tenant {} is over its limit of {rps} requests per second: retry after {secs} s",
-            tenant.id
-        ),
-    )
-    .retry_after(secs)
-    .into_response()
+/// Records `tenant_id` on the current span (a `TraceLayer`'s, when it
+/// declares the field).
+#[inline(always)]
+pub(super) fn record_tenant_on_span(tenant: &TenantInfo) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::Span::current().record("tenant_id", tenant.id.as_str());
+    }
 }

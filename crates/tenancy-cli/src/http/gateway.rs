@@ -1,16 +1,13 @@
 //! `GET /resolve`: the gateway endpoint (nginx `auth_request`, Envoy
 //! ext_authz). It rebuilds the original request from the forwarded headers
-//! and runs it through the same [`TenantLayer`](tenancy::TenantLayer) as the
-//! API, so services in any language get the same tenancy.
+//! and asks the same [`TenantLayer`](tenancy::TenantLayer) as the API to
+//! [decide](tenancy::TenantLayer::decide) it, so services in any language
+//! get the same tenancy.
 
-use std::convert::Infallible;
-
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tenancy::TenantState;
-use tower::{Layer, ServiceExt};
 
 use super::{ServerState, problem};
 
@@ -102,27 +99,16 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
             headers.insert(header::HOST, host);
         }
     }
-    let Ok(forwarded) = forwarded.body(Body::empty()) else {
+    let Ok(forwarded) = forwarded.body(()) else {
         return problem(
             StatusCode::BAD_REQUEST,
             "invalid_forwarded_request",
             "the forwarded request is malformed",
         );
     };
-    // The probe hands back what the layer found.
-    let probe = tower::service_fn(|req: Request| async move {
-        let mut res = Response::new(Body::empty());
-        if let Some(state) = req.extensions().get::<TenantState>().cloned() {
-            res.extensions_mut().insert(state);
-        }
-        Ok::<_, Infallible>(res)
-    });
-    let response = match state.layer.layer(probe).oneshot(forwarded).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    match response.extensions().get::<TenantState>().cloned() {
-        Some(TenantState::Resolved(tenant)) => {
+    let (forwarded, ()) = forwarded.into_parts();
+    match state.layer.decide(&forwarded).await {
+        Ok(TenantState::Resolved(tenant)) => {
             let mut res = StatusCode::OK.into_response();
             let headers = res.headers_mut();
             for (name, value) in [
@@ -136,10 +122,10 @@ pub(super) async fn resolve(State(state): State<ServerState>, req: Request) -> R
             }
             res
         }
-        Some(TenantState::Refused(error)) => error.into_response(),
-        // The layer answered itself: 429 over the tenant's rate limit (with
-        // `Retry-After`), or a store outage.
-        None => response,
+        Ok(TenantState::Refused(error)) => error.into_response(),
+        // The layer answers itself: 429 over the tenant's rate limit (with
+        // `Retry-After`).
+        Err(response) => response,
     }
 }
 
