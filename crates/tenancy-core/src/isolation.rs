@@ -123,17 +123,16 @@ impl IsolationRegistry {
 
     /// The strategy called `name`, or a config error naming the setting.
     pub fn get(&self, name: &str) -> Result<Arc<dyn IsolationStrategy>, ConfigError> {
-        self.strategies.get(name).cloned().ok_or_else(|| {
-            let mut known: Vec<&str> = self.strategies.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            ConfigError::Invalid {
+        self.strategies
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ConfigError::Invalid {
                 key: "lifecycle.isolation_strategy".into(),
                 reason: format!(
                     "no strategy \"{name}\" is registered (known: {})",
-                    known.join(", ")
+                    self.names().join(", ")
                 ),
-            }
-        })
+            })
     }
 
     /// Registered names, sorted.

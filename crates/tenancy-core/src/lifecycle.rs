@@ -231,17 +231,10 @@ impl LifecycleService {
                 source,
             });
         }
-        let active = self
-            .store
-            .set_status(&tenant.id, TenantStatus::Active, None)
-            .await?;
-        self.forget(&active).await;
-        self.bus
-            .publish(TenantEvent::Created {
-                tenant: active.clone(),
-            })
-            .await;
-        Ok(active)
+        self.change_status(&tenant.id, TenantStatus::Active, None, |tenant| {
+            TenantEvent::Created { tenant }
+        })
+        .await
     }
 
     /// Changes the given fields.
@@ -299,17 +292,10 @@ impl LifecycleService {
                     source,
                 })?;
         }
-        let tenant = self
-            .store
-            .set_status(id, TenantStatus::Active, None)
-            .await?;
-        self.forget(&tenant).await;
-        self.bus
-            .publish(TenantEvent::Activated {
-                tenant: tenant.clone(),
-            })
-            .await;
-        Ok(tenant)
+        self.change_status(id, TenantStatus::Active, None, |tenant| {
+            TenantEvent::Activated { tenant }
+        })
+        .await
     }
 
     /// Makes a tenant `Inactive` and applies the deprovision policy.
@@ -358,18 +344,13 @@ impl LifecycleService {
         if current.status == TenantStatus::Suspended && current.status_reason.as_deref() == reason {
             return Ok(current);
         }
-        let tenant = self
-            .store
-            .set_status(id, TenantStatus::Suspended, reason)
-            .await?;
-        self.forget(&tenant).await;
-        self.bus
-            .publish(TenantEvent::Suspended {
-                tenant: tenant.clone(),
+        self.change_status(id, TenantStatus::Suspended, reason, |tenant| {
+            TenantEvent::Suspended {
+                tenant,
                 reason: reason.map(str::to_owned),
-            })
-            .await;
-        Ok(tenant)
+            }
+        })
+        .await
     }
 
     /// Deletes a tenant: refuses service at once, applies the deprovision
@@ -403,6 +384,21 @@ impl LifecycleService {
                 tenant: tenant.clone(),
             })
             .await;
+        Ok(tenant)
+    }
+
+    /// Moves tenant `id` to `status` (with `reason`), forgets what the
+    /// validators cached of it, and publishes `event` of the changed tenant.
+    async fn change_status(
+        &self,
+        id: &TenantId,
+        status: TenantStatus,
+        reason: Option<&str>,
+        event: impl FnOnce(TenantInfo) -> TenantEvent,
+    ) -> Result<TenantInfo, LifecycleError> {
+        let tenant = self.store.set_status(id, status, reason).await?;
+        self.forget(&tenant).await;
+        self.bus.publish(event(tenant.clone())).await;
         Ok(tenant)
     }
 

@@ -6,6 +6,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use chrono::Utc;
 
+use crate::audit::{AuditEntry, AuditQuery, AuditStore, NewAuditEntry};
+use crate::domain::{DomainStatus, DomainStore, TenantDomain};
+use crate::impersonation::{ImpersonationGrant, ImpersonationStore};
+use crate::pool::{Claimed, PendingStore, PendingTenant};
 use crate::store::{
     ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore, validate_config_key,
 };
@@ -40,12 +44,12 @@ struct Inner {
     tenants: HashMap<TenantId, TenantInfo>,
     slugs: HashMap<String, TenantId>,
     config: HashMap<TenantId, ConfigMap>,
-    domains: std::collections::BTreeMap<String, crate::domain::TenantDomain>,
-    audit: Vec<crate::audit::AuditEntry>,
+    domains: std::collections::BTreeMap<String, TenantDomain>,
+    audit: Vec<AuditEntry>,
     /// Grants by key, with whether they were used.
-    grants: HashMap<String, (crate::impersonation::ImpersonationGrant, bool)>,
+    grants: HashMap<String, (ImpersonationGrant, bool)>,
     /// Pending pool members, oldest first.
-    pending: Vec<crate::pool::PendingTenant>,
+    pending: Vec<PendingTenant>,
 }
 
 impl MemoryStore {
@@ -235,11 +239,8 @@ impl ConfigStore for MemoryStore {
 }
 
 #[async_trait]
-impl crate::domain::DomainStore for MemoryStore {
-    async fn add_domain(
-        &self,
-        domain: crate::domain::TenantDomain,
-    ) -> Result<crate::domain::TenantDomain, StoreError> {
+impl DomainStore for MemoryStore {
+    async fn add_domain(&self, domain: TenantDomain) -> Result<TenantDomain, StoreError> {
         let mut inner = self.write();
         if !inner.tenants.contains_key(&domain.tenant_id) {
             return Err(StoreError::NotFound(domain.tenant_id.to_string()));
@@ -259,17 +260,11 @@ impl crate::domain::DomainStore for MemoryStore {
         Ok(domain)
     }
 
-    async fn get_domain(
-        &self,
-        domain: &str,
-    ) -> Result<Option<crate::domain::TenantDomain>, StoreError> {
+    async fn get_domain(&self, domain: &str) -> Result<Option<TenantDomain>, StoreError> {
         Ok(self.read().domains.get(domain).cloned())
     }
 
-    async fn list_domains(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<crate::domain::TenantDomain>, StoreError> {
+    async fn list_domains(&self, tenant: &TenantId) -> Result<Vec<TenantDomain>, StoreError> {
         let mut list: Vec<_> = self
             .read()
             .domains
@@ -281,37 +276,28 @@ impl crate::domain::DomainStore for MemoryStore {
         Ok(list)
     }
 
-    async fn verify_domain(
-        &self,
-        domain: &str,
-    ) -> Result<Option<crate::domain::TenantDomain>, StoreError> {
+    async fn verify_domain(&self, domain: &str) -> Result<Option<TenantDomain>, StoreError> {
         let mut inner = self.write();
         Ok(inner.domains.get_mut(domain).map(|d| {
-            if d.status != crate::domain::DomainStatus::Verified {
-                d.status = crate::domain::DomainStatus::Verified;
+            if d.status != DomainStatus::Verified {
+                d.status = DomainStatus::Verified;
                 d.verified_at = Some(Utc::now());
             }
             d.clone()
         }))
     }
 
-    async fn remove_domain(
-        &self,
-        domain: &str,
-    ) -> Result<Option<crate::domain::TenantDomain>, StoreError> {
+    async fn remove_domain(&self, domain: &str) -> Result<Option<TenantDomain>, StoreError> {
         Ok(self.write().domains.remove(domain))
     }
 }
 
 #[async_trait]
-impl crate::audit::AuditStore for MemoryStore {
-    async fn record(
-        &self,
-        entry: crate::audit::NewAuditEntry,
-    ) -> Result<crate::audit::AuditEntry, StoreError> {
+impl AuditStore for MemoryStore {
+    async fn record(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
         let mut inner = self.write();
         let id = inner.audit.last().map_or(1, |e| e.id + 1);
-        let entry = crate::audit::AuditEntry {
+        let entry = AuditEntry {
             id,
             at: Utc::now(),
             actor: entry.actor,
@@ -324,10 +310,7 @@ impl crate::audit::AuditStore for MemoryStore {
         Ok(entry)
     }
 
-    async fn audit(
-        &self,
-        query: crate::audit::AuditQuery,
-    ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+    async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         let inner = self.read();
         Ok(inner
             .audit
@@ -347,11 +330,8 @@ impl crate::audit::AuditStore for MemoryStore {
 }
 
 #[async_trait]
-impl crate::impersonation::ImpersonationStore for MemoryStore {
-    async fn issue(
-        &self,
-        grant: crate::impersonation::ImpersonationGrant,
-    ) -> Result<(), StoreError> {
+impl ImpersonationStore for MemoryStore {
+    async fn issue(&self, grant: ImpersonationGrant) -> Result<(), StoreError> {
         let mut inner = self.write();
         let now = Utc::now();
         inner.grants.retain(|_, (g, _)| g.expires_at > now);
@@ -359,10 +339,7 @@ impl crate::impersonation::ImpersonationStore for MemoryStore {
         Ok(())
     }
 
-    async fn redeem(
-        &self,
-        key: &str,
-    ) -> Result<Option<crate::impersonation::ImpersonationGrant>, StoreError> {
+    async fn redeem(&self, key: &str) -> Result<Option<ImpersonationGrant>, StoreError> {
         let mut inner = self.write();
         match inner.grants.get_mut(key) {
             Some((grant, used)) if !*used && grant.expires_at > Utc::now() => {
@@ -375,13 +352,13 @@ impl crate::impersonation::ImpersonationStore for MemoryStore {
 }
 
 #[async_trait]
-impl crate::pool::PendingStore for MemoryStore {
+impl PendingStore for MemoryStore {
     async fn add_pending(&self, id: &TenantId) -> Result<(), StoreError> {
         let mut inner = self.write();
         if inner.tenants.contains_key(id) || inner.pending.iter().any(|m| &m.id == id) {
             return Err(StoreError::DuplicateId(id.to_string()));
         }
-        inner.pending.push(crate::pool::PendingTenant {
+        inner.pending.push(PendingTenant {
             id: id.clone(),
             ready: false,
             version: None,
@@ -406,14 +383,11 @@ impl crate::pool::PendingStore for MemoryStore {
         })
     }
 
-    async fn list_pending(&self) -> Result<Vec<crate::pool::PendingTenant>, StoreError> {
+    async fn list_pending(&self) -> Result<Vec<PendingTenant>, StoreError> {
         Ok(self.read().pending.clone())
     }
 
-    async fn claim_pending(
-        &self,
-        tenant: NewTenant,
-    ) -> Result<Option<crate::pool::Claimed>, StoreError> {
+    async fn claim_pending(&self, tenant: NewTenant) -> Result<Option<Claimed>, StoreError> {
         let mut inner = self.write();
         let Some(at) = inner.pending.iter().position(|m| m.ready) else {
             return Ok(None);
@@ -425,7 +399,7 @@ impl crate::pool::PendingStore for MemoryStore {
         let info = tenant.id(member.id).into_info(Utc::now());
         inner.slugs.insert(info.slug.to_string(), info.id.clone());
         inner.tenants.insert(info.id.clone(), info.clone());
-        Ok(Some(crate::pool::Claimed {
+        Ok(Some(Claimed {
             tenant: info,
             version: member.version,
         }))

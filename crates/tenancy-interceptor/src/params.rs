@@ -59,6 +59,19 @@ fn number(text: &str, prefix: char) -> Option<usize> {
     digits.parse().ok().filter(|n| (1..=MAX_PARAM).contains(n))
 }
 
+/// The highest number among the placeholders `found`, each of which must
+/// be `prefix` and a number; one that is not is refused: "placeholder `…`
+/// {problem}".
+fn highest(found: &[(String, (u64, u64))], prefix: char, problem: &str) -> Result<usize, Refusal> {
+    let mut max = 0;
+    for (p, _) in found {
+        let n = number(p, prefix)
+            .ok_or_else(|| Refusal::Placeholders(format!("placeholder `{p}` {problem}")))?;
+        max = max.max(n);
+    }
+    Ok(max)
+}
+
 /// Inspect the statement's placeholders, renumber anonymous SQLite `?` in
 /// textual order, and choose the next free number for the tenant.
 pub(crate) fn tenant_param(stmt: &mut Statement, dialect: Dialect) -> Result<TenantParam, Refusal> {
@@ -67,16 +80,8 @@ pub(crate) fn tenant_param(stmt: &mut Statement, dialect: Dialect) -> Result<Ten
     let found = collect.found;
     let (prefix, max) = match dialect {
         Dialect::Postgres => {
-            let mut max = 0;
-            for (p, _) in &found {
-                let n = number(p, '$').ok_or_else(|| {
-                    Refusal::Placeholders(format!(
-                        "placeholder `{p}` is not a Postgres positional parameter; use $1, $2, …"
-                    ))
-                })?;
-                max = max.max(n);
-            }
-            ('$', max)
+            let problem = "is not a Postgres positional parameter; use $1, $2, …";
+            ('$', highest(&found, '$', problem)?)
         }
         Dialect::Sqlite => {
             let anonymous = found.iter().filter(|(p, _)| p == "?").count();
@@ -89,16 +94,8 @@ pub(crate) fn tenant_param(stmt: &mut Statement, dialect: Dialect) -> Result<Ten
                 renumber(stmt, &found)?;
                 ('?', anonymous)
             } else {
-                let mut max = 0;
-                for (p, _) in &found {
-                    let n = number(p, '?').ok_or_else(|| {
-                        Refusal::Placeholders(format!(
-                            "placeholder `{p}` is not supported on SQLite; use `?` or `?N`"
-                        ))
-                    })?;
-                    max = max.max(n);
-                }
-                ('?', max)
+                let problem = "is not supported on SQLite; use `?` or `?N`";
+                ('?', highest(&found, '?', problem)?)
             }
         }
     };

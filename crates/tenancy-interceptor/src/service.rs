@@ -82,6 +82,29 @@ struct Plan {
     sql: String,
     /// Each value with the field or parameter it came from, for errors.
     params: Vec<(String, Value)>,
+    /// How placeholders are written.
+    dialect: Dialect,
+}
+
+impl Plan {
+    /// No statement yet, no parameters.
+    fn new(dialect: Dialect) -> Self {
+        Self {
+            sql: String::new(),
+            params: Vec::new(),
+            dialect,
+        }
+    }
+
+    /// Adds `value` (from the field or parameter `name`) as the next
+    /// parameter; returns its placeholder.
+    fn param(&mut self, name: &str, value: Value) -> String {
+        self.params.push((name.to_owned(), value));
+        match self.dialect {
+            Dialect::Postgres => format!("${}", self.params.len()),
+            Dialect::Sqlite => format!("?{}", self.params.len()),
+        }
+    }
 }
 
 /// A tenant-scoped view of one table.
@@ -149,18 +172,26 @@ impl ScopedTable {
             .join(", ")
     }
 
-    fn where_filters(
-        &self,
-        filters: &Object,
-        plan: &mut Plan,
-        dialect: Dialect,
-    ) -> Result<String, ServiceError> {
-        let mut parts = Vec::new();
-        for (name, value) in filters {
-            let c = self.column(name)?;
-            let p = push(plan, c, value.clone(), dialect);
-            parts.push(format!("\"{c}\" = {p}"));
-        }
+    /// `"column" = placeholder` for each of `fields`, in order, each value
+    /// a parameter of `plan`.
+    fn equalities(&self, fields: &Object, plan: &mut Plan) -> Result<Vec<String>, ServiceError> {
+        fields
+            .iter()
+            .map(|(name, value)| {
+                let c = self.column(name)?;
+                Ok(format!("\"{c}\" = {}", plan.param(c, value.clone())))
+            })
+            .collect()
+    }
+
+    /// ` WHERE "key" = placeholder`, `id` a parameter of `plan`.
+    fn where_key(&self, id: &Value, plan: &mut Plan) -> String {
+        let p = plan.param(&self.key, id.clone());
+        format!(" WHERE \"{}\" = {p}", self.key)
+    }
+
+    fn where_filters(&self, filters: &Object, plan: &mut Plan) -> Result<String, ServiceError> {
+        let parts = self.equalities(filters, plan)?;
         Ok(if parts.is_empty() {
             String::new()
         } else {
@@ -175,13 +206,10 @@ impl ScopedTable {
         offset: i64,
         d: Dialect,
     ) -> Result<Plan, ServiceError> {
-        let mut plan = Plan {
-            sql: String::new(),
-            params: Vec::new(),
-        };
-        let w = self.where_filters(filters, &mut plan, d)?;
-        let l = push(&mut plan, "limit", Value::from(limit.max(0)), d);
-        let o = push(&mut plan, "offset", Value::from(offset.max(0)), d);
+        let mut plan = Plan::new(d);
+        let w = self.where_filters(filters, &mut plan)?;
+        let l = plan.param("limit", Value::from(limit.max(0)));
+        let o = plan.param("offset", Value::from(offset.max(0)));
         plan.sql = format!(
             "SELECT {} FROM \"{}\"{w} ORDER BY \"{}\" LIMIT {l} OFFSET {o}",
             self.select_list(),
@@ -192,17 +220,9 @@ impl ScopedTable {
     }
 
     fn plan_get(&self, id: &Value, d: Dialect) -> Plan {
-        let mut plan = Plan {
-            sql: String::new(),
-            params: Vec::new(),
-        };
-        let p = push(&mut plan, &self.key, id.clone(), d);
-        plan.sql = format!(
-            "SELECT {} FROM \"{}\" WHERE \"{}\" = {p}",
-            self.select_list(),
-            self.table,
-            self.key
-        );
+        let mut plan = Plan::new(d);
+        let w = self.where_key(id, &mut plan);
+        plan.sql = format!("SELECT {} FROM \"{}\"{w}", self.select_list(), self.table);
         plan
     }
 
@@ -210,16 +230,13 @@ impl ScopedTable {
         if fields.is_empty() {
             return Err(ServiceError::NoFields);
         }
-        let mut plan = Plan {
-            sql: String::new(),
-            params: Vec::new(),
-        };
+        let mut plan = Plan::new(d);
         let mut cols = Vec::new();
         let mut vals = Vec::new();
         for (name, value) in fields {
             let c = self.column(name)?;
             cols.push(format!("\"{c}\""));
-            vals.push(push(&mut plan, c, value.clone(), d));
+            vals.push(plan.param(c, value.clone()));
         }
         plan.sql = format!(
             "INSERT INTO \"{}\" ({}) VALUES ({}) RETURNING {}",
@@ -235,46 +252,31 @@ impl ScopedTable {
         if fields.is_empty() {
             return Err(ServiceError::NoFields);
         }
-        let mut plan = Plan {
-            sql: String::new(),
-            params: Vec::new(),
-        };
-        let mut sets = Vec::new();
-        for (name, value) in fields {
-            let c = self.column(name)?;
-            let p = push(&mut plan, c, value.clone(), d);
-            sets.push(format!("\"{c}\" = {p}"));
-        }
-        let k = push(&mut plan, &self.key, id.clone(), d);
+        let mut plan = Plan::new(d);
+        let sets = self.equalities(fields, &mut plan)?;
+        let w = self.where_key(id, &mut plan);
         plan.sql = format!(
-            "UPDATE \"{}\" SET {} WHERE \"{}\" = {k} RETURNING {}",
+            "UPDATE \"{}\" SET {}{w} RETURNING {}",
             self.table,
             sets.join(", "),
-            self.key,
             self.select_list()
         );
         Ok(plan)
     }
 
     fn plan_delete(&self, id: &Value, d: Dialect) -> Plan {
-        let mut plan = Plan {
-            sql: String::new(),
-            params: Vec::new(),
-        };
-        let p = push(&mut plan, &self.key, id.clone(), d);
+        let mut plan = Plan::new(d);
+        let w = self.where_key(id, &mut plan);
         plan.sql = format!(
-            "DELETE FROM \"{}\" WHERE \"{}\" = {p} RETURNING \"{}\"",
-            self.table, self.key, self.key
+            "DELETE FROM \"{}\"{w} RETURNING \"{}\"",
+            self.table, self.key
         );
         plan
     }
 
     fn plan_count(&self, filters: &Object, d: Dialect) -> Result<Plan, ServiceError> {
-        let mut plan = Plan {
-            sql: String::new(),
-            params: Vec::new(),
-        };
-        let w = self.where_filters(filters, &mut plan, d)?;
+        let mut plan = Plan::new(d);
+        let w = self.where_filters(filters, &mut plan)?;
         plan.sql = format!("SELECT count(*) AS n FROM \"{}\"{w}", self.table);
         Ok(plan)
     }
@@ -286,10 +288,7 @@ impl ScopedTable {
         limit: i64,
         d: Dialect,
     ) -> Result<Plan, ServiceError> {
-        let mut plan = Plan {
-            sql: String::new(),
-            params: Vec::new(),
-        };
+        let mut plan = Plan::new(d);
         let escaped: String = text
             .chars()
             .flat_map(|c| match c {
@@ -297,7 +296,7 @@ impl ScopedTable {
                 c => vec![c],
             })
             .collect();
-        let p = push(&mut plan, "q", Value::from(format!("%{escaped}%")), d);
+        let p = plan.param("q", Value::from(format!("%{escaped}%")));
         let like = match d {
             Dialect::Postgres => "ILIKE",
             Dialect::Sqlite => "LIKE",
@@ -310,7 +309,7 @@ impl ScopedTable {
         if ors.is_empty() {
             return Err(ServiceError::NoFields);
         }
-        let l = push(&mut plan, "limit", Value::from(limit.max(0)), d);
+        let l = plan.param("limit", Value::from(limit.max(0)));
         plan.sql = format!(
             "SELECT {} FROM \"{}\" WHERE ({}) ORDER BY \"{}\" LIMIT {l}",
             self.select_list(),
@@ -321,20 +320,12 @@ impl ScopedTable {
         Ok(plan)
     }
 
-    fn scope(&self, plan: &Plan, dialect: Dialect) -> Result<Rewritten, ServiceError> {
-        let scoped = self.interceptor.rewrite(&plan.sql, dialect)?;
+    fn scope(&self, plan: &Plan) -> Result<Rewritten, ServiceError> {
+        let scoped = self.interceptor.rewrite(&plan.sql, plan.dialect)?;
         if scoped.tenant_param() != Some(plan.params.len() + 1) {
             return Err(Refusal::Internal("service statement was not scoped".into()).into());
         }
         Ok(scoped)
-    }
-}
-
-fn push(plan: &mut Plan, name: &str, value: Value, d: Dialect) -> String {
-    plan.params.push((name.to_owned(), value));
-    match d {
-        Dialect::Postgres => format!("${}", plan.params.len()),
-        Dialect::Sqlite => format!("?{}", plan.params.len()),
     }
 }
 
@@ -389,7 +380,7 @@ impl Conn<'_> {
 /// Runs a planned statement on one backend: scoped by the interceptor,
 /// its values bound, the tenant bound last.
 macro_rules! run_on {
-    ($name:ident, $feature:literal, $db:ty, $conn:ty, $row:ty, $dialect:expr) => {
+    ($name:ident, $feature:literal, $db:ty, $conn:ty, $row:ty) => {
         #[cfg(feature = $feature)]
         impl ScopedTable {
             async fn $name(
@@ -398,7 +389,7 @@ macro_rules! run_on {
                 plan: Plan,
                 tenant: &str,
             ) -> Result<Vec<Object>, ServiceError> {
-                let scoped = self.scope(&plan, $dialect)?;
+                let scoped = self.scope(&plan)?;
                 let mut q = audited_query::<$db>(&scoped);
                 for (name, v) in plan.params {
                     q = match v {
@@ -426,26 +417,26 @@ run_on!(
     "postgres",
     sqlx::Postgres,
     sqlx::PgConnection,
-    sqlx::postgres::PgRow,
-    Dialect::Postgres
+    sqlx::postgres::PgRow
 );
 run_on!(
     run_sqlite,
     "sqlite",
     sqlx::Sqlite,
     sqlx::SqliteConnection,
-    sqlx::sqlite::SqliteRow,
-    Dialect::Sqlite
+    sqlx::sqlite::SqliteRow
 );
 
 impl ScopedTable {
-    /// Runs a planned statement on whichever backend `conn` is.
-    async fn run(
+    /// Plans a statement in the dialect of `conn` and runs it there.
+    async fn run<'c>(
         &self,
-        conn: Conn<'_>,
-        plan: Plan,
+        conn: impl Into<Conn<'c>>,
         tenant: &str,
+        plan: impl FnOnce(Dialect) -> Result<Plan, ServiceError>,
     ) -> Result<Vec<Object>, ServiceError> {
+        let conn = conn.into();
+        let plan = plan(conn.dialect())?;
         match conn {
             #[cfg(feature = "postgres")]
             Conn::Postgres(conn) => self.run_pg(conn, plan, tenant).await,
@@ -464,9 +455,8 @@ impl ScopedTable {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<Object>, ServiceError> {
-        let conn = conn.into();
-        let plan = self.plan_list(filters, limit, offset, conn.dialect())?;
-        self.run(conn, plan, tenant).await
+        self.run(conn, tenant, |d| self.plan_list(filters, limit, offset, d))
+            .await
     }
 
     /// Gets one of the tenant's rows by key.
@@ -476,9 +466,8 @@ impl ScopedTable {
         tenant: &str,
         id: &Value,
     ) -> Result<Option<Object>, ServiceError> {
-        let conn = conn.into();
-        let plan = self.plan_get(id, conn.dialect());
-        Ok(self.run(conn, plan, tenant).await?.into_iter().next())
+        let rows = self.run(conn, tenant, |d| Ok(self.plan_get(id, d))).await?;
+        Ok(rows.into_iter().next())
     }
 
     /// Creates a row; the tenant column is filled by the interceptor.
@@ -488,9 +477,7 @@ impl ScopedTable {
         tenant: &str,
         fields: &Object,
     ) -> Result<Object, ServiceError> {
-        let conn = conn.into();
-        let plan = self.plan_create(fields, conn.dialect())?;
-        self.run(conn, plan, tenant)
+        self.run(conn, tenant, |d| self.plan_create(fields, d))
             .await?
             .into_iter()
             .next()
@@ -506,9 +493,10 @@ impl ScopedTable {
         id: &Value,
         fields: &Object,
     ) -> Result<Option<Object>, ServiceError> {
-        let conn = conn.into();
-        let plan = self.plan_update(id, fields, conn.dialect())?;
-        Ok(self.run(conn, plan, tenant).await?.into_iter().next())
+        let rows = self
+            .run(conn, tenant, |d| self.plan_update(id, fields, d))
+            .await?;
+        Ok(rows.into_iter().next())
     }
 
     /// Deletes one of the tenant's rows; `false` if the tenant has no such row.
@@ -518,9 +506,10 @@ impl ScopedTable {
         tenant: &str,
         id: &Value,
     ) -> Result<bool, ServiceError> {
-        let conn = conn.into();
-        let plan = self.plan_delete(id, conn.dialect());
-        Ok(!self.run(conn, plan, tenant).await?.is_empty())
+        let rows = self
+            .run(conn, tenant, |d| Ok(self.plan_delete(id, d)))
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// Counts the tenant's rows matching equality filters.
@@ -530,9 +519,9 @@ impl ScopedTable {
         tenant: &str,
         filters: &Object,
     ) -> Result<i64, ServiceError> {
-        let conn = conn.into();
-        let plan = self.plan_count(filters, conn.dialect())?;
-        let rows = self.run(conn, plan, tenant).await?;
+        let rows = self
+            .run(conn, tenant, |d| self.plan_count(filters, d))
+            .await?;
         Ok(rows
             .first()
             .and_then(|r| r.get("n"))
@@ -549,9 +538,8 @@ impl ScopedTable {
         columns: &[&str],
         limit: i64,
     ) -> Result<Vec<Object>, ServiceError> {
-        let conn = conn.into();
-        let plan = self.plan_search(text, columns, limit, conn.dialect())?;
-        self.run(conn, plan, tenant).await
+        self.run(conn, tenant, |d| self.plan_search(text, columns, limit, d))
+            .await
     }
 }
 

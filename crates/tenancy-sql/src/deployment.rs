@@ -114,6 +114,60 @@ impl Deployment {
     }
 }
 
+/// Creates the record's table if missing, then reads the recorded strategy
+/// and how many tenants the store holds, in the caller's transaction. The
+/// SQL is the same on both databases (sqlx's SQLite driver reads `$n` as
+/// `?n`).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+async fn read_record<DB>(conn: &mut DB::Connection) -> Result<(Option<String>, i64), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
+    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS tenancy_deployment (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT value FROM tenancy_deployment WHERE key = $1")
+            .bind(KEY_STRATEGY)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_tenants")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((recorded, tenants))
+}
+
+/// Records `value` under `key`, in the caller's transaction.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+async fn write_record<DB>(
+    conn: &mut DB::Connection,
+    key: &str,
+    value: &str,
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO tenancy_deployment (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 #[cfg(feature = "postgres")]
 impl Deployment {
     /// Checks (and on first use records) this configuration in the
@@ -124,19 +178,7 @@ impl Deployment {
         sqlx::query("SELECT pg_advisory_xact_lock(7261637)")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS tenancy_deployment (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let recorded: Option<String> =
-            sqlx::query_scalar("SELECT value FROM tenancy_deployment WHERE key = $1")
-                .bind(KEY_STRATEGY)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_tenants")
-            .fetch_one(&mut *tx)
-            .await?;
+        let (recorded, tenants) = read_record::<sqlx::Postgres>(&mut tx).await?;
         let mut writes = Vec::new();
         if self.judge(recorded.as_deref(), tenants)? {
             writes.push((KEY_STRATEGY, self.strategy.clone()));
@@ -158,14 +200,7 @@ impl Deployment {
             writes.push((KEY_SERVERS, self.servers.join(",")));
         }
         for (key, value) in writes {
-            sqlx::query(
-                "INSERT INTO tenancy_deployment (key, value) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+            write_record::<sqlx::Postgres>(&mut tx, key, &value).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -179,28 +214,9 @@ impl Deployment {
     pub async fn check_sqlite(&self, pool: &sqlx::SqlitePool) -> Result<(), DeploymentError> {
         // `BEGIN IMMEDIATE`: one process at a time decides what is recorded.
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS tenancy_deployment (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let recorded: Option<String> =
-            sqlx::query_scalar("SELECT value FROM tenancy_deployment WHERE key = ?1")
-                .bind(KEY_STRATEGY)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_tenants")
-            .fetch_one(&mut *tx)
-            .await?;
+        let (recorded, tenants) = read_record::<sqlx::Sqlite>(&mut tx).await?;
         if self.judge(recorded.as_deref(), tenants)? {
-            sqlx::query(
-                "INSERT INTO tenancy_deployment (key, value) VALUES (?1, ?2) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(KEY_STRATEGY)
-            .bind(&self.strategy)
-            .execute(&mut *tx)
-            .await?;
+            write_record::<sqlx::Sqlite>(&mut tx, KEY_STRATEGY, &self.strategy).await?;
             tx.commit().await?;
         } else {
             tx.rollback().await?;

@@ -330,14 +330,10 @@ impl PgDatabaseIsolation {
 
     /// Undoes [`PgDatabaseIsolation::pause_writes`] on server `on`.
     pub async fn resume_writes(&self, tenant: &TenantId, on: &str) -> Result<(), DbError> {
-        let server = self.server_named(on)?;
-        let quoted = quote_ident(&tenant_object_name(tenant)?)?;
-        sqlx::query(AssertSqlSafe(format!(
-            "ALTER DATABASE {quoted} RESET default_transaction_read_only"
-        )))
-        .execute(&server.admin)
-        .await?;
-        Ok(())
+        self.admin_on(tenant, on, |quoted| {
+            format!("ALTER DATABASE {quoted} RESET default_transaction_read_only")
+        })
+        .await
     }
 
     /// Moving a tenant, step 3: its database created on server `to` and
@@ -371,13 +367,25 @@ impl PgDatabaseIsolation {
     /// Drops the tenant's database on server `on` (the copy of a failed
     /// move, or the source of a finished one).
     pub async fn drop_on(&self, tenant: &TenantId, on: &str) -> Result<(), DbError> {
+        self.admin_on(tenant, on, |quoted| {
+            format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+        })
+        .await
+    }
+
+    /// Runs, as the admin of server `on`, the statement `sql` writes about
+    /// the tenant's database (its quoted name).
+    async fn admin_on(
+        &self,
+        tenant: &TenantId,
+        on: &str,
+        sql: impl FnOnce(&str) -> String,
+    ) -> Result<(), DbError> {
         let server = self.server_named(on)?;
         let quoted = quote_ident(&tenant_object_name(tenant)?)?;
-        sqlx::query(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
-        )))
-        .execute(&server.admin)
-        .await?;
+        sqlx::query(AssertSqlSafe(sql(&quoted)))
+            .execute(&server.admin)
+            .await?;
         Ok(())
     }
 

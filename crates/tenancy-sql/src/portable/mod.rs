@@ -84,22 +84,26 @@ enum Place {
     },
 }
 
+#[cfg(feature = "postgres")]
+impl Place {
+    /// A PostgreSQL place, unsigned (see [`TenantData::signed`]).
+    fn pg(pool: sqlx::PgPool, schema: Option<String>, shared: bool) -> Self {
+        Self::Pg {
+            pool,
+            schema,
+            shared,
+            signature: None,
+        }
+    }
+}
+
 impl TenantData {
     /// Shared PostgreSQL tables (row level): the tenant's rows are those
     /// whose `column` holds its id; tables without `column` are not the
     /// tenant's.
     #[cfg(feature = "postgres")]
     pub fn pg_shared(pool: sqlx::PgPool, tenant: TenantId, column: &str) -> Result<Self, DbError> {
-        Ok(Self {
-            tenant,
-            column: plain_name(column)?,
-            place: Place::Pg {
-                pool,
-                schema: None,
-                shared: true,
-                signature: None,
-            },
-        })
+        Self::at(tenant, column, Place::pg(pool, None, true))
     }
 
     /// Shared PostgreSQL tables under the signed form of row level
@@ -129,16 +133,7 @@ impl TenantData {
     #[cfg(feature = "postgres")]
     pub fn pg_schema(pool: sqlx::PgPool, tenant: TenantId, column: &str) -> Result<Self, DbError> {
         let schema = crate::ident::tenant_object_name(&tenant)?;
-        Ok(Self {
-            tenant,
-            column: plain_name(column)?,
-            place: Place::Pg {
-                pool,
-                schema: Some(schema),
-                shared: false,
-                signature: None,
-            },
-        })
+        Self::at(tenant, column, Place::pg(pool, Some(schema), false))
     }
 
     /// The tenant's own PostgreSQL database, reached through `pool`.
@@ -148,16 +143,7 @@ impl TenantData {
         tenant: TenantId,
         column: &str,
     ) -> Result<Self, DbError> {
-        Ok(Self {
-            tenant,
-            column: plain_name(column)?,
-            place: Place::Pg {
-                pool,
-                schema: None,
-                shared: false,
-                signature: None,
-            },
-        })
+        Self::at(tenant, column, Place::pg(pool, None, false))
     }
 
     /// Shared SQLite tables (row level), told apart by `column`.
@@ -167,11 +153,7 @@ impl TenantData {
         tenant: TenantId,
         column: &str,
     ) -> Result<Self, DbError> {
-        Ok(Self {
-            tenant,
-            column: plain_name(column)?,
-            place: Place::Sqlite { pool, shared: true },
-        })
+        Self::at(tenant, column, Place::Sqlite { pool, shared: true })
     }
 
     /// The tenant's own SQLite file, reached through `pool`.
@@ -181,13 +163,22 @@ impl TenantData {
         tenant: TenantId,
         column: &str,
     ) -> Result<Self, DbError> {
-        Ok(Self {
+        Self::at(
             tenant,
-            column: plain_name(column)?,
-            place: Place::Sqlite {
+            column,
+            Place::Sqlite {
                 pool,
                 shared: false,
             },
+        )
+    }
+
+    /// The tenant's data at `place`, told apart (where shared) by `column`.
+    fn at(tenant: TenantId, column: &str, place: Place) -> Result<Self, DbError> {
+        Ok(Self {
+            tenant,
+            column: plain_name(column)?,
+            place,
         })
     }
 
