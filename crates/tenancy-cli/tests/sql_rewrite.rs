@@ -22,36 +22,28 @@ fn run(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `tenancy sql rewrite` with `args` on `sql`: it succeeds and prints `expected`.
+fn rewrites(args: &[&str], sql: &str, expected: &str) {
+    let out = run(&[&["sql", "rewrite"], args].concat(), sql);
+    assert!(out.status.success(), "{args:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected, "{args:?}");
+}
+
 #[test]
 fn rewrites_postgres() {
-    let out = run(
-        &[
-            "sql",
-            "rewrite",
-            "--tables",
-            "notes,orders",
-            "--column",
-            "tenant_id",
-        ],
+    rewrites(
+        &["--tables", "notes,orders", "--column", "tenant_id"],
         "SELECT * FROM notes n JOIN orders o ON o.nid = n.id WHERE n.a = $1 OR n.b\n",
-    );
-    assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "SELECT * FROM notes n JOIN orders o ON o.nid = n.id WHERE (n.a = $1 OR n.b) AND n.tenant_id = $2 AND o.tenant_id = $2\n"
+        "SELECT * FROM notes n JOIN orders o ON o.nid = n.id WHERE (n.a = $1 OR n.b) AND n.tenant_id = $2 AND o.tenant_id = $2\n",
     );
 }
 
 #[test]
 fn rewrites_sqlite() {
-    let out = run(
-        &["sql", "rewrite", "--tables", "notes", "--dialect", "sqlite"],
+    rewrites(
+        &["--tables", "notes", "--dialect", "sqlite"],
         "SELECT * FROM notes WHERE id = ?",
-    );
-    assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "SELECT * FROM notes WHERE id = ?1 AND notes.tenant_id = ?2\n"
+        "SELECT * FROM notes WHERE id = ?1 AND notes.tenant_id = ?2\n",
     );
 }
 

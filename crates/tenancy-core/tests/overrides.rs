@@ -46,18 +46,11 @@ async fn setup() -> (
     EventBus,
 ) {
     let store = CountingConfig::default();
-    let a = store
-        .inner
-        .create(new_tenant("acme", "A"))
-        .await
-        .unwrap()
-        .id;
-    let b = store
-        .inner
-        .create(new_tenant("globex", "B"))
-        .await
-        .unwrap()
-        .id;
+    let mut ids = Vec::new();
+    for (slug, name) in [("acme", "A"), ("globex", "B")] {
+        ids.push(store.inner.create(new_tenant(slug, name)).await.unwrap().id);
+    }
+    let (a, b) = (ids[0].clone(), ids[1].clone());
     let cached = CachedConfigStore::new(Arc::new(store.clone()), &OverridesConfig::default());
     let defaults: ConfigMap = [
         ("theme".to_string(), json!("light")),

@@ -38,10 +38,8 @@ pub(in crate::http) async fn audit_log(
         Ok(p) => p,
         Err(e) => return bad_body(e.body_text()),
     };
-    if p.limit
-        .is_some_and(|n| !(1..=MAX_PAGE).contains(&u64::from(n)))
-    {
-        return bad_query(format!("`limit` must be from 1 to {MAX_PAGE}"));
+    if let Err(r) = check_limit(p.limit.map(u64::from)) {
+        return r;
     }
     let mut query = tenancy::audit::AuditQuery::default();
     if let Some(limit) = p.limit {

@@ -165,15 +165,9 @@ pub(in crate::http) async fn accept(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, token)| {
-            scheme.eq_ignore_ascii_case("bearer") && token.trim().starts_with(PREFIX)
-        })
-        .map(|(_, token)| token.trim().to_owned());
+    let token = super::bearer(req.headers())
+        .filter(|token| token.starts_with(PREFIX))
+        .map(str::to_owned);
     let Some(token) = token else {
         return next.run(req).await;
     };

@@ -224,19 +224,33 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme in
+/// any case), trimmed.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
+/// 422 unless `limit`, when given, is a page size from 1 to [`MAX_PAGE`].
+fn check_limit(limit: Option<u64>) -> Result<(), Response> {
+    match limit {
+        Some(n) if !(1..=MAX_PAGE).contains(&n) => {
+            Err(bad_query(format!("`limit` must be from 1 to {MAX_PAGE}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(super) async fn require_admin(
     State(state): State<ServerState>,
     req: Request,
     next: Next,
 ) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match presented {
+    match bearer(req.headers()) {
         Some(token) if same(token.as_bytes(), state.admin_token.as_bytes()) => next.run(req).await,
         _ => {
             let mut res = problem(

@@ -134,8 +134,8 @@ pub(in crate::http) async fn list(
         Ok(p) => p,
         Err(e) => return bad_body(e.body_text()),
     };
-    if p.limit.is_some_and(|n| !(1..=MAX_PAGE).contains(&n)) {
-        return bad_query(format!("`limit` must be from 1 to {MAX_PAGE}"));
+    if let Err(r) = check_limit(p.limit) {
+        return r;
     }
     if p.offset.is_some_and(|n| n > MAX_OFFSET) {
         return bad_query(format!("`offset` must be at most {MAX_OFFSET}"));

@@ -176,21 +176,19 @@ pub(super) async fn scan(app: &App, tenant: &TenantId) -> Result<Vec<String>, Po
     }
     let cache = app.tenancy.config_store();
     cache.invalidate(tenant).await;
-    let config = cache
-        .overrides(tenant)
-        .await
-        .map_err(PortabilityError::failed)?;
-    if !config.is_empty() {
-        found.push(format!("{} config keys", config.len()));
-    }
-    if let Some(domains) = app.tenancy.domain_store() {
-        let left = domains
-            .list_domains(tenant)
-            .await
-            .map_err(PortabilityError::failed)?;
-        if !left.is_empty() {
-            found.push(format!("{} domains", left.len()));
+    let mut left = |n: usize, what: &str| {
+        if n > 0 {
+            found.push(format!("{n} {what}"));
         }
+    };
+    let config = cache.overrides(tenant).await;
+    left(
+        config.map_err(PortabilityError::failed)?.len(),
+        "config keys",
+    );
+    if let Some(domains) = app.tenancy.domain_store() {
+        let domains = domains.list_domains(tenant).await;
+        left(domains.map_err(PortabilityError::failed)?.len(), "domains");
     }
     let shared = main_data(app, tenant)?;
     let mut session = shared.read().await.map_err(PortabilityError::failed)?;
