@@ -12,7 +12,7 @@ use sqlx::{Sqlite, Transaction};
 use tenancy::config::ResourceConfig;
 use tenancy::open::Open;
 pub use tenancy::open::{MainPool, ScopedDb, TenantMigrator};
-use tenancy::{Tenancy, TenancyBuilder, TenancyConfig};
+use tenancy::{Tenancy, TenancyConfig};
 use tenancy_interceptor::service::ScopedTable;
 use tenancy_interceptor::{Interceptor, TenantTables};
 use tenancy_sql::portable::TenantData;
@@ -198,27 +198,23 @@ impl App {
         for table in &tables {
             open = open.shared_table(table);
         }
-        let mut builder_hook: Vec<Box<dyn FnOnce(TenancyBuilder) -> TenancyBuilder + Send>> =
-            vec![Box::new({
-                let claim = config.resolution.jwt_claim.as_str().into();
-                move |b: TenancyBuilder| {
-                    b.override_resolver(impersonation::ImpersonationResolver { claim })
-                }
-            })];
-        if let Some(url) = &config.integration.nats_url {
-            let sink = tenancy::nats::NatsEventSink::connect(url)
-                .await
-                .map_err(AppError::setup)?;
-            builder_hook.push(Box::new(move |b: TenancyBuilder| {
-                b.event_bus(tenancy::EventBus::new().with_sink(sink))
-            }));
-        }
+        let sink = match &config.integration.nats_url {
+            Some(url) => Some(
+                tenancy::nats::NatsEventSink::connect(url)
+                    .await
+                    .map_err(AppError::setup)?,
+            ),
+            None => None,
+        };
+        let claim = config.resolution.jwt_claim.as_str().into();
         let opened = open
-            .customize(move |mut b| {
-                for hook in builder_hook {
-                    b = hook(b);
+            .customize(move |builder| {
+                let builder =
+                    builder.override_resolver(impersonation::ImpersonationResolver { claim });
+                match sink {
+                    Some(sink) => builder.event_bus(tenancy::EventBus::new().with_sink(sink)),
+                    None => builder,
                 }
-                b
             })
             .connect()
             .await
