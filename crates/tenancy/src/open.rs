@@ -224,12 +224,16 @@ impl Open {
         self
     }
 
-    /// Adds to the toolkit before it is built (resolvers, an event bus…).
+    /// Adds to the toolkit before it is built (resolvers, an event bus…);
+    /// several calls apply in order.
     pub fn customize(
         mut self,
         f: impl FnOnce(TenancyBuilder) -> TenancyBuilder + Send + 'static,
     ) -> Self {
-        self.customize = Some(Box::new(f));
+        self.customize = Some(match self.customize.take() {
+            Some(before) => Box::new(move |builder| f(before(builder))),
+            None => Box::new(f),
+        });
         self
     }
 
