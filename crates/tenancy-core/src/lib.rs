@@ -11,6 +11,7 @@
 //! - [`mod@cache_key`]: tenant-prefixed cache keys (`t:{tenant}:…`).
 //! - [`isolation`]: the strategy traits, registry and provisioner.
 //! - [`config`]: `tenancy.yaml` + `TENANCY__*` environment.
+//! - [`doctor`]: the findings of `tenancy doctor`.
 //!
 //! Most users depend on the `tenancy` facade crate instead, which
 //! re-exports this crate and adds the web layer.
@@ -34,6 +35,7 @@ pub mod cache_key;
 mod clock;
 pub mod config;
 pub mod context;
+pub mod doctor;
 pub mod domain;
 pub mod events;
 pub mod impersonation;

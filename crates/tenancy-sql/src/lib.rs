@@ -46,6 +46,7 @@
 mod changes;
 mod db;
 pub mod deployment;
+pub mod doctor;
 pub mod ident;
 pub mod isolation;
 pub mod migrate;

@@ -340,6 +340,8 @@ pub use tenancy_core::cache_key::{NoTenantScope, cache_key, current_cache_key};
 /// `TENANCY__SECTION__KEY` environment overrides.
 pub use tenancy_core::config;
 pub use tenancy_core::context::{current, current_info, spawn, with_tenant};
+/// What `tenancy doctor` reports: check ids, severities, findings.
+pub use tenancy_core::doctor;
 /// Tenant domains: normalisation, verification status, the resolver.
 pub use tenancy_core::domain;
 /// Impersonation grants: short-lived, single-use, kept beside the tenants.

@@ -1,0 +1,1 @@
+//! The Citus readiness report (SPEC G2).
