@@ -95,6 +95,31 @@ impl Migrations {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+
+    /// Applies the missing migrations to the SQLite database of `pool`
+    /// (shared tables under row level), in one transaction.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenancy::DbError> {
+    /// use tenancy::{Migration, Migrations};
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let migrations = Migrations::new(vec![Migration {
+    ///     version: 1,
+    ///     name: "projects".into(),
+    ///     sql: "CREATE TABLE projects (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL)".into(),
+    /// }])?;
+    /// assert_eq!(migrations.apply_sqlite(&pool).await?.to, 1);
+    /// assert_eq!(migrations.apply_sqlite(&pool).await?.count, 0);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sqlite")]
+    pub async fn apply_sqlite(&self, pool: &sqlx::SqlitePool) -> Result<Applied, DbError> {
+        let mut tx = pool.begin().await?;
+        let applied = apply::<sqlx::Sqlite>(&mut tx, self).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
 }
 
 /// The bookkeeping table, created in each tenant schema/database.

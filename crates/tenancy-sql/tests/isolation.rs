@@ -147,6 +147,11 @@ async fn app_role_pool_of(db: &common::PgTestDb, admin: &PgPool, connections: u3
             .await
             .unwrap();
     }
+    // Scoped transactions switch to the request role: the app's role may.
+    PgRowLevel::new(admin.clone())
+        .allow_role(&role)
+        .await
+        .unwrap();
     let url = db
         .url
         .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);

@@ -211,6 +211,10 @@ async fn row_level_and_schema_isolation_behind_pgbouncer() {
     .await
     .unwrap();
     register_notes(&admin).await;
+    PgRowLevel::new(admin.clone())
+        .allow_role(&role)
+        .await
+        .unwrap();
     let bouncer = Bouncer::start(&["postgres", &role]);
 
     // Row level, as an ordinary role: RLS keyed on a transaction-local

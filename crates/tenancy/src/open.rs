@@ -158,6 +158,9 @@ pub struct Opened {
     pub main: MainPool,
     /// The key signing the row-level tenant setting, when configured.
     pub signing_key: Option<TenantSigningKey>,
+    /// What applying [`Open::shared_migrations`] did (row level, when
+    /// there were any).
+    pub shared_applied: Option<Applied>,
 }
 
 /// What to open: a URL, the configuration, and what the application adds
@@ -168,6 +171,7 @@ pub struct Open {
     config: TenancyConfig,
     tenant_migrations: Migrations,
     shared_setup: Option<String>,
+    shared_migrations: Migrations,
     shared_tables: Vec<String>,
     tenant_column: String,
     customize: Option<Box<dyn FnOnce(TenancyBuilder) -> TenancyBuilder + Send>>,
@@ -190,6 +194,7 @@ impl Open {
             config,
             tenant_migrations: Migrations::none(),
             shared_setup: None,
+            shared_migrations: Migrations::none(),
             shared_tables: Vec::new(),
             tenant_column: "tenant_id".into(),
             customize: None,
@@ -208,6 +213,17 @@ impl Open {
     /// typically `CREATE TABLE IF NOT EXISTS …`.
     pub fn shared_setup(mut self, sql: impl Into<String>) -> Self {
         self.shared_setup = Some(sql.into());
+        self
+    }
+
+    /// The application's migrations of the main database's shared tables
+    /// (row-level strategy), applied at connect by the owner role (on
+    /// PostgreSQL, after the set-up [`PgRowLevel::install`] does, so a
+    /// migration can register a table with `SELECT
+    /// tenancy_register_table('projects')`). Versions are recorded in the
+    /// main database's `_tenancy_migrations`: each applies once.
+    pub fn shared_migrations(mut self, migrations: Migrations) -> Self {
+        self.shared_migrations = migrations;
         self
     }
 
@@ -316,6 +332,7 @@ impl Open {
             .map_err(setup)?;
         let tenant_migrations = std::mem::take(&mut self.tenant_migrations);
         let mut migrator = None;
+        let mut shared_applied = None;
         let (builder, db) = match strategy.as_str() {
             "row_level" => {
                 run_setup(self.shared_setup.as_deref(), &ddl).await?;
@@ -324,6 +341,18 @@ impl Open {
                     None => rls,
                 };
                 let owner_rls = with_key(PgRowLevel::new(ddl.clone()));
+                // The request role, tenancy_register_table, the signed
+                // setting; then the application's migrations.
+                if self.shared_migrations.is_empty() {
+                    owner_rls.install().await.map_err(|e| {
+                        setup(format!("cannot set up row-level security: {e}"))
+                    })?;
+                } else {
+                    shared_applied =
+                        Some(owner_rls.migrate(&self.shared_migrations).await.map_err(|e| {
+                            setup(format!("cannot migrate the shared tables: {e}"))
+                        })?);
+                }
                 for table in &self.shared_tables {
                     owner_rls
                         .register_table(table, &self.tenant_column)
@@ -335,7 +364,7 @@ impl Open {
                 let rls = match &owner {
                     None => owner_rls,
                     Some(owner) => {
-                        grant_reads_and_writes(owner, &pool).await?;
+                        grant_reads_and_writes(owner, &pool, &owner_rls).await?;
                         let mut rls = with_key(PgRowLevel::new(pool.clone()));
                         for table in &self.shared_tables {
                             rls = rls.with_table(table, &self.tenant_column).map_err(setup)?;
@@ -387,6 +416,7 @@ impl Open {
             migrator,
             main: MainPool::Postgres(pool),
             signing_key,
+            shared_applied,
         })
     }
 
@@ -412,9 +442,18 @@ impl Open {
         }
         let builder = self.builder();
         let mut migrator = None;
+        let mut shared_applied = None;
         let (builder, scoped) = match strategy.as_str() {
             "row_level" => {
                 run_setup(self.shared_setup.as_deref(), &pool).await?;
+                if !self.shared_migrations.is_empty() {
+                    shared_applied = Some(
+                        self.shared_migrations
+                            .apply_sqlite(&pool)
+                            .await
+                            .map_err(|e| setup(format!("cannot migrate the shared tables: {e}")))?,
+                    );
+                }
                 let interceptor = Interceptor::new(TenantTables::new(self.shared_tables.iter()));
                 let rows = SqliteRowLevel::new(pool.clone(), interceptor);
                 (
@@ -448,6 +487,7 @@ impl Open {
             migrator,
             main: MainPool::Sqlite(pool),
             signing_key: None,
+            shared_applied,
         })
     }
 }
@@ -504,8 +544,13 @@ async fn pg_pool(
 }
 
 /// Grants the role of `app` reads and writes on the tables (and
-/// sequences) `owner` made, nothing more.
-async fn grant_reads_and_writes(owner: &PgPool, app: &PgPool) -> Result<(), OpenError> {
+/// sequences) `owner` made, and the request role its scoped transactions
+/// switch to; nothing more.
+async fn grant_reads_and_writes(
+    owner: &PgPool,
+    app: &PgPool,
+    owner_rls: &PgRowLevel,
+) -> Result<(), OpenError> {
     let cannot = |e: sqlx::Error| {
         OpenError::Setup(format!(
             "lifecycle.owner_database_url: cannot grant the server's role its privileges: {e}"
@@ -526,6 +571,15 @@ async fn grant_reads_and_writes(owner: &PgPool, app: &PgPool) -> Result<(), Open
     if same {
         return Ok(());
     }
+    let unquoted: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(app)
+        .await
+        .map_err(cannot)?;
+    owner_rls.allow_role(&unquoted).await.map_err(|e| {
+        OpenError::Setup(format!(
+            "lifecycle.owner_database_url: cannot let the server's role switch to the request role: {e}"
+        ))
+    })?;
     sqlx::raw_sql(AssertSqlSafe(format!(
         "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
          GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"

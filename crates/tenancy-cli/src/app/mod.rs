@@ -115,6 +115,9 @@ pub struct App {
     /// The key signing the row-level tenant setting, when configured
     /// (`lifecycle.row_level_signing_key`).
     pub signing_key: Option<TenantSigningKey>,
+    /// What applying `lifecycle.migrations_dir` to the shared tables did
+    /// when the app was opened (row level).
+    pub shared_applied: Option<tenancy_sql::Applied>,
 }
 
 /// The column that holds the tenant id in shared tables.
@@ -139,9 +142,11 @@ pub fn builtin_notes() -> ResourceConfig {
 const NOTES_SQLITE: &str = "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, \
     title TEXT NOT NULL, body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))); \
     CREATE INDEX IF NOT EXISTS notes_tenant ON notes (tenant_id, id);";
-const NOTES_PG: &str = "CREATE TABLE IF NOT EXISTS notes (id BIGSERIAL PRIMARY KEY, tenant_id TEXT NOT NULL, \
-    title TEXT NOT NULL, body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')); \
-    CREATE INDEX IF NOT EXISTS notes_tenant ON notes (tenant_id, id);";
+/// The primary key leads with the tenant column: a key of its own would
+/// tell one tenant that another's id exists (and Citus needs it).
+const NOTES_PG: &str = "CREATE TABLE IF NOT EXISTS notes (id BIGSERIAL, tenant_id TEXT NOT NULL, \
+    title TEXT NOT NULL, body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
+    PRIMARY KEY (tenant_id, id));";
 
 impl App {
     /// Loads config and opens the store and strategy `source` names.
@@ -187,7 +192,12 @@ impl App {
         };
         let postgres = tenancy::open::is_postgres(&url);
         let notes_sql = if postgres { NOTES_PG } else { NOTES_SQLITE };
-        let mut open = Open::new(url, config.clone()).tenant_migrations(tenant_migrations(
+        let mut open = Open::new(url, config.clone());
+        if let (Some(m), "row_level") = (&app_migrations, config.lifecycle.isolation_strategy.as_str()) {
+            // Row level: the application's migrations are the shared tables'.
+            open = open.shared_migrations(m.clone());
+        }
+        let mut open = open.tenant_migrations(tenant_migrations(
             app_migrations,
             use_builtin_notes,
             notes_sql,
@@ -266,6 +276,7 @@ impl App {
             main: opened.main,
             migration_version,
             signing_key: opened.signing_key,
+            shared_applied: opened.shared_applied,
         })
     }
 

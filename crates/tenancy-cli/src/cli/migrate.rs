@@ -49,6 +49,11 @@ fn print(global: &Global, summary: &Summary) -> Result<(), CliError> {
     let latest = summary.latest_version;
     if global.json {
         println!("{}", crate::cli::to_json(summary)?);
+    } else if let Some(shared) = &summary.shared {
+        println!(
+            "shared tables: version {} -> {} ({} applied; latest version {latest}); row-level security set up",
+            shared.from, shared.to, shared.applied
+        );
     } else {
         println!(
             "migrated: {}, already current: {}, failed: {} (latest version {latest})",

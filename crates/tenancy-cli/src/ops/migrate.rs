@@ -20,9 +20,6 @@ pub enum MigrateError {
         "no migrations directory: pass --dir DIR or set lifecycle.migrations_dir (TENANCY__LIFECYCLE__MIGRATIONS_DIR)"
     )]
     NoDirectory,
-    /// The strategy keeps every tenant in shared tables.
-    #[error("{0}")]
-    SharedTables(String),
     /// The migrations directory could not be read.
     #[error(transparent)]
     Migrations(#[from] tenancy_sql::DbError),
@@ -72,6 +69,21 @@ pub struct Summary {
     pub failed: Vec<TenantOutcome>,
     /// The latest version of the migrations.
     pub latest_version: i64,
+    /// Row level: what happened to the shared tables of the main database
+    /// (there are no per-tenant migrations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedOutcome>,
+}
+
+/// The shared tables' migration under row level.
+#[derive(Debug, Serialize)]
+pub struct SharedOutcome {
+    /// Version before.
+    pub from: i64,
+    /// Version after.
+    pub to: i64,
+    /// Migrations applied now.
+    pub applied: usize,
 }
 
 /// Migrates every tenant (and ready pending-pool member) of `app` to the
@@ -83,18 +95,35 @@ pub async fn migrate_all(
     verify: bool,
     progress: Arc<dyn Progress>,
 ) -> Result<Summary, MigrateError> {
-    let Some(dir) = app.config.lifecycle.migrations_dir.clone() else {
+    let dir = app.config.lifecycle.migrations_dir.clone();
+    let Some(migrator) = app.migrator.clone() else {
+        // Row level: opening the app set up row-level security (the request
+        // role, tenancy_register_table) and applied the migrations to the
+        // shared tables, as the owner role.
+        let latest = match &dir {
+            Some(dir) => tenancy_sql::Migrations::from_dir(dir)?.latest(),
+            None => 0,
+        };
+        let applied = app.shared_applied.unwrap_or(tenancy_sql::Applied {
+            from: latest,
+            to: latest,
+            count: 0,
+        });
+        progress.start(0);
+        return Ok(Summary {
+            latest_version: latest,
+            shared: Some(SharedOutcome {
+                from: applied.from,
+                to: applied.to,
+                applied: applied.count,
+            }),
+            ..Summary::default()
+        });
+    };
+    let Some(dir) = dir else {
         return Err(MigrateError::NoDirectory);
     };
     let latest = tenancy_sql::Migrations::from_dir(&dir)?.latest();
-    let Some(migrator) = app.migrator.clone() else {
-        return Err(MigrateError::SharedTables(format!(
-            "isolation strategy `{}` keeps all tenants in shared tables: apply {} to the main database with your \
-             usual migration tool; per-tenant migrations apply to the schema and database strategies",
-            app.config.lifecycle.isolation_strategy,
-            dir.display()
-        )));
-    };
     let mut tenants = all_tenants(app).await?;
     // Ready pending-pool members too: a claimed one must be current.
     if let Some(pool) = app.tenancy.pending_pool() {

@@ -13,7 +13,8 @@ use tenancy_core::{IsolationError, IsolationStrategy, TenantId, TenantInfo};
 
 use super::step_error;
 use crate::db::{DbError, ScopedBegin};
-use crate::ident::{tenant_literal, validate_table};
+use crate::ident::{quote_ident, tenant_literal, validate_table};
+use crate::migrate::{Applied, Migrations, apply};
 
 /// Shared tables with a tenant column, guarded by PostgreSQL Row-Level
 /// Security keyed on the transaction-local setting `tenancy.tenant_id`.
@@ -24,8 +25,19 @@ use crate::ident::{tenant_literal, validate_table};
 /// the setting so inserts need not name it. With no tenant set the setting
 /// is `''`/NULL and the policy matches no row: unscoped use sees nothing.
 ///
-/// Superusers and `BYPASSRLS` roles ignore RLS: connect the application as
-/// an ordinary role.
+/// Every scoped transaction also switches to the request role
+/// [`PgRowLevel::REQUEST_ROLE`] (`SET LOCAL ROLE tenancy_request`): an
+/// ordinary role (not superuser, not `BYPASSRLS`, owning nothing) that may
+/// only read and write the registered tables. So RLS binds the
+/// application's hand-written SQL even when the pool connects as
+/// `postgres`. [`PgRowLevel::install`] (or [`PgRowLevel::migrate`], or
+/// [`PgRowLevel::register_table`]) creates the role; a pool of another
+/// ordinary role must be a member of it ([`PgRowLevel::allow_role`]).
+///
+/// Migrations of the shared tables can register a table themselves:
+/// `SELECT tenancy_register_table('projects')` (a function
+/// [`PgRowLevel::install`] creates) does what
+/// [`PgRowLevel::register_table`] does.
 ///
 /// # What the plain form does not stop
 ///
@@ -56,6 +68,12 @@ impl PgRowLevel {
     /// signature under the installed key, else NULL. Application SQL may
     /// use it too (`SELECT tenancy_rls.current_tenant()`).
     pub const VERIFIED_TENANT: &'static str = "tenancy_rls.current_tenant()";
+
+    /// The role every scoped transaction runs as: `NOLOGIN`, not superuser,
+    /// not `BYPASSRLS`, granted reads and writes on the registered tables
+    /// only. Roles are per server: deployments sharing a server share it
+    /// (its privileges are per table, so it reaches nothing else).
+    pub const REQUEST_ROLE: &'static str = "tenancy_request";
 
     /// Row-level isolation over `pool`.
     ///
@@ -162,7 +180,7 @@ impl PgRowLevel {
             return Ok(());
         };
         let mut tx = self.pool.begin().await?;
-        install(&mut tx, key).await?;
+        install_signed(&mut tx, key).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -185,32 +203,108 @@ impl PgRowLevel {
     pub async fn register_table(&self, table: &str, column: &str) -> Result<(), DbError> {
         let t = validate_table(table)?;
         let c = validate_table(column)?;
-        let current = "NULLIF(current_setting('tenancy.tenant_id', true), '')";
-        let verified = match self.key {
-            Some(_) => format!("(SELECT {})", Self::VERIFIED_TENANT),
-            None => current.to_owned(),
-        };
         let mut tx = self.pool.begin().await?;
-        if let Some(key) = &self.key {
-            install(&mut tx, key).await?;
-        }
-        for sql in [
-            format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"),
-            format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"),
-            format!("DROP POLICY IF EXISTS tenancy_isolation ON {t}"),
-            format!(
-                "CREATE POLICY tenancy_isolation ON {t} USING ({c} = {verified}) WITH CHECK ({c} = {verified})"
-            ),
-            format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {current}"),
-        ] {
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-        }
+        install_all(&mut tx, self.key.as_ref()).await?;
+        sqlx::query("SELECT tenancy_register_table($1::regclass, $2)")
+            .bind(&t)
+            .bind(column)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        if !tables.iter().any(|(tt, _)| *tt == t) {
-            tables.push((t, c));
-        }
+        self.remember(t, c);
         Ok(())
+    }
+
+    /// Sets up what the row-level strategy needs in the database, as the
+    /// owner of the tables (idempotent; a migration step):
+    /// - the request role [`Self::REQUEST_ROLE`], granted to the current
+    ///   role so that it may switch to it;
+    /// - the function `tenancy_register_table(table regclass, tenant_column
+    ///   name DEFAULT 'tenant_id')`, which enables and forces RLS on a
+    ///   table, creates the isolation policy (signed when the signed setting
+    ///   is installed), makes the tenant column default to the current
+    ///   tenant and grants the request role reads and writes on the table
+    ///   and its sequences. SQL migrations call it:
+    ///   `SELECT tenancy_register_table('projects');`
+    /// - in the signed form, the signed setting
+    ///   ([`install_signed_setting`](Self::install_signed_setting)).
+    ///
+    /// Creating the role needs `CREATEROLE` (or a superuser); when the role
+    /// exists already it is only checked.
+    ///
+    /// ```no_run
+    /// # async fn set_up(owner: sqlx::PgPool) -> Result<(), tenancy::DbError> {
+    /// tenancy::PgRowLevel::new(owner).install().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn install(&self) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        install_all(&mut tx, self.key.as_ref()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies the application's migrations to the shared database, in one
+    /// transaction, after [`install`](Self::install): a migration registers
+    /// its tenant tables with `SELECT tenancy_register_table('t')`. The
+    /// versions applied are recorded in `_tenancy_migrations`, so a re-run
+    /// applies only what is missing. Run it as the owner of the tables.
+    ///
+    /// ```no_run
+    /// # async fn up(owner: sqlx::PgPool) -> Result<(), tenancy::DbError> {
+    /// use tenancy::{Migration, Migrations, PgRowLevel};
+    /// let migrations = Migrations::new(vec![Migration {
+    ///     version: 1,
+    ///     name: "projects".into(),
+    ///     sql: "CREATE TABLE projects (tenant_id text NOT NULL, id bigint GENERATED ALWAYS AS IDENTITY, \
+    ///           name text NOT NULL, PRIMARY KEY (tenant_id, id)); \
+    ///           SELECT tenancy_register_table('projects');".into(),
+    /// }])?;
+    /// let applied = PgRowLevel::new(owner).migrate(&migrations).await?;
+    /// assert_eq!(applied.to, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<Applied, DbError> {
+        let mut tx = self.pool.begin().await?;
+        // One migrator at a time: two processes starting together would
+        // otherwise both apply version 1.
+        sqlx::query("SELECT pg_advisory_xact_lock(7261638)")
+            .execute(&mut *tx)
+            .await?;
+        install_all(&mut tx, self.key.as_ref()).await?;
+        let applied = apply::<Postgres>(&mut tx, migrations).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Lets the ordinary role `role` (the application's, when it is not the
+    /// role that ran [`install`](Self::install)) switch to the request
+    /// role: `GRANT tenancy_request TO role`. Run it as the owner.
+    ///
+    /// ```no_run
+    /// # async fn grant(owner: sqlx::PgPool) -> Result<(), tenancy::DbError> {
+    /// tenancy::PgRowLevel::new(owner).allow_role("app").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn allow_role(&self, role: &str) -> Result<(), DbError> {
+        let role = quote_ident(role)?;
+        let mut tx = self.pool.begin().await?;
+        install_role(&mut tx).await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "GRANT {} TO {role}",
+            Self::REQUEST_ROLE
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn remember(&self, table: String, column: String) {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if !tables.iter().any(|(t, _)| *t == table) {
+            tables.push((table, column));
+        }
     }
 
     /// Records a table whose RLS was set up elsewhere (by the owner, in a
@@ -222,13 +316,7 @@ impl PgRowLevel {
     /// # let _ = rows; Ok(()) }
     /// ```
     pub fn with_table(self, table: &str, column: &str) -> Result<Self, DbError> {
-        let entry = (validate_table(table)?, validate_table(column)?);
-        {
-            let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-            if !tables.contains(&entry) {
-                tables.push(entry);
-            }
-        }
+        self.remember(validate_table(table)?, validate_table(column)?);
         Ok(self)
     }
 
@@ -247,9 +335,19 @@ impl ScopedBegin<Postgres> for PgRowLevel {
         tenant: &TenantId,
     ) -> Result<Transaction<'static, Postgres>, DbError> {
         let literal = tenant_literal(tenant)?;
+        // The request role and the tenant, transaction-local, in the same
+        // round trip as BEGIN. They are set *before* BEGIN on purpose: the
+        // statements before a BEGIN in one simple query form an implicit
+        // transaction that BEGIN takes over, so the settings hold in the
+        // transaction; and when the switch fails (the role is missing, or
+        // the pool's role is not a member) the implicit transaction ends
+        // with the error and the connection goes back to the pool clean,
+        // not stuck in an aborted transaction block.
         let Some(key) = &self.key else {
-            // BEGIN and the transaction-local setting in one round trip.
-            let begin = format!("BEGIN; SELECT set_config('tenancy.tenant_id', {literal}, true)");
+            let begin = format!(
+                "SELECT set_config('role', '{}', true), set_config('tenancy.tenant_id', {literal}, true); BEGIN",
+                Self::REQUEST_ROLE
+            );
             return Ok(self.pool.begin_with(AssertSqlSafe(begin)).await?);
         };
         // The signature is a capability for its tenant: bound, never in
@@ -258,7 +356,10 @@ impl ScopedBegin<Postgres> for PgRowLevel {
         // unnamed (not `persistent`) so that it is safe behind pgbouncer in
         // transaction mode before 1.21, like the simple queries that scope
         // the other strategies.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .pool
+            .begin_with("SELECT set_config('role', 'tenancy_request', true); BEGIN")
+            .await?;
         sqlx::query(
             "SELECT set_config('tenancy.tenant_id', $1, true), set_config('tenancy.tenant_sig', $2, true)",
         )
@@ -311,20 +412,45 @@ impl IsolationStrategy for PgRowLevel {
         tx.commit().await.map_err(step_error("row_level", "commit"))
     }
 
-    /// Reaches the database. In the signed form, also checks what the
+    /// Switches to the request role in a probe transaction and checks that
+    /// RLS binds it. In the signed form, also checks what the
     /// signed form relies on, since a broken setup either hides every row
     /// or protects nothing: the database verifies this process's
     /// signatures (the installed key is this key), and the pool's role can
     /// neither read nor change the key nor escape RLS (it is not superuser
     /// or `BYPASSRLS`, has no privilege on the key table and does not own
-    /// it or the verifying function).
+    /// it or the verifying function): the pool's own role, since SQL in a
+    /// transaction can `RESET ROLE` back to it.
     async fn check(&self) -> Result<(), IsolationError> {
         if self.key.is_none() {
-            return sqlx::query("SELECT 1")
-                .execute(&self.pool)
+            // The scoped transaction switches to the request role (it
+            // fails when the role is missing or not granted to the pool's
+            // role), and that role is bound by RLS.
+            let step = "switch to the request role";
+            let probe = TenantId::new(PROBE_TENANT)
+                .map_err(|e| IsolationError::new("row_level", step, e))?;
+            let mut tx = self
+                .begin_for(&probe)
                 .await
-                .map(|_| ())
-                .map_err(step_error("row_level", "health check"));
+                .map_err(|e| IsolationError::new("row_level", step, e))?;
+            let bypasses: Option<bool> = sqlx::query_scalar(
+                "SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(step_error("row_level", step))?;
+            tx.rollback().await.map_err(step_error("row_level", step))?;
+            return match bypasses {
+                Some(false) => Ok(()),
+                _ => Err(IsolationError::new(
+                    "row_level",
+                    step,
+                    DbError::Refused(
+                        "the request role tenancy_request is superuser or BYPASSRLS: ALTER ROLE tenancy_request NOSUPERUSER NOBYPASSRLS"
+                            .into(),
+                    ),
+                )),
+            };
         }
         let step = "verify the signed setting";
         let probe =
@@ -335,14 +461,14 @@ impl IsolationStrategy for PgRowLevel {
             .map_err(|e| IsolationError::new("row_level", step, e))?;
         let (verified, privileged): (Option<String>, Option<bool>) = sqlx::query_as(
             "SELECT tenancy_rls.current_tenant(),
-                pg_catalog.has_table_privilege('tenancy_rls.setting_key',
+                pg_catalog.has_table_privilege(session_user, 'tenancy_rls.setting_key',
                     'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
-                OR (SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c
+                OR (SELECT pg_catalog.pg_has_role(session_user, c.relowner, 'USAGE') FROM pg_catalog.pg_class c
                     WHERE c.oid = 'tenancy_rls.setting_key'::pg_catalog.regclass)
-                OR (SELECT pg_catalog.pg_has_role(p.proowner, 'USAGE') FROM pg_catalog.pg_proc p
+                OR (SELECT pg_catalog.pg_has_role(session_user, p.proowner, 'USAGE') FROM pg_catalog.pg_proc p
                     WHERE p.oid = 'tenancy_rls.current_tenant()'::pg_catalog.regprocedure)
                 OR (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
-                    WHERE r.rolname = current_user)",
+                    WHERE r.rolname = session_user)",
         )
         .fetch_one(&mut *tx)
         .await
@@ -370,6 +496,109 @@ impl IsolationStrategy for PgRowLevel {
 /// it only proves the key round trip).
 const PROBE_TENANT: &str = "tenancy-signing-probe";
 
+/// What [`PgRowLevel::install`] sets up, in the caller's transaction.
+async fn install_all(
+    tx: &mut Transaction<'static, Postgres>,
+    key: Option<&TenantSigningKey>,
+) -> Result<(), DbError> {
+    install_role(tx).await?;
+    if let Some(key) = key {
+        install_signed(tx, key).await?;
+    }
+    sqlx::raw_sql(REGISTER_FUNCTION).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Creates the request role when it is missing (two installers racing on
+/// the same server: the loser's `duplicate_object` is ignored), checks
+/// that it binds (not superuser, not `BYPASSRLS`) and lets the current
+/// role switch to it.
+async fn install_role(tx: &mut Transaction<'static, Postgres>) -> Result<(), DbError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)")
+            .bind(PgRowLevel::REQUEST_ROLE)
+            .fetch_one(&mut **tx)
+            .await?;
+    if !exists {
+        sqlx::raw_sql(
+            "DO $do$ BEGIN
+                CREATE ROLE tenancy_request NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $do$",
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (bypasses, member): (bool, bool) = sqlx::query_as(
+        "SELECT r.rolsuper OR r.rolbypassrls, pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER')
+         FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+    )
+    .bind(PgRowLevel::REQUEST_ROLE)
+    .fetch_one(&mut **tx)
+    .await?;
+    if bypasses {
+        return Err(DbError::Refused(
+            "the request role tenancy_request is superuser or BYPASSRLS, so row-level security would not bind \
+             it: ALTER ROLE tenancy_request NOSUPERUSER NOBYPASSRLS"
+                .into(),
+        ));
+    }
+    if !member {
+        sqlx::query("GRANT tenancy_request TO CURRENT_USER")
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `tenancy_register_table(table, tenant_column)`: RLS enabled and forced,
+/// the isolation policy (on the verified tenant when the signed setting is
+/// installed), the column's default, and the request role's privileges.
+/// It runs as its caller (the owner of the table: `ALTER TABLE` needs it),
+/// with a fixed `search_path`, and builds its statements with `format`'s
+/// `%I`/`%s` on a `regclass`, so names are always quoted.
+const REGISTER_FUNCTION: &str = r#"
+CREATE OR REPLACE FUNCTION public.tenancy_register_table(target regclass, tenant_column name DEFAULT 'tenant_id')
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    t text := target::text;
+    cond text;
+    nsp name;
+    seq text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = target AND attname = tenant_column AND attnum > 0 AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'table % has no column %', t, tenant_column
+            USING HINT = 'name the tenant column: SELECT tenancy_register_table(''t'', ''column'')';
+    END IF;
+    IF to_regclass('tenancy_rls.setting_key') IS NOT NULL THEN
+        cond := format('%I = (SELECT tenancy_rls.current_tenant())', tenant_column);
+    ELSE
+        cond := format('%I = NULLIF(current_setting(''tenancy.tenant_id'', true), '''')', tenant_column);
+    END IF;
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', t);
+    EXECUTE format('DROP POLICY IF EXISTS tenancy_isolation ON %s', t);
+    EXECUTE format('CREATE POLICY tenancy_isolation ON %s USING (%s) WITH CHECK (%s)', t, cond, cond);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT NULLIF(current_setting(''tenancy.tenant_id'', true), '''')',
+                   t, tenant_column);
+    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = target;
+    IF NOT has_schema_privilege('tenancy_request', nsp, 'USAGE') THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenancy_request', nsp);
+    END IF;
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO tenancy_request', t);
+    FOR seq IN
+        SELECT pg_get_serial_sequence(t, a.attname) FROM pg_attribute a
+        WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped
+          AND pg_get_serial_sequence(t, a.attname) IS NOT NULL
+    LOOP
+        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO tenancy_request', seq);
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION public.tenancy_register_table(regclass, name) FROM PUBLIC;
+"#;
+
 /// Creates (or updates) the key table and the verifying function, in the
 /// caller's transaction. The statements name everything by schema: the
 /// function runs with `search_path = pg_catalog, pg_temp`, so nothing the
@@ -378,7 +607,7 @@ const PROBE_TENANT: &str = "tenancy-signing-probe";
 /// The function computes HMAC-SHA256 with the built-in `sha256` (no
 /// extension needed) from the key's two padded blocks, `K0 ⊕ ipad` and
 /// `K0 ⊕ opad` (RFC 2104): `sha256(outer ‖ sha256(inner ‖ id))`.
-async fn install(
+async fn install_signed(
     tx: &mut Transaction<'static, Postgres>,
     key: &TenantSigningKey,
 ) -> Result<(), DbError> {

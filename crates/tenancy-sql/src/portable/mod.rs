@@ -230,7 +230,7 @@ impl TenantData {
                 pool,
                 schema,
                 signature,
-                ..
+                shared,
             } => Tx::Pg(
                 pg::begin(
                     pool,
@@ -238,6 +238,7 @@ impl TenantData {
                     schema.as_deref(),
                     signature.as_deref(),
                     write,
+                    *shared,
                 )
                 .await?,
             ),

@@ -20,18 +20,26 @@ const COPY_OPTIONS: &str = "WITH (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e'
 /// floats, ISO dates) and the tenant for row-level security (with its
 /// signature in the signed form), all
 /// transaction-local, in one round trip after `BEGIN`.
+///
+/// A read of shared tables (`request_role`) runs as the row-level request
+/// role ([`PgRowLevel::REQUEST_ROLE`](crate::PgRowLevel::REQUEST_ROLE)),
+/// so RLS binds it even when the pool's role is a superuser. Writes keep
+/// the pool's role: `COPY FROM` refuses tables under RLS for the roles it
+/// binds, and an import checks every row's tenant itself.
 pub(super) async fn begin(
     pool: &PgPool,
     tenant: &TenantId,
     schema: Option<&str>,
     signature: Option<&str>,
     write: bool,
+    request_role: bool,
 ) -> Result<Transaction<'static, Postgres>, DbError> {
     let begin = if write {
         "BEGIN"
     } else {
         "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
     };
+    let request_role = request_role && !write;
     let mut tx = pool.begin_with(begin).await?;
     let search_path = schema.map(quote);
     sqlx::query(
@@ -39,11 +47,13 @@ pub(super) async fn begin(
                 set_config('IntervalStyle', 'postgres', true), set_config('DateStyle', 'ISO, YMD', true), \
                 set_config('tenancy.tenant_id', $1, true), \
                 CASE WHEN $2::text IS NULL THEN NULL ELSE set_config('search_path', $2, true) END, \
-                CASE WHEN $3::text IS NULL THEN NULL ELSE set_config('tenancy.tenant_sig', $3, true) END",
+                CASE WHEN $3::text IS NULL THEN NULL ELSE set_config('tenancy.tenant_sig', $3, true) END, \
+                CASE WHEN $4 THEN set_config('role', 'tenancy_request', true) END",
     )
     .bind(tenant.as_str())
     .bind(search_path)
     .bind(signature)
+    .bind(request_role)
     .execute(&mut *tx)
     .await?;
     Ok(tx)
@@ -103,7 +113,7 @@ pub(super) async fn tables(
                     COALESCE(ARRAY(SELECT a.attname::text FROM pg_index i \
                         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-                        WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord), '{}'), \
+                        WHERE i.indrelid = c.oid AND i.indisprimary AND a.attname <> $1 ORDER BY k.ord), '{}'), \
                     EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
                         AND a.attname = $1 AND NOT a.attisdropped), \
                     COALESCE(ARRAY(SELECT DISTINCT r.relname::text FROM pg_constraint f \
