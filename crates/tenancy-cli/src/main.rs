@@ -35,8 +35,12 @@ enum Command {
     Domains(cli::domains::DomainsCommand),
     /// Export one tenant's rows of a table.
     Export(cli::table_export::ExportArgs),
-    /// Apply the application's migrations to every tenant schema or database.
+    /// Apply the application's migrations: to every tenant schema or
+    /// database, or to the shared tables under row level.
     Migrate(cli::migrate::MigrateArgs),
+    /// Check that the live database isolates its tenants (exit 0: clean,
+    /// 1: findings, 2: could not check).
+    Doctor(cli::doctor::DoctorArgs),
     /// Show the audit log of admin actions, newest first.
     Audit(cli::audit::AuditArgs),
     /// Inspect what the query interceptor does to SQL.
@@ -60,6 +64,9 @@ fn main() -> ExitCode {
         }
     };
     let global = &cli.global;
+    if let Command::Doctor(args) = cli.command {
+        return runtime.block_on(cli::doctor::run(global, args));
+    }
     let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {
@@ -90,7 +97,7 @@ async fn run(global: &cli::Global, command: Command) -> Result<(), cli::CliError
         Command::Export(args) => cli::table_export::run(global, args).await,
         Command::Migrate(args) => cli::migrate::run(global, args).await,
         Command::Audit(args) => cli::audit::run(global, args).await,
-        Command::Serve(_) | Command::Sql(_) => Ok(()),
+        Command::Serve(_) | Command::Sql(_) | Command::Doctor(_) => Ok(()),
     }
 }
 

@@ -417,6 +417,10 @@ pub struct ServerConfig {
     /// and files, so accepting never runs out of descriptors. Connections
     /// beyond it wait in the listen backlog.
     pub max_connections: usize,
+    /// Refuse to start when `tenancy doctor`'s checks find a critical
+    /// isolation defect (default false: each finding is printed and the
+    /// server starts).
+    pub refuse_unsafe_start: bool,
 }
 
 impl Default for ServerConfig {
@@ -432,6 +436,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 3_000,
             admin_timeout_ms: 30_000,
             max_connections: 1_024,
+            refuse_unsafe_start: false,
         }
     }
 }

@@ -99,10 +99,12 @@ checks! {
     PolicyMissing = "policy_missing", Critical;
     /// No index leads with the tenant column.
     TenantColumnUnindexed = "tenant_column_unindexed", Warning;
+    /// A foreign key between tenant tables without the tenant column.
+    /// (Listed before `unique_without_tenant`: its fix re-points the key
+    /// first, so that the unique index it used can then be replaced.)
+    FkWithoutTenant = "fk_without_tenant", Warning;
     /// A primary key or unique index without the tenant column.
     UniqueWithoutTenant = "unique_without_tenant", Warning;
-    /// A foreign key between tenant tables without the tenant column.
-    FkWithoutTenant = "fk_without_tenant", Warning;
     /// A tenant role, or PUBLIC, can use another tenant's schema, or a
     /// role can connect to another tenant's database.
     SchemaPrivilegeLeak = "schema_privilege_leak", Critical;
@@ -113,7 +115,7 @@ checks! {
     /// A tenant file with no tenant.
     OrphanFile = "orphan_file", Warning;
     /// A tenant whose schema, database or file is gone.
-    MissingStorage = "missing_storage", Critical;
+    MissingStorage = "missing_storage", Warning;
     /// A domain whose tenant is deleted or gone.
     DomainOrphan = "domain_orphan", Warning;
     /// A tenant file (or the main file) readable by other users.

@@ -333,82 +333,84 @@ impl Open {
         let tenant_migrations = std::mem::take(&mut self.tenant_migrations);
         let mut migrator = None;
         let mut shared_applied = None;
-        let (builder, db) = match strategy.as_str() {
-            "row_level" => {
-                run_setup(self.shared_setup.as_deref(), &ddl).await?;
-                let with_key = |rls: PgRowLevel| match &signing_key {
-                    Some(key) => rls.signed(key.clone()),
-                    None => rls,
-                };
-                let owner_rls = with_key(PgRowLevel::new(ddl.clone()));
-                // The request role, tenancy_register_table, the signed
-                // setting; then the application's migrations.
-                if self.shared_migrations.is_empty() {
-                    owner_rls.install().await.map_err(|e| {
-                        setup(format!("cannot set up row-level security: {e}"))
-                    })?;
-                } else {
-                    shared_applied =
-                        Some(owner_rls.migrate(&self.shared_migrations).await.map_err(|e| {
-                            setup(format!("cannot migrate the shared tables: {e}"))
-                        })?);
-                }
-                for table in &self.shared_tables {
-                    owner_rls
-                        .register_table(table, &self.tenant_column)
-                        .await
-                        .map_err(|e| {
-                            setup(format!("cannot enable row-level security on {table}: {e}"))
-                        })?;
-                }
-                let rls = match &owner {
-                    None => owner_rls,
-                    Some(owner) => {
-                        grant_reads_and_writes(owner, &pool, &owner_rls).await?;
-                        let mut rls = with_key(PgRowLevel::new(pool.clone()));
-                        for table in &self.shared_tables {
-                            rls = rls.with_table(table, &self.tenant_column).map_err(setup)?;
-                        }
-                        rls
+        let (builder, db) =
+            match strategy.as_str() {
+                "row_level" => {
+                    run_setup(self.shared_setup.as_deref(), &ddl).await?;
+                    let with_key = |rls: PgRowLevel| match &signing_key {
+                        Some(key) => rls.signed(key.clone()),
+                        None => rls,
+                    };
+                    let owner_rls = with_key(PgRowLevel::new(ddl.clone()));
+                    // The request role, tenancy_register_table, the signed
+                    // setting; then the application's migrations.
+                    if self.shared_migrations.is_empty() {
+                        owner_rls
+                            .install()
+                            .await
+                            .map_err(|e| setup(format!("cannot set up row-level security: {e}")))?;
+                    } else {
+                        shared_applied =
+                            Some(owner_rls.migrate(&self.shared_migrations).await.map_err(
+                                |e| setup(format!("cannot migrate the shared tables: {e}")),
+                            )?);
                     }
-                };
-                if signing_key.is_some() {
-                    tenancy_core::IsolationStrategy::check(&rls)
-                        .await
-                        .map_err(|e| {
-                            OpenError::Config(format!("lifecycle.row_level_signing_key: {e}"))
-                        })?;
+                    for table in &self.shared_tables {
+                        owner_rls
+                            .register_table(table, &self.tenant_column)
+                            .await
+                            .map_err(|e| {
+                                setup(format!("cannot enable row-level security on {table}: {e}"))
+                            })?;
+                    }
+                    let rls = match &owner {
+                        None => owner_rls,
+                        Some(owner) => {
+                            grant_reads_and_writes(owner, &pool, &owner_rls).await?;
+                            let mut rls = with_key(PgRowLevel::new(pool.clone()));
+                            for table in &self.shared_tables {
+                                rls = rls.with_table(table, &self.tenant_column).map_err(setup)?;
+                            }
+                            rls
+                        }
+                    };
+                    if signing_key.is_some() {
+                        tenancy_core::IsolationStrategy::check(&rls)
+                            .await
+                            .map_err(|e| {
+                                OpenError::Config(format!("lifecycle.row_level_signing_key: {e}"))
+                            })?;
+                    }
+                    (builder.isolation(rls.clone()), TenantDb::new(rls))
                 }
-                (builder.isolation(rls.clone()), TenantDb::new(rls))
-            }
-            "schema" => {
-                let schemas = PgSchemaIsolation::new(pool.clone(), tenant_migrations);
-                migrator = Some(TenantMigrator::PgSchema(schemas.clone()));
-                (builder.isolation(schemas.clone()), TenantDb::new(schemas))
-            }
-            "database" => {
-                let mut servers = Vec::new();
-                for server in &lifecycle.database_servers {
-                    let admin = pg_pool(
-                        &server.url,
-                        4,
-                        Duration::from_secs(5),
-                        &format!("lifecycle.database_servers `{}`", server.name),
-                    )
-                    .await?;
-                    servers.push(DatabaseServer::new(
-                        server.name.clone(),
-                        admin,
-                        server.weight,
-                    ));
+                "schema" => {
+                    let schemas = PgSchemaIsolation::new(pool.clone(), tenant_migrations);
+                    migrator = Some(TenantMigrator::PgSchema(schemas.clone()));
+                    (builder.isolation(schemas.clone()), TenantDb::new(schemas))
                 }
-                let dbs =
-                    PgDatabaseIsolation::with_servers(pool.clone(), servers, tenant_migrations);
-                migrator = Some(TenantMigrator::PgDatabase(dbs.clone()));
-                (builder.isolation(dbs.clone()), TenantDb::new(dbs))
-            }
-            other => return Err(unknown_strategy(other)),
-        };
+                "database" => {
+                    let mut servers = Vec::new();
+                    for server in &lifecycle.database_servers {
+                        let admin = pg_pool(
+                            &server.url,
+                            4,
+                            Duration::from_secs(5),
+                            &format!("lifecycle.database_servers `{}`", server.name),
+                        )
+                        .await?;
+                        servers.push(DatabaseServer::new(
+                            server.name.clone(),
+                            admin,
+                            server.weight,
+                        ));
+                    }
+                    let dbs =
+                        PgDatabaseIsolation::with_servers(pool.clone(), servers, tenant_migrations);
+                    migrator = Some(TenantMigrator::PgDatabase(dbs.clone()));
+                    (builder.isolation(dbs.clone()), TenantDb::new(dbs))
+                }
+                other => return Err(unknown_strategy(other)),
+            };
         let tenancy = builder.store(store).build()?;
         Ok(Opened {
             tenancy,
@@ -607,6 +609,12 @@ fn tenant_dir(url: &str) -> PathBuf {
 }
 
 async fn open_sqlite(url: &str) -> Result<SqlitePool, OpenError> {
+    // Every tenant's rows (row level) and the store: readable by the owner
+    // only, created so before SQLite creates it with the umask's mode.
+    if let Some(path) = tenancy_sql::doctor::sqlite_file_of(url) {
+        tenancy_sql::isolation::create_sqlite_file(&path)
+            .map_err(|e| OpenError::Setup(format!("cannot create {}: {e}", path.display())))?;
+    }
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| OpenError::InvalidUrl {
             url: redact(url),

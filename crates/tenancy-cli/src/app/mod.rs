@@ -193,7 +193,10 @@ impl App {
         let postgres = tenancy::open::is_postgres(&url);
         let notes_sql = if postgres { NOTES_PG } else { NOTES_SQLITE };
         let mut open = Open::new(url, config.clone());
-        if let (Some(m), "row_level") = (&app_migrations, config.lifecycle.isolation_strategy.as_str()) {
+        if let (Some(m), "row_level") = (
+            &app_migrations,
+            config.lifecycle.isolation_strategy.as_str(),
+        ) {
             // Row level: the application's migrations are the shared tables'.
             open = open.shared_migrations(m.clone());
         }

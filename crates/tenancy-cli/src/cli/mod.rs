@@ -9,6 +9,7 @@ use crate::app::{AppError, Source};
 
 pub mod audit;
 pub mod config;
+pub mod doctor;
 pub mod domains;
 pub mod migrate;
 pub mod pool;

@@ -69,6 +69,12 @@ pub enum ServeError {
     /// Accepting connections failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// `server.refuse_unsafe_start` is on and the doctor found critical
+    /// isolation defects (each was printed).
+    #[error(
+        "{0} critical isolation finding(s) and server.refuse_unsafe_start is on: fix them (see `tenancy doctor`) or turn it off"
+    )]
+    Unsafe(usize),
 }
 
 /// Shared state of the handlers: one pointer, since axum clones the state
@@ -166,6 +172,7 @@ async fn note_missing_storage(
 pub async fn run(source: &Source, options: ServeOptions) -> Result<(), ServeError> {
     init_tracing();
     let app = App::open(source).await?;
+    start_checks(&app, source).await?;
     let admin_token: Arc<str> = match options.admin_token.or_else(|| {
         app.config
             .server
@@ -216,6 +223,30 @@ pub async fn run(source: &Source, options: ServeOptions) -> Result<(), ServeErro
         shutdown(),
     )
     .await?;
+    Ok(())
+}
+
+/// The doctor's checks at start (SPEC G3): each critical finding printed;
+/// with `server.refuse_unsafe_start`, any of them stops the start. A check
+/// that cannot run is reported and does not stop it (the doctor says why).
+async fn start_checks(app: &App, source: &Source) -> Result<(), ServeError> {
+    let report = match crate::ops::doctor::examine(app, source.url()).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("WARNING: the isolation checks could not run: {e}");
+            return Ok(());
+        }
+    };
+    let critical: Vec<_> = crate::ops::doctor::critical(&report).collect();
+    for f in &critical {
+        eprintln!(
+            "CRITICAL {} {}: {} (fix: {})",
+            f.check, f.object, f.detail, f.fix
+        );
+    }
+    if !critical.is_empty() && app.config.server.refuse_unsafe_start {
+        return Err(ServeError::Unsafe(critical.len()));
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod doctor;
 pub mod domains;
 pub mod migrate;
 pub mod pool;

@@ -14,3 +14,11 @@ pub mod citus;
 mod pg_database;
 #[cfg(feature = "postgres")]
 pub use pg_database::check_databases;
+#[cfg(feature = "postgres")]
+mod pg;
+#[cfg(feature = "postgres")]
+pub use pg::{check_row_level, check_schemas};
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{check_file_mode, check_sqlite_files, check_sqlite_row_level, sqlite_file_of};

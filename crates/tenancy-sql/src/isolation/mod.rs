@@ -36,7 +36,7 @@ pub use row_level::{PgRowLevel, SigningKeyError, TenantSigningKey};
 #[cfg(feature = "postgres")]
 pub use schema::PgSchemaIsolation;
 #[cfg(feature = "sqlite")]
-pub use sqlite_database::SqliteDatabaseIsolation;
+pub use sqlite_database::{SqliteDatabaseIsolation, create_sqlite_file};
 #[cfg(feature = "sqlite")]
 pub use sqlite_row_level::{InterceptedTx, ScopedQuery, SqliteRowLevel};
 

@@ -194,6 +194,11 @@ impl PgDatabaseIsolation {
             .map(|_| ())
     }
 
+    /// The servers tenants are placed on.
+    pub fn servers(&self) -> &[DatabaseServer] {
+        &self.inner.servers
+    }
+
     /// Open tenant pools right now (at most `max_pools`).
     pub fn open_pools(&self) -> usize {
         self.inner.pools.len()

@@ -90,6 +90,13 @@ impl SqliteDatabaseIsolation {
                         format!("cannot create {}: {e}", self.inner.dir.display()).into(),
                     ))
                 })?;
+                if create {
+                    create_sqlite_file(&path).map_err(|e| {
+                        DbError::Sql(sqlx::Error::Configuration(
+                            format!("cannot create {}: {e}", path.display()).into(),
+                        ))
+                    })?;
+                }
                 let options = SqliteConnectOptions::new()
                     .filename(&path)
                     .create_if_missing(true)
@@ -200,5 +207,40 @@ impl IsolationStrategy for SqliteDatabaseIsolation {
                 format!("{}: {e}", self.inner.dir.display()),
             )
         })
+    }
+}
+
+/// Creates the SQLite file `path` (and its directory) readable and
+/// writable by its owner only, when it does not exist yet; an existing
+/// file is left as it is. SQLite gives its `-wal` and `-shm` files the mode
+/// of the database file, so they are private too. (`tenancy doctor`
+/// reports tenant files others can read as `sqlite_file_mode`.)
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("tenants").join("tenant_acme.db");
+/// tenancy::sql::isolation::create_sqlite_file(&path)?;
+/// # #[cfg(unix)] {
+/// use std::os::unix::fs::PermissionsExt;
+/// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+/// # }
+/// # Ok::<_, std::io::Error>(())
+/// ```
+pub fn create_sqlite_file(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
