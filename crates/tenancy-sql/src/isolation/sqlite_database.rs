@@ -76,6 +76,16 @@ impl SqliteDatabaseIsolation {
 
     async fn pool(&self, tenant: &TenantId, create: bool) -> Result<SqlitePool, DbError> {
         let path = self.path_of(tenant)?;
+        if create && !path.exists() {
+            // A pool still open on a file deleted by hand would write to
+            // the deleted file: drop it, and create the file owner-only.
+            self.forget_pool(tenant).await;
+            create_sqlite_file(&path).map_err(|e| {
+                DbError::Sql(sqlx::Error::Configuration(
+                    format!("cannot create {}: {e}", path.display()).into(),
+                ))
+            })?;
+        }
         if !create && !path.exists() {
             return Err(DbError::MissingStorage(format!(
                 "tenant database {} does not exist: provision the tenant first",
@@ -90,13 +100,6 @@ impl SqliteDatabaseIsolation {
                         format!("cannot create {}: {e}", self.inner.dir.display()).into(),
                     ))
                 })?;
-                if create {
-                    create_sqlite_file(&path).map_err(|e| {
-                        DbError::Sql(sqlx::Error::Configuration(
-                            format!("cannot create {}: {e}", path.display()).into(),
-                        ))
-                    })?;
-                }
                 let options = SqliteConnectOptions::new()
                     .filename(&path)
                     .create_if_missing(true)
