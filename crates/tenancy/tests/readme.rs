@@ -92,10 +92,12 @@ async fn the_readme_quick_start_runs() {
     .execute(&owner)
     .await
     .unwrap();
-    PgRowLevel::new(owner.clone())
+    let owner_rls = PgRowLevel::new(owner.clone());
+    owner_rls
         .register_table("notes", "tenant_id")
         .await
         .unwrap();
+    owner_rls.allow_role(&role).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::env::set_current_dir(dir.path()).unwrap(); // no tenancy.yaml here
 

@@ -12,8 +12,11 @@
 //! # Who connects as whom
 //!
 //! RLS never binds superusers or `BYPASSRLS` roles, whatever the policy
-//! says: an app connecting as `postgres` would see every tenant's rows.
-//! So this example uses two connections:
+//! says. Every scoped transaction switches to the ordinary request role
+//! `tenancy_request`, so even a pool of `postgres` is bound inside
+//! `TenantDb::begin`; but SQL injected into a transaction could switch
+//! back (`RESET ROLE`), and queries outside a scoped transaction are not
+//! switched at all. So this example still uses two connections:
 //!
 //! - `DATABASE_URL`, the database's owner: creates the table, an ordinary
 //!   role (`APP_ROLE`, default `notes_app`: `LOGIN NOSUPERUSER
@@ -105,16 +108,20 @@ async fn add_note(
 /// on the table (idempotent, so restarts are fine).
 async fn set_up(owner: &PgPool, role: &str) -> Result<(), Box<dyn std::error::Error>> {
     sqlx::raw_sql(
+        // The key leads with the tenant: a key of its own would tell one
+        // tenant that another's id exists (`tenancy doctor` reports it).
         "CREATE TABLE IF NOT EXISTS notes (
-             id        BIGSERIAL PRIMARY KEY,
+             id        BIGSERIAL,
              tenant_id TEXT NOT NULL,
-             body      TEXT NOT NULL
+             body      TEXT NOT NULL,
+             PRIMARY KEY (tenant_id, id)
          )",
     )
     .execute(owner)
     .await?;
     // Role names cannot be bound as parameters: `quote_ident` checked it
     // (letters, digits, '-', '_') and quoted it.
+    let role_name = role;
     let role = quote_ident(role)?;
     sqlx::raw_sql(AssertSqlSafe(format!(
         "DO $$ BEGIN
@@ -125,10 +132,12 @@ async fn set_up(owner: &PgPool, role: &str) -> Result<(), Box<dyn std::error::Er
     )))
     .execute(owner)
     .await?;
-    // ENABLE + FORCE ROW LEVEL SECURITY, the policy, the column default.
-    PgRowLevel::new(owner.clone())
-        .register_table("notes", "tenant_id")
-        .await?;
+    // ENABLE + FORCE ROW LEVEL SECURITY, the policy, the column default,
+    // and the request role `tenancy_request` that every scoped transaction
+    // switches to; the app's role may switch to it.
+    let rls = PgRowLevel::new(owner.clone());
+    rls.register_table("notes", "tenant_id").await?;
+    rls.allow_role(&role_name).await?;
     Ok(())
 }
 
