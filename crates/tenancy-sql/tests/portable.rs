@@ -59,6 +59,11 @@ async fn postgres_every_type_exported_exactly_and_round_tripped() {
     let db = common::PgTestDb::new().await;
     let pool = db.pool(2).await;
     sqlx::raw_sql(PG_TABLE).execute(&pool).await.unwrap();
+    // Exports of shared tables read as the request role, under RLS.
+    tenancy_sql::PgRowLevel::new(pool.clone())
+        .register_table("everything", "tenant_id")
+        .await
+        .unwrap();
     let acme: TenantId = "acme".parse().unwrap();
     let data = TenantData::pg_shared(pool.clone(), acme.clone(), "tenant_id").unwrap();
 

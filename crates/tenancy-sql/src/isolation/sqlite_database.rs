@@ -80,7 +80,13 @@ impl SqliteDatabaseIsolation {
             // A pool still open on a file deleted by hand would write to
             // the deleted file: drop it, and create the file owner-only.
             self.forget_pool(tenant).await;
-            create_sqlite_file(&path).map_err(|e| {
+            let mut dir = std::fs::DirBuilder::new();
+            dir.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+            dir.create(&self.inner.dir)
+                .and_then(|()| create_sqlite_file(&path))
+                .map_err(|e| {
                 DbError::Sql(sqlx::Error::Configuration(
                     format!("cannot create {}: {e}", path.display()).into(),
                 ))
@@ -213,15 +219,15 @@ impl IsolationStrategy for SqliteDatabaseIsolation {
     }
 }
 
-/// Creates the SQLite file `path` (and its directory) readable and
-/// writable by its owner only, when it does not exist yet; an existing
+/// Creates the SQLite file `path` readable and writable by its owner
+/// only, when it does not exist yet (its directory must exist); an existing
 /// file is left as it is. SQLite gives its `-wal` and `-shm` files the mode
 /// of the database file, so they are private too. (`tenancy doctor`
 /// reports tenant files others can read as `sqlite_file_mode`.)
 ///
 /// ```
 /// # let dir = tempfile::tempdir()?;
-/// let path = dir.path().join("tenants").join("tenant_acme.db");
+/// let path = dir.path().join("tenant_acme.db");
 /// tenancy::sql::isolation::create_sqlite_file(&path)?;
 /// # #[cfg(unix)] {
 /// use std::os::unix::fs::PermissionsExt;
@@ -230,13 +236,6 @@ impl IsolationStrategy for SqliteDatabaseIsolation {
 /// # Ok::<_, std::io::Error>(())
 /// ```
 pub fn create_sqlite_file(path: &Path) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(dir)?;
-    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
