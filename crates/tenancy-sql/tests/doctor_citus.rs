@@ -402,26 +402,31 @@ async fn print_the_examples_reports() {
         report(&pool).await.to_text()
     );
 
-    // 3. examples/pg-schema-per-tenant: its migrations in two tenant
-    // schemas.
+    // 3. examples/pg-schema-per-tenant: two tenants' schemas, made and
+    // migrated with its migrations as the example does.
     let db = PgTestDb::new().await;
     let pool = db.pool(2).await;
     tenancy_sql::PgStore::new(pool.clone())
         .migrate()
         .await
         .unwrap();
-    for schema in ["tenant_acme", "tenant_globex"] {
-        run(
-            &pool,
-            &format!(
-                "CREATE SCHEMA {schema}; SET search_path TO {schema}; {} {} RESET search_path;",
-                include_str!("../../../examples/pg-schema-per-tenant/migrations/0001_notes.sql"),
-                include_str!(
-                    "../../../examples/pg-schema-per-tenant/migrations/0002_note_created_at.sql"
-                ),
-            ),
-        )
-        .await;
+    let dir = "../../examples/pg-schema-per-tenant/migrations";
+    let migrations = tenancy_sql::Migrations::new(vec![
+        tenancy_sql::Migration {
+            version: 1,
+            name: "notes".into(),
+            sql: std::fs::read_to_string(format!("{dir}/0001_notes.sql")).unwrap(),
+        },
+        tenancy_sql::Migration {
+            version: 2,
+            name: "note_created_at".into(),
+            sql: std::fs::read_to_string(format!("{dir}/0002_note_created_at.sql")).unwrap(),
+        },
+    ])
+    .unwrap();
+    let schemas = tenancy_sql::PgSchemaIsolation::new(pool.clone(), migrations);
+    for id in ["acme", "globex"] {
+        schemas.migrate_tenant(&id.parse().unwrap()).await.unwrap();
     }
     println!(
         "=== examples/pg-schema-per-tenant\n{}",

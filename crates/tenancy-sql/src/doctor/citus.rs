@@ -159,8 +159,8 @@ impl CitusReport {
         let _ = writeln!(out, "\nFindings: {}", self.report.findings.len());
         for f in &self.report.findings {
             let _ = writeln!(out, "  {} {} {}", f.severity, f.check, f.object);
-            let _ = writeln!(out, "    why: {}", f.detail);
-            let _ = writeln!(out, "    fix: {}", f.fix);
+            let _ = writeln!(out, "    detail: {}", f.detail);
+            let _ = writeln!(out, "    fix:    {}", f.fix);
         }
         out
     }
@@ -504,14 +504,18 @@ impl Catalog {
                 added = true;
             }
             for (oid, from) in std::mem::take(&mut referenced_by) {
-                let from: Vec<String> = from.into_iter().collect();
+                // A lookup table may be referenced by hundreds: name three.
+                let mut names: Vec<String> = from.iter().take(3).cloned().collect();
+                if from.len() > 3 {
+                    names.push(format!("{} more", from.len() - 3));
+                }
                 classes.insert(
                     oid,
                     (
                         CitusClass::Reference,
                         format!(
                             "no {tenant}; referenced by the {}: a reference table, replicated to every node",
-                            from.join(", ")
+                            names.join(", ")
                         ),
                     ),
                 );
@@ -527,7 +531,7 @@ impl Catalog {
                     format!(
                         "no {tenant}, in the tenant schema {}: stays local under row-based \
                          sharding (Citus's schema-based sharding would make the schema its own \
-                         shard group)",
+                         colocation group)",
                         t.schema
                     )
                 } else {
@@ -577,10 +581,10 @@ impl Catalog {
                 .collect();
             let tenant = &self.tenant;
             let rule = format!(
-                "Citus enforces uniqueness only inside a shard, so every primary key and unique \
-                 index of a distributed table must include the distribution column ({tenant}); \
-                 create_distributed_table refuses it (\"creating unique indexes on non-partition \
-                 columns is currently unsupported\")"
+                "Citus enforces uniqueness only inside a shard, so every primary key, unique \
+                 constraint and unique index of a distributed table must include the \
+                 distribution column ({tenant}), and create_distributed_table refuses the table \
+                 otherwise"
             );
             let (object, what) = match (&u.contype, &u.constraint_name, &u.constraint_def) {
                 (Some(contype), Some(name), Some(def)) => {
@@ -603,12 +607,19 @@ impl Catalog {
                     )
                 }
                 _ => {
-                    let _ = write!(
-                        fix,
-                        "DROP INDEX {}; {};",
-                        u.index_qualified,
-                        self.index_fix(u, table)
-                    );
+                    match self.index_with_tenant(u, table) {
+                        Some(create) => {
+                            let _ = write!(fix, "DROP INDEX {}; {create};", u.index_qualified);
+                        }
+                        // Not printed as expected: nothing to run, only
+                        // what to do (never a DROP without its CREATE).
+                        None => {
+                            fix = format!(
+                                "-- drop {} and create it again with {} as its first key column: {}",
+                                u.index_qualified, self.tenant_q, u.index_def
+                            );
+                        }
+                    }
                     (u.index_qualified.clone(), "unique index")
                 }
             };
@@ -628,22 +639,16 @@ impl Catalog {
     /// `CREATE UNIQUE INDEX` of `u` with the tenant column first: its
     /// definition as PostgreSQL prints it, the tenant column inserted
     /// after the known prefix (`CREATE UNIQUE INDEX name ON [ONLY] table
-    /// USING am (`).
-    fn index_fix(&self, u: &UniqueRow, table: &TableRow) -> String {
-        for only in ["", "ONLY "] {
+    /// USING am (`); `None` when the definition does not start so.
+    fn index_with_tenant(&self, u: &UniqueRow, table: &TableRow) -> Option<String> {
+        ["", "ONLY "].iter().find_map(|only| {
             let prefix = format!(
                 "CREATE UNIQUE INDEX {} ON {only}{} USING {} (",
                 u.index_name, table.qualified, u.access_method
             );
-            if let Some(rest) = u.index_def.strip_prefix(&prefix) {
-                return format!("{prefix}{}, {rest}", self.tenant_q);
-            }
-        }
-        // Not printed as expected: say what to do with the definition.
-        format!(
-            "-- recreate it with {} as the first key column: {}",
-            self.tenant_q, u.index_def
-        )
+            let rest = u.index_def.strip_prefix(&prefix)?;
+            Some(format!("{prefix}{}, {rest}", self.tenant_q))
+        })
     }
 
     /// Foreign keys Citus refuses.
