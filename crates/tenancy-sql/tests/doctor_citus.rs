@@ -397,10 +397,9 @@ async fn print_the_examples_reports() {
         .await
         .unwrap();
     common::register_notes(&pool).await;
-    println!(
-        "=== examples/pg-row-level\n{}",
-        report(&pool).await.to_text()
-    );
+    let r = report(&pool).await;
+    println!("=== examples/pg-row-level\n{}", r.to_text());
+    println!("--- as JSON\n{}", serde_json::to_string_pretty(&r).unwrap());
 
     // 3. examples/pg-schema-per-tenant: two tenants' schemas, made and
     // migrated with its migrations as the example does.

@@ -34,6 +34,8 @@
 //!
 //! Each finding's `fix` is SQL that repairs it; run the fixes in the
 //! report's order (unique keys before the foreign keys that use them).
+//! `docs/citus.md` gives the Citus documentation behind each rule and the
+//! reports on the examples' schemas.
 //!
 //! The report needs no Citus: it reads only `pg_catalog`, in five
 //! catalog-wide queries inside one read-only snapshot, whatever the number
