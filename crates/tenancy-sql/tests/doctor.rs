@@ -370,13 +370,19 @@ async fn schema_checks() {
 
     run(format!("GRANT USAGE ON SCHEMA \"{a}\" TO \"{b}\"")).await;
     let report = schema_report(&pool, &tenants).await;
-    assert_eq!(objects(&report, Check::SchemaPrivilegeLeak), [a.clone()]);
+    assert_eq!(
+        objects(&report, Check::SchemaPrivilegeLeak),
+        std::slice::from_ref(&a)
+    );
     fix_all(report).await;
     assert_eq!(schema_report(&pool, &tenants).await.findings, []);
 
     run(format!("GRANT USAGE ON SCHEMA \"{b}\" TO PUBLIC")).await;
     let report = schema_report(&pool, &tenants).await;
-    assert_eq!(objects(&report, Check::SchemaPrivilegeLeak), [b.clone()]);
+    assert_eq!(
+        objects(&report, Check::SchemaPrivilegeLeak),
+        std::slice::from_ref(&b)
+    );
     fix_all(report).await;
     assert_eq!(schema_report(&pool, &tenants).await.findings, []);
 
@@ -441,7 +447,10 @@ async fn sqlite_checks() {
 
     std::fs::set_permissions(&acme, std::fs::Permissions::from_mode(0o644)).unwrap();
     let found = check();
-    assert_eq!(objects(&found, Check::SqliteFileMode), [shown.clone()]);
+    assert_eq!(
+        objects(&found, Check::SqliteFileMode),
+        std::slice::from_ref(&shown)
+    );
     assert_eq!(found.findings[0].fix, format!("chmod 600 '{shown}'"));
     std::fs::set_permissions(&acme, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(check().findings, []);

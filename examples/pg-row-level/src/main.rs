@@ -137,7 +137,7 @@ async fn set_up(owner: &PgPool, role: &str) -> Result<(), Box<dyn std::error::Er
     // switches to; the app's role may switch to it.
     let rls = PgRowLevel::new(owner.clone());
     rls.register_table("notes", "tenant_id").await?;
-    rls.allow_role(&role_name).await?;
+    rls.allow_role(role_name).await?;
     Ok(())
 }
 

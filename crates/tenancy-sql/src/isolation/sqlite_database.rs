@@ -87,10 +87,10 @@ impl SqliteDatabaseIsolation {
             dir.create(&self.inner.dir)
                 .and_then(|()| create_sqlite_file(&path))
                 .map_err(|e| {
-                DbError::Sql(sqlx::Error::Configuration(
-                    format!("cannot create {}: {e}", path.display()).into(),
-                ))
-            })?;
+                    DbError::Sql(sqlx::Error::Configuration(
+                        format!("cannot create {}: {e}", path.display()).into(),
+                    ))
+                })?;
         }
         if !create && !path.exists() {
             return Err(DbError::MissingStorage(format!(
