@@ -258,7 +258,11 @@ pub struct LifecycleConfig {
     pub auto_provision: bool,
     /// What deactivate and delete do to a tenant's isolation (default keep).
     pub deprovision_policy: DeprovisionPolicy,
-    /// The application's per-tenant migrations (default none).
+    /// The application's migrations (default none): applied to each
+    /// tenant's schema or database (schema and database strategies), or
+    /// to the shared tables of the main database (row level, where a
+    /// migration registers a tenant table with `SELECT
+    /// tenancy_register_table('t')`).
     pub migrations_dir: Option<PathBuf>,
     /// Database servers for the `database` strategy on PostgreSQL (default
     /// none: the main database's server). New tenants go to the server with

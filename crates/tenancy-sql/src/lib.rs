@@ -4,7 +4,11 @@
 //! - Isolation: [`PgRowLevel`] (RLS), [`PgSchemaIsolation`],
 //!   [`PgDatabaseIsolation`], [`SqliteDatabaseIsolation`], all opening
 //!   scoped transactions through one API, [`TenantDb::begin`].
-//! - Per-tenant migrations: [`Migrations`].
+//! - Migrations: [`Migrations`], per tenant (schema, database), or of the
+//!   shared tables under row level ([`PgRowLevel::migrate`], whose SQL
+//!   registers tables with `SELECT tenancy_register_table('t')`).
+//! - [`doctor`]: the checks of `tenancy doctor`, on the catalogs of a live
+//!   database, and the Citus readiness report.
 //!
 //! ```
 //! use tenancy::{Migration, Migrations, NewTenant, PgSchemaIsolation, PgStore, Tenancy, TenantDb};
