@@ -90,27 +90,25 @@ pub async fn citus(app: &App) -> Result<doctor::citus::CitusReport, DoctorError>
 async fn domain_orphans(app: &App, report: &mut Report) -> Result<(), DoctorError> {
     const ORPHANS: &str = "SELECT d.domain, d.tenant_id FROM tenancy_domains d \
         WHERE NOT EXISTS (SELECT 1 FROM tenancy_tenants t WHERE t.id = d.tenant_id) ORDER BY d.domain";
+    const TOTAL: &str = "SELECT count(*) FROM tenancy_domains";
+    // The same two queries on either database.
+    macro_rules! read {
+        ($pool:expr) => {
+            (
+                sqlx::query_as(ORPHANS)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(tenancy_sql::DbError::from)?,
+                sqlx::query_scalar(TOTAL)
+                    .fetch_one($pool)
+                    .await
+                    .map_err(tenancy_sql::DbError::from)?,
+            )
+        };
+    }
     let (orphans, total): (Vec<(String, String)>, i64) = match &app.main {
-        MainPool::Postgres(pool) => (
-            sqlx::query_as(ORPHANS)
-                .fetch_all(pool)
-                .await
-                .map_err(tenancy_sql::DbError::from)?,
-            sqlx::query_scalar("SELECT count(*) FROM tenancy_domains")
-                .fetch_one(pool)
-                .await
-                .map_err(tenancy_sql::DbError::from)?,
-        ),
-        MainPool::Sqlite(pool) => (
-            sqlx::query_as(ORPHANS)
-                .fetch_all(pool)
-                .await
-                .map_err(tenancy_sql::DbError::from)?,
-            sqlx::query_scalar("SELECT count(*) FROM tenancy_domains")
-                .fetch_one(pool)
-                .await
-                .map_err(tenancy_sql::DbError::from)?,
-        ),
+        MainPool::Postgres(pool) => read!(pool),
+        MainPool::Sqlite(pool) => read!(pool),
     };
     report.count("domains", total.max(0) as u64);
     for (domain, tenant) in orphans {
