@@ -207,6 +207,69 @@ impl Deployment {
     }
 }
 
+/// The key of the deployment's tenant role secret (database strategy on
+/// PostgreSQL): 64 hex digits from the server's strong random source, made
+/// on first use. Every tenant role's password is derived from it (see
+/// [`PgDatabaseIsolation`](crate::PgDatabaseIsolation)), so no password is
+/// stored anywhere. Only roles that can read `tenancy_deployment` (the
+/// store's own role) can read it: tenant roles are never granted it.
+#[cfg(feature = "postgres")]
+const KEY_TENANT_ROLE_SECRET: &str = "tenant_role_secret";
+
+/// The deployment's tenant role secret recorded in the store at `pool`,
+/// made and recorded on first use (under the same advisory lock as
+/// [`Deployment::check_pg`], so concurrent first uses agree on one).
+#[cfg(feature = "postgres")]
+pub(crate) async fn tenant_role_secret(pool: &sqlx::PgPool) -> Result<String, sqlx::Error> {
+    if let Some(secret) = recorded_tenant_role_secret(pool).await? {
+        return Ok(secret);
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7261637)")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS tenancy_deployment (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    // gen_random_uuid() draws from the server's strong random source: two
+    // of them hashed give 64 hex digits (244 random bits).
+    sqlx::query(
+        "INSERT INTO tenancy_deployment (key, value) \
+         VALUES ($1, encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), 'hex')) \
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(KEY_TENANT_ROLE_SECRET)
+    .execute(&mut *tx)
+    .await?;
+    let secret: String = sqlx::query_scalar("SELECT value FROM tenancy_deployment WHERE key = $1")
+        .bind(KEY_TENANT_ROLE_SECRET)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+/// The deployment's tenant role secret if the store at `pool` has one;
+/// reads only (the doctor changes nothing).
+#[cfg(feature = "postgres")]
+pub(crate) async fn recorded_tenant_role_secret(
+    pool: &sqlx::PgPool,
+) -> Result<Option<String>, sqlx::Error> {
+    let table: bool =
+        sqlx::query_scalar("SELECT to_regclass('tenancy_deployment') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    if !table {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT value FROM tenancy_deployment WHERE key = $1")
+        .bind(KEY_TENANT_ROLE_SECRET)
+        .fetch_optional(pool)
+        .await
+}
+
 #[cfg(feature = "sqlite")]
 impl Deployment {
     /// Checks (and on first use records) this configuration in the SQLite
