@@ -298,7 +298,6 @@ async fn each_tenant_connects_as_a_role_of_its_own() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "28000", "{err}");
-    drop(s.db);
 }
 
 #[tokio::test]
@@ -480,10 +479,17 @@ async fn doctor_finds_tenant_roles_with_too_much_or_too_little() {
     }
     // A missing role is repaired by migrating.
     s.dbs.forget_all();
-    s.admin_sql(&format!(
-        "ALTER DATABASE \"{a}\" OWNER TO postgres; DROP ROLE \"{a}\""
-    ))
-    .await;
+    let mut in_a = PgConnection::connect_with(&as_role(&a, "postgres"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "REASSIGN OWNED BY \"{a}\" TO postgres; DROP OWNED BY \"{a}\""
+    )))
+    .execute(&mut in_a)
+    .await
+    .unwrap();
+    in_a.close().await.unwrap();
+    s.admin_sql(&format!("DROP ROLE \"{a}\"")).await;
     let found = only(&s.doctor().await, Check::RoleBypassesRls, &a);
     assert_eq!(found.fix, "tenancy migrate");
     s.dbs.migrate_tenant(&s.a.id).await.unwrap();

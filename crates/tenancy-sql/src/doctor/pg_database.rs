@@ -149,7 +149,14 @@ pub async fn check_databases(
             match catalog.roles.get(&name) {
                 Some(role) => {
                     report.count("tenant_roles", 1);
-                    if let Some(finding) = role_finding(&name, role, exists, &on) {
+                    // Membership in another tenant's role is that tenant's
+                    // leak (reported on its database), not this role's.
+                    let tenant_role = |g: &String| {
+                        g.strip_prefix("tenant_")
+                            .and_then(|id| known.get(id))
+                            .is_some_and(|t| here(t))
+                    };
+                    if let Some(finding) = role_finding(&name, role, exists, &tenant_role, &on) {
                         report.push(finding);
                     }
                 }
@@ -307,7 +314,14 @@ fn missing_finding(t: &TenantInfo, name: &str, on: &str) -> Finding {
     }
 }
 
-fn role_finding(name: &str, role: &RoleRow, database: bool, on: &str) -> Option<Finding> {
+fn role_finding(
+    name: &str,
+    role: &RoleRow,
+    database: bool,
+    tenant_role: &dyn Fn(&String) -> bool,
+    on: &str,
+) -> Option<Finding> {
+    let member_of: Vec<&String> = role.member_of.iter().filter(|g| !tenant_role(g)).collect();
     let dangerous: Vec<(&str, &str)> = [
         (role.superuser, "SUPERUSER", "NOSUPERUSER"),
         (role.bypassrls, "BYPASSRLS", "NOBYPASSRLS"),
@@ -320,12 +334,12 @@ fn role_finding(name: &str, role: &RoleRow, database: bool, on: &str) -> Option<
     .map(|(_, has, fix)| (has, fix))
     .collect();
     let no_login = database && !role.login;
-    if dangerous.is_empty() && role.member_of.is_empty() && !no_login {
+    if dangerous.is_empty() && member_of.is_empty() && !no_login {
         return None;
     }
     let mut problems: Vec<String> = dangerous.iter().map(|(has, _)| (*has).to_owned()).collect();
     problems.extend(
-        role.member_of
+        member_of
             .iter()
             .map(|g| format!("member of role {g}")),
     );
@@ -339,7 +353,7 @@ fn role_finding(name: &str, role: &RoleRow, database: bool, on: &str) -> Option<
         fix.push(format!("ALTER ROLE {} {};", quoted(name), clauses.join(" ")));
     }
     fix.extend(
-        role.member_of
+        member_of
             .iter()
             .map(|g| format!("REVOKE {} FROM {};", quoted(g), quoted(name))),
     );
@@ -349,7 +363,7 @@ fn role_finding(name: &str, role: &RoleRow, database: bool, on: &str) -> Option<
         format!("tenant role {name} on {on}: {}", problems.join(", ")),
         fix.join("\n"),
     );
-    Some(if dangerous.is_empty() && role.member_of.is_empty() {
+    Some(if dangerous.is_empty() && member_of.is_empty() {
         finding.with_severity(Severity::Warning)
     } else {
         finding
