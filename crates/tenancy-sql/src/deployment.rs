@@ -257,10 +257,9 @@ pub(crate) async fn tenant_role_secret(pool: &sqlx::PgPool) -> Result<String, sq
 pub(crate) async fn recorded_tenant_role_secret(
     pool: &sqlx::PgPool,
 ) -> Result<Option<String>, sqlx::Error> {
-    let table: bool =
-        sqlx::query_scalar("SELECT to_regclass('tenancy_deployment') IS NOT NULL")
-            .fetch_one(pool)
-            .await?;
+    let table: bool = sqlx::query_scalar("SELECT to_regclass('tenancy_deployment') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
     if !table {
         return Ok(None);
     }

@@ -90,7 +90,7 @@ impl Drop for Cleanup {
 struct Setup {
     // Dropped first: the tenants' databases and roles go before the home.
     _cleanup: Cleanup,
-    db: common::PgTestDb,
+    _db: common::PgTestDb,
     admin: PgPool,
     dbs: PgDatabaseIsolation,
     suffix: String,
@@ -112,7 +112,7 @@ impl Setup {
         dbs.provision(&b).await.unwrap();
         Setup {
             _cleanup: cleanup,
-            db,
+            _db: db,
             admin,
             dbs,
             suffix,
@@ -268,7 +268,10 @@ async fn each_tenant_connects_as_a_role_of_its_own() {
     assert!(report.checked["databases"] >= 2 && report.checked["tenant_roles"] >= 2);
 
     // Drop: the database and its role go.
-    s.dbs.deprovision(&s.a, DeprovisionPolicy::Drop).await.unwrap();
+    s.dbs
+        .deprovision(&s.a, DeprovisionPolicy::Drop)
+        .await
+        .unwrap();
     let role_left: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
             .bind(&a)
@@ -330,7 +333,10 @@ async fn tenants_made_before_roles_are_upgraded_by_migrating() {
     conn.close().await.unwrap();
     let all = [s.a.clone(), s.b.clone(), old.clone()];
     let (before, _) = s.doctor_of(&all).await;
-    let checks: Vec<_> = before.iter().map(|f| (f.check, f.object.as_str())).collect();
+    let checks: Vec<_> = before
+        .iter()
+        .map(|f| (f.check, f.object.as_str()))
+        .collect();
     assert_eq!(
         checks,
         [
@@ -390,7 +396,11 @@ async fn doctor_finds_a_missing_database_and_its_fix_recreates_it() {
         .await;
     let findings = s.doctor().await;
     let found = only(&findings, Check::MissingStorage, &a);
-    assert_eq!(found.severity, Check::MissingStorage.severity(), "{found:?}");
+    assert_eq!(
+        found.severity,
+        Check::MissingStorage.severity(),
+        "{found:?}"
+    );
     // The fix: the SQL, then `tenancy migrate` (its library call).
     s.run_fix(&found).await;
     assert!(found.fix.contains("tenancy migrate"), "{}", found.fix);
@@ -531,6 +541,76 @@ async fn one_server_under_two_names_is_checked_once() {
     for t in &tenants {
         dbs.deprovision(t, DeprovisionPolicy::Drop).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_admin_that_is_not_superuser_is_enough() {
+    // As on managed PostgreSQL: the admin role may create databases and
+    // roles, nothing more.
+    let db = common::PgTestDb::new().await;
+    let suffix = db.name[14..26].to_owned();
+    let _cleanup = Cleanup {
+        suffix: suffix.clone(),
+    };
+    let root = db.pool(1).await;
+    let admin_role = format!("admin_{suffix}");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE ROLE \"{admin_role}\" LOGIN CREATEDB CREATEROLE; \
+         ALTER DATABASE \"{}\" OWNER TO \"{admin_role}\"",
+        db.name
+    )))
+    .execute(&root)
+    .await
+    .unwrap();
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(as_role(&db.name, &admin_role))
+        .await
+        .unwrap();
+    let dbs = PgDatabaseIsolation::new(admin.clone(), notes_migrations());
+    let (a, b) = (tenant(&format!("a{suffix}")), tenant(&format!("b{suffix}")));
+    for t in [&a, &b] {
+        dbs.provision(t).await.unwrap();
+    }
+    let mut tx = TenantDb::new(dbs.clone()).begin_for(&a.id).await.unwrap();
+    let user: String =
+        sqlx::query_scalar("INSERT INTO notes (body) VALUES ('x') RETURNING current_user::text")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(user, name(&a));
+    tx.commit().await.unwrap();
+    let mut report = Report::default();
+    check_databases(
+        &admin,
+        &[DatabaseServer::new("default", admin.clone(), 1)],
+        &[a.clone(), b.clone()],
+        &mut report,
+    )
+    .await
+    .unwrap();
+    let mine: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.object.ends_with(&suffix))
+        .collect();
+    assert!(mine.is_empty(), "{mine:#?}");
+    dbs.deprovision(&a, DeprovisionPolicy::Archive)
+        .await
+        .unwrap();
+    dbs.deprovision(&b, DeprovisionPolicy::Drop).await.unwrap();
+    let roles: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT rolname::text, rolcanlogin FROM pg_roles WHERE rolname LIKE 'tenant\\_%' AND rolname LIKE $1",
+    )
+    .bind(format!("%{suffix}"))
+    .fetch_all(&root)
+    .await
+    .unwrap();
+    assert_eq!(
+        roles,
+        [(name(&a), false)],
+        "the archive's role stays, NOLOGIN"
+    );
 }
 
 /// A PostgreSQL cluster of the test's own that checks passwords
@@ -685,4 +765,3 @@ async fn tenant_roles_log_in_with_their_password_where_passwords_are_checked() {
     admin.close().await;
     drop(cluster);
 }
-

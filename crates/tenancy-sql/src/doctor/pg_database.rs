@@ -107,7 +107,15 @@ pub async fn check_databases(
                     .filter(|d| d.name != db.name && tenant_of(&d.name).map(|(i, _)| i) == Some(id))
                     .count();
                 let role_is_unused = others == 0 && !tenant.is_some_and(&here);
-                report.push(orphan_finding(db, id, archived, tenant, &role, role_is_unused, &on));
+                report.push(orphan_finding(
+                    db,
+                    id,
+                    archived,
+                    tenant,
+                    &role,
+                    role_is_unused,
+                    &on,
+                ));
                 continue;
             }
             if !archived {
@@ -338,11 +346,7 @@ fn role_finding(
         return None;
     }
     let mut problems: Vec<String> = dangerous.iter().map(|(has, _)| (*has).to_owned()).collect();
-    problems.extend(
-        member_of
-            .iter()
-            .map(|g| format!("member of role {g}")),
-    );
+    problems.extend(member_of.iter().map(|g| format!("member of role {g}")));
     let mut clauses: Vec<&str> = dangerous.iter().map(|(_, fix)| *fix).collect();
     if no_login {
         problems.push("NOLOGIN: the tenant cannot connect to its database".to_owned());
@@ -350,7 +354,11 @@ fn role_finding(
     }
     let mut fix = Vec::new();
     if !clauses.is_empty() {
-        fix.push(format!("ALTER ROLE {} {};", quoted(name), clauses.join(" ")));
+        fix.push(format!(
+            "ALTER ROLE {} {};",
+            quoted(name),
+            clauses.join(" ")
+        ));
     }
     fix.extend(
         member_of

@@ -381,11 +381,20 @@ impl PgDatabaseIsolation {
         // `quoted` is a validated identifier (`[A-Za-z0-9_-]`, quoted); the
         // object names are PostgreSQL's own quoted output (regclass, …).
         let role = format!("'{quoted}'::regrole");
+        // One transaction, one at a time per tenant (the lock is this
+        // database's). Schema `public` belongs to `pg_database_owner`, whose
+        // rights reach an admin that is not superuser only through the
+        // database's owner, the tenant role, and only while that role
+        // inherits: it does for the length of this transaction, which no
+        // other session sees.
         let done = sqlx::raw_sql(AssertSqlSafe(format!(
-            "DO $tenancy$ DECLARE o record; BEGIN \
+            "SELECT pg_advisory_xact_lock(7261638, hashtext('{name}')); \
+             ALTER ROLE {quoted} INHERIT; \
+             DO $tenancy$ DECLARE o record; BEGIN \
              FOR o IN {} ORDER BY 1 LOOP \
              EXECUTE format('ALTER %s %s OWNER TO %s', o.kind, o.name, '{quoted}'); \
-             END LOOP; END $tenancy$",
+             END LOOP; END $tenancy$; \
+             ALTER ROLE {quoted} NOINHERIT",
             foreign_objects(&role)
         )))
         .execute(&mut conn)
@@ -419,6 +428,11 @@ impl PgDatabaseIsolation {
             .execute(&mut *tx)
             .await?;
         let mut state = RoleState::read(&mut *tx, &name, &mark).await?;
+        if state.in_place() {
+            // Another call set it up while this one waited.
+            tx.commit().await?;
+            return Ok(());
+        }
         let mut statements = Vec::new();
         if !state.role {
             // A savepoint: another deployment or strategy on this server may
