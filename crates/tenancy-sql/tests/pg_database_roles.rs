@@ -549,9 +549,14 @@ async fn an_admin_that_is_not_superuser_is_enough() {
     // roles, nothing more.
     let db = common::PgTestDb::new().await;
     let suffix = db.name[14..26].to_owned();
-    let _cleanup = Cleanup {
-        suffix: suffix.clone(),
-    };
+    // The home database goes first: the admin role owns it.
+    let guard = (
+        db,
+        Cleanup {
+            suffix: suffix.clone(),
+        },
+    );
+    let db = &guard.0;
     let root = db.pool(1).await;
     let admin_role = format!("admin_{suffix}");
     sqlx::raw_sql(AssertSqlSafe(format!(
