@@ -57,8 +57,8 @@ pub async fn check_databases(
         if let Some(server) = placed(t)
             && !servers.iter().any(|s| s.name() == server)
             && t.status != TenantStatus::Provisioning
+            && let Ok(name) = tenant_object_name(&t.id)
         {
-            let name = tenant_object_name(&t.id)?;
             report.push(Finding::new(
                 Check::MissingStorage,
                 &name,
@@ -146,10 +146,13 @@ pub async fn check_databases(
 
         // Tenants placed here: their database and their role.
         for t in tenants.iter().filter(|t| here(t)) {
+            // An id too long for a database name never had one.
+            let Ok(name) = tenant_object_name(&t.id) else {
+                continue;
+            };
             if t.status == TenantStatus::Provisioning {
                 continue;
             }
-            let name = tenant_object_name(&t.id)?;
             let exists = seen.contains(t.id.as_str());
             if !exists {
                 report.push(missing_finding(t, &name, &on));
@@ -515,5 +518,35 @@ impl Catalog {
             databases,
             roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_tell_their_tenant() {
+        assert_eq!(tenant_of("tenant_acme-1"), Some(("acme-1", false)));
+        assert_eq!(
+            tenant_of("archived_1700000000_x_acme"),
+            Some(("x_acme", true))
+        );
+        for other in [
+            "tenant_",
+            "tenant_a b",
+            "tenancy_test_1",
+            "postgres",
+            "archived_x_acme",
+        ] {
+            assert_eq!(tenant_of(other), None, "{other}");
+        }
+        assert_eq!(tenant_of(&format!("tenant_{}", "a".repeat(41))), None);
+    }
+
+    #[test]
+    fn fixes_quote_any_role_name() {
+        assert_eq!(quoted("tenant_a"), "\"tenant_a\"");
+        assert_eq!(quoted("we\"ird"), "\"we\"\"ird\"");
     }
 }

@@ -61,6 +61,11 @@ use crate::migrate::{Applied, Migrations, apply};
 /// Roles are cluster-wide: two deployments sharing a server must not share
 /// tenant ids (their database names would collide first).
 ///
+/// Upgrading from a version without tenant roles: run `tenancy migrate`
+/// (or [`PgDatabaseIsolation::migrate_tenant`] for each tenant) before
+/// serving, since until then a tenant's pool logs in as a role that does
+/// not exist yet; `tenancy doctor` lists the tenants still to upgrade.
+///
 /// # Deprovisioning
 ///
 /// - `keep` leaves database and role as they are.
@@ -86,8 +91,9 @@ pub struct DatabaseServer {
 }
 
 impl DatabaseServer {
-    /// A server reached through `admin` (its role needs `CREATEDB`), taking
-    /// tenants in proportion to `weight` (at least 1).
+    /// A server reached through `admin` (its role needs `CREATEDB` and
+    /// `CREATEROLE`, or is a superuser), taking tenants in proportion to
+    /// `weight` (at least 1).
     pub fn new(name: impl Into<String>, admin: PgPool, weight: u32) -> Self {
         Self {
             name: name.into(),
@@ -126,8 +132,8 @@ impl PgDatabaseIsolation {
     pub(crate) const MARK_PREFIX: &str = "tenancy deployment ";
 
     /// Databases on the server `admin` is connected to (its role needs
-    /// `CREATEDB`), migrated with `migrations`; at most 64 tenant pools
-    /// open, 4 connections each.
+    /// `CREATEDB` and `CREATEROLE`, or is a superuser), migrated with
+    /// `migrations`; at most 64 tenant pools open, 4 connections each.
     pub fn new(admin: PgPool, migrations: Migrations) -> Self {
         let server = DatabaseServer::new("default", admin.clone(), 1);
         Self::with_servers(admin, vec![server], migrations)
@@ -1179,5 +1185,48 @@ impl IsolationStrategy for PgDatabaseIsolation {
                 })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials() -> Credentials {
+        Credentials {
+            secret: "0123456789abcdef".repeat(4),
+        }
+    }
+
+    #[test]
+    fn passwords_are_derived_per_tenant_and_never_sent() {
+        let c = credentials();
+        let a = c.password(&"acme".parse().unwrap()).unwrap();
+        let b = c.password(&"globex".parse().unwrap()).unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert_eq!(a, c.password(&"acme".parse().unwrap()).unwrap());
+        let other = Credentials {
+            secret: "f".repeat(64),
+        };
+        assert_ne!(a, other.password(&"acme".parse().unwrap()).unwrap());
+
+        let verifier = c.verifier("tenant_acme", &a).unwrap();
+        assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
+        assert!(!verifier.contains(&a));
+        assert_eq!(verifier, c.verifier("tenant_acme", &a).unwrap(), "stable");
+        assert!(sql_literal(&verifier).is_ok());
+        let mark = c.mark().unwrap();
+        assert!(mark.starts_with(PgDatabaseIsolation::MARK_PREFIX));
+        assert!(!mark.contains(&c.secret[..16]));
+    }
+
+    #[test]
+    fn only_our_own_text_becomes_a_literal() {
+        assert_eq!(sql_literal("ab+/=$:- 09").unwrap(), "'ab+/=$:- 09'");
+        for bad in ["a'b", "a\\b", "a;b", "é"] {
+            assert!(sql_literal(bad).is_err(), "{bad}");
+        }
     }
 }
