@@ -384,6 +384,31 @@ async fn tenants_made_before_roles_are_upgraded_by_migrating() {
     assert_eq!(home_owner, "postgres");
     let (after, _) = s.doctor_of(&all).await;
     assert!(after.is_empty(), "{after:#?}");
+
+    // A table the admin makes by hand later is the tenant's to use at
+    // once, and its own after the next migration.
+    let mut conn = PgConnection::connect_with(&as_role(&db, "postgres"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE late (id BIGSERIAL PRIMARY KEY, n INT)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut tx = tdb.begin_for(&old.id).await.unwrap();
+    sqlx::query("INSERT INTO late (n) VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    s.dbs.migrate_tenant(&old.id).await.unwrap();
+    let owner: String = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE relname = 'late'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(owner, db);
+    conn.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -378,7 +378,10 @@ impl PgDatabaseIsolation {
     /// own (tables made by the admin before tenant roles existed), as the
     /// admin connected to that database only: never `REASSIGN OWNED`, which
     /// would also hand over the admin's objects shared by the whole server
-    /// (every other database it owns).
+    /// (every other database it owns). What the admin creates there later
+    /// (a table made by hand) is the tenant role's to use at once (default
+    /// privileges, in that database only), and its own at the next
+    /// migration.
     async fn hand_over(&self, server: &DatabaseServer, tenant: &TenantId) -> Result<(), DbError> {
         let name = tenant_object_name(tenant)?;
         let quoted = quote_ident(&name)?;
@@ -400,7 +403,12 @@ impl PgDatabaseIsolation {
              FOR o IN {} ORDER BY 1 LOOP \
              EXECUTE format('ALTER %s %s OWNER TO %s', o.kind, o.name, '{quoted}'); \
              END LOOP; END $tenancy$; \
-             ALTER ROLE {quoted} NOINHERIT",
+             ALTER ROLE {quoted} NOINHERIT; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER GRANT ALL ON SCHEMAS TO {quoted}; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER GRANT ALL ON TABLES TO {quoted}; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER GRANT ALL ON SEQUENCES TO {quoted}; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER GRANT ALL ON FUNCTIONS TO {quoted}; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER GRANT ALL ON TYPES TO {quoted}",
             foreign_objects(&role)
         )))
         .execute(&mut conn)
