@@ -207,3 +207,33 @@ async fn postgres_row_level_migrate_doctor_and_serve() {
     );
     admin.close().await.unwrap();
 }
+
+/// Schema and database strategies as the binary builds them are clean:
+/// pending-pool members' schemas are no orphans, and each tenant database
+/// is reachable by its own role only.
+#[tokio::test]
+async fn schema_and_database_strategies_built_by_the_binary_are_clean() {
+    let db = PgTestDb::new().await;
+    let mut cli = Cli::with_url(&db.url).strategy("schema");
+    cli.env
+        .push(("TENANCY__AUTH__JWT_SECRET".into(), SECRET.into()));
+    cli.env
+        .push(("TENANCY__LIFECYCLE__PENDING_POOL".into(), "2".into()));
+    cli.ok(&["tenants", "pool", "fill"]);
+    cli.create("acme", "Acme");
+    let (report, code) = doctor(&cli);
+    assert_eq!((checks(&report), code), (vec![], 0), "{report}");
+    // acme claimed one member's schema; the other member waits in the pool.
+    assert_eq!(report["checked"]["schemas"], 2, "{report}");
+    assert_eq!(report["checked"]["tenants"], 2, "{report}");
+
+    let other = PgTestDb::new().await;
+    let mut cli = Cli::with_url(&other.url).strategy("database");
+    cli.env
+        .push(("TENANCY__AUTH__JWT_SECRET".into(), SECRET.into()));
+    let acme = cli.create("acme", "Acme");
+    other.track_tenant(&common::id_of(&acme));
+    let (report, code) = doctor(&cli);
+    assert_eq!((checks(&report), code), (vec![], 0), "{report}");
+    assert_eq!(report["checked"]["tenant_roles"], 1, "{report}");
+}

@@ -14,6 +14,9 @@ pub enum DoctorError {
     /// The tenants could not be listed.
     #[error("cannot list the tenants: {0}")]
     Tenants(#[from] TenantOpError),
+    /// The pending pool could not be listed.
+    #[error("cannot list the pending pool: {0}")]
+    Pool(tenancy::pool::PoolError),
     /// A catalog could not be read.
     #[error("cannot read the database's catalogs: {0}")]
     Catalog(#[from] tenancy_sql::DbError),
@@ -27,7 +30,18 @@ pub enum DoctorError {
 /// severe first.
 pub async fn examine(app: &App, database_url: &str) -> Result<Report, DoctorError> {
     let mut report = Report::default();
-    let (tenants, _) = list_all(app, true).await?;
+    let (mut tenants, _) = list_all(app, true).await?;
+    // Pending-pool members own a schema, database or file too: listed as
+    // tenants being provisioned, so their storage is no orphan (and not
+    // required yet).
+    if let Some(pool) = app.tenancy.pending_pool() {
+        let now = chrono::Utc::now();
+        for member in pool.members().await.map_err(DoctorError::Pool)? {
+            if let Ok(new) = tenancy::NewTenant::new("pending-pool-member", "(pending pool)") {
+                tenants.push(new.id(member.id).into_info(now));
+            }
+        }
+    }
     match (&app.main, &app.migrator) {
         (MainPool::Postgres(pool), None) => {
             report.count("tenants", tenants.len() as u64);

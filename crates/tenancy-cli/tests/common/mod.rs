@@ -187,6 +187,14 @@ impl Drop for PgTestDb {
                     )))
                     .execute(&mut admin)
                     .await;
+                    // The database strategy's login role of the same name.
+                    if name.starts_with("tenant_") {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP ROLE IF EXISTS \"{name}\""
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
                 }
             }
         });
