@@ -496,7 +496,9 @@ async fn unreachable_databases_are_clear_errors() {
         matches!(err, StoreError::Unavailable(ref m) if m.contains("PostgreSQL")),
         "{err}"
     );
-    let err = SqliteStore::connect("sqlite:///nonexistent-dir/x/tenancy.db")
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nonexistent-dir/x/tenancy.db");
+    let err = SqliteStore::connect(&format!("sqlite://{}", missing.display()))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("nonexistent-dir"), "{err}");

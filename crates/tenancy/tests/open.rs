@@ -80,7 +80,8 @@ async fn bad_configuration_is_refused_with_what_to_fix() {
         assert!(matches!(err, OpenError::Config(_)), "{strategy}: {err}");
         assert!(err.to_string().contains(expected), "{strategy}: {err}");
     }
-    let err = Open::new("sqlite:///nonexistent-dir/x/y.db", config("row_level"))
+    let missing = format!("sqlite://{}", dir.path().join("missing/x/y.db").display());
+    let err = Open::new(&missing, config("row_level"))
         .connect()
         .await
         .err()
