@@ -35,7 +35,7 @@ mod outcome;
 mod problem;
 pub mod rate_limit;
 
-pub use extract::Tenant;
+pub use extract::{Principal, Tenant};
 pub use guard::{RequireTenant, RequireTenantLayer};
 #[cfg(feature = "jwt")]
 pub use jwt::{JwtError, JwtVerifier};

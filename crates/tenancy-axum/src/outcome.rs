@@ -44,6 +44,9 @@ pub enum TenantError {
     /// A bearer token was present but failed verification.
     #[error("invalid bearer token: {0}")]
     InvalidToken(String),
+    /// The route needs a verified token and the request has none.
+    #[error("a bearer token is required: send Authorization: Bearer <token>")]
+    TokenRequired,
     /// The request repeats a header that names the tenant (`Host`, or one
     /// a resolver reads): 400, nothing is guessed.
     #[error("{0}")]
@@ -63,6 +66,7 @@ impl TenantError {
         let (status, code) = match self {
             Self::NotIdentified(_) => (StatusCode::UNAUTHORIZED, "tenant_required"),
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::TokenRequired => (StatusCode::UNAUTHORIZED, "token_required"),
             Self::Rejected(Rejection::Malformed) => (StatusCode::FORBIDDEN, "malformed_tenant"),
             Self::Rejected(Rejection::Unknown) => (StatusCode::FORBIDDEN, "unknown_tenant"),
             Self::Rejected(Rejection::NotActive(_)) => (StatusCode::FORBIDDEN, "tenant_not_active"),

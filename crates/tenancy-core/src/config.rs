@@ -122,8 +122,15 @@ pub struct ResolutionConfig {
     pub header_name: String,
     /// Claim read by `jwt_claim` (default `tenant_id`).
     pub jwt_claim: String,
-    /// Claim listing the tenants a user belongs to (default `tenants`).
+    /// Claim listing the tenants a user belongs to (default `tenants`):
+    /// ids or slugs, or `{tenant, role}` objects.
     pub membership_claim: String,
+    /// Where the memberships are when they are nested (default none: the
+    /// top-level `membership_claim`): a dotted path such as `o.id` (Clerk),
+    /// `org_id` (WorkOS, Auth0) or `org.id`; it replaces
+    /// `membership_claim`. A claim whose name holds dots
+    /// (`https://example.com/tenants`) is found by its exact name first.
+    pub membership_claim_path: Option<String>,
     /// Base domain for `subdomain` (default none: `subdomain` is off).
     pub base_domain: Option<String>,
     /// Labels that never name a tenant (default `[www]`).
@@ -141,9 +148,28 @@ impl ResolutionConfig {
     /// added in code).
     pub const RESOLVERS: [&'static str; 5] = ["jwt_claim", "header", "domain", "subdomain", "path"];
 
+    /// Where the token's memberships are read: `membership_claim_path`
+    /// when set, else `membership_claim`.
+    pub fn membership_path(&self) -> &str {
+        self.membership_claim_path
+            .as_deref()
+            .unwrap_or(&self.membership_claim)
+    }
+
     /// Checks the resolution settings: known resolver names, a valid
     /// header name, a valid path pattern. The error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.membership_claim_path
+            && (path.is_empty() || path.split('.').any(str::is_empty))
+        {
+            return Err(ConfigError::Invalid {
+                key: "resolution.membership_claim_path".into(),
+                reason: format!(
+                    "\"{}\" is not a dotted claim path such as o.id or org.id",
+                    path.escape_debug()
+                ),
+            });
+        }
         if let Some(other) = self
             .resolvers
             .iter()
@@ -204,6 +230,7 @@ impl Default for ResolutionConfig {
             header_name: "X-Tenant-Id".into(),
             jwt_claim: "tenant_id".into(),
             membership_claim: "tenants".into(),
+            membership_claim_path: None,
             base_domain: None,
             reserved_subdomains: vec!["www".into()],
             path_pattern: "/tenants/{tenant_id}/".into(),

@@ -60,7 +60,7 @@ pub use lifecycle::{LifecycleError, LifecycleService};
 pub use memory::MemoryStore;
 pub use overrides::{CachedConfigStore, ConfigValueError, TenantConfigService};
 pub use pool::{Claimed, PendingPool, PendingStore, PendingTenant, PoolError};
-pub use resolve::{ResolutionContext, Resolver, ResolverChain, VerifiedClaims};
+pub use resolve::{Membership, ResolutionContext, Resolver, ResolverChain, VerifiedClaims};
 pub use store::{ConfigMap, ConfigStore, ListQuery, StoreError, TenantPage, TenantStore};
 pub use tenant::{
     InvalidSlug, InvalidTenantId, NewTenant, Slug, TenantId, TenantInfo, TenantRef, TenantStatus,

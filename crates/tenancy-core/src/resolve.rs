@@ -53,7 +53,7 @@ mod named;
 
 pub use builtin::{HeaderResolver, JwtClaimResolver, PathResolver, SubdomainResolver};
 pub use chain::{Ambiguous, ResolverChain};
-pub use context::{ResolutionContext, VerifiedClaims};
+pub use context::{Membership, MembershipClaimError, ResolutionContext, VerifiedClaims};
 pub use named::Named;
 
 /// What a resolver can tell from the request alone, without waiting

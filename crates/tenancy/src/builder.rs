@@ -417,7 +417,7 @@ impl TenancyBuilder {
         #[cfg(feature = "axum")]
         let layer = {
             let layer = tenancy_axum::TenantLayer::new(chain.clone(), validator.clone())
-                .membership_claim(config.resolution.membership_claim.clone());
+                .membership_claim(config.resolution.membership_path().to_owned());
             #[cfg(feature = "jwt")]
             let layer = match jwt {
                 Some(verifier) => layer.jwt(verifier),

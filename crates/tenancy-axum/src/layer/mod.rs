@@ -76,7 +76,7 @@ impl TenantLayer {
                 metrics: None,
                 chain,
                 validator,
-                membership_claim: "tenants".to_owned(),
+                membership_claim: std::sync::Arc::from("tenants"),
                 #[cfg(feature = "jwt")]
                 jwt: None,
             }),
@@ -85,7 +85,7 @@ impl TenantLayer {
 
     /// Reads memberships from claim `claim` instead of `tenants`.
     pub fn membership_claim(mut self, claim: impl Into<String>) -> Self {
-        self.rules_mut().membership_claim = claim.into();
+        self.rules_mut().membership_claim = std::sync::Arc::from(claim.into());
         self
     }
 

@@ -37,7 +37,7 @@ pub(crate) struct Rules {
     pub(super) limits: Option<Arc<Limits>>,
     pub(super) metrics: Option<RequestMetrics>,
     pub(super) validator: Validator,
-    pub(super) membership_claim: String,
+    pub(super) membership_claim: std::sync::Arc<str>,
     #[cfg(feature = "jwt")]
     pub(super) jwt: Option<JwtVerifier>,
 }
@@ -282,8 +282,14 @@ impl Rules {
         named: &Named<'_>,
         validated: &mut [Option<Result<Arc<TenantInfo>, Rejection>>],
     ) -> Result<Arc<TenantInfo>, TenantError> {
-        // Most requests carry no claims: no membership list to read.
-        let memberships = claims.and_then(|claims| claims.memberships(&self.membership_claim));
+        // Most requests carry no claims: no membership list to read. A
+        // membership claim of a shape no membership has refuses the token
+        // (never read as "no claim").
+        let memberships = match claims.map(|c| c.membership_list(&self.membership_claim)) {
+            Some(Err(wrong)) => return Err(TenantError::InvalidToken(wrong.to_string())),
+            Some(Ok(list)) => list.map(|list| list.into_iter().map(|m| m.tenant).collect::<Vec<_>>()),
+            None => None,
+        };
         match named.decide(validated, memberships.as_deref()) {
             Some(Ok(tenant)) => Ok(tenant),
             Some(Err(rejection)) => {

@@ -111,8 +111,17 @@ where
             req.extensions_mut()
                 .insert(TenantState::Resolved(tenant.clone()));
             // Claims this layer verified, for handlers (`Extension<VerifiedClaims>`).
-            if let Some(claims) = verified {
-                req.extensions_mut().insert(claims);
+            let has_claims = match verified {
+                Some(claims) => {
+                    req.extensions_mut().insert(claims);
+                    true
+                }
+                None => req.extensions().get::<VerifiedClaims>().is_some(),
+            };
+            // Where the memberships are, for the `Principal` extractor.
+            if has_claims {
+                req.extensions_mut()
+                    .insert(crate::extract::MembershipPath(rules.membership_claim.clone()));
             }
             if span.is_disabled() {
                 // No subscriber wants it: no span to enter on every poll.

@@ -33,7 +33,8 @@ impl Default for JwtClaimResolver {
 
 impl JwtClaimResolver {
     fn find(&self, ctx: &ResolutionContext<'_>) -> Option<TenantRef> {
-        match ctx.claims()?.get(&self.claim)? {
+        // A nested claim by its dotted path too (`o.id`, `org.id`).
+        match ctx.claims()?.claim_at(&self.claim)? {
             serde_json::Value::String(s) if !s.is_empty() => Some(TenantRef::new(s)),
             serde_json::Value::Number(n) => Some(TenantRef::new(&n.to_string())),
             _ => None,
