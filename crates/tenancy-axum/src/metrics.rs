@@ -225,7 +225,7 @@ impl std::fmt::Debug for RequestMetrics {
 pub(crate) fn refusal_index(error: &TenantError) -> usize {
     match error {
         TenantError::NotIdentified(_) => 1,
-        TenantError::InvalidToken(_) => 2,
+        TenantError::InvalidToken(_) | TenantError::TokenRequired => 2,
         TenantError::Rejected(Rejection::Malformed) => 3,
         TenantError::Rejected(Rejection::Unknown) => 4,
         TenantError::Rejected(Rejection::NotActive(_)) => 5,

@@ -385,7 +385,10 @@ fn memberships_fail_closed_on_odd_shapes() {
             .unwrap()
             .clone(),
     );
-    assert_eq!(c.memberships("tenants"), Some(vec!["a", "b"]));
+    // One odd item spoils the claim: nothing is granted, and the layer
+    // refuses the token (membership_list tells the shape is wrong).
+    assert_eq!(c.memberships("tenants"), Some(vec![]));
+    assert!(c.membership_list("tenants").is_err());
     let c = VerifiedClaims::new(json!({"tenants": {"a": true}}).as_object().unwrap().clone());
     assert_eq!(c.memberships("tenants"), Some(vec![]));
     let c = VerifiedClaims::new(json!({"sub": "x"}).as_object().unwrap().clone());

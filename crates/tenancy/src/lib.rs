@@ -356,8 +356,8 @@ pub use tenancy_core::{
     CachedConfigStore, ConfigError, ConfigMap, ConfigStore, ConfigValueError, DeprovisionPolicy,
     Domain, DomainResolver, DomainStatus, DomainStore, EventBus, EventSink, InvalidSlug,
     InvalidTenantId, IsolationError, IsolationStrategy, LifecycleError, LifecycleService,
-    ListQuery, Membership, MemoryStore, NewTenant, PendingPool, PendingStore, PendingTenant, PoolError,
-    Rejection, ResolutionContext, Resolver, ResolverChain, RowLevel, Slug, StoreError,
+    ListQuery, Membership, MemoryStore, NewTenant, PendingPool, PendingStore, PendingTenant,
+    PoolError, Rejection, ResolutionContext, Resolver, ResolverChain, RowLevel, Slug, StoreError,
     TenancyConfig, TenantConfigService, TenantDomain, TenantEvent, TenantId, TenantInfo,
     TenantPage, TenantRef, TenantStatus, TenantStore, TenantUpdate, Validator, VerifiedClaims,
 };
@@ -368,7 +368,8 @@ pub use tenancy_axum::JwtVerifier;
 pub use tenancy_axum::RedisBackend;
 #[cfg(feature = "axum")]
 pub use tenancy_axum::{
-    Principal, Problem, RateLimits, RequireTenantLayer, Tenant, TenantError, TenantLayer, TenantState,
+    Principal, Problem, RateLimits, RequireTenantLayer, Tenant, TenantError, TenantLayer,
+    TenantState,
 };
 
 /// The SQL query interceptor: scopes any statement to the current tenant,

@@ -765,7 +765,12 @@ async fn header_spoofing_against_memberships_is_refused() {
     assert_eq!(ok.status, StatusCode::OK);
     // A membership claim of the wrong shape refuses the token: it is
     // never read as "no memberships" (nor falls through to the header).
-    for odd in [json!({"acme": true}), json!([1, 2]), json!(7), json!([{"role": "admin"}])] {
+    for odd in [
+        json!({"acme": true}),
+        json!([1, 2]),
+        json!(7),
+        json!([{"role": "admin"}]),
+    ] {
         let odd = token(
             json!({"sub": "u1", "tenants": odd, "exp": exp_in(300)}),
             SECRET,
@@ -788,7 +793,7 @@ async fn header_spoofing_against_memberships_is_refused() {
 #[tokio::test]
 async fn memberships_with_roles_and_nested_claims_give_the_principal() {
     let f = fixture(jwt_config()).await;
-    let app = app(&f, Default::default());
+    let router = app(&f, Default::default());
     let objects = token(
         json!({"sub": "u1", "exp": exp_in(300),
                "tenants": [{"tenant": "acme", "role": "admin"}, {"tenant": f.globex.id, "role": "viewer"}]}),
@@ -796,10 +801,13 @@ async fn memberships_with_roles_and_nested_claims_give_the_principal() {
     );
     for (tenant, role) in [("acme", "admin"), ("globex", "viewer")] {
         let me = send(
-            &app,
+            &router,
             get_with(
                 "/me",
-                &[("authorization", &bearer(&objects)), ("x-tenant-id", tenant.as_bytes())],
+                &[
+                    ("authorization", &bearer(&objects)),
+                    ("x-tenant-id", tenant.as_bytes()),
+                ],
             ),
         )
         .await;
@@ -807,35 +815,50 @@ async fn memberships_with_roles_and_nested_claims_give_the_principal() {
         assert_eq!(me.body, json!({"sub": "u1", "role": role}));
     }
     // A list of slugs: a member, without a role.
-    let plain = token(json!({"sub": "u2", "tenants": ["acme"], "exp": exp_in(300)}), SECRET);
+    let plain = token(
+        json!({"sub": "u2", "tenants": ["acme"], "exp": exp_in(300)}),
+        SECRET,
+    );
     let me = send(
-        &app,
-        get_with("/me", &[("authorization", &bearer(&plain)), ("x-tenant-id", b"acme")]),
+        &router,
+        get_with(
+            "/me",
+            &[("authorization", &bearer(&plain)), ("x-tenant-id", b"acme")],
+        ),
     )
     .await;
     assert_eq!(me.body, json!({"sub": "u2", "role": null}));
     // No token: the principal is required.
-    let anonymous = send(&app, get_with("/me", &[("x-tenant-id", b"acme")])).await;
+    let anonymous = send(&router, get_with("/me", &[("x-tenant-id", b"acme")])).await;
     assert_problem(&anonymous, StatusCode::UNAUTHORIZED, "token_required");
 
     // Clerk: the active organisation at `o.id`, its role at `o.rol`.
     let mut config = jwt_config();
     config.resolution.membership_claim_path = Some("o.id".into());
     let f = fixture(config).await;
-    let app = app(&f, Default::default());
+    let router = app(&f, Default::default());
     let clerk = token(
         json!({"sub": "user_2x", "exp": exp_in(300), "o": {"id": "acme", "rol": "org:admin"}}),
         SECRET,
     );
     let me = send(
-        &app,
-        get_with("/me", &[("authorization", &bearer(&clerk)), ("x-tenant-id", b"acme")]),
+        &router,
+        get_with(
+            "/me",
+            &[("authorization", &bearer(&clerk)), ("x-tenant-id", b"acme")],
+        ),
     )
     .await;
     assert_eq!(me.body, json!({"sub": "user_2x", "role": "org:admin"}));
     let other = send(
-        &app,
-        get_with("/me", &[("authorization", &bearer(&clerk)), ("x-tenant-id", b"globex")]),
+        &router,
+        get_with(
+            "/me",
+            &[
+                ("authorization", &bearer(&clerk)),
+                ("x-tenant-id", b"globex"),
+            ],
+        ),
     )
     .await;
     assert_problem(&other, StatusCode::FORBIDDEN, "not_a_member");
@@ -844,8 +867,14 @@ async fn memberships_with_roles_and_nested_claims_give_the_principal() {
         SECRET,
     );
     let refused = send(
-        &app,
-        get_with("/me", &[("authorization", &bearer(&wrong_type)), ("x-tenant-id", b"acme")]),
+        &router,
+        get_with(
+            "/me",
+            &[
+                ("authorization", &bearer(&wrong_type)),
+                ("x-tenant-id", b"acme"),
+            ],
+        ),
     )
     .await;
     assert_problem(&refused, StatusCode::UNAUTHORIZED, "invalid_token");

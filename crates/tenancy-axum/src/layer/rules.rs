@@ -287,7 +287,9 @@ impl Rules {
         // (never read as "no claim").
         let memberships = match claims.map(|c| c.membership_list(&self.membership_claim)) {
             Some(Err(wrong)) => return Err(TenantError::InvalidToken(wrong.to_string())),
-            Some(Ok(list)) => list.map(|list| list.into_iter().map(|m| m.tenant).collect::<Vec<_>>()),
+            Some(Ok(list)) => {
+                list.map(|list| list.into_iter().map(|m| m.tenant).collect::<Vec<_>>())
+            }
             None => None,
         };
         match named.decide(validated, memberships.as_deref()) {

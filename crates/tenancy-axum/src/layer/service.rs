@@ -120,8 +120,9 @@ where
             };
             // Where the memberships are, for the `Principal` extractor.
             if has_claims {
-                req.extensions_mut()
-                    .insert(crate::extract::MembershipPath(rules.membership_claim.clone()));
+                req.extensions_mut().insert(crate::extract::MembershipPath(
+                    rules.membership_claim.clone(),
+                ));
             }
             if span.is_disabled() {
                 // No subscriber wants it: no span to enter on every poll.

@@ -128,13 +128,12 @@ impl VerifiedClaims {
     /// The `role` (or `rol`) string beside the claim at `path`.
     fn sibling_role(&self, path: &str) -> Option<&str> {
         let parent = match path.rsplit_once('.') {
-            Some((parent, _)) if !self.0.contains_key(path) => self.claim_at(parent)?.as_object()?,
+            Some((parent, _)) if !self.0.contains_key(path) => {
+                self.claim_at(parent)?.as_object()?
+            }
             _ => &self.0,
         };
-        parent
-            .get("role")
-            .or_else(|| parent.get("rol"))?
-            .as_str()
+        parent.get("role").or_else(|| parent.get("rol"))?.as_str()
     }
 }
 
