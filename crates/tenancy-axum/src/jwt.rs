@@ -104,7 +104,7 @@ impl JwtVerifier {
             (None, Some(pem)) => Self::rs256_pem(&pem)?,
             (None, None) => return Ok(None),
         };
-        let mut verifier = verifier.leeway(auth.leeway_secs);
+        let mut verifier = verifier.leeway(auth.leeway_s);
         if let Some(iss) = &auth.issuer {
             verifier = verifier.issuer(iss);
         }
