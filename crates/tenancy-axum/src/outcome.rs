@@ -33,7 +33,7 @@ impl TenantState {
 /// Why a request has no usable tenant. Converts into its response: 401 when no tenant was named or the token is
 /// invalid, 403 when the tenant may not be served (or the request names
 /// several), 400 when a header naming it is repeated, 503 when the store
-/// is down.
+/// or the token's identity provider is down.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TenantError {
@@ -44,6 +44,10 @@ pub enum TenantError {
     /// A bearer token was present but failed verification.
     #[error("invalid bearer token: {0}")]
     InvalidToken(String),
+    /// The identity provider that issued the bearer token could not be
+    /// reached in time and none of its keys is held: 503, retry later.
+    #[error("{0}")]
+    IdentityProviderUnavailable(String),
     /// The request repeats a header that names the tenant (`Host`, or one
     /// a resolver reads): 400, nothing is guessed.
     #[error("{0}")]
@@ -63,6 +67,10 @@ impl TenantError {
         let (status, code) = match self {
             Self::NotIdentified(_) => (StatusCode::UNAUTHORIZED, "tenant_required"),
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::IdentityProviderUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity_provider_unavailable",
+            ),
             Self::Rejected(Rejection::Malformed) => (StatusCode::FORBIDDEN, "malformed_tenant"),
             Self::Rejected(Rejection::Unknown) => (StatusCode::FORBIDDEN, "unknown_tenant"),
             Self::Rejected(Rejection::NotActive(_)) => (StatusCode::FORBIDDEN, "tenant_not_active"),
