@@ -257,6 +257,25 @@ fn bench(c: &mut Criterion) {
     // The baseline again: the drift within one run.
     run("header_no_token_again", &header_app, None);
     group.finish();
+
+    // Where a warm token's time goes: the verifier's cache hit alone (the
+    // token's SHA-256, the lookup, a copy of its claims), and the two
+    // parts of it that cost most.
+    let rs_token = rs256.to_str().unwrap().trim_start_matches("Bearer ").to_owned();
+    let claims = providers.verify(&rs_token).unwrap();
+    let mut group = c.benchmark_group("token_parts");
+    group.bench_function("verify_cache_hit_rs256", |b| {
+        b.iter(|| providers.verify(std::hint::black_box(&rs_token)))
+    });
+    group.bench_function("sha256_of_rs256_token", |b| {
+        use sha2::Digest;
+        b.iter(|| sha2::Sha256::digest(std::hint::black_box(rs_token.as_bytes())))
+    });
+    group.bench_function("claims_copy", |b| {
+        b.iter(|| std::hint::black_box(&claims).clone())
+    });
+    group.finish();
+    println!("rs256 token: {} bytes", rs_token.len());
 }
 
 criterion_group!(benches, bench);
