@@ -108,11 +108,38 @@ ensure_schemathesis() {
   export TENANCY_SCHEMATHESIS="$venv/bin/st"
 }
 
+# node-oidc-provider, the real OpenID provider the identity tests start on a
+# free loopback port (crates/tenancy-axum/tests/oidc/op.mjs), from npm, in a
+# directory of its own; the tests find it through TENANCY_OIDC_PROVIDER.
+ensure_oidc_provider() {
+  local dir="${TENANCY_OIDC_PROVIDER:-$HOME/.cache/tenancy-oidc}"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "ERROR: node and npm are required: the identity provider tests run node-oidc-provider" >&2
+    echo "       (apt-get install nodejs npm; Node 20 or later)" >&2
+    exit 1
+  fi
+  if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+    echo "ERROR: node-oidc-provider 9 needs Node 20 or later; this is Node $(node --version)" >&2
+    exit 1
+  fi
+  if [ ! -f "$dir/node_modules/oidc-provider/package.json" ]; then
+    say "installing oidc-provider (npm) into $dir"
+    mkdir -p "$dir"
+    [ -f "$dir/package.json" ] || echo '{"name": "tenancy-oidc", "private": true}' > "$dir/package.json"
+    (cd "$dir" && npm install --no-audit --no-fund --loglevel=error oidc-provider@9 >/dev/null) || {
+      echo "ERROR: cannot install oidc-provider from npm into $dir (npm install oidc-provider@9)" >&2
+      exit 1
+    }
+  fi
+  export TENANCY_OIDC_PROVIDER="$dir"
+}
+
 ensure_postgres
 ensure_redis
 ensure_nats
 ensure_packages
 ensure_schemathesis
+ensure_oidc_provider
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -8,7 +8,9 @@
 //! - [`RateLimits`]: per-tenant rate limits, applied by the tenant layer,
 //!   in process or shared through Redis (feature `redis`).
 //! - [`Problem`]: RFC 9457 problem+json bodies for every error.
-//! - [`JwtVerifier`] (feature `jwt`): HS256/RS256 bearer token verification.
+//! - [`JwtVerifier`] (feature `jwt`): bearer token verification, with
+//!   your own HS256 secret or RS256 key and identity providers' key sets
+//!   (OpenID discovery, JWKS, key rotation), and a verified-token cache.
 //!
 //! | Situation | Status | `code` |
 //! |---|---|---|
@@ -21,6 +23,7 @@
 //! | the request names different tenants (host, header, path) | 403 | `tenant_conflict` |
 //! | a header naming the tenant (`Host`, `X-Tenant-Id`) is repeated | 400 | `ambiguous_request` |
 //! | tenant store down | 503 | `tenant_store_unavailable` |
+//! | the token's identity provider unreachable and none of its keys held | 503 | `identity_provider_unavailable` |
 //! | over the tenant's rate limit | 429 | `rate_limited` |
 //!
 //! See the `tenancy` facade crate for the one-call setup.
@@ -38,7 +41,7 @@ pub mod rate_limit;
 pub use extract::{Principal, Tenant};
 pub use guard::{RequireTenant, RequireTenantLayer};
 #[cfg(feature = "jwt")]
-pub use jwt::{JwtError, JwtVerifier};
+pub use jwt::{DEFAULT_TOKEN_CACHE, JwtError, JwtVerifier, VerifiedToken, VerifierStats};
 pub use layer::{TenantLayer, TenantService};
 pub use metrics::RequestMetrics;
 pub use outcome::{TenantError, TenantState};

@@ -13,7 +13,7 @@ use crate::outcome::TenantError;
 use tenancy_core::Rejection;
 
 /// The outcomes counted, as `(status, code)`.
-pub const OUTCOMES: [(u16, &str); 12] = [
+pub const OUTCOMES: [(u16, &str); 13] = [
     (200, "resolved"),
     (401, "tenant_required"),
     (401, "invalid_token"),
@@ -26,6 +26,7 @@ pub const OUTCOMES: [(u16, &str); 12] = [
     (429, "rate_limited"),
     (403, "tenant_conflict"),
     (400, "ambiguous_request"),
+    (503, "identity_provider_unavailable"),
 ];
 
 /// One request in this many is timed for the latency histogram: reading
@@ -233,6 +234,7 @@ pub(crate) fn refusal_index(error: &TenantError) -> usize {
         TenantError::Rejected(Rejection::StoreUnavailable) => 8,
         TenantError::Rejected(Rejection::Conflict) => 10,
         TenantError::Ambiguous(_) => 11,
+        TenantError::IdentityProviderUnavailable(_) => 12,
         TenantError::Rejected(_) | TenantError::LayerMissing => 7,
     }
 }

@@ -33,7 +33,7 @@ impl TenantState {
 /// Why a request has no usable tenant. Converts into its response: 401 when no tenant was named or the token is
 /// invalid, 403 when the tenant may not be served (or the request names
 /// several), 400 when a header naming it is repeated, 503 when the store
-/// is down.
+/// or the token's identity provider is down.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TenantError {
@@ -47,6 +47,10 @@ pub enum TenantError {
     /// The route needs a verified token and the request has none.
     #[error("a bearer token is required: send Authorization: Bearer <token>")]
     TokenRequired,
+    /// The identity provider that issued the bearer token could not be
+    /// reached in time and none of its keys is held: 503, retry later.
+    #[error("{0}")]
+    IdentityProviderUnavailable(String),
     /// The request repeats a header that names the tenant (`Host`, or one
     /// a resolver reads): 400, nothing is guessed.
     #[error("{0}")]
@@ -67,6 +71,10 @@ impl TenantError {
             Self::NotIdentified(_) => (StatusCode::UNAUTHORIZED, "tenant_required"),
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::TokenRequired => (StatusCode::UNAUTHORIZED, "token_required"),
+            Self::IdentityProviderUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity_provider_unavailable",
+            ),
             Self::Rejected(Rejection::Malformed) => (StatusCode::FORBIDDEN, "malformed_tenant"),
             Self::Rejected(Rejection::Unknown) => (StatusCode::FORBIDDEN, "unknown_tenant"),
             Self::Rejected(Rejection::NotActive(_)) => (StatusCode::FORBIDDEN, "tenant_not_active"),

@@ -34,7 +34,9 @@
 //!     defaults: { rate_limit.rps: 100 }
 //!   auth:
 //!     jwt_secret: change-me         # HS256; or jwt_public_key_pem / _file for RS256
-//!     leeway_secs: 0
+//!     issuers:                      # identity providers (OpenID discovery or jwks_uri)
+//!       - { issuer: "https://example.eu.auth0.com/", audiences: [https://api.example.com] }
+//!     leeway_s: 30
 //!   server:
 //!     bind: 127.0.0.1:8080
 //!   rate_limit:
@@ -394,7 +396,19 @@ impl fmt::Debug for Secret {
 }
 
 /// `auth.*`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// ```yaml
+/// auth:
+///   issuers:                       # identity providers (OpenID discovery or jwks_uri)
+///     - issuer: https://example.eu.auth0.com/
+///       audiences: [https://api.example.com]
+///       algorithms: [RS256]        # default [RS256]
+///   jwks_min_refresh_s: 30         # an unknown `kid` refetches at most this often
+///   jwks_timeout_ms: 2000          # no request waits longer for a provider
+///   leeway_s: 30                   # clock skew on `exp` and `nbf`
+///   jwt_secret: …                  # HS256 (your own tokens), or jwt_public_key_pem / _file (RS256)
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 shared secret (default none).
@@ -403,12 +417,186 @@ pub struct AuthConfig {
     pub jwt_public_key_pem: Option<String>,
     /// RS256 public key, path to a PEM file (default none).
     pub jwt_public_key_file: Option<PathBuf>,
-    /// Required `iss`, if set (default none).
+    /// Required `iss` of tokens verified with the secret or key above, if
+    /// set (default none).
     pub issuer: Option<String>,
-    /// Required `aud`, if set (default none).
+    /// Required `aud` of tokens verified with the secret or key above, if
+    /// set (default none).
     pub audience: Option<String>,
-    /// Clock skew allowed on `exp`/`nbf`, seconds (default 0).
-    pub leeway_secs: u64,
+    /// Identity providers whose tokens are accepted (default none): each
+    /// publishes its keys as a JWKS, found through OpenID discovery or
+    /// named by `jwks_uri`.
+    pub issuers: Vec<IssuerConfig>,
+    /// An unknown `kid` refetches an issuer's keys at most once in this
+    /// many seconds (default 30).
+    pub jwks_min_refresh_s: u64,
+    /// No request waits longer than this many milliseconds for an
+    /// identity provider (default 2,000): past it, keys already fetched
+    /// keep serving, and without any the answer is 503.
+    pub jwks_timeout_ms: u64,
+    /// Clock skew allowed on `exp` and `nbf`, seconds (default 30). The
+    /// older name `leeway_secs` is read too.
+    #[serde(alias = "leeway_secs")]
+    pub leeway_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key_pem: None,
+            jwt_public_key_file: None,
+            issuer: None,
+            audience: None,
+            issuers: Vec::new(),
+            jwks_min_refresh_s: 30,
+            jwks_timeout_ms: 2_000,
+            leeway_s: 30,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Checks the token settings: each issuer (see
+    /// [`IssuerConfig::validate`]), no issuer listed twice, a non-zero
+    /// timeout. The error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.jwks_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "auth.jwks_timeout_ms".into(),
+                reason: "must be greater than 0".into(),
+            });
+        }
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            let key = format!("auth.issuers[{i}]");
+            issuer.validate(&key)?;
+            if self.issuers[..i].iter().any(|o| o.issuer == issuer.issuer) {
+                return Err(ConfigError::Invalid {
+                    key: format!("{key}.issuer"),
+                    reason: format!("issuer \"{}\" is listed twice", issuer.issuer),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One identity provider of `auth.issuers`: whose tokens are accepted,
+/// where its keys are, for which audiences and with which algorithms.
+///
+/// ```
+/// use tenancy_core::config::IssuerConfig;
+/// let okta = IssuerConfig::new("https://acme.okta.com/oauth2/default", ["api://default"]);
+/// assert_eq!(okta.algorithms, ["RS256"]);
+/// assert!(okta.validate("auth.issuers[0]").is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The issuer URL, exactly as in its tokens' `iss` and its discovery
+    /// document.
+    pub issuer: String,
+    /// Where its keys (a JWKS) are; default: the `jwks_uri` of its OpenID
+    /// discovery document, `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// A token's `aud` must name one of these (at least one is required).
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted from this issuer (default `[RS256]`):
+    /// RS256, RS384, RS512, PS256, ES256, ES384, EdDSA. Shared-secret
+    /// algorithms (HS*) and `none` are refused.
+    #[serde(default = "default_issuer_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+fn default_issuer_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+impl IssuerConfig {
+    /// The algorithms an issuer may be configured with.
+    pub const ALGORITHMS: [&'static str; 7] = [
+        "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
+    ];
+
+    /// An issuer found through OpenID discovery, accepting RS256 tokens
+    /// for `audiences`.
+    pub fn new<A: Into<String>>(
+        issuer: impl Into<String>,
+        audiences: impl IntoIterator<Item = A>,
+    ) -> Self {
+        Self {
+            issuer: issuer.into(),
+            jwks_uri: None,
+            audiences: audiences.into_iter().map(Into::into).collect(),
+            algorithms: default_issuer_algorithms(),
+        }
+    }
+
+    /// Checks one issuer: `http`/`https` URLs, at least one audience,
+    /// known asymmetric algorithms only. `key` names it in the error (such
+    /// as `auth.issuers[0]`).
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            key: format!("{key}.{field}"),
+            reason,
+        };
+        if !is_http_url(&self.issuer) {
+            return Err(invalid(
+                "issuer",
+                format!(
+                    "\"{}\" is not an http or https URL (example: https://example.eu.auth0.com/)",
+                    self.issuer
+                ),
+            ));
+        }
+        if let Some(uri) = self.jwks_uri.as_deref().filter(|uri| !is_http_url(uri)) {
+            return Err(invalid(
+                "jwks_uri",
+                format!("\"{uri}\" is not an http or https URL"),
+            ));
+        }
+        if self.audiences.iter().all(|a| a.is_empty()) {
+            return Err(invalid(
+                "audiences",
+                "name at least one audience: a token's `aud` must be one of them \
+                 (the API identifier of your application at the provider)"
+                    .into(),
+            ));
+        }
+        if self.algorithms.is_empty() {
+            return Err(invalid(
+                "algorithms",
+                "name at least one algorithm (such as RS256)".into(),
+            ));
+        }
+        for alg in &self.algorithms {
+            if !Self::ALGORITHMS.contains(&alg.as_str()) {
+                let why = if alg.starts_with("HS") || alg.eq_ignore_ascii_case("none") {
+                    "shared-secret algorithms and `none` are refused for identity providers \
+                     (use auth.jwt_secret for your own HS256 tokens)"
+                } else {
+                    "unknown algorithm"
+                };
+                return Err(invalid(
+                    "algorithms",
+                    format!(
+                        "\"{alg}\": {why}; expected RS256, RS384, RS512, PS256, ES256, ES384 or EdDSA"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` is an absolute `http://` or `https://` URL with a host.
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.and_then(|r| r.split(['/', '?', '#']).next())
+        .is_some_and(|host| !host.is_empty() && !host.contains(char::is_whitespace))
 }
 
 /// `server.*`
@@ -587,6 +775,7 @@ impl TenancyConfig {
     /// durations, patterns.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.resolution.validate()?;
+        self.auth.validate()?;
         let positive = [
             ("validation.cache_ttl_secs", self.validation.cache_ttl_secs),
             (

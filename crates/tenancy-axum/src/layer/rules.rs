@@ -105,6 +105,8 @@ pub(super) enum Now {
 #[derive(Default)]
 pub(super) struct Carried {
     verified: Option<VerifiedClaims>,
+    /// The token's identity provider must be asked for its keys first.
+    token: bool,
     decided: Option<Decided>,
     pending: Option<Pending>,
 }
@@ -114,7 +116,12 @@ impl Rules {
     /// path that waits ([`Rules::verdict`]) continues from.
     #[inline(always)]
     pub(super) fn now(&self, req: Head<'_>) -> Now {
-        let (claims, refused) = self.claims_of(req);
+        let Some((claims, refused)) = self.claims_of(req) else {
+            return Now::Wait(Carried {
+                token: true,
+                ..Carried::default()
+            });
+        };
         let mut progress = Progress {
             decided: refused,
             ..Progress::default()
@@ -131,6 +138,7 @@ impl Rules {
         drop(progress);
         Now::Wait(Carried {
             verified: verified(claims),
+            token: false,
             decided,
             // A validation is asked again with the names it belongs to.
             pending: match pending {
@@ -149,7 +157,10 @@ impl Rules {
     ) -> (Verdict, Option<VerifiedClaims>) {
         let (claims, refused) = match carried.verified {
             Some(verified) => (Claims::Verified(verified), None),
-            None => self.claims_of(req),
+            None => match (!carried.token).then(|| self.claims_of(req)).flatten() {
+                Some(claims) => claims,
+                None => self.claims_awaited(req).await,
+            },
         };
         let verdict = {
             let claims = claims.get();
@@ -306,34 +317,48 @@ impl Rules {
 
     /// Claims verified upstream (an extension), else by the built-in
     /// verifier; with the request's refusal when its token fails
-    /// verification.
+    /// verification. `None` when the token's identity provider must be
+    /// asked for its keys first ([`Rules::claims_awaited`]).
     #[inline(always)]
-    fn claims_of<'a>(&self, req: Head<'a>) -> (Claims<'a>, Option<Decided>) {
-        match self.verify(req) {
+    fn claims_of<'a>(&self, req: Head<'a>) -> Option<(Claims<'a>, Option<Decided>)> {
+        Some(match self.verify(req)? {
             Ok(claims) => (claims, None),
             Err(error) => (Claims::None, Some(Err(error))),
-        }
+        })
     }
 
     #[inline(always)]
-    fn verify<'a>(&self, req: Head<'a>) -> Result<Claims<'a>, TenantError> {
+    fn verify<'a>(&self, req: Head<'a>) -> Option<Result<Claims<'a>, TenantError>> {
         if let Some(claims) = req.extensions.get::<VerifiedClaims>() {
-            return Ok(Claims::Upstream(claims));
+            return Some(Ok(Claims::Upstream(claims)));
         }
         #[cfg(feature = "jwt")]
         if let Some(verifier) = &self.jwt {
-            let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
-                return Ok(Claims::None);
+            let token = match bearer(req) {
+                Ok(Some(token)) => token,
+                Ok(None) => return Some(Ok(Claims::None)),
+                Err(error) => return Some(Err(error)),
             };
-            let token = crate::jwt::bearer_token(value).ok_or_else(|| {
-                TenantError::InvalidToken("the Authorization header is not `Bearer <token>`".into())
-            })?;
-            return verifier
-                .verify(token)
-                .map(Claims::Verified)
-                .map_err(|e| TenantError::InvalidToken(e.to_string()));
+            return verifier.verify_now(token).map(|verified| {
+                verified
+                    .map(|token| Claims::Verified(token.into_claims()))
+                    .map_err(token_error)
+            });
         }
-        Ok(Claims::None)
+        Some(Ok(Claims::None))
+    }
+
+    /// [`Rules::claims_of`], waiting for the token's identity provider
+    /// (at most its timeout).
+    async fn claims_awaited<'a>(&self, req: Head<'a>) -> (Claims<'a>, Option<Decided>) {
+        #[cfg(feature = "jwt")]
+        if let (Some(verifier), Ok(Some(token))) = (&self.jwt, bearer(req)) {
+            return match verifier.verify_with(token, None).await {
+                Ok(token) => (Claims::Verified(token.into_claims()), None),
+                Err(error) => (Claims::None, Some(Err(token_error(error)))),
+            };
+        }
+        self.claims_of(req).unwrap_or((Claims::None, None))
     }
 
     /// Counts the verdict into the metrics, if any.
@@ -351,6 +376,30 @@ impl Rules {
             }
             Verdict::Refuse(error) => metrics.outcome(crate::metrics::refusal_index(error)),
         }
+    }
+}
+
+/// The request's bearer token, if it has an `Authorization` header.
+#[cfg(feature = "jwt")]
+#[inline(always)]
+fn bearer(req: Head<'_>) -> Result<Option<&str>, TenantError> {
+    let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    crate::jwt::bearer_token(value).map(Some).ok_or_else(|| {
+        TenantError::InvalidToken("the Authorization header is not `Bearer <token>`".into())
+    })
+}
+
+/// The refusal of a token that failed verification: 503 when its
+/// provider is at fault, else 401.
+#[cfg(feature = "jwt")]
+#[cold]
+fn token_error(error: crate::jwt::JwtError) -> TenantError {
+    if error.is_unavailable() {
+        TenantError::IdentityProviderUnavailable(error.to_string())
+    } else {
+        TenantError::InvalidToken(error.to_string())
     }
 }
 
