@@ -43,6 +43,13 @@ fn checks(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+fn chrono_like_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn pair(check: &str, object: &str) -> (String, String) {
     (check.to_owned(), object.to_owned())
 }
@@ -165,9 +172,17 @@ async fn postgres_row_level_migrate_doctor_and_serve() {
     cli.create("acme", "Acme");
     {
         let server = serve(&cli);
+        // auth.required (the default with a secret): a token naming acme.
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": "u1", "tenants": ["acme"], "exp": chrono_like_now() + 300}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
         let created: Value = reqwest::Client::new()
             .post(format!("{}/api/notes", server.base))
             .header("x-tenant-id", "acme")
+            .bearer_auth(token)
             .json(&json!({"title": "t"}))
             .send()
             .await

@@ -438,6 +438,10 @@ pub struct AuthConfig {
     /// older name `leeway_secs` is read too.
     #[serde(alias = "leeway_secs")]
     pub leeway_s: u64,
+    /// Every tenant route needs a verified token (401 `token_required`
+    /// without one). Default: true as soon as an issuer, a secret or a key
+    /// is configured, false otherwise.
+    pub required: Option<bool>,
 }
 
 impl Default for AuthConfig {
@@ -452,11 +456,27 @@ impl Default for AuthConfig {
             jwks_min_refresh_s: 30,
             jwks_timeout_ms: 2_000,
             leeway_s: 30,
+            required: None,
         }
     }
 }
 
 impl AuthConfig {
+    /// Whether tokens can be verified: an issuer, an HS256 secret or a
+    /// public key is set.
+    pub fn is_configured(&self) -> bool {
+        !self.issuers.is_empty()
+            || self.jwt_secret.is_some()
+            || self.jwt_public_key_pem.is_some()
+            || self.jwt_public_key_file.is_some()
+    }
+
+    /// Whether every tenant route needs a token: `auth.required`, which
+    /// defaults to [`AuthConfig::is_configured`].
+    pub fn requires_token(&self) -> bool {
+        self.required.unwrap_or_else(|| self.is_configured())
+    }
+
     /// Checks the token settings: each issuer (see
     /// [`IssuerConfig::validate`]), no issuer listed twice, a non-zero
     /// timeout. The error names the key.

@@ -417,7 +417,8 @@ impl TenancyBuilder {
         #[cfg(feature = "axum")]
         let layer = {
             let layer = tenancy_axum::TenantLayer::new(chain.clone(), validator.clone())
-                .membership_claim(config.resolution.membership_path().to_owned());
+                .membership_claim(config.resolution.membership_path().to_owned())
+                .require_token(config.auth.requires_token());
             #[cfg(feature = "jwt")]
             let layer = match jwt {
                 Some(verifier) => layer.jwt(verifier),

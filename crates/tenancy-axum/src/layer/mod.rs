@@ -77,10 +77,27 @@ impl TenantLayer {
                 chain,
                 validator,
                 membership_claim: std::sync::Arc::from("tenants"),
+                require_token: false,
                 #[cfg(feature = "jwt")]
                 jwt: None,
             }),
         }
+    }
+
+    /// Makes every request need a verified token (claims verified
+    /// upstream, or a bearer token this layer verifies): one without is
+    /// refused with 401 `token_required`, before any tenant is resolved.
+    /// `auth.required` in the configuration.
+    ///
+    /// ```
+    /// # let chain = tenancy::ResolverChain::new();
+    /// # let validator = tenancy::Validator::new(std::sync::Arc::new(tenancy::MemoryStore::new()), &Default::default());
+    /// let layer = tenancy::TenantLayer::new(chain, validator).require_token(true);
+    /// # let _ = layer;
+    /// ```
+    pub fn require_token(mut self, required: bool) -> Self {
+        self.rules_mut().require_token = required;
+        self
     }
 
     /// Reads memberships from claim `claim` instead of `tenants`.
@@ -192,6 +209,7 @@ impl TenantLayer {
                 chain: self.rules.chain.clone(),
                 validator: self.rules.validator.clone(),
                 membership_claim: self.rules.membership_claim.clone(),
+                require_token: self.rules.require_token,
                 #[cfg(feature = "jwt")]
                 jwt: self.rules.jwt.clone(),
             });

@@ -38,6 +38,8 @@ pub(crate) struct Rules {
     pub(super) metrics: Option<RequestMetrics>,
     pub(super) validator: Validator,
     pub(super) membership_claim: std::sync::Arc<str>,
+    /// Every request needs a verified token (`auth.required`).
+    pub(super) require_token: bool,
     #[cfg(feature = "jwt")]
     pub(super) jwt: Option<JwtVerifier>,
 }
@@ -336,7 +338,7 @@ impl Rules {
         if let Some(verifier) = &self.jwt {
             let token = match bearer(req) {
                 Ok(Some(token)) => token,
-                Ok(None) => return Some(Ok(Claims::None)),
+                Ok(None) => return Some(self.no_token()),
                 Err(error) => return Some(Err(error)),
             };
             return verifier.verify_now(token).map(|verified| {
@@ -345,7 +347,18 @@ impl Rules {
                     .map_err(token_error)
             });
         }
-        Some(Ok(Claims::None))
+        Some(self.no_token())
+    }
+
+    /// A request without a token: served without claims, or refused with
+    /// 401 `token_required` when every request needs one.
+    #[inline(always)]
+    fn no_token<'a>(&self) -> Result<Claims<'a>, TenantError> {
+        if self.require_token {
+            Err(TenantError::TokenRequired)
+        } else {
+            Ok(Claims::None)
+        }
     }
 
     /// [`Rules::claims_of`], waiting for the token's identity provider

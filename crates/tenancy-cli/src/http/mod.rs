@@ -377,8 +377,12 @@ pub(crate) enum AuthMode {
     /// its data.
     Open,
     /// Tokens are verified when sent (and their memberships enforced), but
-    /// a request without one still reaches the tenant it names.
+    /// a request without one still reaches the tenant it names
+    /// (`auth.required: false`).
     Optional,
+    /// Every tenant route needs a verified token (`auth.required`, the
+    /// default once an issuer, secret or key is configured).
+    Required,
 }
 
 impl AuthMode {
@@ -386,6 +390,7 @@ impl AuthMode {
         match self {
             Self::Open => "open",
             Self::Optional => "optional",
+            Self::Required => "required",
         }
     }
 
@@ -397,22 +402,20 @@ impl AuthMode {
                  any caller naming a tenant (header, subdomain, path or domain) reaches its data through /api and /resolve",
             ),
             Self::Optional => Some(
-                "tokens are verified when sent, but a request without one still reaches the tenant it names: \
-                 keep tenant routes behind a gateway that requires a token",
+                "auth.required is false: tokens are verified when sent, but a request without one still reaches \
+                 the tenant it names; keep tenant routes behind a gateway that requires a token",
             ),
+            Self::Required => None,
         }
     }
 }
 
 pub(crate) fn auth_mode(config: &tenancy::TenancyConfig) -> AuthMode {
     let auth = &config.auth;
-    if auth.jwt_secret.is_some()
-        || auth.jwt_public_key_pem.is_some()
-        || auth.jwt_public_key_file.is_some()
-    {
-        AuthMode::Optional
-    } else {
-        AuthMode::Open
+    match (auth.requires_token(), auth.is_configured()) {
+        (true, _) => AuthMode::Required,
+        (false, true) => AuthMode::Optional,
+        (false, false) => AuthMode::Open,
     }
 }
 

@@ -143,19 +143,28 @@ async fn domain_orphans(app: &App, report: &mut Report) -> Result<(), DoctorErro
 /// names a tenant reaches its data.
 fn open_tenant_routes(app: &App, report: &mut Report) {
     let auth = &app.config.auth;
-    if auth.jwt_secret.is_none()
-        && auth.jwt_public_key_pem.is_none()
-        && auth.jwt_public_key_file.is_none()
-    {
-        report.push(Finding::new(
-            Check::OpenTenantRoutes,
-            "tenancy serve",
+    if auth.requires_token() {
+        return;
+    }
+    let (detail, fix) = if auth.is_configured() {
+        (
+            "auth.required is false: a request without a token reaches the tenant it names through /api and /resolve",
+            "remove auth.required: false (TENANCY__AUTH__REQUIRED=true)",
+        )
+    } else {
+        (
             "no authentication is configured: any caller naming a tenant (header, subdomain, path or domain) \
              reaches its data through /api and /resolve",
-            "set auth.jwt_secret, auth.jwt_public_key_pem or auth.jwt_public_key_file (TENANCY__AUTH__JWT_SECRET), \
-             and keep tenant routes behind a gateway that requires a token",
-        ));
-    }
+            "list your identity provider in auth.issuers, or set auth.jwt_secret, auth.jwt_public_key_pem or \
+             auth.jwt_public_key_file (TENANCY__AUTH__JWT_SECRET)",
+        )
+    };
+    report.push(Finding::new(
+        Check::OpenTenantRoutes,
+        "tenancy serve",
+        detail,
+        fix,
+    ));
 }
 
 /// The findings `tenancy serve` prints at start: the critical ones.
