@@ -114,7 +114,7 @@ impl Principal {
     ///
     /// ```
     /// use tenancy::{NewTenant, Principal, VerifiedClaims};
-    /// let acme = NewTenant::new("acme", "Acme").unwrap().into_info(chrono::Utc::now());
+    /// let acme = NewTenant::new("acme", "Acme").unwrap().into_info(Default::default());
     /// let claims = VerifiedClaims::new(serde_json::json!({
     ///     "sub": "user_1",
     ///     "tenants": [{"tenant": "acme", "role": "admin"}],

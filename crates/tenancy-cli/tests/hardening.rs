@@ -1180,5 +1180,42 @@ async fn open_tenant_routes_are_announced() {
         None,
     )
     .await;
+    assert_eq!(health["auth"], "required", "{health}");
+    let optional = Serve::start(
+        None,
+        &[
+            (
+                "TENANCY__AUTH__JWT_SECRET",
+                "a-secret-of-enough-length-0123456789",
+            ),
+            ("TENANCY__AUTH__REQUIRED", "false"),
+        ],
+        None,
+    );
+    let (_, _, health) = call(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/health", optional.base),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(health["auth"], "optional", "{health}");
+    // Required: a tenant route without a token is 401 token_required,
+    // the gateway's /resolve too.
+    for path in ["/api/notes", "/resolve"] {
+        let (status, _, body) = call(
+            &c,
+            reqwest::Method::GET,
+            format!("{}{path}", secured.base),
+            &[("x-tenant-id", "acme")],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["code"].as_str()),
+            (401, Some("token_required")),
+            "{path}: {body}"
+        );
+    }
 }

@@ -80,6 +80,8 @@ fn notes(server: &Server, head: &str) -> (u16, Value) {
 async fn scenario(cli: &mut Cli) {
     cli.env.extend([
         ("TENANCY__AUTH__JWT_SECRET".into(), SECRET.into()),
+        // Tokens optional: the rule is shown with and without one.
+        ("TENANCY__AUTH__REQUIRED".into(), "false".into()),
         ("TENANCY__RESOLUTION__BASE_DOMAIN".into(), "app.test".into()),
     ]);
     let ta = id_of(&cli.create("ta", "A"));

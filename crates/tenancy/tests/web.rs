@@ -49,9 +49,12 @@ async fn fixture(config: TenancyConfig) -> Fixture {
     }
 }
 
+/// Tokens verified when sent, optional (`auth.required: false`): these
+/// tests mix requests with and without one.
 fn jwt_config() -> TenancyConfig {
     let mut c = TenancyConfig::default();
     c.auth.jwt_secret = Some(Secret::new(SECRET));
+    c.auth.required = Some(false);
     c
 }
 
@@ -1177,4 +1180,45 @@ async fn a_verified_domain_and_a_header_that_disagree_are_a_conflict() {
         (sent.status, sent.body),
         (StatusCode::OK, json!("umbrella"))
     );
+}
+
+/// K5: with a secret configured, `auth.required` defaults to true: a
+/// request without a token is 401 `token_required` whatever names the
+/// tenant; with a valid token it is served; `required: false` lets it
+/// through.
+#[tokio::test]
+async fn a_configured_secret_requires_a_token_by_default() {
+    let mut config = TenancyConfig::default();
+    config.auth.jwt_secret = Some(Secret::new(SECRET));
+    assert!(config.auth.requires_token());
+    let f = fixture(config).await;
+    let router = app(&f, Default::default());
+    for head in [
+        get_with("/whoami", &[("x-tenant-id", b"acme")]),
+        get_with("/tenants/acme/whoami", &[]),
+        get_with("/whoami", &[]),
+    ] {
+        let refused = send(&router, head).await;
+        assert_problem(&refused, StatusCode::UNAUTHORIZED, "token_required");
+    }
+    let member = token(
+        json!({"sub": "u1", "tenants": ["acme"], "exp": exp_in(300)}),
+        SECRET,
+    );
+    let served = send(
+        &router,
+        get_with(
+            "/whoami",
+            &[
+                ("authorization", &bearer(&member)),
+                ("x-tenant-id", b"acme"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(served.status, StatusCode::OK, "{:?}", served.body);
+    let optional = fixture(jwt_config()).await;
+    let router = app(&optional, Default::default());
+    let anonymous = send(&router, get_with("/whoami", &[("x-tenant-id", b"acme")])).await;
+    assert_eq!(anonymous.status, StatusCode::OK);
 }
