@@ -261,7 +261,11 @@ fn bench(c: &mut Criterion) {
     // Where a warm token's time goes: the verifier's cache hit alone (the
     // token's SHA-256, the lookup, a copy of its claims), and the two
     // parts of it that cost most.
-    let rs_token = rs256.to_str().unwrap().trim_start_matches("Bearer ").to_owned();
+    let rs_token = rs256
+        .to_str()
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_owned();
     let claims = providers.verify(&rs_token).unwrap();
     let mut group = c.benchmark_group("token_parts");
     group.bench_function("verify_cache_hit_rs256", |b| {
