@@ -530,6 +530,12 @@ async fn rotation_needs_no_restart_and_a_removed_key_ends_its_cached_tokens() {
     drop(op);
     assert_eq!(served(&app, &unseen).await, "acme");
     assert_eq!(served(&app, &new).await, "acme");
+    // A kid the held keys lack, while the provider cannot be asked: the
+    // provider's fault (it may have rotated), 503; the held keys still
+    // serve.
+    let detail = refused(&app, &unknown, 503, "identity_provider_unavailable").await;
+    assert!(detail.contains("cannot fetch"), "{detail}");
+    assert_eq!(served(&app, &unseen).await, "acme");
 }
 
 fn kid_of(token: &str) -> String {

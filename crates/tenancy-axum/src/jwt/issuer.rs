@@ -171,7 +171,23 @@ impl Issuer {
                 KeyNow::Found(key)
             }
             Err(Missing::Unknown) if may_fetch => KeyNow::Fetch(state.generation),
-            Err(missing) => KeyNow::Refused(missing.error(self, kid, alg)),
+            Err(missing) => KeyNow::Refused(self.missing(&state, missing, kid, alg)),
+        }
+    }
+
+    /// The refusal of a token no held key fits. A `kid` the keys lack
+    /// while the provider cannot be reached is the provider's fault (503):
+    /// it may have rotated its keys meanwhile.
+    fn missing(
+        &self,
+        state: &KeyState,
+        missing: Missing,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> JwtError {
+        match missing {
+            Missing::Unknown if state.last_error.is_some() => self.unavailable(state),
+            missing => missing.error(self, kid, alg),
         }
     }
 
@@ -187,7 +203,9 @@ impl Issuer {
         self.refresh(generation, deadline).await;
         let state = self.state();
         match &state.keys {
-            Some(keys) => keys.find(kid, alg).map_err(|m| m.error(self, kid, alg)),
+            Some(keys) => keys
+                .find(kid, alg)
+                .map_err(|m| self.missing(&state, m, kid, alg)),
             None => Err(self.unavailable(&state)),
         }
     }
