@@ -10,13 +10,16 @@ use http::{HeaderMap, Method, Uri};
 /// Only verified claims ever reach resolvers: an authentication
 /// layer inserts this type into the request extensions after verifying a
 /// token, or the built-in JWT verifier of the web crate does.
+///
+/// Cheap to clone (shared): the verified-token cache hands the same claims
+/// to every request that repeats a token.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct VerifiedClaims(serde_json::Map<String, serde_json::Value>);
+pub struct VerifiedClaims(std::sync::Arc<serde_json::Map<String, serde_json::Value>>);
 
 impl VerifiedClaims {
     /// Wraps claims that the caller has verified.
     pub fn new(claims: serde_json::Map<String, serde_json::Value>) -> Self {
-        Self(claims)
+        Self(std::sync::Arc::new(claims))
     }
 
     /// One claim.
@@ -131,7 +134,7 @@ impl VerifiedClaims {
             Some((parent, _)) if !self.0.contains_key(path) => {
                 self.claim_at(parent)?.as_object()?
             }
-            _ => &self.0,
+            _ => &*self.0,
         };
         parent.get("role").or_else(|| parent.get("rol"))?.as_str()
     }
