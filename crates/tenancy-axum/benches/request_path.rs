@@ -38,27 +38,12 @@ use tower::ServiceExt;
 
 use common::{bench_app, request};
 
-/// Counts heap allocations, to show what the layer allocates per request.
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged.
-#[allow(unsafe_code)]
-unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-}
+#[path = "common/alloc.rs"]
+mod alloc;
+use alloc::ALLOCATIONS;
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
 
 /// Allocations made by one request through `app` (the smallest of 10).
 fn allocations_per_request<S>(rt: &tokio::runtime::Runtime, app: &S) -> usize

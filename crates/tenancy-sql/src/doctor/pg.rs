@@ -11,6 +11,7 @@ use super::{Check, Finding, Report, Severity};
 use crate::DbError;
 use crate::PgRowLevel;
 use crate::ident::archived_id;
+use crate::portable::quote;
 
 /// Schemas that are never the application's tables.
 const SYSTEM_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy_rls') \
@@ -474,9 +475,4 @@ pub async fn check_schemas(
         ));
     }
     Ok(())
-}
-
-/// A catalog name as a quoted identifier (`"` doubled).
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

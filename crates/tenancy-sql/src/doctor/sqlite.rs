@@ -11,6 +11,7 @@ use tenancy_core::{TenantInfo, TenantStatus};
 use super::{Check, Finding, Report, Severity};
 use crate::DbError;
 use crate::ident::archived_id;
+use crate::portable::quote;
 
 /// Checks the shared tables of the SQLite database of `pool` (row level):
 /// every table with `tenant_column` is one the query interceptor scopes
@@ -244,10 +245,6 @@ pub fn sqlite_file_of(url: &str) -> Option<PathBuf> {
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = path.split('?').next().unwrap_or(path);
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn shell_quote(text: &str) -> String {
