@@ -13,7 +13,7 @@ use crate::outcome::TenantError;
 use tenancy_core::Rejection;
 
 /// The outcomes counted, as `(status, code)`.
-pub const OUTCOMES: [(u16, &str); 13] = [
+pub const OUTCOMES: [(u16, &str); 14] = [
     (200, "resolved"),
     (401, "tenant_required"),
     (401, "invalid_token"),
@@ -27,6 +27,7 @@ pub const OUTCOMES: [(u16, &str); 13] = [
     (403, "tenant_conflict"),
     (400, "ambiguous_request"),
     (503, "identity_provider_unavailable"),
+    (403, "issuer_not_allowed"),
 ];
 
 /// One request in this many is timed for the latency histogram: reading
@@ -235,6 +236,7 @@ pub(crate) fn refusal_index(error: &TenantError) -> usize {
         TenantError::Rejected(Rejection::Conflict) => 10,
         TenantError::Ambiguous(_) => 11,
         TenantError::IdentityProviderUnavailable(_) => 12,
+        TenantError::IssuerNotAllowed(_) => 13,
         TenantError::Rejected(_) | TenantError::LayerMissing => 7,
     }
 }

@@ -47,6 +47,11 @@ pub enum TenantError {
     /// The route needs a verified token and the request has none.
     #[error("a bearer token is required: send Authorization: Bearer <token>")]
     TokenRequired,
+    /// The token's identity provider may not enter the tenant: the tenant
+    /// accepts only its own provider (`auth.issuer`), or the token comes
+    /// from another tenant's own provider. 403 `issuer_not_allowed`.
+    #[error("{0}")]
+    IssuerNotAllowed(String),
     /// The identity provider that issued the bearer token could not be
     /// reached in time and none of its keys is held: 503, retry later.
     #[error("{0}")]
@@ -71,6 +76,7 @@ impl TenantError {
             Self::NotIdentified(_) => (StatusCode::UNAUTHORIZED, "tenant_required"),
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::TokenRequired => (StatusCode::UNAUTHORIZED, "token_required"),
+            Self::IssuerNotAllowed(_) => (StatusCode::FORBIDDEN, "issuer_not_allowed"),
             Self::IdentityProviderUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "identity_provider_unavailable",

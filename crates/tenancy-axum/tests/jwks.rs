@@ -825,3 +825,193 @@ fn issuers_are_configured_and_checked() {
     assert!(err.contains("auth.issuers[0].issuer"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// ------------------------------------------------- tenants' own providers
+
+/// The status and problem code of `GET /whoami` naming `tenant` in the
+/// header, with `token` when given.
+async fn ask(app: &Router, token: Option<&str>, tenant: &str) -> (u16, String) {
+    let mut req = Request::get("/whoami").header("x-tenant-id", tenant);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let code = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    (status, code)
+}
+
+#[tokio::test]
+async fn a_tenants_own_provider_admits_only_that_tenant() {
+    // The application trusts one provider for every tenant (its own
+    // sign-in); acme brings its own: the real OpenID provider.
+    let op = shared_op();
+    let shared = OwnProvider::start(&["es384"]).await;
+    let stranger = OwnProvider::start(&["rs512"]).await;
+    let tenancy = Tenancy::builder()
+        .config(config_with(vec![shared.issuer_config(&["ES384"])]))
+        .store(MemoryStore::new())
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for slug in ["acme", "globex"] {
+        let tenant = tenancy
+            .lifecycle()
+            .create(NewTenant::new(slug, slug).unwrap())
+            .await
+            .unwrap();
+        ids.push(tenant.id);
+    }
+    let (acme, globex) = (&ids[0], &ids[1]);
+    let app = Router::new()
+        .route(
+            "/whoami",
+            get(|t: Tenant| async move { t.slug.to_string() }),
+        )
+        .layer(tenancy.layer());
+    let overrides = tenancy.overrides();
+    let own = json!({"issuer": op.issuer, "audiences": ["https://api.test", "https://es.test"],
+                     "algorithms": ["RS256", "ES256"]});
+    overrides
+        .set(acme, "auth.issuer", own.clone())
+        .await
+        .unwrap();
+
+    let acme_user = op.token("app", None).await; // tenant_id: acme
+    let acme_user_for_globex = op.token("other", Some("https://es.test")).await; // tenant_id: globex
+    let mut shared_claims = shared.claims(300);
+    shared_claims["tenant_id"] = json!("globex");
+    let shared_user = sign("es384", &shared_claims);
+    let stranger_token = sign("rs512", &stranger.claims(300));
+
+    // Acme's provider enters acme, and only acme.
+    assert_eq!(
+        ask(&app, Some(&acme_user), "acme").await,
+        (200, "acme".into())
+    );
+    assert_eq!(
+        ask(&app, Some(&acme_user_for_globex), "globex").await,
+        (403, "issuer_not_allowed".into())
+    );
+    // The shared provider still enters globex, but no longer acme.
+    let mut for_acme = shared.claims(300);
+    for_acme["tenant_id"] = json!("acme");
+    let shared_for_acme = sign("es384", &for_acme);
+    assert_eq!(
+        ask(&app, Some(&shared_user), "globex").await,
+        (200, "globex".into())
+    );
+    assert_eq!(
+        ask(&app, Some(&shared_for_acme), "acme").await,
+        (403, "issuer_not_allowed".into())
+    );
+    // A provider nobody trusts, and no token at all.
+    assert_eq!(
+        ask(&app, Some(&stranger_token), "acme").await,
+        (401, "invalid_token".into())
+    );
+    assert_eq!(
+        ask(&app, None, "acme").await,
+        (401, "token_required".into())
+    );
+
+    // Bad values are refused before they are written, and change nothing.
+    for bad in [
+        json!(42),
+        json!({"issuer": "ftp://acme.test", "audiences": ["a"]}),
+        json!({"issuer": shared.base, "audiences": ["https://api.test"]}),
+        json!({"issuer": "https://acme.okta.test", "audiences": ["a"], "algorithms": ["HS256"]}),
+        json!({"issuer": "https://acme.okta.test", "unknown": 1}),
+    ] {
+        let err = overrides
+            .set(globex, "auth.issuer", bad.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, tenancy::StoreError::InvalidConfigValue { .. }),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(
+        ask(&app, Some(&shared_user), "globex").await,
+        (200, "globex".into())
+    );
+
+    // Removed: at once, acme takes the shared provider's tokens again, and
+    // its own provider's token (verified and cached before) enters nothing.
+    overrides.delete(acme, "auth.issuer").await.unwrap();
+    assert_eq!(
+        ask(&app, Some(&shared_for_acme), "acme").await,
+        (200, "acme".into())
+    );
+    assert_eq!(
+        ask(&app, Some(&acme_user), "acme").await,
+        (401, "invalid_token".into())
+    );
+
+    // A bare URL takes the application's audiences; given to globex, the
+    // same provider now enters globex and not acme.
+    overrides
+        .set(globex, "auth.issuer", json!(op.issuer))
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&app, Some(&acme_user_for_globex), "globex").await,
+        (401, "invalid_token".into()),
+        "an ES256 token for https://es.test: the bare URL accepts RS256 for https://api.test"
+    );
+    let rs256_for_globex = op.token("other", None).await;
+    assert_eq!(
+        ask(&app, Some(&rs256_for_globex), "globex").await,
+        (200, "globex".into())
+    );
+    assert_eq!(
+        ask(&app, Some(&acme_user), "acme").await,
+        (403, "issuer_not_allowed".into())
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_issuer_written_past_the_checks_closes_the_tenant() {
+    // A value written straight into the store (an older version, a hand
+    // edit): the tenant admits no token until it is fixed.
+    let shared = OwnProvider::start(&["es384"]).await;
+    let store = MemoryStore::new();
+    let tenancy = Tenancy::builder()
+        .config(config_with(vec![shared.issuer_config(&["ES384"])]))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let acme = tenancy
+        .lifecycle()
+        .create(NewTenant::new("acme", "acme").unwrap())
+        .await
+        .unwrap();
+    use tenancy::ConfigStore;
+    store
+        .set_config(&acme.id, "auth.issuer", json!({"issuer": 7}))
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/whoami",
+            get(|t: Tenant| async move { t.slug.to_string() }),
+        )
+        .layer(tenancy.layer());
+    let token = sign("es384", &shared.claims(300));
+    assert_eq!(
+        ask(&app, Some(&token), "acme").await,
+        (403, "issuer_not_allowed".into())
+    );
+    store.delete_config(&acme.id, "auth.issuer").await.unwrap();
+    tenancy.tenant_issuers().refresh(&acme.id).await;
+    assert_eq!(ask(&app, Some(&token), "acme").await, (200, "acme".into()));
+}

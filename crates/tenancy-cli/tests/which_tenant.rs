@@ -210,6 +210,64 @@ async fn scenario(cli: &mut Cli) {
         None,
     );
     assert_eq!(status, 200);
+
+    // SPEC K2: ta brings its own identity provider, set by the CLI (another
+    // process): the running server refuses our own tokens for ta within a
+    // second, and keeps serving tb with them.
+    let own = r#"{"issuer": "https://ta.okta.test/oauth2/default", "audiences": ["api://ta"]}"#;
+    let with_token = |slug: &str| {
+        format!(
+            "GET /api/notes HTTP/1.1\r\nHost: x\r\nX-Tenant-Id: {slug}\r\nAuthorization: Bearer {}",
+            token(json!({"sub": "u", "tenants": ["ta", "tb"]}))
+        )
+    };
+    assert_eq!(notes(&server, &with_token("ta")), (200, a.clone()));
+    cli.ok(&["config", "set", "ta", "auth.issuer", own]);
+    let within_a_second = |expected: (u16, Value), head: String| {
+        let started = std::time::Instant::now();
+        loop {
+            let got = notes(&server, &head);
+            if got == expected {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{head}: still {got:?} a second after the change"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    within_a_second((403, code("issuer_not_allowed")), with_token("ta"));
+    assert_eq!(notes(&server, &with_token("tb")), (200, b.clone()));
+    let anonymous = "GET /api/notes HTTP/1.1\r\nHost: x\r\nX-Tenant-Id: ta".to_owned();
+    assert_eq!(notes(&server, &anonymous), (401, code("token_required")));
+    // Values that cannot name a provider are refused, by the CLI and the
+    // admin API (422), and change nothing.
+    let refused = cli.run(&["config", "set", "tb", "auth.issuer", "42"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("auth.issuer"),
+        "{refused:?}"
+    );
+    let (status, problem) = send(
+        &server,
+        &format!(
+            "PUT /admin/tenants/tb/config/auth.issuer HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {ADMIN_TOKEN}"
+        ),
+        Some(
+            &json!({"issuer": "https://tb.okta.test", "audiences": ["a"], "algorithms": ["none"]}),
+        ),
+    );
+    assert_eq!(
+        (status, &problem["code"]),
+        (422, &json!("invalid_input")),
+        "{problem}"
+    );
+    assert_eq!(notes(&server, &with_token("tb")), (200, b.clone()));
+    // Removed: our own tokens enter ta again, within a second.
+    cli.ok(&["config", "unset", "ta", "auth.issuer"]);
+    within_a_second((200, a.clone()), with_token("ta"));
 }
 
 #[tokio::test]

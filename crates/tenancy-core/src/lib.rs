@@ -40,6 +40,7 @@ pub mod domain;
 pub mod events;
 pub mod impersonation;
 pub mod isolation;
+pub mod issuers;
 pub mod lifecycle;
 mod memory;
 pub mod metrics;

@@ -236,6 +236,19 @@ impl ConfigStore for MemoryStore {
             .get_mut(tenant)
             .is_some_and(|m| m.remove(key).is_some()))
     }
+
+    async fn config_with_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<(TenantId, serde_json::Value)>>, StoreError> {
+        Ok(Some(
+            self.read()
+                .config
+                .iter()
+                .filter_map(|(tenant, map)| Some((tenant.clone(), map.get(key)?.clone())))
+                .collect(),
+        ))
+    }
 }
 
 #[async_trait]

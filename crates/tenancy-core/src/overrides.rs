@@ -125,6 +125,13 @@ impl ConfigStore for CachedConfigStore {
         result
     }
 
+    async fn config_with_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<(TenantId, serde_json::Value)>>, StoreError> {
+        self.inner.config_with_key(key).await
+    }
+
     fn cached_config(&self, tenant: &TenantId) -> Option<Arc<ConfigMap>> {
         let hit = self.cache.get(tenant)?;
         (hit.expires > crate::clock::recent()).then_some(hit.overrides)
@@ -184,7 +191,15 @@ pub struct TenantConfigService {
     store: Arc<dyn ConfigStore>,
     defaults: Arc<ConfigMap>,
     bus: Option<EventBus>,
+    check: Option<ValueCheck>,
+    observers: Vec<Observer>,
 }
+
+/// The rules of some keys' values, checked before a write.
+type ValueCheck = Arc<dyn Fn(&str, &serde_json::Value) -> Result<(), String> + Send + Sync>;
+
+/// Told of every write made through the service, once it is stored.
+type Observer = Arc<dyn Fn(&TenantId, &str, Option<&serde_json::Value>) + Send + Sync>;
 
 impl TenantConfigService {
     /// Overrides from `store` on top of `defaults`.
@@ -193,7 +208,40 @@ impl TenantConfigService {
             store,
             defaults: Arc::new(defaults),
             bus: None,
+            check: None,
+            observers: Vec::new(),
         }
+    }
+
+    /// Tells `observer(tenant, key, value)` of every write made through
+    /// this service (`None`: removed) as soon as it is stored, before the
+    /// write returns: for indexes of this process that must see the
+    /// change at once (other processes hear it through their change
+    /// listener).
+    pub fn with_observer(
+        mut self,
+        observer: impl Fn(&TenantId, &str, Option<&serde_json::Value>) + Send + Sync + 'static,
+    ) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Checks every value before it is written: `check(key, value)`
+    /// returns what is wrong with it, and [`TenantConfigService::set`]
+    /// refuses it with [`StoreError::InvalidConfigValue`]. A second call
+    /// adds to the first.
+    pub fn with_check(
+        mut self,
+        check: impl Fn(&str, &serde_json::Value) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        let previous = self.check.take();
+        self.check = Some(Arc::new(move |key, value| {
+            if let Some(previous) = &previous {
+                previous(key, value)?;
+            }
+            check(key, value)
+        }));
+        self
     }
 
     /// Publishes [`TenantEvent::ConfigChanged`] on `bus` for every write.
@@ -252,7 +300,16 @@ impl TenantConfigService {
         value: serde_json::Value,
     ) -> Result<(), StoreError> {
         validate_config_key(key)?;
+        if let Some(check) = &self.check {
+            check(key, &value).map_err(|reason| StoreError::InvalidConfigValue {
+                key: key.to_owned(),
+                reason,
+            })?;
+        }
         self.store.set_config(tenant, key, value.clone()).await?;
+        for observer in &self.observers {
+            observer(tenant, key, Some(&value));
+        }
         self.announce(tenant, key, Some(value)).await;
         Ok(())
     }
@@ -261,6 +318,9 @@ impl TenantConfigService {
     pub async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, StoreError> {
         let existed = self.store.delete_config(tenant, key).await?;
         if existed {
+            for observer in &self.observers {
+                observer(tenant, key, None);
+            }
             self.announce(tenant, key, None).await;
         }
         Ok(existed)

@@ -61,6 +61,15 @@ pub enum StoreError {
         "domain \"{0}\" is already claimed: a domain belongs to one tenant; remove it there first"
     )]
     DomainTaken(String),
+    /// A config value refused by the rules of its key (such as
+    /// `auth.issuer`).
+    #[error("{key}: {reason}")]
+    InvalidConfigValue {
+        /// The key.
+        key: String,
+        /// What is wrong with the value and what to give instead.
+        reason: String,
+    },
     /// The backing store cannot be reached or failed.
     #[error("tenant store unavailable: {0}")]
     Unavailable(String),
@@ -278,6 +287,18 @@ pub trait ConfigStore: Send + Sync + 'static {
     fn cached_config(&self, _tenant: &TenantId) -> Option<Arc<ConfigMap>> {
         None
     }
+
+    /// Every tenant's override of `key` (tenants without one are left
+    /// out), such as the tenants' own identity providers (`auth.issuer`)
+    /// at start; `None` when this store cannot tell (the default). Keys
+    /// whose index needs it (`auth.issuer`) cannot be set on a store that
+    /// returns `None`.
+    async fn config_with_key(
+        &self,
+        _key: &str,
+    ) -> Result<Option<Vec<(TenantId, serde_json::Value)>>, StoreError> {
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -341,6 +362,12 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     fn cached_config(&self, tenant: &TenantId) -> Option<Arc<ConfigMap>> {
         (**self).cached_config(tenant)
+    }
+    async fn config_with_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<(TenantId, serde_json::Value)>>, StoreError> {
+        (**self).config_with_key(key).await
     }
 }
 

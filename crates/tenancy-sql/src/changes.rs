@@ -62,6 +62,7 @@ pub struct ChangeTargets {
     #[cfg(feature = "postgres")]
     databases: Vec<crate::PgDatabaseIsolation>,
     domains: Vec<tenancy_core::DomainResolver>,
+    issuers: Vec<tenancy_core::issuers::TenantIssuers>,
 }
 
 impl ChangeTargets {
@@ -99,7 +100,18 @@ impl ChangeTargets {
         self
     }
 
+    /// Reads a tenant's own identity provider (`auth.issuer`) again on its
+    /// config and tenant changes, and the whole index when changes may
+    /// have been missed.
+    pub fn tenant_issuers(mut self, issuers: tenancy_core::issuers::TenantIssuers) -> Self {
+        self.issuers.push(issuers);
+        self
+    }
+
     pub(crate) fn clear(&self) {
+        for issuers in &self.issuers {
+            issuers.forget();
+        }
         for resolver in &self.domains {
             resolver.clear();
         }
@@ -139,6 +151,9 @@ impl ChangeTargets {
         for cache in &self.config_caches {
             cache.invalidate(id).await;
         }
+        for issuers in &self.issuers {
+            issuers.refresh(id).await;
+        }
     }
 }
 
@@ -148,6 +163,7 @@ impl std::fmt::Debug for ChangeTargets {
             .field("validators", &self.validators.len())
             .field("config_caches", &self.config_caches.len())
             .field("domains", &self.domains.len())
+            .field("issuers", &self.issuers.len())
             .finish()
     }
 }

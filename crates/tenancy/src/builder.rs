@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tenancy_core::impersonation::ImpersonationStore;
+use tenancy_core::issuers::{ISSUER_KEY, TenantIssuers};
 use tenancy_core::{
     AuditStore, CachedConfigStore, ConfigError, ConfigStore, DomainResolver, DomainStore, EventBus,
     IsolationRegistry, IsolationStrategy, LifecycleService, PendingPool, PendingStore, Provisioner,
@@ -43,6 +44,7 @@ struct Inner {
     audit: Option<Arc<dyn AuditStore>>,
     impersonation: Option<Arc<dyn ImpersonationStore>>,
     pending_pool: Option<PendingPool>,
+    issuers: TenantIssuers,
     #[cfg(feature = "axum")]
     layer: tenancy_axum::TenantLayer,
 }
@@ -116,11 +118,20 @@ impl Tenancy {
     ) -> tenancy_sql::PgChangeListener {
         let mut targets = tenancy_sql::ChangeTargets::new()
             .validator(self.inner.validator.clone())
-            .config_cache(self.inner.config_store.clone());
+            .config_cache(self.inner.config_store.clone())
+            .tenant_issuers(self.inner.issuers.clone());
         if let Some(domains) = &self.inner.domains {
             targets = targets.domains(domains.clone());
         }
         tenancy_sql::PgChangeListener::spawn(options, targets)
+    }
+
+    /// Tenants' own identity providers (config key `auth.issuer`): loaded
+    /// before the layer decides its first request, kept current by
+    /// [`Tenancy::listen`]. Call [`TenantIssuers::load`] at start to find
+    /// a store problem before serving.
+    pub fn tenant_issuers(&self) -> &TenantIssuers {
+        &self.inner.issuers
     }
 
     /// The configuration.
@@ -407,18 +418,49 @@ impl TenancyBuilder {
         if let Some(pool) = &pending_pool {
             lifecycle = lifecycle.pending_pool(pool.clone());
         }
+        let issuers = TenantIssuers::new(config_store.clone(), &config.auth);
         let config_store = CachedConfigStore::new(config_store, &config.overrides);
+        #[cfg(feature = "jwt")]
+        let verifies_tokens = jwt.is_some();
+        #[cfg(not(feature = "jwt"))]
+        let verifies_tokens = false;
         let overrides = TenantConfigService::new(
             Arc::new(config_store.clone()),
             config.overrides.defaults.clone(),
         )
-        .with_bus(bus.clone());
+        .with_bus(bus.clone())
+        .with_check({
+            let issuers = issuers.clone();
+            move |key, value| {
+                if key != ISSUER_KEY {
+                    return Ok(());
+                }
+                if !verifies_tokens {
+                    return Err(
+                        "this application verifies no tokens: configure auth.issuers \
+                                (or auth.jwt_secret / auth.jwt_public_key_*) before giving a \
+                                tenant its own identity provider"
+                            .into(),
+                    );
+                }
+                issuers.parse(value).map(drop).map_err(|e| e.to_string())
+            }
+        })
+        .with_observer({
+            let issuers = issuers.clone();
+            move |tenant, key, value| {
+                if key == ISSUER_KEY {
+                    issuers.apply(tenant, value);
+                }
+            }
+        });
 
         #[cfg(feature = "axum")]
         let layer = {
             let layer = tenancy_axum::TenantLayer::new(chain.clone(), validator.clone())
                 .membership_claim(config.resolution.membership_path().to_owned())
-                .require_token(config.auth.requires_token());
+                .require_token(config.auth.requires_token())
+                .tenant_issuers(issuers.clone());
             #[cfg(feature = "jwt")]
             let layer = match jwt {
                 Some(verifier) => layer.jwt(verifier),
@@ -454,6 +496,7 @@ impl TenancyBuilder {
                 audit: self.audit,
                 impersonation: self.impersonation,
                 pending_pool,
+                issuers,
                 #[cfg(feature = "axum")]
                 layer,
             }),

@@ -348,6 +348,8 @@ pub use tenancy_core::domain;
 pub use tenancy_core::impersonation;
 /// Isolation strategies: the trait every strategy implements.
 pub use tenancy_core::isolation;
+/// Tenants' own identity providers (`auth.issuer`).
+pub use tenancy_core::issuers;
 /// Pending tenants for instant signup.
 pub use tenancy_core::pool;
 /// Resolvers: the built-in ones and how to write your own.

@@ -125,6 +125,11 @@ impl VerifiedToken {
         self.claims
     }
 
+    /// Its claims and the issuer that verified it.
+    pub(crate) fn into_parts(self) -> (VerifiedClaims, Option<Arc<str>>) {
+        (self.claims, self.issuer)
+    }
+
     /// The identity provider whose key verified it (its configured
     /// `issuer`, equal to the token's `iss`); `None` when your own secret
     /// or key (`auth.jwt_secret`, `auth.jwt_public_key_*`) did.

@@ -53,6 +53,7 @@ pub use service::{ResponseFuture, TenantService};
 
 #[cfg(feature = "jwt")]
 use crate::jwt::JwtVerifier;
+use tenancy_core::issuers::TenantIssuers;
 
 /// The tower layer that resolves and validates each request's tenant.
 ///
@@ -78,6 +79,7 @@ impl TenantLayer {
                 validator,
                 membership_claim: std::sync::Arc::from("tenants"),
                 require_token: false,
+                issuers: None,
                 #[cfg(feature = "jwt")]
                 jwt: None,
             }),
@@ -117,8 +119,40 @@ impl TenantLayer {
     #[cfg(feature = "jwt")]
     pub fn jwt(mut self, verifier: JwtVerifier) -> Self {
         let rules = self.rules_mut();
-        rules.jwt = Some(verifier);
+        rules.jwt = Some(match &rules.issuers {
+            Some(issuers) => trusting(verifier, issuers.clone()),
+            None => verifier,
+        });
         rules.not_identified = Arc::from(rules.chain.hint());
+        self
+    }
+
+    /// Lets tenants bring their own identity provider (config key
+    /// `auth.issuer`, SPEC K2). A token verified with a tenant's own
+    /// provider (its keys fetched like `auth.issuers`') enters only the
+    /// tenants that named it; a tenant that names one accepts no other
+    /// token, nor a request without one: 403 `issuer_not_allowed` (401
+    /// `token_required` without a token).
+    ///
+    /// The index is loaded before the first request is decided and kept
+    /// current by the change listeners (`ChangeTargets::tenant_issuers`).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let store = Arc::new(tenancy::MemoryStore::new());
+    /// # let chain = tenancy::ResolverChain::new();
+    /// # let validator = tenancy::Validator::new(store.clone(), &Default::default());
+    /// let issuers = tenancy::issuers::TenantIssuers::new(store, &Default::default());
+    /// let layer = tenancy::TenantLayer::new(chain, validator).tenant_issuers(issuers);
+    /// # let _ = layer;
+    /// ```
+    pub fn tenant_issuers(mut self, issuers: TenantIssuers) -> Self {
+        let rules = self.rules_mut();
+        #[cfg(feature = "jwt")]
+        if let Some(verifier) = rules.jwt.take() {
+            rules.jwt = Some(trusting(verifier, issuers.clone()));
+        }
+        rules.issuers = Some(issuers);
         self
     }
 
@@ -210,12 +244,19 @@ impl TenantLayer {
                 validator: self.rules.validator.clone(),
                 membership_claim: self.rules.membership_claim.clone(),
                 require_token: self.rules.require_token,
+                issuers: self.rules.issuers.clone(),
                 #[cfg(feature = "jwt")]
                 jwt: self.rules.jwt.clone(),
             });
         }
         Arc::get_mut(&mut self.rules).unwrap_or_else(|| unreachable!("just made unique"))
     }
+}
+
+/// `verifier`, also trusting the tenants' own providers.
+#[cfg(feature = "jwt")]
+fn trusting(verifier: JwtVerifier, issuers: TenantIssuers) -> JwtVerifier {
+    verifier.issuer_lookup(move |iss| issuers.config_for(iss))
 }
 
 impl<S> Layer<S> for TenantLayer {

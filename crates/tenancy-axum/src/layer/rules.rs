@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Extensions, HeaderMap, Method, Request, StatusCode, Uri};
+use tenancy_core::issuers::{TenantIssuer, TenantIssuers};
 use tenancy_core::resolve::{Ambiguous, Named};
 use tenancy_core::{
     Rejection, ResolutionContext, ResolverChain, TenantInfo, TenantRef, Validator, VerifiedClaims,
@@ -40,6 +41,8 @@ pub(crate) struct Rules {
     pub(super) membership_claim: std::sync::Arc<str>,
     /// Every request needs a verified token (`auth.required`).
     pub(super) require_token: bool,
+    /// Tenants' own identity providers (`auth.issuer`).
+    pub(super) issuers: Option<TenantIssuers>,
     #[cfg(feature = "jwt")]
     pub(super) jwt: Option<JwtVerifier>,
 }
@@ -70,6 +73,8 @@ pub(super) enum Pending {
     /// The tenant's limit must be asked of a shared backend or of the
     /// override store.
     Limit(Arc<TenantInfo>),
+    /// The index of tenants' own identity providers must be loaded.
+    Issuers,
 }
 
 /// What [`Rules::step`] found out about one request so far.
@@ -106,7 +111,7 @@ pub(super) enum Now {
 /// nothing from the request.
 #[derive(Default)]
 pub(super) struct Carried {
-    verified: Option<VerifiedClaims>,
+    verified: Option<Token>,
     /// The token's identity provider must be asked for its keys first.
     token: bool,
     decided: Option<Decided>,
@@ -128,11 +133,11 @@ impl Rules {
             decided: refused,
             ..Progress::default()
         };
-        let step = self.step(req, claims.get(), &mut progress);
+        let step = self.step(req, &claims, &mut progress);
         let pending = match step {
             Ok(verdict) => {
                 drop(progress);
-                return Now::Done(verdict, verified(claims));
+                return Now::Done(verdict, verified(claims).map(|(claims, _)| claims));
             }
             Err(pending) => pending,
         };
@@ -158,14 +163,14 @@ impl Rules {
         carried: Carried,
     ) -> (Verdict, Option<VerifiedClaims>) {
         let (claims, refused) = match carried.verified {
-            Some(verified) => (Claims::Verified(verified), None),
+            Some((verified, issuer)) => (Claims::Verified(verified, issuer), None),
             None => match (!carried.token).then(|| self.claims_of(req)).flatten() {
                 Some(claims) => claims,
                 None => self.claims_awaited(req).await,
             },
         };
         let verdict = {
-            let claims = claims.get();
+            let claims = &claims;
             let mut progress = Progress {
                 decided: carried.decided.or(refused),
                 ..Progress::default()
@@ -181,7 +186,7 @@ impl Rules {
                 }
             }
         };
-        (verdict, verified(claims))
+        (verdict, verified(claims).map(|(claims, _)| claims))
     }
 
     /// Every rule, in order, on what is known without waiting: the claims,
@@ -192,7 +197,7 @@ impl Rules {
     fn step<'a>(
         &self,
         req: Head<'a>,
-        claims: Option<&'a VerifiedClaims>,
+        claims: &'a Claims<'a>,
         progress: &mut Progress<'a>,
     ) -> Result<Verdict, Pending> {
         let decided = match progress.decided.take() {
@@ -229,7 +234,7 @@ impl Rules {
     fn tenant_of<'a>(
         &self,
         req: Head<'a>,
-        claims: Option<&'a VerifiedClaims>,
+        claims: &'a Claims<'a>,
         progress: &mut Progress<'a>,
     ) -> Result<Decided, Pending> {
         // Names are read in place (borrowed from the request) when the
@@ -238,7 +243,7 @@ impl Rules {
             Some(named) => named,
             slot @ None => slot.insert(
                 self.chain
-                    .named_now(&context_of(req, claims))
+                    .named_now(&context_of(req, claims.get()))
                     .ok_or(Pending::Names)?,
             ),
         };
@@ -258,20 +263,28 @@ impl Rules {
                 tracing::debug!(tenant = %TenantRef::new(name), %rejection, "tenant refused");
             }
         }
-        Ok(self.judge(claims, named, &mut progress.validated))
+        self.judge(claims, named, &mut progress.validated)
     }
 
     /// Awaits the lookup `step` stopped at and records its answer.
     async fn settle<'a>(
         &self,
         req: Head<'a>,
-        claims: Option<&'a VerifiedClaims>,
+        claims: &'a Claims<'a>,
         progress: &mut Progress<'a>,
         pending: Pending,
     ) {
         match pending {
             Pending::Names => {
-                progress.named = Some(self.chain.named(&context_of(req, claims)).await);
+                progress.named = Some(self.chain.named(&context_of(req, claims.get())).await);
+            }
+            Pending::Issuers => {
+                if let Some(issuers) = &self.issuers
+                    && let Err(e) = issuers.ensure_loaded().await
+                {
+                    tracing::warn!(error = %e, "cannot load the tenants' identity providers");
+                    progress.decided = Some(Err(Rejection::StoreUnavailable.into()));
+                }
             }
             Pending::Validation(index, name) => {
                 if let Some(slot) = progress.validated.get_mut(index) {
@@ -287,34 +300,86 @@ impl Rules {
     }
 
     /// The tenant that resolution and validation found, by the rule of
-    /// [`Named::decide`] with the token's memberships.
+    /// [`Named::decide`] with the token's memberships, then the tenant's
+    /// own identity provider, if it has one.
     #[inline(always)]
     fn judge(
         &self,
-        claims: Option<&VerifiedClaims>,
+        claims: &Claims<'_>,
         named: &Named<'_>,
         validated: &mut [Option<Result<Arc<TenantInfo>, Rejection>>],
-    ) -> Result<Arc<TenantInfo>, TenantError> {
+    ) -> Result<Decided, Pending> {
+        // Most deployments have no tenant with its own provider: nothing
+        // more is read then.
+        let issuers = match &self.issuers {
+            Some(issuers) if !issuers.is_loaded() => return Err(Pending::Issuers),
+            Some(issuers) if issuers.any() => Some(issuers.view()),
+            _ => None,
+        };
+        let issuer = claims.issuer();
+        // A token of a tenant's own provider admits the tenants that named
+        // it, whatever its claims say.
+        let bound: Option<Vec<&str>> = issuers
+            .as_ref()
+            .zip(issuer)
+            .and_then(|(view, iss)| view.tenants_of(iss))
+            .map(|tenants| tenants.iter().map(|t| t.as_str()).collect());
+        let claims = claims.get();
         // Most requests carry no claims: no membership list to read. A
         // membership claim of a shape no membership has refuses the token
         // (never read as "no claim").
-        let memberships = match claims.map(|c| c.membership_list(&self.membership_claim)) {
-            Some(Err(wrong)) => return Err(TenantError::InvalidToken(wrong.to_string())),
-            Some(Ok(list)) => {
+        let memberships = match (
+            &bound,
+            claims.map(|c| c.membership_list(&self.membership_claim)),
+        ) {
+            (Some(bound), _) => Some(bound.clone()),
+            (None, Some(Err(wrong))) => {
+                return Ok(Err(TenantError::InvalidToken(wrong.to_string())));
+            }
+            (None, Some(Ok(list))) => {
                 list.map(|list| list.into_iter().map(|m| m.tenant).collect::<Vec<_>>())
             }
-            None => None,
+            (None, None) => None,
         };
-        match named.decide(validated, memberships.as_deref()) {
-            Some(Ok(tenant)) => Ok(tenant),
+        let tenant = match named.decide(validated, memberships.as_deref()) {
+            Some(Ok(tenant)) => tenant,
+            Some(Err(Rejection::NotMember)) if bound.is_some() => {
+                return Ok(Err(not_allowed(format!(
+                    "tokens of {} admit only the tenants that made it their own identity provider",
+                    issuer.unwrap_or_default()
+                ))));
+            }
             Some(Err(rejection)) => {
                 if matches!(rejection, Rejection::NotMember | Rejection::Conflict) {
                     tracing::debug!(%rejection, "tenant refused");
                 }
-                Err(rejection.into())
+                return Ok(Err(rejection.into()));
             }
-            None => Err(TenantError::NotIdentified(self.not_identified.clone())),
+            None => return Ok(Err(TenantError::NotIdentified(self.not_identified.clone()))),
+        };
+        if let Some(view) = issuers {
+            match view.tenant_issuer(&tenant.id) {
+                TenantIssuer::Any => {}
+                TenantIssuer::Only(own) if issuer == Some(&*own) => {}
+                TenantIssuer::Only(_) if claims.is_none() => {
+                    return Ok(Err(TenantError::TokenRequired));
+                }
+                TenantIssuer::Only(_) => {
+                    return Ok(Err(not_allowed(format!(
+                        "tenant {} accepts tokens only from its own identity provider",
+                        tenant.slug
+                    ))));
+                }
+                TenantIssuer::Unusable => {
+                    return Ok(Err(not_allowed(format!(
+                        "tenant {} names an identity provider that cannot be used: fix its \
+                         auth.issuer (`tenancy config get {} auth.issuer`)",
+                        tenant.slug, tenant.slug
+                    ))));
+                }
+            }
         }
+        Ok(Ok(tenant))
     }
 
     /// Claims verified upstream (an extension), else by the built-in
@@ -343,7 +408,10 @@ impl Rules {
             };
             return verifier.verify_now(token).map(|verified| {
                 verified
-                    .map(|token| Claims::Verified(token.into_claims()))
+                    .map(|token| {
+                        let (claims, issuer) = token.into_parts();
+                        Claims::Verified(claims, issuer)
+                    })
                     .map_err(token_error)
             });
         }
@@ -367,7 +435,10 @@ impl Rules {
         #[cfg(feature = "jwt")]
         if let (Some(verifier), Ok(Some(token))) = (&self.jwt, bearer(req)) {
             return match verifier.verify_with(token, None).await {
-                Ok(token) => (Claims::Verified(token.into_claims()), None),
+                Ok(token) => {
+                    let (claims, issuer) = token.into_parts();
+                    (Claims::Verified(claims, issuer), None)
+                }
                 Err(error) => (Claims::None, Some(Err(token_error(error)))),
             };
         }
@@ -416,6 +487,13 @@ fn token_error(error: crate::jwt::JwtError) -> TenantError {
     }
 }
 
+/// The refusal of a token whose identity provider may not enter the tenant.
+#[cold]
+fn not_allowed(detail: String) -> TenantError {
+    tracing::debug!(%detail, "issuer not allowed");
+    TenantError::IssuerNotAllowed(detail)
+}
+
 /// The refusal of a request that repeats a header naming the tenant.
 #[cold]
 fn ambiguous_error(ambiguous: &Ambiguous) -> TenantError {
@@ -423,14 +501,19 @@ fn ambiguous_error(ambiguous: &Ambiguous) -> TenantError {
 }
 
 /// The claims this layer verified itself, to be given to handlers (not an
-/// upstream layer's: those are in the extensions already).
+/// upstream layer's: those are in the extensions already), with the
+/// issuer that verified them.
 #[inline(always)]
-fn verified(claims: Claims<'_>) -> Option<VerifiedClaims> {
+fn verified(claims: Claims<'_>) -> Option<Token> {
     match claims {
-        Claims::Verified(claims) => Some(claims),
+        Claims::Verified(claims, issuer) => Some((claims, issuer)),
         Claims::None | Claims::Upstream(_) => None,
     }
 }
+
+/// Claims this layer verified, and the identity provider that verified
+/// them (`None`: the application's own secret or key).
+pub(super) type Token = (VerifiedClaims, Option<Arc<str>>);
 
 /// The 429 for a tenant over its limit.
 pub(super) fn rate_limited(tenant: &TenantInfo, rps: u32, retry_after: Duration) -> Response {
@@ -493,7 +576,7 @@ enum Claims<'a> {
     Upstream(&'a VerifiedClaims),
     // Only the built-in verifier (`jwt`) makes these.
     #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
-    Verified(VerifiedClaims),
+    Verified(VerifiedClaims, Option<Arc<str>>),
 }
 
 impl Claims<'_> {
@@ -501,7 +584,17 @@ impl Claims<'_> {
         match self {
             Self::None => None,
             Self::Upstream(claims) => Some(claims),
-            Self::Verified(claims) => Some(claims),
+            Self::Verified(claims, _) => Some(claims),
+        }
+    }
+
+    /// The identity provider the claims come from: the one whose key
+    /// verified them here, or the `iss` an upstream layer verified.
+    fn issuer(&self) -> Option<&str> {
+        match self {
+            Self::None => None,
+            Self::Upstream(claims) => claims.get("iss").and_then(|iss| iss.as_str()),
+            Self::Verified(_, issuer) => issuer.as_deref(),
         }
     }
 }

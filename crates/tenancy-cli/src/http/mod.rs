@@ -286,7 +286,8 @@ impl Server {
                     .map_err(|e| ServeError::Setup(format!("{e}")))?;
                 let mut targets = tenancy_sql::ChangeTargets::new()
                     .validator(app.tenancy.validator().clone())
-                    .config_cache(app.tenancy.config_store().clone());
+                    .config_cache(app.tenancy.config_store().clone())
+                    .tenant_issuers(app.tenancy.tenant_issuers().clone());
                 if let Some(domains) = app.tenancy.domains() {
                     targets = targets.domains(domains.clone());
                 }
@@ -306,7 +307,8 @@ impl Server {
             crate::app::MainPool::Sqlite(pool) => {
                 let mut targets = tenancy_sql::ChangeTargets::new()
                     .validator(app.tenancy.validator().clone())
-                    .config_cache(app.tenancy.config_store().clone());
+                    .config_cache(app.tenancy.config_store().clone())
+                    .tenant_issuers(app.tenancy.tenant_issuers().clone());
                 if let Some(domains) = app.tenancy.domains() {
                     targets = targets.domains(domains.clone());
                 }
@@ -317,6 +319,11 @@ impl Server {
             }
             crate::app::MainPool::Postgres(_) => None,
         };
+        // Tenants' own identity providers, read now (the layer would load
+        // them before its first decision, and refuses while it cannot).
+        if let Err(e) = app.tenancy.tenant_issuers().load().await {
+            tracing::warn!(error = %e, "cannot read the tenants' identity providers (auth.issuer) yet");
+        }
         let metrics = tenancy::metrics::RequestMetrics::new(app.config.server.metrics_tenants);
         let layer = app
             .tenancy

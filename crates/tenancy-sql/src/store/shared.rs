@@ -368,6 +368,33 @@ macro_rules! config_store {
                 Ok(value.map(|v| v.0))
             }
 
+            async fn config_with_key(
+                &self,
+                key: &str,
+            ) -> Result<
+                Option<Vec<(::tenancy_core::TenantId, ::serde_json::Value)>>,
+                ::tenancy_core::StoreError,
+            > {
+                let rows: Vec<(String, ::sqlx::types::Json<::serde_json::Value>)> =
+                    ::sqlx::query_as("SELECT tenant_id, value FROM tenancy_config WHERE key = $1")
+                        .bind(key)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err($crate::store::unavailable)?;
+                rows.into_iter()
+                    .map(|(id, value)| {
+                        ::tenancy_core::TenantId::new(&id)
+                            .map(|id| (id, value.0))
+                            .map_err(|e| {
+                                ::tenancy_core::StoreError::Unavailable(format!(
+                                    "tenancy_config holds a malformed tenant id: {e}"
+                                ))
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
+            }
+
             async fn all_config(
                 &self,
                 tenant: &::tenancy_core::TenantId,

@@ -320,7 +320,9 @@ pub(super) fn store_problem(err: StoreError) -> Response {
         | StoreError::DuplicateId(_)
         | StoreError::NameTaken { .. } => problem(StatusCode::CONFLICT, "duplicate", err),
         StoreError::DomainTaken(_) => problem(StatusCode::CONFLICT, "domain_taken", err),
-        StoreError::InvalidSlug(_) | StoreError::InvalidConfigKey(_) => {
+        StoreError::InvalidSlug(_)
+        | StoreError::InvalidConfigKey(_)
+        | StoreError::InvalidConfigValue { .. } => {
             problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", err)
         }
         StoreError::InvalidTransition { .. } => {
