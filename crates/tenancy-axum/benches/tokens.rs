@@ -256,10 +256,6 @@ fn bench(c: &mut Criterion) {
     group.bench_function("verify_cache_hit_rs256", |b| {
         b.iter(|| providers.verify(std::hint::black_box(&rs_token)))
     });
-    group.bench_function("sha256_of_rs256_token", |b| {
-        use sha2::Digest;
-        b.iter(|| sha2::Sha256::digest(std::hint::black_box(rs_token.as_bytes())))
-    });
     group.bench_function("claims_copy", |b| {
         b.iter(|| std::hint::black_box(&claims).clone())
     });

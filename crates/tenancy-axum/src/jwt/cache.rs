@@ -1,37 +1,19 @@
 //! The verified-token cache: a repeated bearer token costs a lookup, not
-//! a signature check. Entries are keyed by the SHA-256 of the token (the
-//! token itself is not kept), bounded in number, and never served after
-//! the token's `exp` nor once the key that verified it left its issuer's
-//! key set.
+//! a signature check. Entries are keyed by the token itself (hashed with
+//! the cache's per-process random seed, then compared in full: no
+//! collision can serve one token's claims for another), bounded in number,
+//! and never served after the token's `exp` nor once the key that
+//! verified it left its issuer's key set.
+//!
+//! The token is kept rather than a cryptographic digest of it: a SHA-256
+//! of a 1 KB token costs more than the rest of the warm request path,
+//! and a token is a bearer secret already held in this process's memory
+//! by every request that carries it.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-
-use sha2::{Digest, Sha256};
 
 use super::VerifiedToken;
 use super::issuer::{Issuer, KeyHandle};
-
-/// The SHA-256 of a token.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct TokenHash([u8; 32]);
-
-impl TokenHash {
-    #[inline(always)]
-    pub(super) fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
-    }
-}
-
-impl Hash for TokenHash {
-    #[inline(always)]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Already uniform: eight of its bytes are hash enough.
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(word));
-    }
-}
 
 /// What the cache remembers of a verified token.
 pub(super) struct Entry {
@@ -46,7 +28,7 @@ pub(super) struct Entry {
 
 /// A bounded map from token hashes to what verified them.
 pub(super) struct TokenCache {
-    cache: Option<quick_cache::sync::Cache<TokenHash, Arc<Entry>>>,
+    cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Entry>>>,
 }
 
 impl TokenCache {
@@ -57,22 +39,22 @@ impl TokenCache {
         }
     }
 
-    /// The entry for `hash` if it may still be served at `now` (Unix
+    /// The entry for `token` if it may still be served at `now` (Unix
     /// seconds): before the token's `exp`, its key still published.
     #[inline(always)]
-    pub(super) fn get(&self, hash: &TokenHash, now: u64) -> Option<Arc<Entry>> {
+    pub(super) fn get(&self, token: &str, now: u64) -> Option<Arc<Entry>> {
         let cache = self.cache.as_ref()?;
-        let entry = cache.get(hash)?;
+        let entry = cache.get(token)?;
         if now < entry.token.expires_at && !entry.key.as_ref().is_some_and(|k| k.is_retired()) {
             return Some(entry);
         }
-        cache.remove(hash);
+        cache.remove(token);
         None
     }
 
-    pub(super) fn insert(&self, hash: TokenHash, entry: Entry) {
+    pub(super) fn insert(&self, token: &str, entry: Entry) {
         if let Some(cache) = &self.cache {
-            cache.insert(hash, Arc::new(entry));
+            cache.insert(token.into(), Arc::new(entry));
         }
     }
 

@@ -39,7 +39,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tenancy_core::VerifiedClaims;
 use tenancy_core::config::{AuthConfig, ConfigError, IssuerConfig};
 
-use cache::{Entry, TokenCache, TokenHash};
+use cache::{Entry, TokenCache};
 use fetch::Fetcher;
 use issuer::{Counters, Issuer, KeyNow, KeyPolicy};
 
@@ -286,7 +286,6 @@ enum Step {
         kid: Option<String>,
         alg: Algorithm,
         generation: u64,
-        hash: TokenHash,
     },
 }
 
@@ -517,13 +516,12 @@ impl JwtVerifier {
                 kid,
                 alg,
                 generation,
-                hash,
             } => {
                 let deadline = tokio::time::Instant::now() + self.shared.settings.policy.timeout;
                 let key = issuer
                     .key(kid.as_deref(), alg, generation, deadline)
                     .await?;
-                self.check(&issuer, extra, (&key, alg), token, hash)
+                self.check(&issuer, extra, (&key, alg), token)
             }
         }
     }
@@ -572,8 +570,7 @@ impl JwtVerifier {
 
     #[inline(always)]
     fn step(&self, token: &str, extra: Option<&IssuerConfig>) -> Step {
-        let hash = TokenHash::of(token);
-        if let Some(entry) = self.shared.tokens.get(&hash, cache::now())
+        if let Some(entry) = self.shared.tokens.get(token, cache::now())
             && entry
                 .extra
                 .as_ref()
@@ -581,11 +578,11 @@ impl JwtVerifier {
         {
             return Step::Done(Ok(entry.token.clone()));
         }
-        self.step_uncached(token, hash, extra)
+        self.step_uncached(token, extra)
     }
 
     #[cold]
-    fn step_uncached(&self, token: &str, hash: TokenHash, extra: Option<&IssuerConfig>) -> Step {
+    fn step_uncached(&self, token: &str, extra: Option<&IssuerConfig>) -> Step {
         let header = match jsonwebtoken::decode_header(token) {
             Ok(header) => header,
             Err(e) => return Step::Done(Err(header_error(token, &e))),
@@ -593,7 +590,7 @@ impl JwtVerifier {
         let route = peek_issuer(token).and_then(|iss| self.route(iss.as_deref(), extra));
         let (issuer, extra) = match route {
             Err(e) => return Step::Done(Err(e)),
-            Ok(Route::Local(local)) => return Step::Done(self.check_local(&local, token, hash)),
+            Ok(Route::Local(local)) => return Step::Done(self.check_local(&local, token)),
             Ok(Route::Issuer(issuer, extra)) => (issuer, extra),
         };
         if issuer.validation(header.alg).is_none() {
@@ -605,9 +602,7 @@ impl JwtVerifier {
             ))));
         }
         match issuer.key_now(header.kid.as_deref(), header.alg) {
-            KeyNow::Found(key) => {
-                Step::Done(self.check(&issuer, extra, (&key, header.alg), token, hash))
-            }
+            KeyNow::Found(key) => Step::Done(self.check(&issuer, extra, (&key, header.alg), token)),
             KeyNow::Refused(e) => Step::Done(Err(e)),
             KeyNow::Fetch(generation) => Step::Fetch {
                 issuer,
@@ -615,7 +610,6 @@ impl JwtVerifier {
                 kid: header.kid,
                 alg: header.alg,
                 generation,
-                hash,
             },
         }
     }
@@ -689,7 +683,6 @@ impl JwtVerifier {
         extra: bool,
         (key, alg): (&Arc<issuer::KeyHandle>, Algorithm),
         token: &str,
-        hash: TokenHash,
     ) -> Result<VerifiedToken, JwtError> {
         let validation = issuer.validation(alg).ok_or_else(|| {
             JwtError::Algorithm(format!("{alg:?} is not accepted from {}", issuer.name))
@@ -703,7 +696,7 @@ impl JwtVerifier {
             issuer: Some(issuer.name.clone()),
         };
         self.shared.tokens.insert(
-            hash,
+            token,
             Entry {
                 token: verified.clone(),
                 key: Some(key.clone()),
@@ -713,12 +706,7 @@ impl JwtVerifier {
         Ok(verified)
     }
 
-    fn check_local(
-        &self,
-        local: &LocalKey,
-        token: &str,
-        hash: TokenHash,
-    ) -> Result<VerifiedToken, JwtError> {
+    fn check_local(&self, local: &LocalKey, token: &str) -> Result<VerifiedToken, JwtError> {
         self.shared
             .counters
             .signature_checks
@@ -730,7 +718,7 @@ impl JwtVerifier {
             issuer: None,
         };
         self.shared.tokens.insert(
-            hash,
+            token,
             Entry {
                 token: verified.clone(),
                 key: None,
