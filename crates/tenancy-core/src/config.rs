@@ -97,6 +97,43 @@ pub struct TenancyConfig {
     pub integration: IntegrationConfig,
     /// Tenant domains (verification).
     pub domains: DomainsConfig,
+    /// Background jobs.
+    pub jobs: JobsConfig,
+}
+
+/// `jobs.*`: background jobs (`tenancy::jobs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs `tenancy serve` runs at once (default 2; 0 runs none).
+    pub workers: u32,
+    /// How long a claimed job is its worker's (default 30 s): the worker
+    /// renews it while the job runs; a job whose worker died runs again
+    /// once it lapses.
+    pub lease_s: u64,
+    /// Runs of a failing job before it is `dead` (default 5).
+    pub max_attempts: u32,
+    /// Jobs of one tenant running at once, across every worker (default 2).
+    pub max_concurrency_per_tenant: u32,
+    /// How often an idle worker looks for work when nothing wakes it
+    /// (default 1000 ms; PostgreSQL wakes workers with `NOTIFY`).
+    pub poll_ms: u64,
+    /// The first retry's delay (default 1000 ms), doubled at each attempt,
+    /// at most an hour.
+    pub backoff_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            lease_s: 30,
+            max_attempts: 5,
+            max_concurrency_per_tenant: 2,
+            poll_ms: 1000,
+            backoff_ms: 1000,
+        }
+    }
 }
 
 /// `domains.*`
@@ -815,6 +852,13 @@ impl TenancyConfig {
             ("server.admin_timeout_ms", self.server.admin_timeout_ms),
             ("server.max_body_bytes", self.server.max_body_bytes as u64),
             ("server.max_connections", self.server.max_connections as u64),
+            ("jobs.lease_s", self.jobs.lease_s),
+            ("jobs.max_attempts", u64::from(self.jobs.max_attempts)),
+            (
+                "jobs.max_concurrency_per_tenant",
+                u64::from(self.jobs.max_concurrency_per_tenant),
+            ),
+            ("jobs.poll_ms", self.jobs.poll_ms),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -41,6 +41,7 @@ pub mod events;
 pub mod impersonation;
 pub mod isolation;
 pub mod issuers;
+pub mod jobs;
 pub mod lifecycle;
 mod memory;
 pub mod metrics;

@@ -53,6 +53,8 @@ pub mod deployment;
 pub mod doctor;
 pub mod ident;
 pub mod isolation;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod jobs;
 pub mod migrate;
 #[cfg(feature = "postgres")]
 pub mod notify;

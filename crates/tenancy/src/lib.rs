@@ -382,9 +382,16 @@ pub use tenancy_interceptor as interceptor;
 /// The sqlx version the SQL layer uses.
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use sqlx;
+/// Background jobs: the domain types (the queue needs `postgres` or
+/// `sqlite`).
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+pub use tenancy_core::jobs;
 /// The SQL layer in full (portability, identifiers, change notification).
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use tenancy_sql as sql;
+/// Background jobs that keep their tenant: the queue and workers.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use tenancy_sql::jobs;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use tenancy_sql::{DbError, Migration, Migrations, ScopedBegin, TenantDb};
 #[cfg(feature = "postgres")]

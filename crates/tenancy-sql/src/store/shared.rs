@@ -20,6 +20,8 @@ pub(super) trait Dialect {
     /// The store's own schema, idempotent, run by `migrate` in one
     /// transaction opened with [`Dialect::BEGIN`].
     const MIGRATION: &'static str;
+    /// The job queue's tables (`crate::jobs`), run after [`Dialect::MIGRATION`].
+    const JOBS: &'static str;
     /// Opens the migration's transaction.
     const BEGIN: &'static str;
     /// Inserts a tenant: `$1`..`$9` are its columns in `tenant_columns!`
@@ -97,6 +99,10 @@ macro_rules! sql_store {
                     .await
                     .map_err(unavailable)?;
                 ::sqlx::raw_sql(<Self as Dialect>::MIGRATION)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                ::sqlx::raw_sql(<Self as Dialect>::JOBS)
                     .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
