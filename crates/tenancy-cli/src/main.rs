@@ -43,6 +43,9 @@ enum Command {
     Doctor(cli::doctor::DoctorArgs),
     /// Show the audit log of admin actions, newest first.
     Audit(cli::audit::AuditArgs),
+    /// Inspect, retry and cancel background jobs.
+    #[command(subcommand)]
+    Jobs(cli::jobs::JobsCommand),
     /// Inspect what the query interceptor does to SQL.
     #[command(subcommand)]
     Sql(cli::sql::SqlCommand),
@@ -97,6 +100,7 @@ async fn run(global: &cli::Global, command: Command) -> Result<(), cli::CliError
         Command::Export(args) => cli::table_export::run(global, args).await,
         Command::Migrate(args) => cli::migrate::run(global, args).await,
         Command::Audit(args) => cli::audit::run(global, args).await,
+        Command::Jobs(cmd) => cli::jobs::run(global, cmd).await,
         Command::Serve(_) | Command::Sql(_) | Command::Doctor(_) => Ok(()),
     }
 }

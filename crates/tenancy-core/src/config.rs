@@ -121,6 +121,9 @@ pub struct JobsConfig {
     /// The first retry's delay (default 1000 ms), doubled at each attempt,
     /// at most an hour.
     pub backoff_ms: u64,
+    /// Where `tenancy serve`'s export jobs write their archives (default
+    /// `exports`, relative to the working directory).
+    pub exports_dir: PathBuf,
 }
 
 impl Default for JobsConfig {
@@ -132,6 +135,7 @@ impl Default for JobsConfig {
             max_concurrency_per_tenant: 2,
             poll_ms: 1000,
             backoff_ms: 1000,
+            exports_dir: PathBuf::from("exports"),
         }
     }
 }

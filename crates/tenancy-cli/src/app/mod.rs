@@ -108,6 +108,8 @@ pub struct App {
     pub migrator: Option<TenantMigrator>,
     /// The main database (the store's, and the shared tables').
     pub main: MainPool,
+    /// The background job queue, in the main database.
+    pub jobs: tenancy_sql::jobs::JobQueue,
     /// The migration version every tenant of this deployment is at: the
     /// latest of `lifecycle.migrations_dir` (or of the built-in `notes`
     /// migration).
@@ -276,6 +278,10 @@ impl App {
             db: opened.scoped,
             resources: Arc::new(resources),
             migrator: opened.migrator,
+            jobs: match &opened.main {
+                MainPool::Postgres(pool) => tenancy_sql::jobs::JobQueue::postgres(pool.clone()),
+                MainPool::Sqlite(pool) => tenancy_sql::jobs::JobQueue::sqlite(pool.clone()),
+            },
             main: opened.main,
             migration_version,
             signing_key: opened.signing_key,

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod config;
 pub mod doctor;
 pub mod domains;
+pub mod jobs;
 pub mod migrate;
 pub mod pool;
 pub mod portability;
@@ -78,6 +79,9 @@ pub enum CliError {
     /// message says what to pass instead.
     #[error("{0}")]
     Usage(String),
+    /// A job operation failed.
+    #[error(transparent)]
+    Jobs(#[from] crate::ops::jobs::JobOpError),
 }
 
 impl CliError {

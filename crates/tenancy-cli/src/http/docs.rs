@@ -65,6 +65,15 @@ pub(super) struct TenantPath {
     tenant: String,
 }
 
+/// A job named in the path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct JobPath {
+    /// The job's id.
+    id: i64,
+}
+
 /// A domain named in the path.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -162,6 +171,8 @@ problems! {
     TenantReadErrors => [(401, "Missing or wrong admin token (the same whether the tenant exists or not)"), (404, "No such tenant"), (503, "The store is unavailable; retry")];
     /// What a change of a domain may answer instead.
     DomainChangeErrors => [(401, "Missing or wrong admin token (the same whether the tenant exists or not)"), (404, "No such domain"), (422, "Invalid input (body, slug, key, X-Actor…)"), (503, "The store is unavailable; retry")];
+    /// What a request about a job may answer instead.
+    JobErrors => [(401, "Missing or wrong admin token (the same whether the job exists or not)"), (404, "No such job"), (409, "The job is not in a state this applies to"), (422, "Invalid input"), (503, "The store is unavailable; retry")];
     /// 409 of a CRUD write.
     DuplicateKey => [(409, "Duplicate key")];
     /// What every CRUD route of a tenant may answer instead.

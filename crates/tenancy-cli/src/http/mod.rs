@@ -107,6 +107,17 @@ pub(crate) struct Shared {
     pub missing_storage: MissingStorage,
     /// How many refused admin requests the audit log still takes.
     pub refusals: admin::RefusalBudget,
+    /// This server's job workers (`jobs.workers` above 0), to wake them.
+    pub jobs: Option<tenancy_sql::jobs::Worker>,
+}
+
+impl ServerState {
+    /// Wakes this server's idle job workers (a job was just enqueued).
+    pub(crate) fn wake_workers(&self) {
+        if let Some(worker) = &self.jobs {
+            worker.wake();
+        }
+    }
 }
 
 /// Tenants whose schema, database or file a request found missing lately
@@ -261,6 +272,7 @@ pub struct Server {
     auth: AuthMode,
     _sqlite_changes: Option<tenancy_sql::SqliteChangeListener>,
     _refill: Option<tenancy::pool::RefillTask>,
+    _workers: Option<tenancy_sql::jobs::RunningWorkers>,
 }
 
 impl Server {
@@ -331,6 +343,12 @@ impl Server {
             .rate_limits(limiter)
             .metrics(metrics.clone());
         let app_resources = app.resources.clone();
+        // Background jobs: the toolkit's own (exports), run here.
+        let jobs =
+            (app.config.jobs.workers > 0).then(|| crate::ops::jobs::worker(Arc::new(app.clone())));
+        let _workers = jobs
+            .clone()
+            .map(|worker| worker.spawn(app.config.jobs.workers as usize));
         let state = ServerState(Arc::new(Shared {
             app,
             admin_token,
@@ -340,6 +358,7 @@ impl Server {
             openapi: Arc::from(openapi::document(&app_resources)),
             missing_storage: MissingStorage::default(),
             refusals: admin::RefusalBudget::new(),
+            jobs,
         }));
         // Pending tenants are provisioned in the background.
         let _refill = state
@@ -357,6 +376,7 @@ impl Server {
             auth,
             _sqlite_changes,
             _refill,
+            _workers,
         })
     }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod config;
 pub mod doctor;
 pub mod domains;
+pub mod jobs;
 pub mod migrate;
 pub mod pool;
 pub mod portability;

@@ -182,7 +182,7 @@ fn check_ident(what: &str, name: &str) -> Result<(), TableExportError> {
 /// when complete, so a failed export never leaves a truncated FILE. NDJSON
 /// lines pass through; for `json` they become the elements of one array.
 struct Output {
-    writer: Box<dyn Write>,
+    writer: Box<dyn Write + Send>,
     format: Format,
     /// A row ended and its newline is held back (`json`: the next row
     /// needs a comma before it).
@@ -194,11 +194,8 @@ struct Output {
 
 impl Output {
     fn create(path: Option<&Path>, format: Format) -> Result<Self, TableExportError> {
-        let (writer, file): (Box<dyn Write>, _) = match path {
-            None => (
-                Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-                None,
-            ),
+        let (writer, file): (Box<dyn Write + Send>, _) = match path {
+            None => (Box::new(std::io::BufWriter::new(std::io::stdout())), None),
             Some(path) => {
                 let mut partial = path.as_os_str().to_owned();
                 partial.push(".partial");

@@ -370,7 +370,7 @@ impl Session {
         &mut self,
         table: &Table,
         limit: Option<u64>,
-        out: &mut dyn Write,
+        out: &mut (dyn Write + Send),
     ) -> Result<Digest, DbError> {
         let filter = self.filter(table);
         let mut out = DigestWriter::new(out);

@@ -186,7 +186,7 @@ pub(super) async fn export(
     table: &Table,
     filter: Option<&str>,
     limit: Option<u64>,
-    out: &mut DigestWriter<&mut dyn Write>,
+    out: &mut DigestWriter<&mut (dyn Write + Send)>,
 ) -> Result<(), DbError> {
     let from = qualified(tx, &table.name).await?;
     let select = table

@@ -116,7 +116,7 @@ pub(super) async fn export(
     filter: Option<&str>,
     tenant: &TenantId,
     limit: Option<u64>,
-    out: &mut DigestWriter<&mut dyn Write>,
+    out: &mut DigestWriter<&mut (dyn Write + Send)>,
 ) -> Result<(), DbError> {
     let select = table
         .columns

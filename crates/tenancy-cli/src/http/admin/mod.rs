@@ -16,11 +16,13 @@ mod audit_log;
 mod config;
 mod domains;
 pub(super) mod impersonate;
+mod jobs;
 mod tenants;
 
 pub(super) use audit_log::*;
 pub(super) use config::*;
 pub(super) use domains::*;
+pub(super) use jobs::*;
 pub(super) use tenants::*;
 
 pub(super) fn routes(state: ServerState) -> Router<ServerState> {
@@ -43,6 +45,12 @@ pub(super) fn routes(state: ServerState) -> Router<ServerState> {
         .route("/domains/{domain}", axum::routing::delete(remove_domain))
         .route("/audit", get(audit_log))
         .route("/tenants/{tenant}/impersonate", post(impersonate::issue))
+        .route("/tenants/{tenant}/export", post(export_tenant))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(show_job))
+        .route("/jobs/{id}/retry", post(retry_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/result", get(job_result))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .layer(middleware::from_fn_with_state(state, audit_refusals))
 }

@@ -59,6 +59,13 @@ pub(super) async fn remove_everything(
             .map_err(PortabilityError::failed)?,
     );
     session.commit().await.map_err(PortabilityError::failed)?;
+    // Its background jobs, whatever their state.
+    let jobs = app
+        .jobs
+        .purge_tenant(&tenant.id)
+        .await
+        .map_err(PortabilityError::failed)?;
+    deleted.push(("tenancy_jobs".to_owned(), jobs));
     drop_archives(app, &tenant.id).await?;
     if let Some(domains) = app.tenancy.domain_store() {
         for d in domains
