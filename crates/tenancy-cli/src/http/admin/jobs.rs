@@ -12,15 +12,30 @@ use crate::ops::jobs::{self as ops, JobOpError};
 pub(in crate::http) struct JobParams {
     /// Only this tenant's (id or slug).
     #[serde(default)]
-    #[param(max_length = 64)]
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     tenant: Option<String>,
     /// Only in this state: queued, running, done, dead, cancelled, dropped.
     #[serde(default)]
+    #[param(pattern = r"^(queued|running|done|dead|cancelled|dropped)$")]
     state: Option<String>,
     /// At most this many (1–1000, default 50).
     #[serde(default)]
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+}
+
+/// The job id of the path: a number, else 422.
+fn job_id(raw: &str) -> Result<i64, Response> {
+    raw.parse::<i64>().map_err(|_| {
+        problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!(
+                "\"{}\" is not a job id (a number)",
+                raw.chars().take(32).collect::<String>().escape_debug()
+            ),
+        )
+    })
 }
 
 fn job_problem(err: JobOpError) -> Response {
@@ -79,8 +94,12 @@ pub(in crate::http) async fn list_jobs(
     security(("admin_token" = [])))]
 pub(in crate::http) async fn show_job(
     State(state): State<ServerState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Response {
+    let id = match job_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     match ops::show(&state.app, id).await {
         Ok(job) => Json(job).into_response(),
         Err(e) => job_problem(e),
@@ -99,8 +118,12 @@ pub(in crate::http) async fn show_job(
 pub(in crate::http) async fn retry_job(
     State(state): State<ServerState>,
     actor: Actor,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Response {
+    let id = match job_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     match ops::retry(&state.app, &actor.0, id).await {
         Ok(job) => Json(job).into_response(),
         Err(e) => job_problem(e),
@@ -119,8 +142,12 @@ pub(in crate::http) async fn retry_job(
 pub(in crate::http) async fn cancel_job(
     State(state): State<ServerState>,
     actor: Actor,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Response {
+    let id = match job_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     match ops::cancel(&state.app, &actor.0, id).await {
         Ok(job) => Json(job).into_response(),
         Err(e) => job_problem(e),
@@ -134,13 +161,20 @@ pub(in crate::http) async fn cancel_job(
     tag = "admin",
     summary = "A done job's result (an export: its archive)",
     params(crate::http::docs::JobPath),
-    responses((status = 200, description = "The archive (application/octet-stream) or the JSON result"),
+    responses((status = 200, description = "The archive of an export, or the JSON result of another kind",
+            content((Vec<u8> = "application/octet-stream"), (Object = "application/json"))),
+        (status = 410, description = "The export's archive is no longer there: export again",
+            body = crate::http::docs::ProblemDoc, content_type = "application/problem+json"),
         crate::http::docs::JobErrors),
     security(("admin_token" = [])))]
 pub(in crate::http) async fn job_result(
     State(state): State<ServerState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Response {
+    let id = match job_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let job = match ops::show(&state.app, id).await {
         Ok(job) => job,
         Err(e) => return job_problem(e),
