@@ -144,6 +144,18 @@ async fn scenario(cli: &mut Cli) {
     let unauthenticated = http.get(format!("{base}/admin/jobs")).sent().await;
     assert_eq!(unauthenticated.status(), 401);
 
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .text_body()
+        .await;
+    for line in [
+        "tenancy_jobs{kind=\"tenancy.export\",state=\"done\"} 1",
+        "tenancy_job_runs_succeeded_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+
     let listed = cli.json(&["--json", "jobs", "list", "--tenant", "acme"]);
     assert_eq!(listed["items"][0]["state"], "done");
     let shown = cli.json(&["--json", "jobs", "show", &id.to_string()]);

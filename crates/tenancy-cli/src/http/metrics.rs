@@ -20,6 +20,9 @@ use super::{ServerState, problem};
 /// What one scrape reads.
 struct Snapshot {
     state: ServerState,
+    /// Jobs by kind and state, and the tenants with the most queued (read
+    /// before encoding: the collector cannot wait).
+    jobs: Option<(tenancy_sql::jobs::JobStats, Vec<(tenancy::TenantId, u64)>)>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -144,6 +147,59 @@ impl Collector for Snapshot {
                 connected.metric_type(),
             )?)?;
         }
+        if let Some((stats, by_tenant)) = &self.jobs {
+            let mut family = encoder.encode_descriptor(
+                "tenancy_jobs",
+                "Background jobs by kind and state.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (kind, job_state, n) in &stats.counts {
+                let labels = [("kind", kind.as_str()), ("state", job_state.as_str())];
+                ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+            drop(family);
+            let mut family = encoder.encode_descriptor(
+                "tenancy_jobs_queued_by_tenant",
+                "Queued jobs of the server.metrics_tenants tenants with the most.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (tenant, n) in by_tenant {
+                let labels = [("tenant_id", tenant.as_str())];
+                ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(worker) = &state.jobs {
+            use std::sync::atomic::Ordering::Relaxed;
+            let m = worker.metrics();
+            counter(
+                &mut encoder,
+                "tenancy_job_runs",
+                "Job runs this server started.",
+                m.started.load(Relaxed),
+            )?;
+            counter(
+                &mut encoder,
+                "tenancy_job_runs_succeeded",
+                "Job runs of this server that succeeded.",
+                m.succeeded.load(Relaxed),
+            )?;
+            counter(
+                &mut encoder,
+                "tenancy_job_runs_failed",
+                "Job runs of this server that failed (retried or dead).",
+                m.failed.load(Relaxed),
+            )?;
+            counter(
+                &mut encoder,
+                "tenancy_job_start_wait_milliseconds",
+                "Sum over runs of the time from a job's run_at (or enqueue) to its start: divide by tenancy_job_runs for the mean.",
+                m.latency_ms_sum.load(Relaxed),
+            )?;
+        }
         histogram(
             &mut encoder,
             "tenancy_provisioning_duration_seconds",
@@ -174,8 +230,17 @@ impl Collector for Snapshot {
         crate::http::docs::AdminTokenRequired),
     security(("admin_token" = [])))]
 pub(super) async fn metrics(State(state): State<ServerState>) -> Response {
+    let jobs = &state.app.jobs;
+    let limit = u32::try_from(state.app.config.server.metrics_tenants).unwrap_or(u32::MAX);
+    let jobs = match (jobs.stats().await, jobs.queued_by_tenant(limit).await) {
+        (Ok(stats), Ok(by_tenant)) => Some((stats, by_tenant)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "metrics: cannot read the job queue");
+            None
+        }
+    };
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot { state }));
+    registry.register_collector(Box::new(Snapshot { state, jobs }));
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, "metrics_failed", e);

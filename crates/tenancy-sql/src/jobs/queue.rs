@@ -597,6 +597,24 @@ impl JobQueue {
         Ok(JobStats { counts })
     }
 
+    /// The `limit` tenants with the most queued jobs, and how many each.
+    pub async fn queued_by_tenant(&self, limit: u32) -> Result<Vec<(TenantId, u64)>, JobsError> {
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT tenant_id, count(*) AS n FROM tenancy_jobs WHERE state = 'queued' \
+             GROUP BY tenant_id ORDER BY n DESC, tenant_id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(id, n)| {
+                TenantId::new(&id)
+                    .map(|id| (id, u64::try_from(n).unwrap_or(0)))
+                    .map_err(|e| JobsError::Payload(e.to_string()))
+            })
+            .collect()
+    }
+
     /// Queues a `dead` or `cancelled` job again, with its attempts reset.
     pub async fn retry(&self, id: i64) -> Result<JobRecord, JobsError> {
         let job = self.get(id).await?;
