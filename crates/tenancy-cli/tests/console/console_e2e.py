@@ -112,6 +112,15 @@ with sync_playwright() as pw:
     expect(page.locator("#audit")).to_contain_text("config.set")
     shot(page, "05-tenant-page")
 
+    # Export as a background job, then download its archive.
+    page.get_by_role("button", name="Export", exact=True).click()
+    expect(page.locator("#jobs")).to_contain_text("tenancy.export — done", timeout=30000)
+    with page.expect_download() as download:
+        page.locator("#jobs li").first.get_by_role("button", name="Download").click()
+    saved = download.value.path()
+    assert os.path.getsize(saved) > 0, "the downloaded archive is empty"
+    shot(page, "05b-tenant-export")
+
     # The list: search and status filter.
     page.get_by_role("link", name="Tenants", exact=True).click()
     page.get_by_label("Search slug, name or id").fill("acme")

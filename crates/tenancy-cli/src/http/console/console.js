@@ -220,10 +220,11 @@ async function renderTenant(id) {
   });
 
   // Config overrides.
-  const [config, domains, audit] = await Promise.all([
+  const [config, domains, audit, jobs] = await Promise.all([
     api("GET", `${path}/config`),
     api("GET", `${path}/domains`).catch(() => ({ items: [] })),
     api("GET", `/admin/audit?tenant=${encodeURIComponent(tenant.id)}&limit=10`).catch(() => ({ items: [] })),
+    api("GET", `/admin/jobs?tenant=${encodeURIComponent(tenant.id)}&limit=10`).catch(() => ({ items: [] })),
   ]);
   const configRows = Object.entries(config || {}).map(([key, value]) =>
     el("tr", {}, el("td", {}, el("code", { text: key })), el("td", {}, el("code", { text: JSON.stringify(value) }))));
@@ -262,6 +263,7 @@ async function renderTenant(id) {
       el("ul", {}, domains.items.map((d) =>
         el("li", { text: `${d.domain} (${d.status}${d.primary ? ", primary" : ""})` })))));
   }
+  sections.push(renderJobs(id, path, jobs.items || []));
   sections.push(el("section", { "aria-labelledby": "audit-title" },
     el("h3", { id: "audit-title", text: "Recent changes" }),
     audit.items.length
@@ -269,6 +271,55 @@ async function renderTenant(id) {
           el("li", { text: `${new Date(e.at).toLocaleString()} — ${e.actor}: ${e.action}` })))
       : el("p", { class: "muted", text: "None yet." })));
   main().replaceChildren(...sections);
+}
+
+// Jobs -------------------------------------------------------------------
+
+/** The tenant's recent background jobs, an export button, and a download
+ * button for each finished export (the archive is fetched with the admin
+ * token and saved from memory: a plain link would not carry the token). */
+function renderJobs(id, path, items) {
+  const exportButton = el("button", { type: "button", id: "export" }, "Export");
+  exportButton.addEventListener("click", async () => {
+    try {
+      const accepted = await api("POST", `${path}/export`);
+      showNotice(`export queued: job ${accepted.job}`);
+      for (let i = 0; i < 120; i += 1) {
+        const job = await api("GET", `/admin/jobs/${accepted.job}`);
+        if (job.state !== "queued" && job.state !== "running") break;
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      await renderTenant(id);
+    } catch (e) { showError(e.message); }
+  });
+  const rows = items.map((job) => {
+    const text = `#${job.id} ${job.kind} — ${job.state}` +
+      (job.attempts ? ` (attempt ${job.attempts}/${job.max_attempts})` : "") +
+      (job.last_error ? `: ${job.last_error}` : "");
+    const li = el("li", { "data-job": String(job.id) }, el("span", { text }));
+    if (job.kind === "tenancy.export" && job.state === "done") {
+      const download = el("button", { type: "button", class: "download" }, "Download");
+      download.addEventListener("click", async () => {
+        try {
+          const res = await fetch(`/admin/jobs/${job.id}/result`, {
+            headers: { Authorization: `Bearer ${token() || ""}` },
+          });
+          if (!res.ok) throw new Error(`download failed (${res.status})`);
+          const blob = await res.blob();
+          const link = el("a", { href: URL.createObjectURL(blob), download: `export-${job.id}.tenancy` });
+          document.body.append(link);
+          link.click();
+          link.remove();
+        } catch (e) { showError(e.message); }
+      });
+      li.append(" ", download);
+    }
+    return li;
+  });
+  return el("section", { "aria-labelledby": "jobs-title" },
+    el("h3", { id: "jobs-title", text: "Jobs" }),
+    rows.length ? el("ol", { id: "jobs" }, rows) : el("p", { class: "muted", text: "None yet." }),
+    exportButton);
 }
 
 // Create ----------------------------------------------------------------
