@@ -102,6 +102,9 @@ async fn scenario(cli: &mut Cli) {
     assert_eq!(imported["slug"], "acme", "{imported}");
     let rows = elsewhere.ok(&["export", "notes", "--tenant-id", "acme"]);
     assert!(rows.contains("kept in the archive"), "{rows}");
+    // The archive leaves the tenant's jobs out.
+    let moved = elsewhere.json(&["--json", "jobs", "list"]);
+    assert_eq!(moved["items"], json!([]), "{moved}");
 
     // The operators' view.
     let (status, list) = admin_call(

@@ -29,7 +29,10 @@ impl Job for Trivial {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let Ok(url) = std::env::var("TENANCY_BENCH_DB") else {
         eprintln!("jobs bench: run scripts/bench-jobs.sh (it sets TENANCY_BENCH_DB)");
         return;
@@ -63,7 +66,10 @@ async fn tenants(store: &PgStore, n: usize) -> Vec<tenancy::TenantId> {
     let mut ids = Vec::new();
     for i in 0..n {
         let slug = format!("t{i}");
-        let id = match lifecycle.create(NewTenant::new(&slug, &slug).unwrap()).await {
+        let id = match lifecycle
+            .create(NewTenant::new(&slug, &slug).unwrap())
+            .await
+        {
             Ok(t) => t.id,
             Err(_) => {
                 use tenancy::TenantStore;
@@ -76,9 +82,15 @@ async fn tenants(store: &PgStore, n: usize) -> Vec<tenancy::TenantId> {
 }
 
 async fn throughput(pool: &sqlx::PgPool, store: PgStore, workers: usize) {
-    let jobs: i64 = std::env::var("JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(20_000);
+    let jobs: i64 = std::env::var("JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(20_000);
     let ids = tenants(&store, 16).await;
-    sqlx::query("DELETE FROM tenancy_jobs").execute(pool).await.unwrap();
+    sqlx::query("DELETE FROM tenancy_jobs")
+        .execute(pool)
+        .await
+        .unwrap();
     let names: Vec<String> = ids.iter().map(|t| t.to_string()).collect();
     sqlx::query(
         "INSERT INTO tenancy_jobs (tenant_id, kind, payload, max_attempts, run_at, created_at) \
@@ -148,13 +160,21 @@ async fn enqueue_cost(pool: &sqlx::PgPool, store: PgStore) {
                 .await
                 .unwrap();
             if with_job {
-                JobQueue::enqueue_in(&mut tx, &id, &Trivial { n: u64::from(n) }, JobOptions::default())
-                    .await
-                    .unwrap();
+                JobQueue::enqueue_in(
+                    &mut tx,
+                    &id,
+                    &Trivial { n: u64::from(n) },
+                    JobOptions::default(),
+                )
+                .await
+                .unwrap();
             }
             tx.commit().await.unwrap();
         }
-        figures.push((with_job, started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)));
+        figures.push((
+            with_job,
+            started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds),
+        ));
     }
     for (with_job, us) in figures {
         println!(

@@ -184,6 +184,32 @@ async fn each_job_runs_in_its_tenants_schema_never_the_previous_ones() {
     let tenant_db = TenantDb::new(schemas);
     let worker = recording_worker!(queue, Arc::new(store.clone()), tenant_db, seen);
     alternate(&queue, &worker, &a, &b, &seen).await;
+
+    // Enqueued inside the tenant's scoped transaction (its own role and
+    // search_path, which cannot reach the queue): committed with it, and
+    // the transaction keeps its scope afterwards.
+    let mut tx = tenant_db.begin_for(&a).await.unwrap();
+    let id = JobQueue::enqueue_in(
+        &mut tx,
+        &a,
+        &Record {
+            note: "in-tx".into(),
+        },
+        JobOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (role, path): (String, String) =
+        sqlx::query_as("SELECT current_user::text, current_setting('search_path')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert!(
+        role.starts_with("tenant_") && path.contains(&role),
+        "{role} {path}"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(queue.get(id).await.unwrap().state, JobState::Queued);
 }
 
 #[tokio::test]
