@@ -148,18 +148,19 @@ impl Collector for Snapshot {
             )?)?;
         }
         if let Some((stats, by_tenant)) = &self.jobs {
-            let mut family = encoder.encode_descriptor(
-                "tenancy_jobs",
-                "Background jobs by kind and state.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (kind, job_state, n) in &stats.counts {
-                let labels = [("kind", kind.as_str()), ("state", job_state.as_str())];
-                ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
-                    .encode(family.encode_family(&labels)?)?;
+            {
+                let mut family = encoder.encode_descriptor(
+                    "tenancy_jobs",
+                    "Background jobs by kind and state.",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for (kind, job_state, n) in &stats.counts {
+                    let labels = [("kind", kind.as_str()), ("state", job_state.as_str())];
+                    ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                        .encode(family.encode_family(&labels)?)?;
+                }
             }
-            drop(family);
             let mut family = encoder.encode_descriptor(
                 "tenancy_jobs_queued_by_tenant",
                 "Queued jobs of the server.metrics_tenants tenants with the most.",
