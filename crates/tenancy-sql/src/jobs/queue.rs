@@ -347,24 +347,52 @@ impl JobQueue {
         let row: Option<Row> = match &self.backend {
             #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
-                let sql = format!(
-                    "WITH q AS ({PICK_TENANT} FOR UPDATE OF q SKIP LOCKED), \
-                     j AS (SELECT id FROM tenancy_jobs WHERE tenant_id = (SELECT tenant_id FROM q) \
-                           AND state = 'queued' AND run_at <= $1 ORDER BY run_at, id LIMIT 1 \
-                           FOR UPDATE SKIP LOCKED), \
-                     turn AS (UPDATE tenancy_job_queues SET turn = nextval('tenancy_job_turns') \
-                              WHERE tenant_id = (SELECT tenant_id FROM q)) \
-                     UPDATE tenancy_jobs SET state = 'running', attempts = attempts + 1, \
-                       lease_until = $1 + $3, claim = $4, started_at = $1 \
-                     WHERE id = (SELECT id FROM j) RETURNING {COLUMNS}"
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(now)
-                    .bind(limit)
-                    .bind(lease_ms)
-                    .bind(&claim)
-                    .fetch_optional(pool)
-                    .await?
+                // Two statements: the tenant's queue row is locked first, so
+                // the second one's snapshot (READ COMMITTED: taken when it
+                // starts) sees every claim committed before the lock was
+                // ours, and the per-tenant limit is checked against them.
+                // One statement would count running jobs in a snapshot
+                // older than the lock.
+                let mut row = None;
+                for _ in 0..3 {
+                    let mut tx = pool.begin().await?;
+                    let pick = format!("{PICK_TENANT} FOR UPDATE OF q SKIP LOCKED");
+                    let tenant: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(pick))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(tenant) = tenant else {
+                        tx.commit().await?;
+                        break;
+                    };
+                    let sql = format!(
+                        "WITH j AS (SELECT id FROM tenancy_jobs WHERE tenant_id = $2 \
+                               AND state = 'queued' AND run_at <= $1 \
+                               AND (SELECT count(*) FROM tenancy_jobs r WHERE r.tenant_id = $2 \
+                                    AND r.state = 'running') < $5 \
+                               ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
+                         turn AS (UPDATE tenancy_job_queues SET turn = nextval('tenancy_job_turns') \
+                                  WHERE tenant_id = $2) \
+                         UPDATE tenancy_jobs SET state = 'running', attempts = attempts + 1, \
+                           lease_until = $1 + $3, claim = $4, started_at = $1 \
+                         WHERE id = (SELECT id FROM j) RETURNING {COLUMNS}"
+                    );
+                    row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(&tenant)
+                        .bind(lease_ms)
+                        .bind(&claim)
+                        .bind(limit)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    if row.is_some() {
+                        break;
+                    }
+                    // The tenant reached its limit meanwhile: another one.
+                }
+                row
             }
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
