@@ -298,15 +298,13 @@ impl JobQueue {
         // A scoped transaction runs as the request role or the tenant's
         // role, which may not touch the queue: the pool's own role writes
         // the job, then the scope's role is taken back.
-        let (role, path): (String, String) =
-            sqlx::query_as("SELECT current_user::text, current_setting('search_path')")
-                .fetch_one(&mut **tx)
-                .await?;
-        sqlx::query(
-            "SELECT set_config('role', 'none', true), set_config('search_path', \
+        // Read first, then switched (a target list is evaluated in order).
+        let (role, path, _, _): (String, String, String, String) = sqlx::query_as(
+            "SELECT current_user::text, current_setting('search_path'), \
+             set_config('role', 'none', true), set_config('search_path', \
              (SELECT reset_val FROM pg_settings WHERE name = 'search_path'), true)",
         )
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
         let inserted = insert_pg(tx, tenant, kind, payload, options, default_attempts).await;
         sqlx::query("SELECT set_config('role', $1, true), set_config('search_path', $2, true)")
@@ -762,8 +760,43 @@ macro_rules! insert_fn {
         }
     };
 }
+/// The enqueue on PostgreSQL, in one statement: the job, its tenant's
+/// queue row, the workers' wake-up (sent at commit), and the first job's
+/// id when the idempotency key is taken.
 #[cfg(feature = "postgres")]
-insert_fn!(insert_pg, sqlx::PgConnection, true);
+async fn insert_pg(
+    conn: &mut sqlx::PgConnection,
+    tenant: &TenantId,
+    kind: &str,
+    payload: &Value,
+    options: &JobOptions,
+    default_attempts: u32,
+) -> Result<i64, JobsError> {
+    const ONE_STATEMENT: &str = "WITH job AS ( \
+          INSERT INTO tenancy_jobs \
+            (tenant_id, kind, payload, state, attempts, max_attempts, run_at, idempotency_key, created_at) \
+          VALUES ($1, $2, $3, 'queued', 0, $4, $5, $6, $7) \
+          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+          RETURNING id), \
+        queued AS (INSERT INTO tenancy_job_queues (tenant_id, turn) SELECT $1, 0 FROM job \
+                   ON CONFLICT DO NOTHING) \
+        SELECT ids.id FROM (SELECT id FROM job \
+                            UNION ALL SELECT id FROM tenancy_jobs \
+                            WHERE tenant_id = $1 AND idempotency_key = $6) ids \
+        CROSS JOIN (SELECT pg_notify('tenancy_jobs', '')) wake LIMIT 1";
+    let now = now_ms();
+    let attempts = i64::from(options.max_attempts.unwrap_or(default_attempts).max(1));
+    Ok(sqlx::query_scalar(ONE_STATEMENT)
+        .bind(tenant.as_str())
+        .bind(kind)
+        .bind(Json(payload))
+        .bind(attempts)
+        .bind(options.run_at_ms.unwrap_or(now))
+        .bind(options.idempotency_key.as_deref())
+        .bind(now)
+        .fetch_one(conn)
+        .await?)
+}
 #[cfg(feature = "sqlite")]
 insert_fn!(insert_sqlite, sqlx::SqliteConnection, false);
 

@@ -59,7 +59,13 @@ pub struct Worker {
     name: Arc<str>,
     wake: Arc<Notify>,
     metrics: Arc<WorkerMetrics>,
+    /// Tenants of recent jobs, kept a second: their status was checked by
+    /// the claim itself; the record is only the job's context.
+    recent: Arc<quick_cache::sync::Cache<tenancy_core::TenantId, (Arc<TenantInfo>, i64)>>,
 }
+
+/// How long a worker reuses a tenant's record (ms).
+const TENANT_RECORD_MS: i64 = 1000;
 
 /// What this process's workers did (for `/metrics`).
 #[derive(Debug, Default)]
@@ -91,6 +97,7 @@ impl Worker {
             name: name.into(),
             wake: Arc::default(),
             metrics: Arc::default(),
+            recent: Arc::new(quick_cache::sync::Cache::new(1024)),
         }
     }
 
@@ -213,10 +220,19 @@ impl Worker {
                 job.kind
             ));
         };
-        let tenant = match self.tenants.get(&job.tenant_id).await {
-            Ok(Some(tenant)) => Arc::new(tenant),
-            Ok(None) => return Err("its tenant no longer exists".into()),
-            Err(e) => return Err(format!("tenant store unavailable: {e}")),
+        let now = now_ms();
+        let tenant = match self.recent.get(&job.tenant_id) {
+            Some((tenant, at)) if now - at < TENANT_RECORD_MS => tenant,
+            _ => match self.tenants.get(&job.tenant_id).await {
+                Ok(Some(tenant)) => {
+                    let tenant = Arc::new(tenant);
+                    self.recent
+                        .insert(job.tenant_id.clone(), (tenant.clone(), now));
+                    tenant
+                }
+                Ok(None) => return Err("its tenant no longer exists".into()),
+                Err(e) => return Err(format!("tenant store unavailable: {e}")),
+            },
         };
         let ctx = JobContext {
             id: job.id,
