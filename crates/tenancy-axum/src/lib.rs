@@ -29,6 +29,7 @@
 //! See the `tenancy` facade crate for the one-call setup.
 
 mod extract;
+pub mod feature;
 pub mod guard;
 #[cfg(feature = "jwt")]
 mod jwt;
@@ -39,6 +40,7 @@ mod problem;
 pub mod rate_limit;
 
 pub use extract::{Principal, Tenant};
+pub use feature::RequireFeatureLayer;
 pub use guard::{RequireTenant, RequireTenantLayer};
 #[cfg(feature = "jwt")]
 pub use jwt::{DEFAULT_TOKEN_CACHE, JwtError, JwtVerifier, VerifiedToken, VerifierStats};

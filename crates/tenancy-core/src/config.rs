@@ -99,6 +99,20 @@ pub struct TenancyConfig {
     pub domains: DomainsConfig,
     /// Background jobs.
     pub jobs: JobsConfig,
+    /// Plans by name: the features and limits of a tenant on each
+    /// (`tenancy::plans`).
+    pub plans: BTreeMap<String, PlanConfig>,
+}
+
+/// `plans.NAME`: what a tenant on this plan may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlanConfig {
+    /// The features the plan includes (names of your choosing).
+    pub features: Vec<String>,
+    /// Its limits: `requests_per_minute`, `requests_per_month`,
+    /// `rows.<resource>`, `jobs_concurrency`, `storage_mb`.
+    pub limits: BTreeMap<String, u64>,
 }
 
 /// `jobs.*`: background jobs (`tenancy::jobs`).
@@ -837,6 +851,7 @@ impl TenancyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.resolution.validate()?;
         self.auth.validate()?;
+        crate::plans::validate(&self.plans)?;
         let positive = [
             ("validation.cache_ttl_secs", self.validation.cache_ttl_secs),
             (

@@ -46,6 +46,7 @@ pub mod lifecycle;
 mod memory;
 pub mod metrics;
 pub mod overrides;
+pub mod plans;
 pub mod pool;
 pub mod resolve;
 pub mod store;

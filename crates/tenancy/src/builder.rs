@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tenancy_core::impersonation::ImpersonationStore;
 use tenancy_core::issuers::{ISSUER_KEY, TenantIssuers};
+use tenancy_core::plans::{Plans, TenantEntitlements};
 use tenancy_core::{
     AuditStore, CachedConfigStore, ConfigError, ConfigStore, DomainResolver, DomainStore, EventBus,
     IsolationRegistry, IsolationStrategy, LifecycleService, PendingPool, PendingStore, Provisioner,
@@ -45,6 +46,7 @@ struct Inner {
     impersonation: Option<Arc<dyn ImpersonationStore>>,
     pending_pool: Option<PendingPool>,
     issuers: TenantIssuers,
+    plans: Plans,
     #[cfg(feature = "axum")]
     layer: tenancy_axum::TenantLayer,
 }
@@ -132,6 +134,77 @@ impl Tenancy {
     /// a store problem before serving.
     pub fn tenant_issuers(&self) -> &TenantIssuers {
         &self.inner.issuers
+    }
+
+    /// The plans of `plans.*`.
+    pub fn plans(&self) -> &Plans {
+        &self.inner.plans
+    }
+
+    /// What `tenant` may do: its plan's features and limits with its own
+    /// `features.*` and `limits.*` overrides (read through the override
+    /// cache).
+    pub async fn entitlements(
+        &self,
+        tenant: &tenancy_core::TenantInfo,
+    ) -> Result<TenantEntitlements, tenancy_core::StoreError> {
+        let overrides = self.inner.config_store.overrides(&tenant.id).await?;
+        Ok(self
+            .inner
+            .plans
+            .entitlements(tenant.plan.as_deref(), Some(&overrides)))
+    }
+
+    /// A layer refusing requests whose tenant lacks `feature` with 403
+    /// `feature_not_in_plan` (naming the feature and the plan); put it on
+    /// routes inside [`Tenancy::layer`]. A feature no plan has is an
+    /// error, so a typo fails at start rather than refusing everyone.
+    ///
+    /// ```
+    /// # use tenancy::{MemoryStore, Tenancy, TenancyConfig};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = TenancyConfig::default();
+    /// config.plans.insert("pro".into(), tenancy::config::PlanConfig {
+    ///     features: vec!["sso".into()],
+    ///     ..Default::default()
+    /// });
+    /// let tenancy = Tenancy::builder().config(config).store(MemoryStore::new()).build()?;
+    /// let sso_only = tenancy.require_feature("sso")?;
+    /// assert!(tenancy.require_feature("typo").is_err());
+    /// # drop(sso_only); Ok(()) }
+    /// ```
+    #[cfg(feature = "axum")]
+    pub fn require_feature(
+        &self,
+        feature: &str,
+    ) -> Result<tenancy_axum::RequireFeatureLayer, ConfigError> {
+        if !self.inner.plans.knows_feature(feature) {
+            return Err(ConfigError::Invalid {
+                key: "plans".into(),
+                reason: format!(
+                    "require_feature(\"{}\"): no plan has this feature (add it to a plan's features)",
+                    feature.escape_debug()
+                ),
+            });
+        }
+        let tenancy = self.clone();
+        Ok(tenancy_axum::RequireFeatureLayer::new(
+            feature,
+            std::sync::Arc::new(move |tenant, feature| {
+                let tenancy = tenancy.clone();
+                Box::pin(async move {
+                    match tenancy.entitlements(&tenant).await {
+                        Ok(entitlements) => Ok(entitlements.has(&feature)),
+                        Err(e) => Err(tenancy_axum::Problem::new(
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            "config_store_unavailable",
+                            format!("cannot read the tenant's entitlements: {e}"),
+                        )
+                        .retry_after(1)),
+                    }
+                })
+            }),
+        ))
     }
 
     /// The configuration.
@@ -419,6 +492,7 @@ impl TenancyBuilder {
             lifecycle = lifecycle.pending_pool(pool.clone());
         }
         let issuers = TenantIssuers::new(config_store.clone(), &config.auth);
+        let plans = Plans::new(&config.plans)?;
         let config_store = CachedConfigStore::new(config_store, &config.overrides);
         #[cfg(feature = "jwt")]
         let verifies_tokens = jwt.is_some();
@@ -429,6 +503,10 @@ impl TenancyBuilder {
             config.overrides.defaults.clone(),
         )
         .with_bus(bus.clone())
+        .with_check({
+            let plans = plans.clone();
+            move |key, value| plans.check_override(key, value)
+        })
         .with_check({
             let issuers = issuers.clone();
             move |key, value| {
@@ -497,6 +575,7 @@ impl TenancyBuilder {
                 impersonation: self.impersonation,
                 pending_pool,
                 issuers,
+                plans,
                 #[cfg(feature = "axum")]
                 layer,
             }),

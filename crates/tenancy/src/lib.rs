@@ -331,7 +331,7 @@ mod setting;
 
 pub use builder::{BuildError, Tenancy, TenancyBuilder};
 #[cfg(feature = "axum")]
-pub use setting::{Setting, SettingError, TenantSetting};
+pub use setting::{Entitlements, Setting, SettingError, TenantSetting};
 
 /// The audit log of admin actions, kept beside the tenants.
 pub use tenancy_core::audit;
@@ -350,6 +350,8 @@ pub use tenancy_core::impersonation;
 pub use tenancy_core::isolation;
 /// Tenants' own identity providers (`auth.issuer`).
 pub use tenancy_core::issuers;
+/// Plans and what a tenant may do (`plans.*`, `features.*`, `limits.*`).
+pub use tenancy_core::plans;
 /// Pending tenants for instant signup.
 pub use tenancy_core::pool;
 /// Resolvers: the built-in ones and how to write your own.

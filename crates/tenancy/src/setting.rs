@@ -164,3 +164,50 @@ where
         Ok(value::<T, S>(parts, state).await?.map(Setting))
     }
 }
+
+/// Extractor: what the request's tenant may do (SPEC E2): its plan's
+/// features and limits with its own overrides (`features.<name>`,
+/// `limits.<name>`), read through the override cache. Derefs to
+/// [`TenantEntitlements`](crate::plans::TenantEntitlements)
+/// (`has(feature)`, `limit(name)`, `plan()`).
+///
+/// Needs `Tenancy` in the router's state, as [`Setting`] does. Refused as
+/// [`Tenant`] is when the request has no tenant; 503
+/// `config_store_unavailable` when the overrides cannot be read.
+#[derive(Debug, Clone)]
+pub struct Entitlements(pub tenancy_core::plans::TenantEntitlements);
+
+impl std::ops::Deref for Entitlements {
+    type Target = tenancy_core::plans::TenantEntitlements;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<S> FromRequestParts<S> for Entitlements
+where
+    Tenancy: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let tenant = <Tenant as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let tenancy = Tenancy::from_ref(state);
+        tenancy
+            .entitlements(&tenant)
+            .await
+            .map(Entitlements)
+            .map_err(|e| {
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "config_store_unavailable",
+                    format!("cannot read the tenant's entitlements: {e}"),
+                )
+                .retry_after(1)
+                .into_response()
+            })
+    }
+}

@@ -1222,3 +1222,152 @@ async fn a_configured_secret_requires_a_token_by_default() {
     let anonymous = send(&router, get_with("/whoami", &[("x-tenant-id", b"acme")])).await;
     assert_eq!(anonymous.status, StatusCode::OK);
 }
+
+// ------------------------------------------------------------- plans (E1, E2)
+
+fn plans_config() -> TenancyConfig {
+    let mut config = TenancyConfig::default();
+    config.plans.insert(
+        "pro".into(),
+        tenancy::config::PlanConfig {
+            features: vec!["sso".into(), "exports".into()],
+            limits: [
+                ("requests_per_month".to_owned(), 100_000),
+                ("rows.notes".to_owned(), 500),
+            ]
+            .into(),
+        },
+    );
+    config.plans.insert(
+        "free".into(),
+        tenancy::config::PlanConfig {
+            features: vec!["exports".into()],
+            limits: [("requests_per_month".to_owned(), 1_000)].into(),
+        },
+    );
+    config
+}
+
+#[tokio::test]
+async fn features_follow_the_plan_and_its_overrides_at_once() {
+    let f = fixture(plans_config()).await;
+    let lc = f.tenancy.lifecycle();
+    lc.update(&f.acme.id, TenantUpdate::default().plan("pro"))
+        .await
+        .unwrap();
+    lc.update(&f.globex.id, TenantUpdate::default().plan("free"))
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route("/sso", get(|| async { "sso" }))
+        .layer(f.tenancy.require_feature("sso").unwrap())
+        .route(
+            "/entitlements",
+            get(|e: Entitlements| async move {
+                Json(json!({
+                    "plan": e.plan(),
+                    "sso": e.has("sso"),
+                    "monthly": e.limit("requests_per_month"),
+                    "storage": e.limit("storage_mb"),
+                }))
+            }),
+        )
+        .layer(f.tenancy.layer())
+        .with_state(f.tenancy.clone());
+    let ask = |path: &str, tenant: &str| get_with(path, &[("x-tenant-id", tenant.as_bytes())]);
+
+    assert_eq!(send(&app, ask("/sso", "acme")).await.status, StatusCode::OK);
+    let refused = send(&app, ask("/sso", "globex")).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "feature_not_in_plan");
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`sso`") && detail.contains("`free`"),
+        "{detail}"
+    );
+    // No plan at all: no feature.
+    assert_problem(
+        &send(&app, ask("/sso", "initech")).await,
+        StatusCode::FORBIDDEN,
+        "feature_not_in_plan",
+    );
+    // No tenant: refused as the Tenant extractor would.
+    assert_eq!(
+        send(&app, get_with("/sso", &[])).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let e = send(&app, ask("/entitlements", "acme")).await.body;
+    assert_eq!(
+        e,
+        json!({"plan": "pro", "sso": true, "monthly": 100000, "storage": null})
+    );
+
+    // Overrides, at once: globex gets sso, acme loses it and gets a limit.
+    let overrides = f.tenancy.overrides();
+    overrides
+        .set(&f.globex.id, "features.sso", json!(true))
+        .await
+        .unwrap();
+    overrides
+        .set(&f.acme.id, "features.sso", json!(false))
+        .await
+        .unwrap();
+    overrides
+        .set(&f.acme.id, "limits.requests_per_month", json!(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&app, ask("/sso", "globex")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, ask("/sso", "acme")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let e = send(&app, ask("/entitlements", "acme")).await.body;
+    assert_eq!(e["monthly"], 10);
+    // A plan change, at once.
+    overrides.delete(&f.acme.id, "features.sso").await.unwrap();
+    lc.update(&f.acme.id, TenantUpdate::default().plan("free"))
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&app, ask("/sso", "acme")).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Bad overrides are refused before they are written.
+    for (key, value) in [
+        ("features.sso", json!("yes")),
+        ("features.teleport", json!(true)),
+        ("limits.requests_per_month", json!(-1)),
+        ("limits.requests_per_month", json!("lots")),
+        ("limits.warp_speed", json!(1)),
+    ] {
+        let err = overrides
+            .set(&f.globex.id, key, value.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidConfigValue { .. }),
+            "{key} = {value}: {err}"
+        );
+    }
+    // And unknown names in code or config fail at start.
+    assert!(f.tenancy.require_feature("teleport").is_err());
+    let mut bad = plans_config();
+    bad.plans
+        .get_mut("free")
+        .unwrap()
+        .limits
+        .insert("seats_galore".into(), 3);
+    let err = Tenancy::builder()
+        .config(bad)
+        .store(MemoryStore::new())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("plans.free.limits.seats_galore"),
+        "{err}"
+    );
+}

@@ -1,0 +1,128 @@
+//! [`RequireFeatureLayer`]: routes only tenants whose plan (or own
+//! override) includes a feature may reach (SPEC E2).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::response::{IntoResponse, Response};
+use http::{Request, StatusCode};
+use tenancy_core::TenantInfo;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::outcome::{TenantError, TenantState};
+use crate::problem::Problem;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Answers whether a tenant has a feature: `Ok(true)` lets the request
+/// through, `Ok(false)` refuses it with 403 `feature_not_in_plan`, `Err`
+/// answers with that problem (a store that is down: 503).
+pub type FeatureCheck =
+    Arc<dyn Fn(Arc<TenantInfo>, Arc<str>) -> BoxFuture<Result<bool, Problem>> + Send + Sync>;
+
+/// Refuses requests whose tenant lacks a feature: 403 problem+json
+/// `feature_not_in_plan` naming the feature and the tenant's plan. Put it
+/// inside the [`TenantLayer`](crate::TenantLayer) (a request it did not
+/// resolve is refused as the `Tenant` extractor would). `tenancy`'s
+/// `Tenancy::require_feature` builds one from the configured plans.
+#[derive(Clone)]
+pub struct RequireFeatureLayer {
+    feature: Arc<str>,
+    check: FeatureCheck,
+}
+
+impl RequireFeatureLayer {
+    /// Requires `feature`, as `check` tells.
+    pub fn new(feature: impl Into<Arc<str>>, check: FeatureCheck) -> Self {
+        Self {
+            feature: feature.into(),
+            check,
+        }
+    }
+}
+
+impl std::fmt::Debug for RequireFeatureLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequireFeatureLayer")
+            .field("feature", &self.feature)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for RequireFeatureLayer {
+    type Service = RequireFeature<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireFeature {
+            inner,
+            feature: self.feature.clone(),
+            check: self.check.clone(),
+        }
+    }
+}
+
+/// The service of [`RequireFeatureLayer`].
+#[derive(Clone)]
+pub struct RequireFeature<S> {
+    inner: S,
+    feature: Arc<str>,
+    check: FeatureCheck,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for RequireFeature<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequireFeature")
+            .field("inner", &self.inner)
+            .field("feature", &self.feature)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The 403 of a tenant without `feature`.
+pub fn not_in_plan(tenant: &TenantInfo, feature: &str) -> Problem {
+    let plan = tenant.plan.as_deref().unwrap_or("(none)");
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "feature_not_in_plan",
+        format!(
+            "feature `{feature}` is not in plan `{plan}` of tenant {}: change its plan, or set its \
+             config key features.{feature} to true",
+            tenant.slug
+        ),
+    )
+}
+
+impl<S, B> Service<Request<B>> for RequireFeature<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (feature, check) = (self.feature.clone(), self.check.clone());
+        Box::pin(async move {
+            let tenant = match req.extensions().get::<TenantState>() {
+                Some(TenantState::Resolved(tenant)) => tenant.clone(),
+                Some(TenantState::Refused(error)) => return Ok(error.clone().into_response()),
+                None => return Ok(TenantError::LayerMissing.into_response()),
+            };
+            match check(tenant.clone(), feature.clone()).await {
+                Ok(true) => inner.call(req).await,
+                Ok(false) => Ok(not_in_plan(&tenant, &feature).into_response()),
+                Err(problem) => Ok(problem.into_response()),
+            }
+        })
+    }
+}
