@@ -131,3 +131,38 @@ fn file_without_tenancy_key_gives_defaults() {
         TenancyConfig::default()
     );
 }
+
+#[test]
+fn plans_from_yaml_and_their_bad_values() {
+    let f = yaml(
+        "tenancy:\n  plans:\n    pro:\n      features: [sso, exports]\n      limits:\n        requests_per_month: 100000\n        rows.notes: 500\n    free: {}\n",
+    );
+    let c = TenancyConfig::load_with_env(Some(f.path()), env(&[])).unwrap();
+    assert_eq!(c.plans["pro"].features, ["sso", "exports"]);
+    assert_eq!(c.plans["pro"].limits["rows.notes"], 500);
+    assert!(c.plans["free"].features.is_empty());
+    for (bad, named) in [
+        (
+            "tenancy:\n  plans:\n    pro:\n      limits:\n        requests_per_month: -5\n",
+            "requests_per_month",
+        ),
+        (
+            "tenancy:\n  plans:\n    pro:\n      limits:\n        seats_galore: 5\n",
+            "plans.pro.limits.seats_galore",
+        ),
+        (
+            "tenancy:\n  plans:\n    pro:\n      features: [\"no spaces\"]\n",
+            "plans.pro.features",
+        ),
+        (
+            "tenancy:\n  plans:\n    pro:\n      feature: [sso]\n",
+            "feature",
+        ),
+    ] {
+        let f = yaml(bad);
+        let err = TenancyConfig::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(named), "{bad}: {err}");
+    }
+}
