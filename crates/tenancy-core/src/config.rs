@@ -104,6 +104,64 @@ pub struct TenancyConfig {
     pub plans: BTreeMap<String, PlanConfig>,
 }
 
+/// The limits the toolkit knows (`rows.<resource>` is a family).
+pub const LIMITS: [&str; 4] = [
+    "requests_per_minute",
+    "requests_per_month",
+    "jobs_concurrency",
+    "storage_mb",
+];
+
+/// Whether `name` is a limit the toolkit knows.
+pub fn is_limit(name: &str) -> bool {
+    LIMITS.contains(&name)
+        || name.strip_prefix("rows.").is_some_and(|resource| {
+            !resource.is_empty()
+                && resource
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+/// Checks `plans.*`: known limit names, feature names of letters, digits,
+/// `_`, `-` and `.`.
+pub fn validate_plans(plans: &BTreeMap<String, PlanConfig>) -> Result<(), ConfigError> {
+    for (name, plan) in plans {
+        for feature in &plan.features {
+            if !is_feature_name(feature) {
+                return Err(ConfigError::Invalid {
+                    key: format!("plans.{name}.features"),
+                    reason: format!(
+                        "\"{}\" is not a feature name (letters, digits, `_`, `-`, `.`)",
+                        feature.escape_debug()
+                    ),
+                });
+            }
+        }
+        for limit in plan.limits.keys() {
+            if !is_limit(limit) {
+                return Err(ConfigError::Invalid {
+                    key: format!("plans.{name}.limits.{limit}"),
+                    reason: format!(
+                        "unknown limit \"{}\": one of {}, or rows.<resource>",
+                        limit.escape_debug(),
+                        LIMITS.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_feature_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// `plans.NAME`: what a tenant on this plan may do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -851,7 +909,7 @@ impl TenancyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.resolution.validate()?;
         self.auth.validate()?;
-        crate::plans::validate(&self.plans)?;
+        validate_plans(&self.plans)?;
         let positive = [
             ("validation.cache_ttl_secs", self.validation.cache_ttl_secs),
             (

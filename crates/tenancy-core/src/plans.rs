@@ -12,68 +12,12 @@ use std::sync::Arc;
 use crate::config::{ConfigError, PlanConfig};
 use crate::store::ConfigMap;
 
-/// The limits the toolkit knows (`rows.<resource>` is a family).
-pub const LIMITS: [&str; 4] = [
-    "requests_per_minute",
-    "requests_per_month",
-    "jobs_concurrency",
-    "storage_mb",
-];
+pub use crate::config::{LIMITS, is_limit};
 
 /// The prefix of per-tenant feature overrides (`features.sso`).
 pub const FEATURE_PREFIX: &str = "features.";
 /// The prefix of per-tenant limit overrides (`limits.requests_per_month`).
 pub const LIMIT_PREFIX: &str = "limits.";
-
-/// Whether `name` is a limit the toolkit knows.
-pub fn is_limit(name: &str) -> bool {
-    LIMITS.contains(&name)
-        || name.strip_prefix("rows.").is_some_and(|resource| {
-            !resource.is_empty()
-                && resource
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
-}
-
-/// Checks `plans.*`: known limit names, feature names of letters, digits,
-/// `_`, `-` and `.`.
-pub fn validate(plans: &BTreeMap<String, PlanConfig>) -> Result<(), ConfigError> {
-    for (name, plan) in plans {
-        for feature in &plan.features {
-            if !is_feature_name(feature) {
-                return Err(ConfigError::Invalid {
-                    key: format!("plans.{name}.features"),
-                    reason: format!(
-                        "\"{}\" is not a feature name (letters, digits, `_`, `-`, `.`)",
-                        feature.escape_debug()
-                    ),
-                });
-            }
-        }
-        for limit in plan.limits.keys() {
-            if !is_limit(limit) {
-                return Err(ConfigError::Invalid {
-                    key: format!("plans.{name}.limits.{limit}"),
-                    reason: format!(
-                        "unknown limit \"{}\": one of {}, or rows.<resource>",
-                        limit.escape_debug(),
-                        LIMITS.join(", ")
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-fn is_feature_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
 
 /// The plans of the configuration. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -115,9 +59,9 @@ impl TenantEntitlements {
 }
 
 impl Plans {
-    /// The plans of `plans.*` (checked with [`validate`]).
+    /// The plans of `plans.*` (checked as the configuration is).
     pub fn new(plans: &BTreeMap<String, PlanConfig>) -> Result<Self, ConfigError> {
-        validate(plans)?;
+        crate::config::validate_plans(plans)?;
         let features = plans
             .values()
             .flat_map(|p| p.features.iter().cloned())
