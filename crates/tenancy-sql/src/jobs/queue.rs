@@ -133,11 +133,13 @@ CREATE TABLE IF NOT EXISTS tenancy_job_queues (tenant_id TEXT PRIMARY KEY, turn 
 CREATE INDEX IF NOT EXISTS tenancy_job_queues_turn ON tenancy_job_queues (turn);
 ";
 
+#[cfg(feature = "sqlite")]
 const ENQUEUE: &str = "INSERT INTO tenancy_jobs \
     (tenant_id, kind, payload, state, attempts, max_attempts, run_at, idempotency_key, created_at) \
     VALUES ($1, $2, $3, 'queued', 0, $4, $5, $6, $7) \
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
     RETURNING id";
+#[cfg(feature = "sqlite")]
 const EXISTING: &str = "SELECT id FROM tenancy_jobs WHERE tenant_id = $1 AND idempotency_key = $2";
 const QUEUE_ROW: &str =
     "INSERT INTO tenancy_job_queues (tenant_id, turn) VALUES ($1, 0) ON CONFLICT DO NOTHING";
@@ -717,6 +719,7 @@ impl JobQueue {
 }
 
 /// The insert of an enqueue, on a connection of either database.
+#[cfg(feature = "sqlite")]
 macro_rules! insert_fn {
     ($name:ident, $conn:ty, $notify:expr) => {
         async fn $name(
