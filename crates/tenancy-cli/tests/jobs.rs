@@ -29,6 +29,34 @@ async fn wait_done(http: &reqwest::Client, base: &str, id: i64) -> Value {
     }
 }
 
+/// Runs `sql` on the deployment's main database (SQLite file or PostgreSQL).
+async fn rewrite_result(cli: &Cli, sql: &str) {
+    let url = cli
+        .env
+        .iter()
+        .find(|(k, _)| k == "DATABASE_URL")
+        .map(|(_, v)| v.clone());
+    match url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        None => {
+            let url = format!("sqlite://{}", cli.path("tenancy.db").display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
 async fn scenario(cli: &mut Cli) {
     cli.env.extend([
         ("TENANCY__JOBS__POLL_MS".into(), "100".into()),
@@ -105,6 +133,22 @@ async fn scenario(cli: &mut Cli) {
     // The archive leaves the tenant's jobs out.
     let moved = elsewhere.json(&["--json", "jobs", "list"]);
     assert_eq!(moved["items"], json!([]), "{moved}");
+
+    // A result rewritten (by hand, in the database) to name a file outside
+    // the exports directory serves nothing.
+    let secret = cli.path("tenancy.yaml.secret");
+    std::fs::write(&secret, "not for download").unwrap();
+    let rewritten = json!({"path": secret.to_str().unwrap(), "bytes": 16, "tables": 0}).to_string();
+    let sql = format!("UPDATE tenancy_jobs SET result = '{rewritten}' WHERE id = {id}");
+    cli.ok(&["--json", "jobs", "show", &id.to_string()]);
+    rewrite_result(cli, &sql).await;
+    let (status, problem) =
+        admin_call(&http, format!("{base}/admin/jobs/{id}/result"), "GET", None).await;
+    assert_eq!(
+        (status, &problem["code"]),
+        (410, &json!("result_gone")),
+        "{problem}"
+    );
 
     // The operators' view.
     let (status, list) = admin_call(

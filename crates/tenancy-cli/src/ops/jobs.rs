@@ -136,13 +136,17 @@ pub async fn enqueue_export(
     Ok(id)
 }
 
-/// Where a finished export job's archive is, when it is there.
-pub fn export_archive(job: &JobRecord) -> Option<PathBuf> {
+/// Where a finished export job's archive is, when it is there: a file
+/// inside `jobs.exports_dir` (a result naming any other path, written in
+/// the database by hand, serves nothing).
+pub fn export_archive(app: &App, job: &JobRecord) -> Option<PathBuf> {
     if job.kind != ExportTenant::KIND || job.state != JobState::Done {
         return None;
     }
     let path = PathBuf::from(job.result.as_ref()?.get("path")?.as_str()?);
-    path.is_file().then_some(path)
+    let path = path.canonicalize().ok()?;
+    let dir = app.config.jobs.exports_dir.canonicalize().ok()?;
+    (path.starts_with(&dir) && path.is_file()).then_some(path)
 }
 
 /// The worker of `tenancy serve`: the toolkit's own kinds.

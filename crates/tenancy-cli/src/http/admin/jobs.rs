@@ -190,7 +190,7 @@ pub(in crate::http) async fn job_result(
         );
     }
     if job.kind == ops::ExportTenant::KIND {
-        let Some(path) = ops::export_archive(&job) else {
+        let Some(path) = ops::export_archive(&state.app, &job) else {
             return problem(
                 StatusCode::GONE,
                 "result_gone",
