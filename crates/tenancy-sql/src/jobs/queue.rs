@@ -718,51 +718,45 @@ impl JobQueue {
     }
 }
 
-/// The insert of an enqueue, on a connection of either database.
+/// The enqueue on SQLite (no data-changing `WITH` there): the job, then
+/// its tenant's queue row, on `conn` (inside the caller's transaction),
+/// or the first job's id when the idempotency key is taken.
 #[cfg(feature = "sqlite")]
-macro_rules! insert_fn {
-    ($name:ident, $conn:ty, $notify:expr) => {
-        async fn $name(
-            conn: &mut $conn,
-            tenant: &TenantId,
-            kind: &str,
-            payload: &Value,
-            options: &JobOptions,
-            default_attempts: u32,
-        ) -> Result<i64, JobsError> {
-            let now = now_ms();
-            let attempts = i64::from(options.max_attempts.unwrap_or(default_attempts).max(1));
-            let id: Option<i64> = sqlx::query_scalar(ENQUEUE)
-                .bind(tenant.as_str())
-                .bind(kind)
-                .bind(Json(payload))
-                .bind(attempts)
-                .bind(options.run_at_ms.unwrap_or(now))
-                .bind(options.idempotency_key.as_deref())
-                .bind(now)
-                .fetch_optional(&mut *conn)
-                .await?;
-            let Some(id) = id else {
-                return sqlx::query_scalar(EXISTING)
-                    .bind(tenant.as_str())
-                    .bind(options.idempotency_key.as_deref())
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(JobsError::from);
-            };
-            sqlx::query(QUEUE_ROW)
-                .bind(tenant.as_str())
-                .execute(&mut *conn)
-                .await?;
-            if $notify {
-                sqlx::query("SELECT pg_notify('tenancy_jobs', '')")
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(id)
-        }
+async fn insert_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &TenantId,
+    kind: &str,
+    payload: &Value,
+    options: &JobOptions,
+    default_attempts: u32,
+) -> Result<i64, JobsError> {
+    let now = now_ms();
+    let attempts = i64::from(options.max_attempts.unwrap_or(default_attempts).max(1));
+    let id: Option<i64> = sqlx::query_scalar(ENQUEUE)
+        .bind(tenant.as_str())
+        .bind(kind)
+        .bind(Json(payload))
+        .bind(attempts)
+        .bind(options.run_at_ms.unwrap_or(now))
+        .bind(options.idempotency_key.as_deref())
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(id) = id else {
+        return sqlx::query_scalar(EXISTING)
+            .bind(tenant.as_str())
+            .bind(options.idempotency_key.as_deref())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(JobsError::from);
     };
+    sqlx::query(QUEUE_ROW)
+        .bind(tenant.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
 }
+
 /// The enqueue on PostgreSQL, in one statement: the job, its tenant's
 /// queue row, the workers' wake-up (sent at commit), and the first job's
 /// id when the idempotency key is taken.
@@ -800,8 +794,6 @@ async fn insert_pg(
         .fetch_one(conn)
         .await?)
 }
-#[cfg(feature = "sqlite")]
-insert_fn!(insert_sqlite, sqlx::SqliteConnection, false);
 
 /// An enqueue in a transaction on another database (a tenant's own)
 /// finds no queue table there.
