@@ -49,39 +49,32 @@ pub trait JobTransaction: Send {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, JobsError>> + Send + 'a>>;
 }
 
+/// [`JobTransaction`] for a transaction of one database, enqueuing with
+/// that database's `JobQueue::enqueue_in_*`.
+macro_rules! job_transaction {
+    ($db:ty, $enqueue:ident) => {
+        impl JobTransaction for sqlx::Transaction<'_, $db> {
+            fn enqueue_raw<'a>(
+                &'a mut self,
+                tenant: &'a TenantId,
+                kind: &'a str,
+                payload: &'a serde_json::Value,
+                options: &'a JobOptions,
+                attempts: u32,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<i64, JobsError>> + Send + 'a>,
+            > {
+                Box::pin(JobQueue::$enqueue(
+                    self, tenant, kind, payload, options, attempts,
+                ))
+            }
+        }
+    };
+}
 #[cfg(feature = "postgres")]
-impl JobTransaction for sqlx::Transaction<'_, sqlx::Postgres> {
-    fn enqueue_raw<'a>(
-        &'a mut self,
-        tenant: &'a TenantId,
-        kind: &'a str,
-        payload: &'a serde_json::Value,
-        options: &'a JobOptions,
-        attempts: u32,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, JobsError>> + Send + 'a>>
-    {
-        Box::pin(JobQueue::enqueue_in_pg(
-            self, tenant, kind, payload, options, attempts,
-        ))
-    }
-}
-
+job_transaction!(sqlx::Postgres, enqueue_in_pg);
 #[cfg(feature = "sqlite")]
-impl JobTransaction for sqlx::Transaction<'_, sqlx::Sqlite> {
-    fn enqueue_raw<'a>(
-        &'a mut self,
-        tenant: &'a TenantId,
-        kind: &'a str,
-        payload: &'a serde_json::Value,
-        options: &'a JobOptions,
-        attempts: u32,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, JobsError>> + Send + 'a>>
-    {
-        Box::pin(JobQueue::enqueue_in_sqlite(
-            self, tenant, kind, payload, options, attempts,
-        ))
-    }
-}
+job_transaction!(sqlx::Sqlite, enqueue_in_sqlite);
 
 impl JobQueue {
     /// Enqueues `job` for `tenant` (outside any transaction of yours); its

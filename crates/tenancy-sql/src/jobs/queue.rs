@@ -76,62 +76,54 @@ macro_rules! on_pool {
 const COLUMNS: &str = "id, tenant_id, kind, payload, state, attempts, max_attempts, run_at, \
     last_error, result, idempotency_key, created_at, started_at, finished_at";
 
-#[cfg(feature = "postgres")]
-pub(crate) const PG_SCHEMA: &str = "
+/// The queue's tables, for `concat!`: the same on both databases but for
+/// the types of JSON values, whole numbers and the auto-numbered key (and
+/// PostgreSQL's turn sequence, in `extra`). Each statement is idempotent.
+macro_rules! job_tables {
+    (json: $json:literal, int: $int:literal, big: $big:literal, serial: $serial:literal, extra: $extra:literal) => {
+        concat!(
+            "
 CREATE TABLE IF NOT EXISTS tenancy_jobs (
-    id BIGSERIAL PRIMARY KEY,
+    id ", $serial, ",
     tenant_id TEXT NOT NULL,
     kind TEXT NOT NULL,
-    payload JSONB NOT NULL,
+    payload ", $json, " NOT NULL,
     state TEXT NOT NULL DEFAULT 'queued',
-    attempts INT NOT NULL DEFAULT 0,
-    max_attempts INT NOT NULL,
-    run_at BIGINT NOT NULL,
-    lease_until BIGINT,
+    attempts ", $int, " NOT NULL DEFAULT 0,
+    max_attempts ", $int, " NOT NULL,
+    run_at ", $big, " NOT NULL,
+    lease_until ", $big, ",
     claim TEXT,
     last_error TEXT,
-    result JSONB,
+    result ", $json, ",
     idempotency_key TEXT,
-    created_at BIGINT NOT NULL,
-    started_at BIGINT,
-    finished_at BIGINT
+    created_at ", $big, " NOT NULL,
+    started_at ", $big, ",
+    finished_at ", $big, "
 );
 CREATE INDEX IF NOT EXISTS tenancy_jobs_ready ON tenancy_jobs (tenant_id, run_at, id) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS tenancy_jobs_running ON tenancy_jobs (tenant_id, lease_until) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS tenancy_jobs_by_tenant ON tenancy_jobs (tenant_id, id);
 CREATE UNIQUE INDEX IF NOT EXISTS tenancy_jobs_idempotency ON tenancy_jobs (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS tenancy_job_queues (tenant_id TEXT PRIMARY KEY, turn BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS tenancy_job_queues (tenant_id TEXT PRIMARY KEY, turn ", $big, " NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tenancy_job_queues_turn ON tenancy_job_queues (turn);
-CREATE SEQUENCE IF NOT EXISTS tenancy_job_turns;
-";
+",
+            $extra
+        )
+    };
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) const PG_SCHEMA: &str = job_tables!(
+    json: "JSONB", int: "INT", big: "BIGINT", serial: "BIGSERIAL PRIMARY KEY",
+    extra: "CREATE SEQUENCE IF NOT EXISTS tenancy_job_turns;\n"
+);
 
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tenancy_jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'queued',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    run_at INTEGER NOT NULL,
-    lease_until INTEGER,
-    claim TEXT,
-    last_error TEXT,
-    result TEXT,
-    idempotency_key TEXT,
-    created_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER
+pub(crate) const SQLITE_SCHEMA: &str = job_tables!(
+    json: "TEXT", int: "INTEGER", big: "INTEGER", serial: "INTEGER PRIMARY KEY AUTOINCREMENT",
+    extra: ""
 );
-CREATE INDEX IF NOT EXISTS tenancy_jobs_ready ON tenancy_jobs (tenant_id, run_at, id) WHERE state = 'queued';
-CREATE INDEX IF NOT EXISTS tenancy_jobs_running ON tenancy_jobs (tenant_id, lease_until) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS tenancy_jobs_by_tenant ON tenancy_jobs (tenant_id, id);
-CREATE UNIQUE INDEX IF NOT EXISTS tenancy_jobs_idempotency ON tenancy_jobs (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS tenancy_job_queues (tenant_id TEXT PRIMARY KEY, turn INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS tenancy_job_queues_turn ON tenancy_job_queues (turn);
-";
 
 #[cfg(feature = "sqlite")]
 const ENQUEUE: &str = "INSERT INTO tenancy_jobs \
