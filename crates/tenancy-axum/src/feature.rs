@@ -92,6 +92,28 @@ pub fn not_in_plan(tenant: &TenantInfo, feature: &str) -> Problem {
             tenant.slug
         ),
     )
+    .with("feature", feature)
+    .with("plan", tenant.plan.as_deref())
+}
+
+/// The 403 `quota_exceeded` of a write or request past the tenant's limit
+/// `limit_name` (`rows.notes`, `requests_per_month`): `limit` and `used`
+/// are members of the problem, for programs.
+pub fn quota_exceeded(tenant: &TenantInfo, limit_name: &str, limit: u64, used: u64) -> Problem {
+    let plan = tenant.plan.as_deref().unwrap_or("(none)");
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "quota_exceeded",
+        format!(
+            "tenant {} has used {used} of its {limit_name} limit of {limit} (plan `{plan}`): \
+             move it to a larger plan, or raise its config key limits.{limit_name}",
+            tenant.slug
+        ),
+    )
+    .with("limit_name", limit_name)
+    .with("limit", limit)
+    .with("used", used)
+    .with("plan", tenant.plan.as_deref())
 }
 
 impl<S, B> Service<Request<B>> for RequireFeature<S>
@@ -122,6 +144,89 @@ where
                 Ok(true) => inner.call(req).await,
                 Ok(false) => Ok(not_in_plan(&tenant, &feature).into_response()),
                 Err(problem) => Ok(problem.into_response()),
+            }
+        })
+    }
+}
+
+/// Decides about a request's tenant: `None` lets the request through,
+/// `Some(problem)` answers with it.
+pub type TenantGate = Arc<dyn Fn(Arc<TenantInfo>) -> BoxFuture<Option<Problem>> + Send + Sync>;
+
+/// Lets a request through only when `gate` says nothing against its
+/// tenant; the monthly request quota (`tenancy`'s
+/// `Tenancy::request_quota`) is one. Put it inside the
+/// [`TenantLayer`](crate::TenantLayer).
+#[derive(Clone)]
+pub struct TenantGateLayer {
+    gate: TenantGate,
+}
+
+impl TenantGateLayer {
+    /// A layer asking `gate`.
+    pub fn new(gate: TenantGate) -> Self {
+        Self { gate }
+    }
+}
+
+impl std::fmt::Debug for TenantGateLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantGateLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for TenantGateLayer {
+    type Service = TenantGateService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        TenantGateService {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The service of [`TenantGateLayer`].
+#[derive(Clone)]
+pub struct TenantGateService<S> {
+    inner: S,
+    gate: TenantGate,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for TenantGateService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantGateService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for TenantGateService<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            let tenant = match req.extensions().get::<TenantState>() {
+                Some(TenantState::Resolved(tenant)) => tenant.clone(),
+                Some(TenantState::Refused(error)) => return Ok(error.clone().into_response()),
+                None => return Ok(TenantError::LayerMissing.into_response()),
+            };
+            match gate(tenant).await {
+                None => inner.call(req).await,
+                Some(problem) => Ok(problem.into_response()),
             }
         })
     }

@@ -26,6 +26,9 @@ pub struct Problem {
     code: &'static str,
     #[serde(skip)]
     retry_after: Option<u64>,
+    /// Extension members (RFC 9457 §3.2): `limit`, `used`, `feature`, ….
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    members: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Problem {
@@ -39,7 +42,31 @@ impl Problem {
             detail: detail.into(),
             code,
             retry_after: None,
+            members: None,
         }
+    }
+
+    /// Adds an extension member (RFC 9457 §3.2) for programs to read, such
+    /// as the `limit` and `used` of a `quota_exceeded`.
+    ///
+    /// ```
+    /// use tenancy::Problem;
+    /// use http::StatusCode;
+    /// let problem = Problem::new(StatusCode::FORBIDDEN, "quota_exceeded", "…")
+    ///     .with("limit", 100)
+    ///     .with("used", 100);
+    /// assert_eq!(problem.member("limit"), Some(&serde_json::json!(100)));
+    /// ```
+    pub fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.members
+            .get_or_insert_with(Default::default)
+            .insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// The extension member `name`, if set.
+    pub fn member(&self, name: &str) -> Option<&serde_json::Value> {
+        self.members.as_ref()?.get(name)
     }
 
     /// Adds a `Retry-After` header (seconds), as for 429 and 503.

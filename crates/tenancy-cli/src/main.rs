@@ -46,6 +46,8 @@ enum Command {
     /// Inspect, retry and cancel background jobs.
     #[command(subcommand)]
     Jobs(cli::jobs::JobsCommand),
+    /// What tenants used, per hour: requests, rows, jobs, storage.
+    Usage(cli::usage::UsageArgs),
     /// Inspect what the query interceptor does to SQL.
     #[command(subcommand)]
     Sql(cli::sql::SqlCommand),
@@ -101,6 +103,7 @@ async fn run(global: &cli::Global, command: Command) -> Result<(), cli::CliError
         Command::Migrate(args) => cli::migrate::run(global, args).await,
         Command::Audit(args) => cli::audit::run(global, args).await,
         Command::Jobs(cmd) => cli::jobs::run(global, cmd).await,
+        Command::Usage(args) => cli::usage::run(global, args).await,
         Command::Serve(_) | Command::Sql(_) | Command::Doctor(_) => Ok(()),
     }
 }

@@ -99,6 +99,8 @@ pub struct TenancyConfig {
     pub domains: DomainsConfig,
     /// Background jobs.
     pub jobs: JobsConfig,
+    /// Usage metering.
+    pub usage: UsageConfig,
     /// Plans by name: the features and limits of a tenant on each
     /// (`tenancy::plans`).
     pub plans: BTreeMap<String, PlanConfig>,
@@ -208,6 +210,30 @@ impl Default for JobsConfig {
             poll_ms: 1000,
             backoff_ms: 1000,
             exports_dir: PathBuf::from("exports"),
+        }
+    }
+}
+
+/// `usage.*`: usage metering (`tenancy_core::usage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Whether requests, rows and jobs are metered (default true).
+    pub enabled: bool,
+    /// How often each instance adds its counts to the store (default 10 s).
+    /// What an instance killed outright had not flushed is lost: at most
+    /// this long of its own traffic.
+    pub flush_secs: u64,
+    /// How often tenants' storage is sampled (default 3600 s; 0 never).
+    pub storage_sample_secs: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            flush_secs: 10,
+            storage_sample_secs: 3600,
         }
     }
 }
@@ -936,6 +962,7 @@ impl TenancyConfig {
                 u64::from(self.jobs.max_concurrency_per_tenant),
             ),
             ("jobs.poll_ms", self.jobs.poll_ms),
+            ("usage.flush_secs", self.usage.flush_secs),
         ];
         for (key, value) in positive {
             if value == 0 {

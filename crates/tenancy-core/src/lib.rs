@@ -51,6 +51,7 @@ pub mod pool;
 pub mod resolve;
 pub mod store;
 pub mod tenant;
+pub mod usage;
 pub mod validate;
 
 pub use audit::{AuditEntry, AuditQuery, AuditStore, NewAuditEntry};

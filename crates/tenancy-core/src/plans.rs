@@ -118,6 +118,48 @@ impl Plans {
         entitlements
     }
 
+    /// Whether a tenant on `plan` with `overrides` has `feature`: what
+    /// [`Plans::entitlements`] would say, without building them (no
+    /// allocation: the check of a request).
+    pub fn has_feature(
+        &self,
+        plan: Option<&str>,
+        overrides: Option<&ConfigMap>,
+        feature: &str,
+    ) -> bool {
+        match overrides.and_then(|o| override_of(o, FEATURE_PREFIX, feature)) {
+            // One written past the checks (not a boolean) grants nothing.
+            Some(value) => value.as_bool() == Some(true),
+            None => plan
+                .and_then(|p| self.plans.get(p))
+                .is_some_and(|p| p.features.iter().any(|f| f == feature)),
+        }
+    }
+
+    /// A tenant's limit `name` on `plan` with `overrides` (`None`:
+    /// unlimited), as [`Plans::entitlements`] would say, without building
+    /// them.
+    pub fn limit(
+        &self,
+        plan: Option<&str>,
+        overrides: Option<&ConfigMap>,
+        name: &str,
+    ) -> Option<u64> {
+        match overrides.and_then(|o| override_of(o, LIMIT_PREFIX, name)) {
+            // A non-number written past the checks: the limit is 0.
+            Some(value) => Some(value.as_u64().unwrap_or(0)),
+            None => plan
+                .and_then(|p| self.plans.get(p))
+                .and_then(|p| p.limits.get(name).copied()),
+        }
+    }
+
+    /// Whether some plan sets limit `name` (when none does, only a
+    /// tenant's override can).
+    pub fn any_plan_limits(&self, name: &str) -> bool {
+        self.plans.values().any(|p| p.limits.contains_key(name))
+    }
+
     /// What is wrong with an override `key = value`, if it is one of
     /// `features.*` or `limits.*`: a feature no plan has, a value that is
     /// not true/false, a limit the toolkit does not know, a value that is
@@ -146,6 +188,21 @@ impl Plans {
             }
         }
         Ok(())
+    }
+}
+
+/// The override `prefix` + `name` of `overrides`, looked up without
+/// allocating for names that fit 128 bytes.
+fn override_of<'a>(
+    overrides: &'a ConfigMap,
+    prefix: &str,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    let mut key = arrayvec::ArrayString::<128>::new();
+    if key.try_push_str(prefix).is_ok() && key.try_push_str(name).is_ok() {
+        overrides.get(key.as_str())
+    } else {
+        overrides.get(&format!("{prefix}{name}"))
     }
 }
 
@@ -183,6 +240,20 @@ mod tests {
         let changed = plans.entitlements(Some("pro"), Some(&overrides));
         assert!(!changed.has("sso") && changed.has("exports"));
         assert_eq!(changed.limit("requests_per_month"), Some(5));
+        // The allocation-free lookups say the same.
+        for (plan, o) in [
+            (Some("pro"), None),
+            (Some("pro"), Some(&overrides)),
+            (None, None),
+        ] {
+            let built = plans.entitlements(plan, o);
+            for feature in ["sso", "exports", "audit"] {
+                assert_eq!(plans.has_feature(plan, o, feature), built.has(feature));
+            }
+            for limit in ["requests_per_month", "storage_mb"] {
+                assert_eq!(plans.limit(plan, o, limit), built.limit(limit));
+            }
+        }
         let free = plans.entitlements(
             Some("free"),
             Some(&[("features.sso".to_owned(), json!(true))].into()),

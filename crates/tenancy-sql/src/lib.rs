@@ -62,6 +62,8 @@ pub mod portable;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_changes;
 pub mod store;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod usage;
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use changes::ChangeTargets;

@@ -47,6 +47,7 @@ struct Inner {
     pending_pool: Option<PendingPool>,
     issuers: TenantIssuers,
     plans: Plans,
+    usage: tenancy_core::usage::UsageMeter,
     #[cfg(feature = "axum")]
     layer: tenancy_axum::TenantLayer,
 }
@@ -155,6 +156,78 @@ impl Tenancy {
             .entitlements(tenant.plan.as_deref(), Some(&overrides)))
     }
 
+    /// Whether `tenant` has `feature` (its plan's, or its override): the
+    /// check of [`Tenancy::require_feature`], on the override cache and
+    /// without allocating.
+    pub async fn has_feature(
+        &self,
+        tenant: &tenancy_core::TenantInfo,
+        feature: &str,
+    ) -> Result<bool, tenancy_core::StoreError> {
+        let overrides = self.inner.config_store.overrides(&tenant.id).await?;
+        Ok(self
+            .inner
+            .plans
+            .has_feature(tenant.plan.as_deref(), Some(&overrides), feature))
+    }
+
+    /// `tenant`'s limit `name` (`rows.notes`, `requests_per_month`, …):
+    /// its plan's, or its override; `None` is unlimited.
+    pub async fn limit(
+        &self,
+        tenant: &tenancy_core::TenantInfo,
+        name: &str,
+    ) -> Result<Option<u64>, tenancy_core::StoreError> {
+        let overrides = self.inner.config_store.overrides(&tenant.id).await?;
+        Ok(self
+            .inner
+            .plans
+            .limit(tenant.plan.as_deref(), Some(&overrides), name))
+    }
+
+    /// The usage meter (SPEC E4): the layer counts requests into it when
+    /// `usage.enabled` (the default); count rows, jobs and storage with it
+    /// too. A flusher (`tenancy::sql::usage`) writes it to the store.
+    pub fn usage(&self) -> &tenancy_core::usage::UsageMeter {
+        &self.inner.usage
+    }
+
+    /// A layer refusing requests past the tenant's `requests_per_month`
+    /// with 403 `quota_exceeded` (`limit` and `used` in the problem). Put
+    /// it inside [`Tenancy::layer`], which counts the requests
+    /// (`usage.enabled`). Other instances' requests count once they flush
+    /// (`usage.flush_secs`); this instance's at once.
+    ///
+    /// A tenant without the limit costs one override-cache read.
+    #[cfg(feature = "axum")]
+    pub fn request_quota(&self) -> tenancy_axum::feature::TenantGateLayer {
+        const LIMIT: &str = "requests_per_month";
+        let tenancy = self.clone();
+        tenancy_axum::feature::TenantGateLayer::new(std::sync::Arc::new(move |tenant| {
+            let tenancy = tenancy.clone();
+            Box::pin(async move {
+                let limit = match tenancy.limit(&tenant, LIMIT).await {
+                    Ok(limit) => limit?,
+                    Err(e) => {
+                        return Some(
+                            tenancy_axum::Problem::new(
+                                http::StatusCode::SERVICE_UNAVAILABLE,
+                                "config_store_unavailable",
+                                format!("cannot read the tenant's limits: {e}"),
+                            )
+                            .retry_after(1),
+                        );
+                    }
+                };
+                let usage = tenancy.inner.usage.tenant(&tenant.id);
+                usage
+                    .refuse_past(limit)
+                    .err()
+                    .map(|used| tenancy_axum::feature::quota_exceeded(&tenant, LIMIT, limit, used))
+            })
+        }))
+    }
+
     /// A layer refusing requests whose tenant lacks `feature` with 403
     /// `feature_not_in_plan` (naming the feature and the plan); put it on
     /// routes inside [`Tenancy::layer`]. A feature no plan has is an
@@ -193,8 +266,8 @@ impl Tenancy {
             std::sync::Arc::new(move |tenant, feature| {
                 let tenancy = tenancy.clone();
                 Box::pin(async move {
-                    match tenancy.entitlements(&tenant).await {
-                        Ok(entitlements) => Ok(entitlements.has(&feature)),
+                    match tenancy.has_feature(&tenant, &feature).await {
+                        Ok(has) => Ok(has),
                         Err(e) => Err(tenancy_axum::Problem::new(
                             http::StatusCode::SERVICE_UNAVAILABLE,
                             "config_store_unavailable",
@@ -533,12 +606,18 @@ impl TenancyBuilder {
             }
         });
 
+        let usage = tenancy_core::usage::UsageMeter::new();
         #[cfg(feature = "axum")]
         let layer = {
             let layer = tenancy_axum::TenantLayer::new(chain.clone(), validator.clone())
                 .membership_claim(config.resolution.membership_path().to_owned())
                 .require_token(config.auth.requires_token())
                 .tenant_issuers(issuers.clone());
+            let layer = if config.usage.enabled {
+                layer.usage(usage.clone())
+            } else {
+                layer
+            };
             #[cfg(feature = "jwt")]
             let layer = match jwt {
                 Some(verifier) => layer.jwt(verifier),
@@ -576,6 +655,7 @@ impl TenancyBuilder {
                 pending_pool,
                 issuers,
                 plans,
+                usage,
                 #[cfg(feature = "axum")]
                 layer,
             }),

@@ -356,6 +356,8 @@ pub use tenancy_core::plans;
 pub use tenancy_core::pool;
 /// Resolvers: the built-in ones and how to write your own.
 pub use tenancy_core::resolve;
+/// Usage metering: per-tenant counters and what the store keeps of them.
+pub use tenancy_core::usage;
 pub use tenancy_core::{
     CachedConfigStore, ConfigError, ConfigMap, ConfigStore, ConfigValueError, DeprovisionPolicy,
     Domain, DomainResolver, DomainStatus, DomainStore, EventBus, EventSink, InvalidSlug,
@@ -370,6 +372,9 @@ pub use tenancy_core::{
 pub use tenancy_axum::JwtVerifier;
 #[cfg(feature = "redis")]
 pub use tenancy_axum::RedisBackend;
+/// Feature, quota and other per-tenant gates on routes, and their problems.
+#[cfg(feature = "axum")]
+pub use tenancy_axum::feature;
 #[cfg(feature = "axum")]
 pub use tenancy_axum::{
     Principal, Problem, RateLimits, RequireTenantLayer, Tenant, TenantError, TenantLayer,

@@ -75,6 +75,7 @@ impl TenantLayer {
                 ),
                 limits: None,
                 metrics: None,
+                usage: None,
                 chain,
                 validator,
                 membership_claim: std::sync::Arc::from("tenants"),
@@ -172,6 +173,15 @@ impl TenantLayer {
         self
     }
 
+    /// Meters every served request into `meter`: counted in when the
+    /// tenant is validated, and by the status class of its answer (SPEC
+    /// E4). Two atomic additions and a lookup of the tenant's counters;
+    /// nothing touches a database.
+    pub fn usage(mut self, meter: tenancy_core::usage::UsageMeter) -> Self {
+        self.rules_mut().usage = Some(meter);
+        self
+    }
+
     /// The validator (to invalidate it, or share it with a lifecycle).
     pub fn validator(&self) -> &Validator {
         &self.rules.validator
@@ -240,6 +250,7 @@ impl TenantLayer {
                 not_identified: self.rules.not_identified.clone(),
                 limits: self.rules.limits.clone(),
                 metrics: self.rules.metrics.clone(),
+                usage: self.rules.usage.clone(),
                 chain: self.rules.chain.clone(),
                 validator: self.rules.validator.clone(),
                 membership_claim: self.rules.membership_claim.clone(),

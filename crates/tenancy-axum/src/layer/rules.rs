@@ -37,6 +37,8 @@ pub(crate) struct Rules {
     pub(super) not_identified: Arc<str>,
     pub(super) limits: Option<Arc<Limits>>,
     pub(super) metrics: Option<RequestMetrics>,
+    /// Per-tenant usage (requests by status class).
+    pub(super) usage: Option<tenancy_core::usage::UsageMeter>,
     pub(super) validator: Validator,
     pub(super) membership_claim: std::sync::Arc<str>,
     /// Every request needs a verified token (`auth.required`).

@@ -105,8 +105,14 @@ where
     S: Service<Request<B>, Response = Response>,
 {
     rules.record(&verdict);
+    let mut usage = None;
     let kind = match verdict {
         Verdict::Serve(tenant) => {
+            if let Some(meter) = &rules.usage {
+                let counters = meter.tenant(&tenant.id);
+                counters.admit();
+                usage = Some(counters);
+            }
             let span = tenant_span(&tenant);
             req.extensions_mut()
                 .insert(TenantState::Resolved(tenant.clone()));
@@ -149,7 +155,7 @@ where
             }
         }
     };
-    ResponseFuture { kind, timer }
+    ResponseFuture { kind, timer, usage }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -167,6 +173,8 @@ pin_project_lite::pin_project! {
         kind: Kind<F>,
         // Metrics to record the latency into, and when the request began.
         timer: Option<(RequestMetrics, quanta::Instant)>,
+        // The tenant's usage counters, for the answer's status class.
+        usage: Option<Arc<tenancy_core::usage::TenantUsage>>,
     }
 }
 
@@ -216,6 +224,7 @@ where
         Self {
             kind: Kind::Slow { fut },
             timer,
+            usage: None,
         }
     }
 }
@@ -242,6 +251,9 @@ where
             // Usually no timer: the answer is returned as it is.
             if let Some((metrics, started)) = this.timer.take() {
                 metrics.latency(started.elapsed());
+            }
+            if let (Some(usage), Poll::Ready(Ok(response))) = (this.usage.take(), &polled) {
+                usage.responded(response.status().as_u16());
             }
         }
         polled

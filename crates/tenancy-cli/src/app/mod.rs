@@ -110,6 +110,8 @@ pub struct App {
     pub main: MainPool,
     /// The background job queue, in the main database.
     pub jobs: tenancy_sql::jobs::JobQueue,
+    /// Usage per tenant and hour, in the main database.
+    pub usage: tenancy_sql::usage::UsageStore,
     /// The migration version every tenant of this deployment is at: the
     /// latest of `lifecycle.migrations_dir` (or of the built-in `notes`
     /// migration).
@@ -281,6 +283,10 @@ impl App {
             jobs: match &opened.main {
                 MainPool::Postgres(pool) => tenancy_sql::jobs::JobQueue::postgres(pool.clone()),
                 MainPool::Sqlite(pool) => tenancy_sql::jobs::JobQueue::sqlite(pool.clone()),
+            },
+            usage: match &opened.main {
+                MainPool::Postgres(pool) => tenancy_sql::usage::UsageStore::postgres(pool.clone()),
+                MainPool::Sqlite(pool) => tenancy_sql::usage::UsageStore::sqlite(pool.clone()),
             },
             main: opened.main,
             migration_version,

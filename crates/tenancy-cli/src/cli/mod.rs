@@ -19,6 +19,7 @@ pub mod serve;
 pub mod sql;
 pub mod table_export;
 pub mod tenants;
+pub mod usage;
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
@@ -82,6 +83,9 @@ pub enum CliError {
     /// A job operation failed.
     #[error(transparent)]
     Jobs(#[from] crate::ops::jobs::JobOpError),
+    /// A usage report failed.
+    #[error(transparent)]
+    UsageReport(#[from] crate::ops::usage::UsageError),
 }
 
 impl CliError {

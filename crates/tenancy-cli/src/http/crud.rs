@@ -100,6 +100,25 @@ impl Tx {
         }
     }
 
+    /// Serializes the creates of `tenant` in `resource` until this
+    /// transaction ends: a transaction-scoped advisory lock on PostgreSQL.
+    /// SQLite needs none: its one writer is taken by the insert, before
+    /// the count.
+    async fn serialize_creates(
+        &mut self,
+        tenant: &str,
+        resource: &str,
+    ) -> Result<(), ServiceError> {
+        if let Tx::Pg(tx) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("tenancy.rows/{tenant}/{resource}"))
+                .execute(&mut **tx)
+                .await
+                .map_err(ServiceError::Database)?;
+        }
+        Ok(())
+    }
+
     async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Pg(tx) => tx.commit().await,
@@ -575,13 +594,61 @@ pub(super) async fn create(
     if let Some(paused) = writes_paused(&state.app, &tenant.id).await {
         return paused;
     }
-    let result = scoped(&state.app, &tenant.id, &res.columns, async |tx: &mut Tx| {
-        res.table.create(tx.conn(), t, &fields).await
-    })
+    // The tenant's row quota for this resource (`limits.rows.<resource>`).
+    let limit_name = format!("rows.{}", res.name);
+    let limit = match state.app.tenancy.limit(&tenant, &limit_name).await {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the tenant's limits");
+            return unavailable(
+                "config_store_unavailable",
+                "cannot read the tenant's limits: retry after the delay",
+                1,
+            );
+        }
+    };
+    let Some(limit) = limit else {
+        let result = scoped(&state.app, &tenant.id, &res.columns, async |tx: &mut Tx| {
+            res.table.create(tx.conn(), t, &fields).await
+        })
+        .await;
+        return match result {
+            Ok(row) => {
+                state.app.tenancy.usage().rows_created(&tenant.id, 1);
+                (StatusCode::CREATED, Json(row)).into_response()
+            }
+            Err(r) => r,
+        };
+    };
+    // Exactly `limit` rows under any concurrency: creates of this tenant
+    // and resource are serialized (a transaction-scoped advisory lock on
+    // PostgreSQL; SQLite's one writer, taken by the insert), the row is
+    // written, then counted, and the transaction rolls back past the limit,
+    // so nothing is left half written.
+    let mut tx = match open(&state.app, &tenant.id).await {
+        Ok(tx) => tx,
+        Err(r) => return r,
+    };
+    let written = async {
+        tx.serialize_creates(t, &res.name).await?;
+        let row = res.table.create(tx.conn(), t, &fields).await?;
+        let count = res.table.count(tx.conn(), t, &Map::new()).await?;
+        Ok::<_, ServiceError>((row, u64::try_from(count).unwrap_or(0)))
+    }
     .await;
-    match result {
-        Ok(row) => (StatusCode::CREATED, Json(row)).into_response(),
-        Err(r) => r,
+    match written {
+        Ok((_, count)) if count > limit => {
+            drop(tx);
+            tenancy::feature::quota_exceeded(&tenant, &limit_name, limit, count - 1).into_response()
+        }
+        Ok((row, _)) => match tx.commit().await {
+            Ok(()) => {
+                state.app.tenancy.usage().rows_created(&tenant.id, 1);
+                (StatusCode::CREATED, Json(row)).into_response()
+            }
+            Err(e) => service_problem(ServiceError::Database(e), &res.columns),
+        },
+        Err(e) => service_problem(e, &res.columns),
     }
 }
 

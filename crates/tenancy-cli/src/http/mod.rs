@@ -109,6 +109,9 @@ pub(crate) struct Shared {
     pub refusals: admin::RefusalBudget,
     /// This server's job workers (`jobs.workers` above 0), to wake them.
     pub jobs: Option<tenancy_sql::jobs::Worker>,
+    /// This server's usage flusher (`usage.enabled`), to flush before a
+    /// report.
+    pub usage_flusher: Option<tenancy_sql::usage::UsageFlusher>,
 }
 
 impl ServerState {
@@ -234,6 +237,7 @@ pub async fn run(source: &Source, options: ServeOptions) -> Result<(), ServeErro
         shutdown(),
     )
     .await?;
+    server.stop().await;
     Ok(())
 }
 
@@ -273,6 +277,7 @@ pub struct Server {
     _sqlite_changes: Option<tenancy_sql::SqliteChangeListener>,
     _refill: Option<tenancy::pool::RefillTask>,
     _workers: Option<tenancy_sql::jobs::RunningWorkers>,
+    flusher: Option<tenancy_sql::usage::RunningFlusher>,
 }
 
 impl Server {
@@ -346,6 +351,13 @@ impl Server {
         // Background jobs: the toolkit's own (exports), run here.
         let jobs =
             (app.config.jobs.workers > 0).then(|| crate::ops::jobs::worker(Arc::new(app.clone())));
+        // Usage: counted in memory, added to the store every flush.
+        let usage_flusher = app.config.usage.enabled.then(|| {
+            tenancy_sql::usage::UsageFlusher::new(app.tenancy.usage().clone(), app.usage.clone())
+        });
+        let flusher = usage_flusher.clone().map(|flusher| {
+            flusher.spawn(std::time::Duration::from_secs(app.config.usage.flush_secs))
+        });
         let _workers = jobs
             .clone()
             .map(|worker| worker.spawn(app.config.jobs.workers as usize));
@@ -359,6 +371,7 @@ impl Server {
             missing_storage: MissingStorage::default(),
             refusals: admin::RefusalBudget::new(),
             jobs,
+            usage_flusher,
         }));
         // Pending tenants are provisioned in the background.
         let _refill = state
@@ -377,7 +390,16 @@ impl Server {
             _sqlite_changes,
             _refill,
             _workers,
+            flusher,
         })
+    }
+
+    /// Stops what runs beside the routes, flushing the usage counted since
+    /// the last flush.
+    pub async fn stop(mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop().await;
+        }
     }
 
     /// Every route inside the edges a request on the socket goes through
@@ -462,6 +484,7 @@ pub(crate) fn router(state: ServerState) -> (Router, String) {
                 note_missing_storage,
             ))
             .route_layer(RequireTenantLayer::new())
+            .route_layer(state.app.tenancy.request_quota())
             .route_layer(state.layer.clone())
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),

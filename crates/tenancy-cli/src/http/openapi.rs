@@ -54,6 +54,7 @@ impl Modify for Security {
         super::admin::impersonate::issue,
         super::admin::export_tenant,
         super::admin::list_jobs,
+        super::admin::tenant_usage,
         super::admin::show_job,
         super::admin::retry_job,
         super::admin::cancel_job,

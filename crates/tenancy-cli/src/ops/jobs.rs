@@ -153,12 +153,16 @@ pub fn export_archive(app: &App, job: &JobRecord) -> Option<PathBuf> {
 pub fn worker(app: Arc<App>) -> Worker {
     let config = app.config.jobs.clone();
     let store = app.tenancy.store().clone();
-    Worker::new(app.jobs.clone(), store, &config).register_with_result(
-        move |ctx: JobContext, job: ExportTenant| {
-            let app = app.clone();
-            async move { run_export(&app, &ctx, &job).await }
-        },
-    )
+    let worker = Worker::new(app.jobs.clone(), store, &config);
+    let worker = if app.config.usage.enabled {
+        worker.usage(app.tenancy.usage().clone())
+    } else {
+        worker
+    };
+    worker.register_with_result(move |ctx: JobContext, job: ExportTenant| {
+        let app = app.clone();
+        async move { run_export(&app, &ctx, &job).await }
+    })
 }
 
 /// Writes the tenant's archive under `jobs.exports_dir`: a rerun (after

@@ -13,3 +13,4 @@ pub mod pool;
 pub mod portability;
 pub mod table_export;
 pub mod tenants;
+pub mod usage;

@@ -62,6 +62,8 @@ pub struct Worker {
     /// Tenants of recent jobs, kept a second: their status was checked by
     /// the claim itself; the record is only the job's context.
     recent: Arc<quick_cache::sync::Cache<tenancy_core::TenantId, (Arc<TenantInfo>, i64)>>,
+    /// Where runs and their time are counted (`usage.*`).
+    usage: Option<tenancy_core::usage::UsageMeter>,
 }
 
 /// How long a worker reuses a tenant's record (ms).
@@ -98,7 +100,15 @@ impl Worker {
             wake: Arc::default(),
             metrics: Arc::default(),
             recent: Arc::new(quick_cache::sync::Cache::new(1024)),
+            usage: None,
         }
+    }
+
+    /// Counts each run (and its time) of a tenant's job into `meter`
+    /// (`jobs_run`, `job_ms`).
+    pub fn usage(mut self, meter: tenancy_core::usage::UsageMeter) -> Self {
+        self.usage = Some(meter);
+        self
     }
 
     /// Runs jobs of kind `J` with `handler`. An `Err` is retried with
@@ -184,8 +194,15 @@ impl Worker {
         self.metrics
             .latency_ms_sum
             .fetch_add(u64::try_from(waited).unwrap_or(0), Relaxed);
+        let began = std::time::Instant::now();
         let outcome = match self.start(job).await {
-            Ok(task) => self.watch(&claimed, task).await?,
+            Ok(task) => {
+                let outcome = self.watch(&claimed, task).await?;
+                if let Some(meter) = &self.usage {
+                    meter.job_ran(&job.tenant_id, began.elapsed());
+                }
+                outcome
+            }
             Err(refusal) => Err(refusal),
         };
         let recorded = match &outcome {

@@ -83,6 +83,7 @@ impl Dialect for PgStore {
     // The store's own schema, idempotent, under an advisory lock (the
     // first statement) so concurrent starts don't race.
     const JOBS: &'static str = crate::jobs::PG_SCHEMA;
+    const USAGE: &'static str = crate::usage::PG_SCHEMA;
     const MIGRATION: &'static str = concat!(
         "SELECT pg_advisory_xact_lock(7261636);",
         store_tables!(json: "JSONB", time: "TIMESTAMPTZ", serial: "BIGSERIAL PRIMARY KEY")

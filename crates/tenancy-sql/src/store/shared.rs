@@ -22,6 +22,8 @@ pub(super) trait Dialect {
     const MIGRATION: &'static str;
     /// The job queue's tables (`crate::jobs`), run after [`Dialect::MIGRATION`].
     const JOBS: &'static str;
+    /// The usage tables (`crate::usage`), run after [`Dialect::JOBS`].
+    const USAGE: &'static str;
     /// Opens the migration's transaction.
     const BEGIN: &'static str;
     /// Inserts a tenant: `$1`..`$9` are its columns in `tenant_columns!`
@@ -103,6 +105,10 @@ macro_rules! sql_store {
                     .await
                     .map_err(unavailable)?;
                 ::sqlx::raw_sql(<Self as Dialect>::JOBS)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                ::sqlx::raw_sql(<Self as Dialect>::USAGE)
                     .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;

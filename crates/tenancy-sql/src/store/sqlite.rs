@@ -65,6 +65,7 @@ impl Dialect for SqliteStore {
     // The store's own schema: the tables, and the triggers that record
     // every change. Idempotent.
     const JOBS: &'static str = crate::jobs::SQLITE_SCHEMA;
+    const USAGE: &'static str = crate::usage::SQLITE_SCHEMA;
     const MIGRATION: &'static str = concat!(
         store_tables!(json: "TEXT", time: "TEXT", serial: "INTEGER PRIMARY KEY AUTOINCREMENT"),
         r#"

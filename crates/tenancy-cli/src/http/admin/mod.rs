@@ -18,12 +18,14 @@ mod domains;
 pub(super) mod impersonate;
 mod jobs;
 mod tenants;
+mod usage;
 
 pub(super) use audit_log::*;
 pub(super) use config::*;
 pub(super) use domains::*;
 pub(super) use jobs::*;
 pub(super) use tenants::*;
+pub(super) use usage::*;
 
 pub(super) fn routes(state: ServerState) -> Router<ServerState> {
     Router::new()
@@ -46,6 +48,7 @@ pub(super) fn routes(state: ServerState) -> Router<ServerState> {
         .route("/audit", get(audit_log))
         .route("/tenants/{tenant}/impersonate", post(impersonate::issue))
         .route("/tenants/{tenant}/export", post(export_tenant))
+        .route("/tenants/{tenant}/usage", get(tenant_usage))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(show_job))
         .route("/jobs/{id}/retry", post(retry_job))
