@@ -70,8 +70,8 @@ fn bound(raw: &str, name: &str, end: bool) -> Result<DateTime<Utc>, UsageError> 
 }
 
 /// The range `[from, to)` of the arguments: by default the last
-/// [`DEFAULT_DAYS`] days up to the end of the current hour. `from` after
-/// `to`, or more than [`MAX_DAYS`] days, is refused.
+/// [`DEFAULT_DAYS`] days up to the end of the current hour. `from` not
+/// before `to`, or more than [`MAX_DAYS`] days, is refused.
 pub fn range(
     from: Option<&str>,
     to: Option<&str>,
@@ -84,9 +84,11 @@ pub fn range(
         Some(raw) => bound(raw, "from", false)?,
         None => to - Duration::days(DEFAULT_DAYS),
     };
-    if from > to {
+    // `to` as a date is the end of that day: `from` on the day after is
+    // past it, and an empty range is refused as well.
+    if from >= to {
         return Err(UsageError::InvalidRange(format!(
-            "`from` ({from}) is after `to` ({to}): swap them"
+            "`from` ({from}) is not before `to` ({to}): swap them"
         )));
     }
     if to - from > Duration::days(MAX_DAYS) {

@@ -1,0 +1,363 @@
+//! Plans through the binary (SPEC E3, E4): row quotas on CRUD creates
+//! (exactly N admitted under parallel creates), the monthly request quota,
+//! usage metered by `tenancy serve` and reported by `tenancy usage` and
+//! the admin API, summed once across two servers, one of them killed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Cli, PgTestDb, Sending, admin_call, serve};
+use serde_json::{Value, json};
+
+const PLANS: &str = "tenancy:
+  plans:
+    free:
+      features: []
+      limits: {rows.notes: 7, requests_per_month: 1000000}
+    tiny:
+      limits: {requests_per_month: 5}
+";
+
+fn with_plans(cli: &Cli) {
+    std::fs::write(cli.path("tenancy.yaml"), PLANS).unwrap();
+}
+
+async fn create_note(
+    http: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    title: &str,
+) -> (u16, Value) {
+    let res = http
+        .post(format!("{base}/api/notes"))
+        .header("x-tenant-id", tenant)
+        .json(&json!({ "title": title }))
+        .sent()
+        .await;
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn quotas(cli: Cli) {
+    with_plans(&cli);
+    cli.ok(&[
+        "tenants", "create", "--slug", "acme", "--name", "Acme", "--plan", "free",
+    ]);
+    cli.ok(&[
+        "tenants", "create", "--slug", "other", "--name", "Other", "--plan", "free",
+    ]);
+    cli.ok(&[
+        "tenants", "create", "--slug", "small", "--name", "Small", "--plan", "tiny",
+    ]);
+    let server = serve(&cli);
+    let base = server.base.clone();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // 40 creates at once against a quota of 7: exactly 7 are written.
+    let creates = (0..40).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move { create_note(&http, &base, "acme", &format!("n{i}")).await })
+    });
+    let mut created = 0;
+    for answer in futures_join(creates).await {
+        let (status, body) = answer;
+        match status {
+            201 => created += 1,
+            403 => {
+                assert_eq!(body["code"], "quota_exceeded", "{body}");
+                assert_eq!(body["limit"], 7, "{body}");
+                assert_eq!(body["limit_name"], "rows.notes", "{body}");
+                assert!(body["used"].as_u64().unwrap() >= 7, "{body}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(created, 7, "a quota of 7 admits exactly 7");
+    let listed = http
+        .get(format!("{base}/api/notes"))
+        .header("x-tenant-id", "acme")
+        .json_body()
+        .await;
+    assert_eq!(
+        listed["total"], 7,
+        "nothing of a refused create is left: {listed}"
+    );
+    // Another tenant's quota is its own.
+    assert_eq!(create_note(&http, &base, "other", "mine").await.0, 201);
+
+    // A delete frees a place; an override raises the limit at once.
+    let first = listed["items"][0]["id"].as_i64().unwrap();
+    let res = http
+        .delete(format!("{base}/api/notes/{first}"))
+        .header("x-tenant-id", "acme")
+        .sent()
+        .await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(create_note(&http, &base, "acme", "again").await.0, 201);
+    let (status, body) = create_note(&http, &base, "acme", "one too many").await;
+    assert_eq!((status, body["used"].as_u64()), (403, Some(7)), "{body}");
+    cli.ok(&["config", "set", "acme", "limits.rows.notes", "8"]);
+    let started = Instant::now();
+    loop {
+        let (status, _) = create_note(&http, &base, "acme", "raised").await;
+        if status == 201 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the override was not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Bad overrides are refused before they are written.
+    let refused = cli.fail(&["config", "set", "acme", "limits.rows.notes", "\"many\""]);
+    assert!(refused.contains("whole number"), "{refused}");
+    cli.fail(&["config", "set", "acme", "limits.rows.notes", "--", "-1"]);
+    cli.fail(&["config", "set", "acme", "limits.seats_galore", "3"]);
+    let (status, problem) = admin_call(
+        &http,
+        format!("{base}/admin/tenants/acme/config/limits.requests_per_month"),
+        "PUT",
+        Some(json!("lots")),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+
+    // The monthly request quota: 5 requests, then 403 with limit and used.
+    for i in 0..5 {
+        let res = http
+            .get(format!("{base}/api/notes"))
+            .header("x-tenant-id", "small")
+            .sent()
+            .await;
+        assert_eq!(res.status(), 200, "request {i}");
+    }
+    let body = http
+        .get(format!("{base}/api/notes"))
+        .header("x-tenant-id", "small")
+        .json_body()
+        .await;
+    assert_eq!(body["code"], "quota_exceeded", "{body}");
+    assert_eq!(
+        (body["limit"].as_u64(), body["used"].as_u64()),
+        (Some(5), Some(5))
+    );
+    // Raised by an override: admitted at once.
+    cli.ok(&["config", "set", "small", "limits.requests_per_month", "6"]);
+    let started = Instant::now();
+    loop {
+        let res = http
+            .get(format!("{base}/api/notes"))
+            .header("x-tenant-id", "small")
+            .sent()
+            .await;
+        if res.status() == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // What was used, through the admin API (this server flushes first).
+    let (status, report) = admin_call(
+        &http,
+        format!("{base}/admin/tenants/acme/usage"),
+        "GET",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let acme_id = cli.json(&["--json", "tenants", "show", "acme"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let totals = &report["totals"][&acme_id];
+    assert_eq!(totals["rows_created"], 9, "{report}");
+    assert!(totals["requests_4xx"].as_i64().unwrap() >= 33, "{report}");
+    assert_eq!(report["rows"][0]["tenant_id"], acme_id.as_str());
+    for bad in [
+        "from=2026-12-02&to=2026-12-01",
+        "from=yesterday",
+        "to=2026-13-01",
+        "nope=1",
+    ] {
+        let (status, problem) = admin_call(
+            &http,
+            format!("{base}/admin/tenants/acme/usage?{bad}"),
+            "GET",
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, &problem["code"]),
+            (422, &json!("invalid_query")),
+            "{bad}: {problem}"
+        );
+    }
+    let (status, _) = admin_call(
+        &http,
+        format!("{base}/admin/tenants/ghost/usage"),
+        "GET",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The CLI reads the same store.
+    let csv = cli.ok(&["usage", "--csv", "--tenant", "acme"]);
+    assert!(csv.starts_with("tenant_id,hour,metric,value\n"), "{csv}");
+    assert!(csv.contains(&format!(",rows_created,9\n")), "{csv}");
+    let json = cli.json(&["--json", "usage", "--tenant", "small"]);
+    assert_eq!(json["totals"].as_object().unwrap().len(), 1, "{json}");
+    let refused = cli.fail(&["usage", "--from", "2026-12-02", "--to", "2026-12-01"]);
+    assert!(refused.contains("not before"), "{refused}");
+    drop(server);
+}
+
+/// Awaits every task.
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn quotas_and_usage_on_sqlite() {
+    quotas(Cli::sqlite()).await;
+}
+
+#[tokio::test]
+async fn quotas_and_usage_on_postgres() {
+    let db = PgTestDb::new().await;
+    quotas(Cli::with_url(&db.url)).await;
+}
+
+#[tokio::test]
+async fn row_quotas_hold_per_schema() {
+    let db = PgTestDb::new().await;
+    let cli = Cli::with_url(&db.url).strategy("schema");
+    with_plans(&cli);
+    cli.ok(&[
+        "tenants", "create", "--slug", "acme", "--name", "Acme", "--plan", "free",
+    ]);
+    let server = serve(&cli);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let creates = (0..20).map(|i| {
+        let (http, base) = (http.clone(), server.base.clone());
+        tokio::spawn(async move { create_note(&http, &base, "acme", &format!("n{i}")).await.0 })
+    });
+    let statuses = futures_join(creates).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 403),
+        "{statuses:?}"
+    );
+}
+
+/// The `requests` total of `tenant` in the store, read by the CLI.
+fn stored_requests(cli: &Cli, tenant: &str) -> i64 {
+    let report = cli.json(&["--json", "usage", "--tenant", tenant]);
+    report["totals"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .map(|t| t["requests"].as_i64().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+async fn hit(http: &reqwest::Client, base: &str, n: usize) {
+    for _ in 0..n {
+        let res = http
+            .get(format!("{base}/api/notes"))
+            .header("x-tenant-id", "acme")
+            .sent()
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+}
+
+/// Two servers on one PostgreSQL: their counts are summed once; one killed
+/// with SIGKILL loses only what it had not flushed.
+#[tokio::test]
+async fn two_servers_meter_once_and_a_killed_one_loses_only_its_unflushed_counts() {
+    let db = PgTestDb::new().await;
+    let mut cli = Cli::with_url(&db.url);
+    cli.ok(&["tenants", "create", "--slug", "acme", "--name", "Acme"]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // A flushes every second; B only when asked (a report) or stopped.
+    cli.env
+        .push(("TENANCY__USAGE__FLUSH_SECS".into(), "1".into()));
+    let a = serve(&cli);
+    cli.env.retain(|(k, _)| k != "TENANCY__USAGE__FLUSH_SECS");
+    cli.env
+        .push(("TENANCY__USAGE__FLUSH_SECS".into(), "3600".into()));
+    let mut b = serve(&cli);
+
+    hit(&http, &a.base, 10).await;
+    hit(&http, &b.base, 7).await;
+    // B flushes before it reports.
+    let (status, _) = admin_call(
+        &http,
+        format!("{}/admin/tenants/acme/usage", b.base),
+        "GET",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let wait_for = |expected: i64| {
+        let started = Instant::now();
+        loop {
+            let stored = stored_requests(&cli, "acme");
+            if stored == expected {
+                return;
+            }
+            assert!(stored < expected, "counted twice: {stored} > {expected}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "stored {stored}, expected {expected}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for(17);
+
+    // B counts 5 more and is killed before it flushes them: they are lost,
+    // and nothing else is.
+    hit(&http, &b.base, 5).await;
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    hit(&http, &a.base, 3).await;
+    wait_for(20);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        stored_requests(&cli, "acme"),
+        20,
+        "A's flushes add nothing twice"
+    );
+
+    // A stopped gracefully (SIGTERM) flushes what it counted last.
+    let c = serve(&cli);
+    hit(&http, &c.base, 2).await;
+    let mut c = c;
+    let status = Command::new("kill")
+        .args(["-TERM", &c.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    c.child.wait().unwrap();
+    wait_for(22);
+    drop(a);
+}
