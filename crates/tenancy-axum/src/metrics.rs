@@ -13,7 +13,7 @@ use crate::outcome::TenantError;
 use tenancy_core::Rejection;
 
 /// The outcomes counted, as `(status, code)`.
-pub const OUTCOMES: [(u16, &str); 14] = [
+pub const OUTCOMES: [(u16, &str); 15] = [
     (200, "resolved"),
     (401, "tenant_required"),
     (401, "invalid_token"),
@@ -28,6 +28,7 @@ pub const OUTCOMES: [(u16, &str); 14] = [
     (400, "ambiguous_request"),
     (503, "identity_provider_unavailable"),
     (403, "issuer_not_allowed"),
+    (403, "trial_expired"),
 ];
 
 /// One request in this many is timed for the latency histogram: reading
@@ -237,6 +238,7 @@ pub(crate) fn refusal_index(error: &TenantError) -> usize {
         TenantError::Ambiguous(_) => 11,
         TenantError::IdentityProviderUnavailable(_) => 12,
         TenantError::IssuerNotAllowed(_) => 13,
+        TenantError::Rejected(Rejection::TrialExpired) => 14,
         TenantError::Rejected(_) | TenantError::LayerMissing => 7,
     }
 }

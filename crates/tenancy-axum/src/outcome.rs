@@ -87,6 +87,7 @@ impl TenantError {
             Self::Ambiguous(_) => (StatusCode::BAD_REQUEST, "ambiguous_request"),
             Self::Rejected(Rejection::NotMember) => (StatusCode::FORBIDDEN, "not_a_member"),
             Self::Rejected(Rejection::Conflict) => (StatusCode::FORBIDDEN, "tenant_conflict"),
+            Self::Rejected(Rejection::TrialExpired) => (StatusCode::FORBIDDEN, "trial_expired"),
             Self::Rejected(Rejection::StoreUnavailable) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "tenant_store_unavailable")
             }

@@ -361,3 +361,177 @@ async fn two_servers_meter_once_and_a_killed_one_loses_only_its_unflushed_counts
     wait_for(22);
     drop(a);
 }
+
+/// A trial ending `secs` from now, as `--trial-ends-at` takes it.
+fn trial_in(secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339()
+}
+
+async fn status_of(http: &reqwest::Client, base: &str, tenant: &str) -> (u16, Value) {
+    let res = http
+        .get(format!("{base}/api/notes"))
+        .header("x-tenant-id", tenant)
+        .sent()
+        .await;
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until `check` holds (at most `secs` seconds).
+async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(secs), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn trials(mut cli: Cli, servers: usize) {
+    with_plans(&cli);
+    cli.env
+        .push(("TENANCY__JOBS__POLL_MS".into(), "100".into()));
+    let end = trial_in(3);
+    cli.ok(&[
+        "tenants",
+        "create",
+        "--slug",
+        "trier",
+        "--name",
+        "Trier",
+        "--trial-ends-at",
+        &end,
+    ]);
+    let shown = cli.json(&["--json", "tenants", "show", "trier"]);
+    assert!(shown["trial_ends_at"].is_string(), "{shown}");
+    let bad = cli.fail(&[
+        "tenants",
+        "create",
+        "--slug",
+        "bad",
+        "--name",
+        "B",
+        "--trial-ends-at",
+        "soon",
+    ]);
+    assert!(bad.contains("RFC 3339"), "{bad}");
+    let running: Vec<_> = (0..servers).map(|_| serve(&cli)).collect();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for server in &running {
+        assert_eq!(status_of(&http, &server.base, "trier").await.0, 200);
+    }
+    // From the moment the trial ends, every server refuses the tenant.
+    let end_at = chrono::DateTime::parse_from_rfc3339(&end).unwrap();
+    let wait = (end_at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    for server in &running {
+        let (status, body) = status_of(&http, &server.base, "trier").await;
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            body["code"] == "trial_expired" || body["code"] == "tenant_not_active",
+            "{body}"
+        );
+    }
+    // The lifecycle suspends it (once, whichever server's worker runs it),
+    // with the reason, an event and an audit entry.
+    eventually(10, "the trial's end was not recorded", async || {
+        let t = cli.json(&["--json", "tenants", "show", "trier"]);
+        t["status"] == "suspended"
+    })
+    .await;
+    let t = cli.json(&["--json", "tenants", "show", "trier"]);
+    assert_eq!(t["status_reason"], "trial_expired", "{t}");
+    let audit = cli.ok(&["audit", "--tenant", "trier"]);
+    assert_eq!(audit.matches("tenant.trial_ended").count(), 1, "{audit}");
+    let (status, body) = status_of(&http, &running[0].base, "trier").await;
+    assert_eq!((status, &body["code"]), (403, &json!("tenant_not_active")));
+    // Activated after choosing a plan: the ended trial is cleared, served.
+    cli.ok(&["tenants", "update", "trier", "--plan", "free"]);
+    cli.ok(&["tenants", "activate", "trier"]);
+    let t = cli.json(&["--json", "tenants", "show", "trier"]);
+    assert!(t.get("trial_ends_at").is_none(), "{t}");
+    eventually(3, "the activated tenant is served", async || {
+        status_of(&http, &running[0].base, "trier").await.0 == 200
+    })
+    .await;
+    drop(running);
+}
+
+#[tokio::test]
+async fn a_trial_ends_at_once_on_sqlite() {
+    trials(Cli::sqlite(), 1).await;
+}
+
+#[tokio::test]
+async fn a_trial_ends_at_once_on_every_server_on_postgres() {
+    let db = PgTestDb::new().await;
+    trials(Cli::with_url(&db.url), 2).await;
+}
+
+#[tokio::test]
+async fn a_trial_can_fall_back_to_a_plan() {
+    let cli = Cli::sqlite();
+    std::fs::write(
+        cli.path("tenancy.yaml"),
+        "tenancy:
+  plans:
+    pro:
+      features: [exports]
+    starter:
+      limits: {rows.notes: 1}
+  lifecycle:
+    trial_fallback_plan: starter
+  jobs:
+    poll_ms: 100
+",
+    )
+    .unwrap();
+    let end = trial_in(2);
+    cli.ok(&[
+        "tenants",
+        "create",
+        "--slug",
+        "trier",
+        "--name",
+        "T",
+        "--plan",
+        "pro",
+        "--trial-ends-at",
+        &end,
+    ]);
+    let server = serve(&cli);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert_eq!(create_note(&http, &server.base, "trier", "a").await.0, 201);
+    assert_eq!(create_note(&http, &server.base, "trier", "b").await.0, 201);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Served, on the fallback plan's limits at once.
+    let (status, body) = create_note(&http, &server.base, "trier", "c").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (403, &json!("quota_exceeded")),
+        "{body}"
+    );
+    assert_eq!(status_of(&http, &server.base, "trier").await.0, 200);
+    eventually(
+        10,
+        "the tenant was not moved to the fallback plan",
+        async || cli.json(&["--json", "tenants", "show", "trier"])["plan"] == "starter",
+    )
+    .await;
+    let t = cli.json(&["--json", "tenants", "show", "trier"]);
+    assert_eq!(t["status"], "active");
+    assert!(t.get("trial_ends_at").is_none(), "{t}");
+    assert!(
+        cli.ok(&["audit", "--tenant", "trier"])
+            .contains("tenant.trial_ended")
+    );
+    // A fallback plan that does not exist is refused at start.
+    std::fs::write(
+        cli.path("tenancy.yaml"),
+        "tenancy:\n  lifecycle:\n    trial_fallback_plan: ghost\n",
+    )
+    .unwrap();
+    let err = cli.fail(&["tenants", "list"]);
+    assert!(err.contains("lifecycle.trial_fallback_plan"), "{err}");
+}

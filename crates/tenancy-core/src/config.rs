@@ -455,6 +455,10 @@ pub struct LifecycleConfig {
     /// (`PgRowLevel::signed`). Needs `owner_database_url`. Keep it out of
     /// files: `TENANCY__LIFECYCLE__ROW_LEVEL_SIGNING_KEY`.
     pub row_level_signing_key: Option<Secret>,
+    /// The plan a tenant moves to when its trial ends (SPEC E5); unset
+    /// (the default), it is suspended with reason `trial_expired`. Must be
+    /// one of `plans`.
+    pub trial_fallback_plan: Option<String>,
 }
 
 /// One database server (`lifecycle.database_servers[]`).
@@ -485,6 +489,7 @@ impl Default for LifecycleConfig {
             pending_pool: 0,
             owner_database_url: None,
             row_level_signing_key: None,
+            trial_fallback_plan: None,
         }
     }
 }
@@ -936,6 +941,17 @@ impl TenancyConfig {
         self.resolution.validate()?;
         self.auth.validate()?;
         validate_plans(&self.plans)?;
+        if let Some(plan) = &self.lifecycle.trial_fallback_plan
+            && !self.plans.contains_key(plan)
+        {
+            return Err(ConfigError::Invalid {
+                key: "lifecycle.trial_fallback_plan".into(),
+                reason: format!(
+                    "no plan \"{}\" in `plans`: name one of them, or unset it to suspend tenants whose trial ended",
+                    plan.escape_debug()
+                ),
+            });
+        }
         let positive = [
             ("validation.cache_ttl_secs", self.validation.cache_ttl_secs),
             (

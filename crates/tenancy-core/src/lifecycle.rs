@@ -292,10 +292,51 @@ impl LifecycleService {
                     source,
                 })?;
         }
+        // A trial that ended is over: activating the tenant (after it chose
+        // a plan) ends it, or it would be refused again at once.
+        if current.trial_ended(chrono::Utc::now()) {
+            let cleared = crate::TenantUpdate {
+                trial_ends_at: Some(None),
+                ..Default::default()
+            };
+            self.store.update(id, cleared).await?;
+        }
         self.change_status(id, TenantStatus::Active, None, |tenant| {
             TenantEvent::Activated { tenant }
         })
         .await
+    }
+
+    /// Ends `tenant`'s trial if it has ended by now and the tenant is still
+    /// active (SPEC E5): moves it to `fallback_plan` (its trial cleared; a
+    /// [`TenantEvent::Updated`]) or, without one, suspends it with reason
+    /// [`TRIAL_EXPIRED`](crate::tenant::TRIAL_EXPIRED) (a
+    /// [`TenantEvent::Suspended`]). `None`: nothing to end (no trial, not
+    /// over yet, or not active). Running it twice changes nothing more.
+    pub async fn end_trial(
+        &self,
+        tenant: impl AsRef<str>,
+        fallback_plan: Option<&str>,
+    ) -> Result<Option<TenantInfo>, LifecycleError> {
+        let current = self.require(tenant.as_ref()).await?;
+        if current.status != TenantStatus::Active || !current.trial_ended(chrono::Utc::now()) {
+            return Ok(None);
+        }
+        let ended = match fallback_plan {
+            Some(plan) => {
+                let update = crate::TenantUpdate {
+                    trial_ends_at: Some(None),
+                    ..Default::default()
+                }
+                .plan(plan);
+                self.update(&current.id, update).await?
+            }
+            None => {
+                self.suspend(&current.id, Some(crate::tenant::TRIAL_EXPIRED))
+                    .await?
+            }
+        };
+        Ok(Some(ended))
     }
 
     /// Makes a tenant `Inactive` and applies the deprovision policy.

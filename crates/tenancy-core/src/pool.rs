@@ -403,6 +403,7 @@ fn placeholder(id: &TenantId) -> TenantInfo {
         metadata: serde_json::Value::Object(Default::default()),
         created_at: now,
         updated_at: now,
+        trial_ends_at: None,
     }
 }
 

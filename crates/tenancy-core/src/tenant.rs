@@ -302,12 +302,33 @@ pub struct TenantInfo {
     pub created_at: DateTime<Utc>,
     /// When the tenant last changed.
     pub updated_at: DateTime<Utc>,
+    /// When its trial ends (SPEC E5): past it, the tenant is suspended
+    /// with reason `trial_expired`, or moved to
+    /// `lifecycle.trial_fallback_plan` when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
 }
+
+/// The status reason of a tenant whose trial ended.
+pub const TRIAL_EXPIRED: &str = "trial_expired";
 
 impl TenantInfo {
     /// Whether the tenant may be served.
     pub fn is_active(&self) -> bool {
         self.status == TenantStatus::Active
+    }
+
+    /// Whether its trial has ended by `now`.
+    #[inline]
+    pub fn trial_ended(&self, now: DateTime<Utc>) -> bool {
+        self.trial_ends_at.is_some_and(|end| end <= now)
+    }
+
+    /// Whether its trial has ended (the clock is read only for a tenant on
+    /// trial).
+    #[inline]
+    pub fn trial_over(&self) -> bool {
+        self.trial_ends_at.is_some_and(|end| end <= Utc::now())
     }
 
     /// Whether `reference` (an id or a slug) names this tenant.
@@ -338,6 +359,9 @@ pub struct NewTenant {
     /// Metadata (a JSON object; `null` means empty).
     #[serde(default)]
     pub metadata: serde_json::Value,
+    /// When its trial ends (none: not on trial).
+    #[serde(default)]
+    pub trial_ends_at: Option<DateTime<Utc>>,
 }
 
 impl NewTenant {
@@ -349,7 +373,14 @@ impl NewTenant {
             name: name.into(),
             plan: None,
             metadata: serde_json::Value::Object(Default::default()),
+            trial_ends_at: None,
         })
+    }
+
+    /// Puts the tenant on a trial ending at `ends_at`.
+    pub fn trial_ends_at(mut self, ends_at: DateTime<Utc>) -> Self {
+        self.trial_ends_at = Some(ends_at);
+        self
     }
 
     /// Uses `id` instead of a generated one.
@@ -386,6 +417,7 @@ impl NewTenant {
             },
             created_at: now,
             updated_at: now,
+            trial_ends_at: self.trial_ends_at,
         }
     }
 }
@@ -409,6 +441,10 @@ pub struct TenantUpdate {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
+    /// New trial end (`null` ends the trial: no end).
+    #[serde(default, with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub trial_ends_at: Option<Option<DateTime<Utc>>>,
 }
 
 impl TenantUpdate {
@@ -420,7 +456,11 @@ impl TenantUpdate {
 
     /// Whether the update changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.slug.is_none() && self.name.is_none() && self.plan.is_none() && self.metadata.is_none()
+        self.slug.is_none()
+            && self.name.is_none()
+            && self.plan.is_none()
+            && self.metadata.is_none()
+            && self.trial_ends_at.is_none()
     }
 
     /// Applies the update to `tenant`, stamping `updated_at` with `now`.
@@ -437,21 +477,28 @@ impl TenantUpdate {
         if let Some(metadata) = &self.metadata {
             tenant.metadata = metadata.clone();
         }
+        if let Some(trial) = self.trial_ends_at {
+            tenant.trial_ends_at = trial;
+        }
         tenant.updated_at = now;
     }
 }
 
+/// A field that may be absent (unchanged), `null` (cleared) or a value.
 mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<Option<String>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         d: D,
-    ) -> Result<Option<Option<String>>, D::Error> {
-        Option::<String>::deserialize(d).map(Some)
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
     }
 }
 

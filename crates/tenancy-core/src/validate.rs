@@ -47,6 +47,11 @@ pub enum Rejection {
     /// The store could not be asked; the request is refused (fail closed).
     #[error("tenant store unavailable; retry later")]
     StoreUnavailable,
+    /// The tenant's trial has ended (and no `lifecycle.trial_fallback_plan`
+    /// takes it over): refused from that moment on, before the lifecycle
+    /// suspends it.
+    #[error("the tenant's trial has ended: choose a plan to continue")]
+    TrialExpired,
 }
 
 #[derive(Clone)]
@@ -99,6 +104,9 @@ pub struct Validator {
     /// This validator's (and its clones') identity in the per-thread front.
     owner: usize,
     stats: Arc<Stats>,
+    /// Whether a tenant whose trial ended is still served (on the
+    /// fallback plan).
+    trial_fallback: bool,
 }
 
 #[derive(Default)]
@@ -126,7 +134,16 @@ impl Validator {
             generation: Arc::default(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             stats: Arc::default(),
+            trial_fallback: false,
         }
+    }
+
+    /// Keeps serving tenants whose trial ended (they move to
+    /// `lifecycle.trial_fallback_plan`); without it they are refused with
+    /// [`Rejection::TrialExpired`] from the moment the trial ends.
+    pub fn trial_fallback(mut self, serve_after_trial: bool) -> Self {
+        self.trial_fallback = serve_after_trial;
+        self
     }
 
     /// The active tenant named by `reference`, or why it is refused.
@@ -140,7 +157,7 @@ impl Validator {
             return answer;
         }
         self.stats.misses.inc();
-        Self::judge(self.load(reference.as_str()).await?)
+        self.judge(self.load(reference.as_str()).await?)
     }
 
     /// [`Validator::validate`]'s answer when it is known without waiting
@@ -157,7 +174,7 @@ impl Validator {
         let generation = self.generation.load(Ordering::Acquire);
         if let Some(tenant) = front::get(self.owner, key, hash, generation, now) {
             self.stats.hits.inc();
-            return Some(Self::judge(Cached::Found(tenant)));
+            return Some(self.judge(Cached::Found(tenant)));
         }
         // Only well-formed references are ever cached (`validate` checks
         // before it loads), so a hit needs no check of its own.
@@ -177,12 +194,20 @@ impl Validator {
             };
             front::offer(key, hash, fill);
         }
-        Some(Self::judge(hit.value))
+        Some(self.judge(hit.value))
     }
 
-    /// Only `Active` tenants are served.
-    fn judge(cached: Cached) -> Result<Arc<TenantInfo>, Rejection> {
+    /// Only `Active` tenants are served, and not past their trial (unless
+    /// a fallback plan takes them over). The clock is read only for a
+    /// tenant on trial.
+    #[inline]
+    fn judge(&self, cached: Cached) -> Result<Arc<TenantInfo>, Rejection> {
         match cached {
+            Cached::Found(t)
+                if t.status == TenantStatus::Active && !self.trial_fallback && t.trial_over() =>
+            {
+                Err(Rejection::TrialExpired)
+            }
             Cached::Found(t) if t.status == TenantStatus::Active => Ok(t),
             Cached::Found(t) => Err(Rejection::NotActive(t.status)),
             Cached::Unknown => Err(Rejection::Unknown),

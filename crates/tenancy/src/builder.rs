@@ -142,6 +142,16 @@ impl Tenancy {
         &self.inner.plans
     }
 
+    /// The plan `tenant`'s entitlements follow: its own, or
+    /// `lifecycle.trial_fallback_plan` from the moment its trial ended
+    /// (before the lifecycle moves it there).
+    pub fn plan_of<'a>(&'a self, tenant: &'a tenancy_core::TenantInfo) -> Option<&'a str> {
+        match &self.inner.config.lifecycle.trial_fallback_plan {
+            Some(fallback) if tenant.trial_over() => Some(fallback),
+            _ => tenant.plan.as_deref(),
+        }
+    }
+
     /// What `tenant` may do: its plan's features and limits with its own
     /// `features.*` and `limits.*` overrides (read through the override
     /// cache).
@@ -153,7 +163,7 @@ impl Tenancy {
         Ok(self
             .inner
             .plans
-            .entitlements(tenant.plan.as_deref(), Some(&overrides)))
+            .entitlements(self.plan_of(tenant), Some(&overrides)))
     }
 
     /// Whether `tenant` has `feature` (its plan's, or its override): the
@@ -168,7 +178,7 @@ impl Tenancy {
         Ok(self
             .inner
             .plans
-            .has_feature(tenant.plan.as_deref(), Some(&overrides), feature))
+            .has_feature(self.plan_of(tenant), Some(&overrides), feature))
     }
 
     /// `tenant`'s limit `name` (`rows.notes`, `requests_per_month`, …):
@@ -182,7 +192,7 @@ impl Tenancy {
         Ok(self
             .inner
             .plans
-            .limit(tenant.plan.as_deref(), Some(&overrides), name))
+            .limit(self.plan_of(tenant), Some(&overrides), name))
     }
 
     /// The usage meter (SPEC E4): the layer counts requests into it when
@@ -556,7 +566,8 @@ impl TenancyBuilder {
         let pending_pool = Self::pending_pool(&config, self.pending, &strategy)?;
 
         let bus = self.bus.unwrap_or_default();
-        let validator = Validator::new(store.clone(), &config.validation);
+        let validator = Validator::new(store.clone(), &config.validation)
+            .trial_fallback(config.lifecycle.trial_fallback_plan.is_some());
         let mut lifecycle = LifecycleService::new(store.clone())
             .provisioner(provisioner)
             .bus(bus.clone())

@@ -70,6 +70,35 @@ pub struct CreateArgs {
     /// Metadata: a JSON object.
     #[arg(long, value_name = "JSON")]
     pub metadata: Option<String>,
+    /// Put the tenant on a trial of this many days.
+    #[arg(long, conflicts_with = "trial_ends_at")]
+    pub trial_days: Option<u32>,
+    /// Put the tenant on a trial ending at this time (RFC 3339, e.g. 2026-12-31T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub trial_ends_at: Option<String>,
+}
+
+/// A trial end from `--trial-days` or `--trial-ends-at`.
+fn trial_end(
+    days: Option<u32>,
+    at: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, CliError> {
+    if let Some(days) = days {
+        return Ok(Some(
+            chrono::Utc::now() + chrono::Duration::days(i64::from(days)),
+        ));
+    }
+    at.map(|raw| {
+        chrono::DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                CliError::usage(format!(
+                    "--trial-ends-at \"{}\" is not an RFC 3339 time (2026-12-31T00:00:00Z): {e}",
+                    raw.escape_debug()
+                ))
+            })
+    })
+    .transpose()
 }
 
 /// `tenants list`.
@@ -109,6 +138,15 @@ pub struct UpdateArgs {
     /// New metadata: a JSON object (replaces the old one).
     #[arg(long, value_name = "JSON")]
     pub metadata: Option<String>,
+    /// Put the tenant on a trial of this many days from now.
+    #[arg(long, conflicts_with_all = ["trial_ends_at", "end_trial"])]
+    pub trial_days: Option<u32>,
+    /// Put the tenant on a trial ending at this time (RFC 3339).
+    #[arg(long, value_name = "TIME", conflicts_with = "end_trial")]
+    pub trial_ends_at: Option<String>,
+    /// Take the tenant off its trial (no end).
+    #[arg(long)]
+    pub end_trial: bool,
 }
 
 /// `tenants suspend`.
@@ -170,6 +208,9 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
             if let Some(metadata) = args.metadata {
                 new = new.metadata(metadata_object(&metadata)?);
             }
+            if let Some(end) = trial_end(args.trial_days, args.trial_ends_at.as_deref())? {
+                new = new.trial_ends_at(end);
+            }
             ("created", tenants::create(&app, &actor, new).await?)
         }
         TenantsCommand::Update(args) => {
@@ -187,10 +228,16 @@ async fn run_lifecycle(global: &Global, cmd: TenantsCommand) -> Result<(), CliEr
                     args.plan.map(Some)
                 },
                 metadata: args.metadata.as_deref().map(metadata_object).transpose()?,
+                trial_ends_at: if args.end_trial {
+                    Some(None)
+                } else {
+                    trial_end(args.trial_days, args.trial_ends_at.as_deref())?.map(Some)
+                },
             };
             if update.is_empty() {
                 return Err(CliError::usage(
-                    "nothing to update: pass --name, --slug, --plan, --clear-plan or --metadata",
+                    "nothing to update: pass --name, --slug, --plan, --clear-plan, --metadata, \
+                     --trial-days, --trial-ends-at or --end-trial",
                 ));
             }
             let current = app.tenant(&args.tenant).await?;

@@ -38,6 +38,83 @@ impl Job for ExportTenant {
     const KIND: &'static str = "tenancy.export";
 }
 
+/// The end of a tenant's trial (SPEC E5), queued to run when it ends:
+/// the lifecycle suspends the tenant (reason `trial_expired`) or moves it
+/// to `lifecycle.trial_fallback_plan`, with its event, and the audit log
+/// records `tenant.trial_ended`. Run once across every server (the queue
+/// hands a job to one worker); a trial changed since is left alone.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrialEnd {
+    /// The tenant (its id).
+    pub tenant: String,
+    /// The trial end this job was queued for (RFC 3339).
+    pub ends_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Job for TrialEnd {
+    const KIND: &'static str = "tenancy.trial_end";
+}
+
+/// Queues the end of `tenant`'s trial, if it has one (at most once per
+/// trial end: the end is the idempotency key). A failure is logged: the
+/// request path refuses a tenant past its trial anyway.
+pub async fn schedule_trial_end(app: &App, tenant: &TenantInfo) {
+    let Some(ends_at) = tenant.trial_ends_at else {
+        return;
+    };
+    let job = TrialEnd {
+        tenant: tenant.id.to_string(),
+        ends_at,
+    };
+    let options = JobOptions {
+        run_at_ms: Some(ends_at.timestamp_millis()),
+        idempotency_key: Some(format!("trial-end:{}", ends_at.timestamp_millis())),
+        ..JobOptions::default()
+    };
+    if let Err(e) = app.jobs.enqueue(&tenant.id, &job, options).await {
+        tracing::error!(tenant_id = %tenant.id, error = %e,
+            "cannot queue the end of the tenant's trial: it is refused once the trial ends, \
+             but not suspended or moved until an operator does it");
+    }
+}
+
+/// Ends a trial (the [`TrialEnd`] job).
+async fn run_trial_end(app: &App, job: &TrialEnd) -> Result<serde_json::Value, String> {
+    let lifecycle = app.tenancy.lifecycle();
+    let fallback = app.config.lifecycle.trial_fallback_plan.as_deref();
+    let Some(current) = app
+        .tenancy
+        .store()
+        .find(&job.tenant)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(json!({"ended": false, "why": "the tenant no longer exists"}));
+    };
+    if current.trial_ends_at != Some(job.ends_at) {
+        return Ok(json!({"ended": false, "why": "the trial was changed since"}));
+    }
+    match lifecycle
+        .end_trial(&job.tenant, fallback)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(ended) => {
+            app.audit(
+                tenancy::audit::NewAuditEntry::new("system:trials", "tenant.trial_ended")
+                    .tenant(ended.id.clone())
+                    .change(
+                        serde_json::to_value(&current).ok(),
+                        serde_json::to_value(&ended).ok(),
+                    ),
+            )
+            .await;
+            Ok(json!({"ended": true, "status": ended.status, "plan": ended.plan}))
+        }
+        None => Ok(json!({"ended": false})),
+    }
+}
+
 /// Jobs, newest first, of one tenant (id or slug) and in one state when
 /// given.
 pub async fn list(
@@ -159,10 +236,16 @@ pub fn worker(app: Arc<App>) -> Worker {
     } else {
         worker
     };
-    worker.register_with_result(move |ctx: JobContext, job: ExportTenant| {
-        let app = app.clone();
-        async move { run_export(&app, &ctx, &job).await }
-    })
+    let trials = app.clone();
+    worker
+        .register_with_result(move |ctx: JobContext, job: ExportTenant| {
+            let app = app.clone();
+            async move { run_export(&app, &ctx, &job).await }
+        })
+        .register_with_result(move |_: JobContext, job: TrialEnd| {
+            let app = trials.clone();
+            async move { run_trial_end(&app, &job).await }
+        })
 }
 
 /// Writes the tenant's archive under `jobs.exports_dir`: a rerun (after

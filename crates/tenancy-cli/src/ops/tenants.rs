@@ -83,6 +83,7 @@ async fn record(
 pub async fn create(app: &App, actor: &str, new: NewTenant) -> Result<TenantInfo, TenantOpError> {
     let created = app.tenancy.lifecycle().create(new).await?;
     record(app, actor, "tenant.create", &created, None, Some(&created)).await;
+    crate::ops::jobs::schedule_trial_end(app, &created).await;
     Ok(created)
 }
 
@@ -95,6 +96,9 @@ pub async fn update(
     update: TenantUpdate,
 ) -> Result<TenantInfo, TenantOpError> {
     let updated = app.tenancy.lifecycle().update(&current.id, update).await?;
+    if updated.trial_ends_at != current.trial_ends_at {
+        crate::ops::jobs::schedule_trial_end(app, &updated).await;
+    }
     record(
         app,
         actor,

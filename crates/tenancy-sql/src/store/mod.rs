@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS tenancy_tenants (
     metadata      ", $json, " NOT NULL DEFAULT '{}',
     created_at    ", $time, " NOT NULL,
     updated_at    ", $time, " NOT NULL,
+    trial_ends_at ", $time, ",
     CONSTRAINT tenancy_tenants_slug_key UNIQUE (slug)
 );
 CREATE INDEX IF NOT EXISTS tenancy_tenants_created ON tenancy_tenants (created_at, id);
@@ -135,7 +136,7 @@ use select;
 /// The columns of [`TenantRow`], in order, as a literal for `concat!`.
 macro_rules! tenant_columns {
     () => {
-        "id, slug, name, status, status_reason, plan, metadata, created_at, updated_at"
+        "id, slug, name, status, status_reason, plan, metadata, created_at, updated_at, trial_ends_at"
     };
 }
 use tenant_columns;
@@ -196,6 +197,7 @@ pub(crate) struct TenantRow {
     metadata: Json<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    trial_ends_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<TenantRow> for TenantInfo {
@@ -219,6 +221,7 @@ impl TryFrom<TenantRow> for TenantInfo {
             metadata: row.metadata.0.clone(),
             created_at: row.created_at,
             updated_at: row.updated_at,
+            trial_ends_at: row.trial_ends_at,
         })
     }
 }

@@ -84,6 +84,8 @@ impl Dialect for PgStore {
     // first statement) so concurrent starts don't race.
     const JOBS: &'static str = crate::jobs::PG_SCHEMA;
     const USAGE: &'static str = crate::usage::PG_SCHEMA;
+    const ADDED_COLUMNS: &'static [&'static str] =
+        &["ALTER TABLE tenancy_tenants ADD COLUMN IF NOT EXISTS trial_ends_at TIMESTAMPTZ"];
     const MIGRATION: &'static str = concat!(
         "SELECT pg_advisory_xact_lock(7261636);",
         store_tables!(json: "JSONB", time: "TIMESTAMPTZ", serial: "BIGSERIAL PRIMARY KEY")
@@ -93,7 +95,7 @@ impl Dialect for PgStore {
     const CREATE: &'static str = concat!(
         "WITH t AS (INSERT INTO tenancy_tenants (",
         tenant_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, slug), \
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id, slug), \
          n AS (SELECT ",
         notify_tenant_sql!("t.id", "t.slug", "NULL"),
         " FROM t) SELECT t.id FROM t, n"
@@ -104,11 +106,13 @@ impl Dialect for PgStore {
     const UPDATE: &'static str = concat!(
         "WITH t AS (UPDATE tenancy_tenants AS cur SET slug = COALESCE($2, cur.slug), \
          name = COALESCE($3, cur.name), plan = CASE WHEN $4 THEN $5 ELSE cur.plan END, \
-         metadata = COALESCE($6, cur.metadata), updated_at = $7 \
+         metadata = COALESCE($6, cur.metadata), updated_at = $7, \
+         trial_ends_at = CASE WHEN $8 THEN $9 ELSE cur.trial_ends_at END \
          FROM (SELECT slug FROM tenancy_tenants WHERE id = $1 FOR UPDATE) AS prev \
          WHERE cur.id = $1 \
          RETURNING cur.id, cur.slug, cur.name, cur.status, cur.status_reason, cur.plan, \
-         cur.metadata, cur.created_at, cur.updated_at, prev.slug AS previous_slug), \
+         cur.metadata, cur.created_at, cur.updated_at, cur.trial_ends_at, \
+         prev.slug AS previous_slug), \
          n AS (SELECT ",
         notify_tenant_sql!("t.id", "t.slug", "NULLIF(t.previous_slug, t.slug)"),
         " FROM t) SELECT ",
@@ -183,7 +187,7 @@ impl Dialect for PgStore {
              WHERE ready ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, version), \
              t AS (INSERT INTO tenancy_tenants (",
             tenant_columns!(),
-            ") SELECT c.id, $1, $2, 'provisioning', NULL, $3, $4, $5, $5 FROM c RETURNING id, slug), \
+            ") SELECT c.id, $1, $2, 'provisioning', NULL, $3, $4, $5, $5, NULL FROM c RETURNING id, slug), \
              n AS (SELECT ",
             notify_tenant_sql!("t.id", "t.slug", "NULL"),
             " FROM t) SELECT t.id, c.version FROM t, n, c"

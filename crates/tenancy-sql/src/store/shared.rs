@@ -24,13 +24,18 @@ pub(super) trait Dialect {
     const JOBS: &'static str;
     /// The usage tables (`crate::usage`), run after [`Dialect::JOBS`].
     const USAGE: &'static str;
+    /// Columns added since the first release, for databases made before
+    /// them: each statement is run, and a column that exists already
+    /// ("duplicate column") is fine.
+    const ADDED_COLUMNS: &'static [&'static str];
     /// Opens the migration's transaction.
     const BEGIN: &'static str;
-    /// Inserts a tenant: `$1`..`$9` are its columns in `tenant_columns!`
+    /// Inserts a tenant: `$1`..`$10` are its columns in `tenant_columns!`
     /// order.
     const CREATE: &'static str;
     /// Applies a `TenantUpdate` to tenant `$1`: slug `$2`, name `$3` and
-    /// metadata `$6` when not NULL, plan `$5` when `$4`, `updated_at` `$7`.
+    /// metadata `$6` when not NULL, plan `$5` when `$4`, `updated_at` `$7`,
+    /// `trial_ends_at` `$9` when `$8`.
     /// Returns the updated row (no row: no such tenant).
     const UPDATE: &'static str;
     /// Moves tenant `$1` to status `$2` (reason `$3`, at `$4`) if its
@@ -108,6 +113,16 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
+                for added in <Self as Dialect>::ADDED_COLUMNS {
+                    if let Err(e) = ::sqlx::raw_sql(::sqlx::AssertSqlSafe(*added))
+                        .execute(&mut *tx)
+                        .await
+                    {
+                        if !e.to_string().contains("duplicate column") {
+                            return Err(unavailable(e));
+                        }
+                    }
+                }
                 ::sqlx::raw_sql(<Self as Dialect>::USAGE)
                     .execute(&mut *tx)
                     .await
@@ -155,6 +170,7 @@ macro_rules! sql_store {
                     .bind(::sqlx::types::Json(&t.metadata))
                     .bind(t.created_at)
                     .bind(t.updated_at)
+                    .bind(t.trial_ends_at)
             }
 
             /// Binds the columns of `d` in `domain_columns!` order.
@@ -291,6 +307,8 @@ macro_rules! tenant_store {
                 .bind(update.plan.as_ref().and_then(Option::as_deref))
                 .bind(update.metadata.as_ref().map(::sqlx::types::Json))
                 .bind(::chrono::Utc::now())
+                .bind(update.trial_ends_at.is_some())
+                .bind(update.trial_ends_at.flatten())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| $crate::store::map_err(e, slug, Some(id.as_str())))?

@@ -66,6 +66,8 @@ impl Dialect for SqliteStore {
     // every change. Idempotent.
     const JOBS: &'static str = crate::jobs::SQLITE_SCHEMA;
     const USAGE: &'static str = crate::usage::SQLITE_SCHEMA;
+    const ADDED_COLUMNS: &'static [&'static str] =
+        &["ALTER TABLE tenancy_tenants ADD COLUMN trial_ends_at TEXT"];
     const MIGRATION: &'static str = concat!(
         store_tables!(json: "TEXT", time: "TEXT", serial: "INTEGER PRIMARY KEY AUTOINCREMENT"),
         r#"
@@ -117,13 +119,14 @@ END;
     const CREATE: &'static str = concat!(
         "INSERT INTO tenancy_tenants (",
         tenant_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     );
 
     const UPDATE: &'static str = concat!(
         "UPDATE tenancy_tenants SET slug = COALESCE($2, slug), name = COALESCE($3, name), \
          plan = CASE WHEN $4 THEN $5 ELSE plan END, metadata = COALESCE($6, metadata), \
-         updated_at = $7 WHERE id = $1 RETURNING ",
+         updated_at = $7, trial_ends_at = CASE WHEN $8 THEN $9 ELSE trial_ends_at END \
+         WHERE id = $1 RETURNING ",
         tenant_columns!()
     );
 
