@@ -21,6 +21,11 @@ pub(in crate::http) struct CreateBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// When the tenant's trial ends (RFC 3339): past it the tenant is
+    /// suspended (reason `trial_expired`) or moved to
+    /// `lifecycle.trial_fallback_plan`.
+    #[serde(default)]
+    trial_ends_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `PATCH /admin/tenants/{tenant}`: the fields that may change. Any other
@@ -41,6 +46,8 @@ pub(in crate::http) struct UpdateBody {
     /// New metadata, replacing the old (at most 16 KiB of JSON).
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// New trial end (RFC 3339); `null` takes the tenant off its trial.
+    trial_ends_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[utoipa::path(post,
@@ -86,6 +93,9 @@ pub(in crate::http) async fn create(
     }
     if let Some(metadata) = body.metadata {
         new = new.metadata(metadata);
+    }
+    if let Some(end) = body.trial_ends_at {
+        new = new.trial_ends_at(end);
     }
     match tenants::create(&state.app, &actor.0, new).await {
         Ok(t) => (StatusCode::CREATED, Json(t)).into_response(),
@@ -216,7 +226,8 @@ pub(in crate::http) async fn update(
     }
 }
 
-/// A PATCH body: only `slug`, `name`, `plan` and `metadata` may change; a
+/// A PATCH body: only `slug`, `name`, `plan`, `metadata` and
+/// `trial_ends_at` may change; a
 /// read-only or unknown field is refused, never ignored.
 fn tenant_update(body: Value) -> Result<TenantUpdate, Response> {
     let Value::Object(fields) = &body else {
@@ -224,7 +235,7 @@ fn tenant_update(body: Value) -> Result<TenantUpdate, Response> {
     };
     for key in fields.keys() {
         match key.as_str() {
-            "slug" | "name" | "plan" | "metadata" => {}
+            "slug" | "name" | "plan" | "metadata" | "trial_ends_at" => {}
             "status" => {
                 return Err(bad_body(
                     "`status` is read-only here: use POST /admin/tenants/{id}/suspend, /activate or /deactivate",
@@ -235,11 +246,21 @@ fn tenant_update(body: Value) -> Result<TenantUpdate, Response> {
             }
             other => {
                 return Err(bad_body(format!(
-                    "unknown field `{}`: a tenant's slug, name, plan and metadata can change",
+                    "unknown field `{}`: a tenant's slug, name, plan, metadata and trial_ends_at can change",
                     other.chars().take(64).collect::<String>()
                 )));
             }
         }
+    }
+    if let Some(end) = fields.get("trial_ends_at")
+        && !end.is_null()
+        && !end
+            .as_str()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+    {
+        return Err(bad_body(
+            "`trial_ends_at` must be an RFC 3339 time (2026-12-31T00:00:00Z), or null to end the trial",
+        ));
     }
     let update: TenantUpdate = serde_json::from_value(body).map_err(bad_body)?;
     at_most(
