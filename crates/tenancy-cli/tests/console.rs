@@ -59,6 +59,7 @@ async fn an_operator_manages_a_tenant_in_the_console() {
             "/tests/console/console_e2e.py"
         ))
         .args([server.base.as_str(), ADMIN_TOKEN, shots])
+        .arg(cli.path("tenancy.db"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

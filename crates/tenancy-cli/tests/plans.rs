@@ -17,7 +17,7 @@ const PLANS: &str = "tenancy:
   plans:
     free:
       features: []
-      limits: {rows.notes: 7, requests_per_month: 1000000}
+      limits: {rows.notes: 7, requests_per_month: 1000000, jobs_concurrency: 1}
     tiny:
       limits: {requests_per_month: 5}
 ";
@@ -162,6 +162,15 @@ async fn quotas(cli: Cli) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The plan's jobs_concurrency is in the queue, where claims read it;
+    // an override replaces it at once.
+    assert_eq!(job_limit(&cli, "acme").await, Some(1));
+    cli.ok(&["config", "set", "acme", "limits.jobs_concurrency", "4"]);
+    assert_eq!(job_limit(&cli, "acme").await, Some(4));
+    cli.ok(&["config", "unset", "acme", "limits.jobs_concurrency"]);
+    assert_eq!(job_limit(&cli, "acme").await, Some(1));
+    assert_eq!(job_limit(&cli, "small").await, None, "tiny sets none");
+
     // What was used, through the admin API (this server flushes first).
     let (status, report) = admin_call(
         &http,
@@ -216,6 +225,39 @@ async fn quotas(cli: Cli) {
     let refused = cli.fail(&["usage", "--from", "2026-12-02", "--to", "2026-12-01"]);
     assert!(refused.contains("not before"), "{refused}");
     drop(server);
+}
+
+/// `tenant`'s own limit of running jobs in the queue's table.
+async fn job_limit(cli: &Cli, tenant: &str) -> Option<i64> {
+    let id = cli.json(&["--json", "tenants", "show", tenant])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    const SQL: &str =
+        "SELECT CAST(max_running AS BIGINT) FROM tenancy_job_queues WHERE tenant_id = $1";
+    match cli.env.iter().find(|(k, _)| k == "DATABASE_URL") {
+        Some((_, url)) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let n: Option<Option<i64>> = sqlx::query_scalar(SQL)
+                .bind(&id)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            n.flatten()
+        }
+        None => {
+            let url = format!("sqlite://{}", cli.path("tenancy.db").display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let n: Option<Option<i64>> = sqlx::query_scalar(SQL)
+                .bind(&id)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            n.flatten()
+        }
+    }
 }
 
 /// Awaits every task.

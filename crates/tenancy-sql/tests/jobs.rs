@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -537,45 +538,55 @@ async fn per_tenant_concurrency_holds_across_workers() {
     let db = PgTestDb::new().await;
     let store = pg_store(&db.url).await;
     let a = active(&store, "acme").await;
+    let b = active(&store, "bravo").await;
     let queue = JobQueue::postgres(store.pool().clone());
-    let running = Arc::new(Mutex::new((0usize, 0usize)));
+    // acme's plan allows one job at a time (its own limit, as `tenancy
+    // serve` writes it from `jobs_concurrency`); bravo has the default, 3.
+    queue.set_tenant_limit(&a, Some(1)).await.unwrap();
+    let running: Arc<Mutex<HashMap<String, (usize, usize)>>> = Arc::default();
     let r = running.clone();
     let config = JobsConfig {
-        max_concurrency_per_tenant: 1,
+        max_concurrency_per_tenant: 3,
         ..fast()
     };
     let worker = Worker::new(queue.clone(), Arc::new(store.clone()), &config).register(
-        move |_ctx: JobContext, job: Nap| {
+        move |ctx: JobContext, job: Nap| {
             let r = r.clone();
             async move {
+                let tenant = ctx.tenant.id.to_string();
                 {
                     let mut r = r.lock().unwrap();
-                    r.0 += 1;
-                    r.1 = r.1.max(r.0);
+                    let (now, max) = r.entry(tenant.clone()).or_default();
+                    *now += 1;
+                    *max = (*max).max(*now);
                 }
                 tokio::time::sleep(Duration::from_millis(job.ms)).await;
-                r.lock().unwrap().0 -= 1;
+                r.lock().unwrap().get_mut(&tenant).unwrap().0 -= 1;
                 Ok::<(), String>(())
             }
         },
     );
-    for _ in 0..12 {
-        queue
-            .enqueue(&a, &Nap { ms: 30 }, JobOptions::default())
-            .await
-            .unwrap();
+    for tenant in [&a, &b] {
+        for _ in 0..12 {
+            queue
+                .enqueue(tenant, &Nap { ms: 30 }, JobOptions::default())
+                .await
+                .unwrap();
+        }
     }
-    let workers = worker.clone().spawn(4);
+    let workers = worker.clone().spawn(5);
     let started = Instant::now();
-    while queue.stats().await.unwrap().in_state(JobState::Done) < 12 {
+    while queue.stats().await.unwrap().in_state(JobState::Done) < 24 {
         assert!(started.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     workers.shutdown().await;
-    assert_eq!(
-        running.lock().unwrap().1,
-        1,
-        "at most one of acme's at once"
+    let running = running.lock().unwrap();
+    assert_eq!(running[a.as_str()].1, 1, "at most one of acme's at once");
+    let bravo = running[b.as_str()].1;
+    assert!(
+        (2..=3).contains(&bravo),
+        "bravo runs up to the default 3 at once: {bravo}"
     );
 }
 

@@ -348,7 +348,11 @@ impl Server {
             .rate_limits(limiter)
             .metrics(metrics.clone());
         let app_resources = app.resources.clone();
-        // Background jobs: the toolkit's own (exports), run here.
+        // Each tenant's plan limit of running jobs, where claims read it.
+        if let Err(e) = crate::ops::jobs::sync_job_limits(&app).await {
+            tracing::warn!(error = %e, "cannot write the tenants' jobs_concurrency to the queue");
+        }
+        // Background jobs: the toolkit's own (exports, trial ends), run here.
         let jobs =
             (app.config.jobs.workers > 0).then(|| crate::ops::jobs::worker(Arc::new(app.clone())));
         // Usage: counted in memory, added to the store every flush.

@@ -40,6 +40,7 @@ pub async fn set(
         .overrides()
         .set(&tenant.id, key, value.clone())
         .await?;
+    follow_limits(app, tenant, key).await;
     app.audit(
         tenancy::audit::NewAuditEntry::new(actor, "config.set")
             .tenant(tenant.id.clone())
@@ -52,6 +53,14 @@ pub async fn set(
     Ok(())
 }
 
+/// What an override change moves elsewhere: `limits.jobs_concurrency` is
+/// written to the job queue, where every worker's claims read it.
+async fn follow_limits(app: &App, tenant: &TenantInfo, key: &str) {
+    if key.strip_prefix(tenancy::plans::LIMIT_PREFIX) == Some(crate::ops::jobs::JOBS_CONCURRENCY) {
+        crate::ops::jobs::apply_job_limit(app, tenant).await;
+    }
+}
+
 /// Removes `tenant`'s override of `key` (recorded as `config.unset`);
 /// `false` when there was none.
 pub async fn unset(
@@ -62,6 +71,7 @@ pub async fn unset(
 ) -> Result<bool, ConfigError> {
     let before = previous(app, &tenant.id, key).await;
     let existed = app.tenancy.overrides().delete(&tenant.id, key).await?;
+    follow_limits(app, tenant, key).await;
     if existed {
         app.audit(
             tenancy::audit::NewAuditEntry::new(actor, "config.unset")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tenancy::TenantInfo;
+use tenancy::{ConfigStore, TenantInfo};
 use tenancy_sql::jobs::{
     Job, JobContext, JobFilter, JobOptions, JobRecord, JobState, JobStats, JobsError, Worker,
 };
@@ -100,6 +100,7 @@ async fn run_trial_end(app: &App, job: &TrialEnd) -> Result<serde_json::Value, S
         .map_err(|e| e.to_string())?
     {
         Some(ended) => {
+            apply_job_limit(app, &ended).await;
             app.audit(
                 tenancy::audit::NewAuditEntry::new("system:trials", "tenant.trial_ended")
                     .tenant(ended.id.clone())
@@ -113,6 +114,52 @@ async fn run_trial_end(app: &App, job: &TrialEnd) -> Result<serde_json::Value, S
         }
         None => Ok(json!({"ended": false})),
     }
+}
+
+/// The limit name of running jobs per tenant.
+pub const JOBS_CONCURRENCY: &str = "jobs_concurrency";
+
+/// Writes `tenant`'s `jobs_concurrency` (its plan's, or its override) to
+/// the queue, where every worker's claims read it. A failure is logged:
+/// the workers' default limit applies meanwhile.
+pub async fn apply_job_limit(app: &App, tenant: &TenantInfo) {
+    let limit = match app.tenancy.limit(tenant, JOBS_CONCURRENCY).await {
+        Ok(limit) => limit.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        Err(e) => {
+            tracing::warn!(tenant_id = %tenant.id, error = %e, "cannot read the tenant's jobs_concurrency");
+            return;
+        }
+    };
+    if let Err(e) = app.jobs.set_tenant_limit(&tenant.id, limit).await {
+        tracing::warn!(tenant_id = %tenant.id, error = %e, "cannot write the tenant's jobs_concurrency");
+    }
+}
+
+/// Writes every tenant's `jobs_concurrency` to the queue (at start: the
+/// plans may have changed). Nothing to do when no plan and no override
+/// sets it.
+pub async fn sync_job_limits(app: &App) -> Result<(), JobOpError> {
+    let overridden = app
+        .tenancy
+        .config_store()
+        .config_with_key(&format!(
+            "{}{JOBS_CONCURRENCY}",
+            tenancy::plans::LIMIT_PREFIX
+        ))
+        .await
+        .map_err(|e| JobOpError::App(AppError::setup(e)))?
+        .unwrap_or_default();
+    app.jobs.clear_tenant_limits().await?;
+    if overridden.is_empty() && !app.tenancy.plans().any_plan_limits(JOBS_CONCURRENCY) {
+        return Ok(());
+    }
+    let (tenants, _) = crate::ops::tenants::list_all(app, true)
+        .await
+        .map_err(|e| JobOpError::App(AppError::setup(e)))?;
+    for tenant in &tenants {
+        apply_job_limit(app, tenant).await;
+    }
+    Ok(())
 }
 
 /// Jobs, newest first, of one tenant (id or slug) and in one state when

@@ -84,6 +84,9 @@ pub async fn create(app: &App, actor: &str, new: NewTenant) -> Result<TenantInfo
     let created = app.tenancy.lifecycle().create(new).await?;
     record(app, actor, "tenant.create", &created, None, Some(&created)).await;
     crate::ops::jobs::schedule_trial_end(app, &created).await;
+    if created.plan.is_some() {
+        crate::ops::jobs::apply_job_limit(app, &created).await;
+    }
     Ok(created)
 }
 
@@ -98,6 +101,9 @@ pub async fn update(
     let updated = app.tenancy.lifecycle().update(&current.id, update).await?;
     if updated.trial_ends_at != current.trial_ends_at {
         crate::ops::jobs::schedule_trial_end(app, &updated).await;
+    }
+    if updated.plan != current.plan {
+        crate::ops::jobs::apply_job_limit(app, &updated).await;
     }
     record(
         app,

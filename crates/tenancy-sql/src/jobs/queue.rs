@@ -105,7 +105,7 @@ CREATE INDEX IF NOT EXISTS tenancy_jobs_ready ON tenancy_jobs (tenant_id, run_at
 CREATE INDEX IF NOT EXISTS tenancy_jobs_running ON tenancy_jobs (tenant_id, lease_until) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS tenancy_jobs_by_tenant ON tenancy_jobs (tenant_id, id);
 CREATE UNIQUE INDEX IF NOT EXISTS tenancy_jobs_idempotency ON tenancy_jobs (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS tenancy_job_queues (tenant_id TEXT PRIMARY KEY, turn ", $big, " NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS tenancy_job_queues (tenant_id TEXT PRIMARY KEY, turn ", $big, " NOT NULL DEFAULT 0, max_running ", $int, ");
 CREATE INDEX IF NOT EXISTS tenancy_job_queues_turn ON tenancy_job_queues (turn);
 ",
             $extra
@@ -142,8 +142,12 @@ const PICK_TENANT: &str = "SELECT q.tenant_id FROM tenancy_job_queues q \
     WHERE EXISTS (SELECT 1 FROM tenancy_jobs j WHERE j.tenant_id = q.tenant_id \
                   AND j.state = 'queued' AND j.run_at <= $1) \
       AND (SELECT count(*) FROM tenancy_jobs r WHERE r.tenant_id = q.tenant_id \
-           AND r.state = 'running') < $2 \
+           AND r.state = 'running') < COALESCE(q.max_running, $2) \
     ORDER BY q.turn LIMIT 1";
+
+/// Sets tenant `$1`'s own limit of running jobs (`$2`; NULL: the default).
+const SET_LIMIT: &str = "INSERT INTO tenancy_job_queues (tenant_id, turn, max_running) \
+    VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO UPDATE SET max_running = excluded.max_running";
 
 /// A job that was claimed: what runs it needs.
 #[derive(Debug, Clone)]
@@ -243,6 +247,37 @@ impl JobQueue {
                 sqlx::raw_sql(SQLITE_SCHEMA).execute(pool).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Sets `tenant`'s own limit of jobs running at once, across every
+    /// worker (its plan's `jobs_concurrency`); `None` goes back to the
+    /// workers' default (`jobs.max_concurrency_per_tenant`). Claims read
+    /// it from the queue's table, so every worker follows it at once.
+    pub async fn set_tenant_limit(
+        &self,
+        tenant: &TenantId,
+        limit: Option<u32>,
+    ) -> Result<(), JobsError> {
+        let limit = limit.map(i64::from);
+        on_pool!(self, pool => {
+            sqlx::query(SET_LIMIT)
+                .bind(tenant.as_str())
+                .bind(limit)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Clears every tenant's own limit (before they are set again from the
+    /// plans).
+    pub async fn clear_tenant_limits(&self) -> Result<(), JobsError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE tenancy_job_queues SET max_running = NULL WHERE max_running IS NOT NULL")
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -362,7 +397,8 @@ impl JobQueue {
                         "WITH j AS (SELECT id FROM tenancy_jobs WHERE tenant_id = $2 \
                                AND state = 'queued' AND run_at <= $1 \
                                AND (SELECT count(*) FROM tenancy_jobs r WHERE r.tenant_id = $2 \
-                                    AND r.state = 'running') < $5 \
+                                    AND r.state = 'running') < COALESCE((SELECT max_running \
+                                    FROM tenancy_job_queues WHERE tenant_id = $2), $5) \
                                ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
                          turn AS (UPDATE tenancy_job_queues SET turn = nextval('tenancy_job_turns') \
                                   WHERE tenant_id = $2) \
@@ -530,7 +566,9 @@ impl JobQueue {
         .rows_affected());
         on_pool!(self, pool => {
             sqlx::query(
-                "DELETE FROM tenancy_job_queues WHERE NOT EXISTS (SELECT 1 FROM tenancy_jobs j \
+                "DELETE FROM tenancy_job_queues WHERE (max_running IS NULL OR NOT EXISTS \
+                 (SELECT 1 FROM tenancy_tenants t WHERE t.id = tenancy_job_queues.tenant_id)) \
+                 AND NOT EXISTS (SELECT 1 FROM tenancy_jobs j \
                  WHERE j.tenant_id = tenancy_job_queues.tenant_id AND j.state IN ('queued', 'running'))",
             )
             .execute(pool)

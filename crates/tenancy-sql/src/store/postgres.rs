@@ -84,8 +84,10 @@ impl Dialect for PgStore {
     // first statement) so concurrent starts don't race.
     const JOBS: &'static str = crate::jobs::PG_SCHEMA;
     const USAGE: &'static str = crate::usage::PG_SCHEMA;
-    const ADDED_COLUMNS: &'static [&'static str] =
-        &["ALTER TABLE tenancy_tenants ADD COLUMN IF NOT EXISTS trial_ends_at TIMESTAMPTZ"];
+    const ADDED_COLUMNS: &'static [&'static str] = &[
+        "ALTER TABLE tenancy_tenants ADD COLUMN IF NOT EXISTS trial_ends_at TIMESTAMPTZ",
+        "ALTER TABLE tenancy_job_queues ADD COLUMN IF NOT EXISTS max_running INT",
+    ];
     const MIGRATION: &'static str = concat!(
         "SELECT pg_advisory_xact_lock(7261636);",
         store_tables!(json: "JSONB", time: "TIMESTAMPTZ", serial: "BIGSERIAL PRIMARY KEY")

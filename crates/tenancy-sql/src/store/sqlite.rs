@@ -66,8 +66,10 @@ impl Dialect for SqliteStore {
     // every change. Idempotent.
     const JOBS: &'static str = crate::jobs::SQLITE_SCHEMA;
     const USAGE: &'static str = crate::usage::SQLITE_SCHEMA;
-    const ADDED_COLUMNS: &'static [&'static str] =
-        &["ALTER TABLE tenancy_tenants ADD COLUMN trial_ends_at TEXT"];
+    const ADDED_COLUMNS: &'static [&'static str] = &[
+        "ALTER TABLE tenancy_tenants ADD COLUMN trial_ends_at TEXT",
+        "ALTER TABLE tenancy_job_queues ADD COLUMN max_running INTEGER",
+    ];
     const MIGRATION: &'static str = concat!(
         store_tables!(json: "TEXT", time: "TEXT", serial: "INTEGER PRIMARY KEY AUTOINCREMENT"),
         r#"

@@ -186,6 +186,7 @@ async function renderTenant(id) {
     el("dt", { text: "Status" }), el("dd", { id: "tenant-status" }, statusBadge(tenant.status)),
     el("dt", { text: "Reason" }), el("dd", { id: "tenant-reason", text: tenant.status_reason || "—" }),
     el("dt", { text: "Plan" }), el("dd", { text: tenant.plan || "—" }),
+    el("dt", { text: "Trial ends" }), el("dd", { id: "tenant-trial", text: tenant.trial_ends_at ? new Date(tenant.trial_ends_at).toLocaleString() : "—" }),
     el("dt", { text: "Metadata" }), el("dd", {}, el("code", { text: JSON.stringify(tenant.metadata) })),
     el("dt", { text: "Created" }), el("dd", { text: new Date(tenant.created_at).toLocaleString() }));
 
@@ -220,11 +221,12 @@ async function renderTenant(id) {
   });
 
   // Config overrides.
-  const [config, domains, audit, jobs] = await Promise.all([
+  const [config, domains, audit, jobs, usage] = await Promise.all([
     api("GET", `${path}/config`),
     api("GET", `${path}/domains`).catch(() => ({ items: [] })),
     api("GET", `/admin/audit?tenant=${encodeURIComponent(tenant.id)}&limit=10`).catch(() => ({ items: [] })),
     api("GET", `/admin/jobs?tenant=${encodeURIComponent(tenant.id)}&limit=10`).catch(() => ({ items: [] })),
+    api("GET", `${path}/usage`).catch(() => null),
   ]);
   const configRows = Object.entries(config || {}).map(([key, value]) =>
     el("tr", {}, el("td", {}, el("code", { text: key })), el("td", {}, el("code", { text: JSON.stringify(value) }))));
@@ -263,6 +265,7 @@ async function renderTenant(id) {
       el("ul", {}, domains.items.map((d) =>
         el("li", { text: `${d.domain} (${d.status}${d.primary ? ", primary" : ""})` })))));
   }
+  sections.push(renderUsage(tenant.id, usage));
   sections.push(renderJobs(id, path, jobs.items || []));
   sections.push(el("section", { "aria-labelledby": "audit-title" },
     el("h3", { id: "audit-title", text: "Recent changes" }),
@@ -271,6 +274,74 @@ async function renderTenant(id) {
           el("li", { text: `${new Date(e.at).toLocaleString()} — ${e.actor}: ${e.action}` })))
       : el("p", { class: "muted", text: "None yet." })));
   main().replaceChildren(...sections);
+}
+
+// Usage ------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+const DAY_MS = 24 * 3600 * 1000;
+
+/** An SVG element with attributes (and text). */
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+/** The tenant's requests per day over the report's range (the last 30
+ * days), as a bar chart drawn here from the admin API's hourly rows, and
+ * the range's totals by metric. */
+function renderUsage(tenantId, report) {
+  const section = el("section", { "aria-labelledby": "usage-title" },
+    el("h3", { id: "usage-title", text: "Usage, last 30 days" }));
+  if (!report) {
+    section.append(el("p", { class: "muted", text: "Usage is unavailable." }));
+    return section;
+  }
+  const from = Date.parse(report.from);
+  const days = Math.max(1, Math.round((Date.parse(report.to) - from) / DAY_MS));
+  const perDay = new Array(days).fill(0);
+  for (const row of report.rows || []) {
+    if (row.metric !== "requests") continue;
+    const day = Math.floor((Date.parse(row.hour) - from) / DAY_MS);
+    if (day >= 0 && day < days) perDay[day] += row.value;
+  }
+  const max = Math.max(1, ...perDay);
+  const [width, height, left, bottom] = [720, 180, 48, 24];
+  const barWidth = (width - left) / days;
+  const chart = svg("svg", {
+    id: "usage-chart", viewBox: `0 0 ${width} ${height}`, width, height,
+    role: "img", "aria-label": `Requests per day: ${perDay.reduce((a, b) => a + b, 0)} in ${days} days`,
+  });
+  chart.append(svg("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom, stroke: "#868e96" }));
+  chart.append(svg("text", { x: left - 6, y: 12, "text-anchor": "end", "font-size": 11, fill: "#495057" }, max));
+  chart.append(svg("text", { x: left - 6, y: height - bottom, "text-anchor": "end", "font-size": 11, fill: "#495057" }, 0));
+  perDay.forEach((count, day) => {
+    const barHeight = Math.round((count / max) * (height - bottom - 8));
+    const bar = svg("rect", {
+      x: (left + day * barWidth + 1).toFixed(1), y: height - bottom - barHeight,
+      width: Math.max(1, barWidth - 2).toFixed(1), height: barHeight, fill: "#1c7ed6",
+      "data-day": new Date(from + day * DAY_MS).toISOString().slice(0, 10), "data-requests": count,
+    });
+    bar.append(svg("title", {}, `${new Date(from + day * DAY_MS).toISOString().slice(0, 10)}: ${count} requests`));
+    chart.append(bar);
+  });
+  for (const day of [0, Math.floor(days / 2), days - 1]) {
+    chart.append(svg("text", {
+      x: (left + day * barWidth + barWidth / 2).toFixed(1), y: height - 6, "text-anchor": "middle", "font-size": 11, fill: "#495057",
+    }, new Date(from + day * DAY_MS).toISOString().slice(5, 10)));
+  }
+  section.append(chart);
+  const totals = (report.totals || {})[tenantId] || {};
+  const entries = Object.entries(totals);
+  section.append(entries.length
+    ? el("table", { id: "usage-totals" },
+        el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Metric" }), el("th", { scope: "col", text: "Total" }))),
+        el("tbody", {}, entries.map(([metric, value]) =>
+          el("tr", {}, el("td", {}, el("code", { text: metric })), el("td", { text: String(value) })))))
+    : el("p", { class: "muted", text: "No usage recorded yet." }));
+  return section;
 }
 
 // Jobs -------------------------------------------------------------------
