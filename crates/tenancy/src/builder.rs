@@ -52,6 +52,20 @@ struct Inner {
     layer: tenancy_axum::TenantLayer,
 }
 
+/// `rate_limit.*` with each plan's `limits.requests_per_minute` (as its
+/// per-second rate, rounded up) where `rate_limit.plans` names no rate for
+/// the plan.
+pub fn rate_limit_config(config: &TenancyConfig) -> tenancy_core::config::RateLimitConfig {
+    let mut rate_limit = config.rate_limit.clone();
+    for (name, plan) in &config.plans {
+        if let Some(rpm) = plan.limits.get("requests_per_minute") {
+            let rps = u32::try_from(rpm.div_ceil(60).max(1)).unwrap_or(u32::MAX);
+            rate_limit.plans.entry(name.clone()).or_insert(rps);
+        }
+    }
+    rate_limit
+}
+
 impl Tenancy {
     /// The pending pool, when `lifecycle.pending_pool` is above
     /// 0. [`LifecycleService::create`] claims from it; keep it full with
@@ -635,8 +649,8 @@ impl TenancyBuilder {
                 None => layer,
             };
             if self.rate_limits {
-                let limits =
-                    tenancy_axum::RateLimits::new(&config.rate_limit).overrides(overrides.clone());
+                let limits = tenancy_axum::RateLimits::new(&rate_limit_config(&config))
+                    .overrides(overrides.clone());
                 #[cfg(feature = "redis")]
                 let limits = match self.redis {
                     Some(backend) => limits.redis(backend),

@@ -329,7 +329,7 @@ pub mod open;
 #[cfg(feature = "axum")]
 mod setting;
 
-pub use builder::{BuildError, Tenancy, TenancyBuilder};
+pub use builder::{BuildError, Tenancy, TenancyBuilder, rate_limit_config};
 #[cfg(feature = "axum")]
 pub use setting::{Entitlements, Setting, SettingError, TenantSetting};
 

@@ -1371,3 +1371,52 @@ async fn features_follow_the_plan_and_its_overrides_at_once() {
         "{err}"
     );
 }
+
+/// `requests_per_minute` (SPEC E1) is the plan's rate limit, as a
+/// per-second rate rounded up; a tenant's override of it applies at once.
+#[tokio::test]
+async fn requests_per_minute_is_the_plans_rate_limit() {
+    let mut config = plans_config();
+    config.plans.insert(
+        "metered".into(),
+        tenancy::config::PlanConfig {
+            features: vec![],
+            limits: [("requests_per_minute".to_owned(), 120)].into(),
+        },
+    );
+    let tenancy = Tenancy::builder()
+        .config(config)
+        .store(MemoryStore::new())
+        .rate_limits()
+        .build()
+        .unwrap();
+    let lc = tenancy.lifecycle();
+    let acme = lc
+        .create(new_tenant("acme", "Acme").plan("metered"))
+        .await
+        .unwrap();
+    lc.create(new_tenant("globex", "Globex")).await.unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(tenancy.layer());
+    let burst = async |tenant: &str| {
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let res = send(&app, get_with("/", &[("x-tenant-id", tenant.as_bytes())])).await;
+            statuses.push(res.status.as_u16());
+        }
+        statuses
+    };
+    // 120 a minute: 2 a second, bursts of 2.
+    assert_eq!(burst("acme").await, [200, 200, 429]);
+    // Another plan (none): the default 100 a second.
+    assert_eq!(burst("globex").await, [200, 200, 200]);
+    // An override of 60 a minute: 1 a second, at once.
+    tenancy
+        .overrides()
+        .set(&acme.id, "limits.requests_per_minute", json!(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(burst("acme").await, [200, 429, 429]);
+}

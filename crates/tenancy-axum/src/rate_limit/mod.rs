@@ -50,8 +50,11 @@
 //!
 //! 1. the tenant's override of [`RPS_KEY`] (`rate_limit.rps`, a positive
 //!    integer) in the [`TenantConfigService`]
-//!    given to [`RateLimits::overrides`];
-//! 2. the tenant's plan in [`RateLimitConfig::plans`](tenancy_core::config::RateLimitConfig);
+//!    given to [`RateLimits::overrides`], else its override of [`RPM_KEY`]
+//!    (`limits.requests_per_minute`, divided by 60, rounded up);
+//! 2. the tenant's plan in [`RateLimitConfig::plans`](tenancy_core::config::RateLimitConfig)
+//!    (the facade fills it from the plans' `limits.requests_per_minute`
+//!    where `rate_limit.plans` names no rate);
 //! 3. an application default of `rate_limit.rps` in the config service
 //!    (`overrides.defaults`): it is a default, so a plan beats it (a tenant
 //!    override equal to that default therefore counts as the default);
@@ -108,6 +111,15 @@ pub use settings::RateLimits;
 
 /// The per-tenant config key that overrides a tenant's requests per second.
 pub const RPS_KEY: &str = "rate_limit.rps";
+
+/// A tenant's own `requests_per_minute` limit (SPEC E1), applied as its
+/// per-second rate, rounded up, when it has no [`RPS_KEY`] override.
+pub const RPM_KEY: &str = "limits.requests_per_minute";
+
+/// The per-second rate of `rpm` requests per minute, rounded up.
+pub(crate) fn rps_of_rpm(rpm: u64) -> Option<NonZeroU32> {
+    NonZeroU32::new(u32::try_from(rpm.div_ceil(60)).unwrap_or(u32::MAX))
+}
 
 /// Default number of tenants whose in-process buckets are kept.
 const DEFAULT_CAPACITY: usize = 10_000;
@@ -226,6 +238,12 @@ impl Limits {
                     .map_err(|e| e.to_string()),
             ),
         };
+        if let (Some(Ok(None)), Some(service)) = (&setting, &self.overrides)
+            && let Ok(Some(rpm)) = service.get_as::<u64>(&tenant.id, RPM_KEY).await
+            && let Some(rps) = rps_of_rpm(rpm)
+        {
+            return rps;
+        }
         self.rps_with(tenant, setting)
     }
 
@@ -236,6 +254,14 @@ impl Limits {
             None => None,
             Some(service) => {
                 let overrides = service.cached_overrides(&tenant.id)?;
+                if !overrides.contains_key(RPS_KEY)
+                    && let Some(rps) = overrides
+                        .get(RPM_KEY)
+                        .and_then(serde_json::Value::as_u64)
+                        .and_then(rps_of_rpm)
+                {
+                    return Some(rps);
+                }
                 let value = overrides
                     .get(RPS_KEY)
                     .or_else(|| service.defaults().get(RPS_KEY));

@@ -284,7 +284,7 @@ impl Server {
     /// Builds the routes over `app` (opened from `source`), the admin API
     /// behind `admin_token`.
     pub async fn new(app: App, source: &Source, admin_token: Arc<str>) -> Result<Self, ServeError> {
-        let mut limiter = tenancy::RateLimits::new(&app.config.rate_limit)
+        let mut limiter = tenancy::RateLimits::new(&tenancy::rate_limit_config(&app.config))
             .overrides(app.tenancy.overrides().clone());
         if let Some(url) = &app.config.integration.redis_url {
             let backend = tenancy::RedisBackend::connect(url).await.map_err(|e| {
