@@ -226,7 +226,7 @@ async function renderTenant(id) {
     api("GET", `${path}/domains`).catch(() => ({ items: [] })),
     api("GET", `/admin/audit?tenant=${encodeURIComponent(tenant.id)}&limit=10`).catch(() => ({ items: [] })),
     api("GET", `/admin/jobs?tenant=${encodeURIComponent(tenant.id)}&limit=10`).catch(() => ({ items: [] })),
-    api("GET", `${path}/usage`).catch(() => null),
+    api("GET", `${path}/usage?from=${new Date(Date.now() - 29 * DAY_MS).toISOString().slice(0, 10)}`).catch(() => null),
   ]);
   const configRows = Object.entries(config || {}).map(([key, value]) =>
     el("tr", {}, el("td", {}, el("code", { text: key })), el("td", {}, el("code", { text: JSON.stringify(value) }))));
@@ -289,9 +289,9 @@ function svg(tag, attrs = {}, text) {
   return node;
 }
 
-/** The tenant's requests per day over the report's range (the last 30
- * days), as a bar chart drawn here from the admin API's hourly rows, and
- * the range's totals by metric. */
+/** The tenant's requests per UTC day over the report's range (the last
+ * 30 days, today included), as a bar chart drawn here from the admin
+ * API's hourly rows, and the range's totals by metric. */
 function renderUsage(tenantId, report) {
   const section = el("section", { "aria-labelledby": "usage-title" },
     el("h3", { id: "usage-title", text: "Usage, last 30 days" }));
@@ -300,7 +300,7 @@ function renderUsage(tenantId, report) {
     return section;
   }
   const from = Date.parse(report.from);
-  const days = Math.max(1, Math.round((Date.parse(report.to) - from) / DAY_MS));
+  const days = Math.max(1, Math.ceil((Date.parse(report.to) - from) / DAY_MS));
   const perDay = new Array(days).fill(0);
   for (const row of report.rows || []) {
     if (row.metric !== "requests") continue;
@@ -327,9 +327,10 @@ function renderUsage(tenantId, report) {
     bar.append(svg("title", {}, `${new Date(from + day * DAY_MS).toISOString().slice(0, 10)}: ${count} requests`));
     chart.append(bar);
   });
-  for (const day of [0, Math.floor(days / 2), days - 1]) {
+  for (const [day, anchor] of [[0, "start"], [Math.floor(days / 2), "middle"], [days - 1, "end"]]) {
+    const x = anchor === "start" ? left + day * barWidth : anchor === "end" ? width : left + (day + 0.5) * barWidth;
     chart.append(svg("text", {
-      x: (left + day * barWidth + barWidth / 2).toFixed(1), y: height - 6, "text-anchor": "middle", "font-size": 11, fill: "#495057",
+      x: x.toFixed(1), y: height - 6, "text-anchor": anchor, "font-size": 11, fill: "#495057",
     }, new Date(from + day * DAY_MS).toISOString().slice(5, 10)));
   }
   section.append(chart);
