@@ -196,9 +196,35 @@ pub struct UsageDelta {
 }
 
 /// The in-memory counters of every tenant seen. Cheap to clone (shared).
+///
+/// Each tenant's counters are allocated once and kept for the life of the
+/// process (about 100 bytes a tenant), so the request path holds a plain
+/// reference to them: no reference count, no lock. Each thread remembers
+/// the counters of the last tenants it served (a small direct-mapped
+/// table keyed by the tenant id's allocation), so a request of a tenant
+/// seen recently on that thread finds them without hashing or locking.
 #[derive(Debug, Clone, Default)]
 pub struct UsageMeter {
-    tenants: Arc<RwLock<HashMap<TenantId, Arc<TenantUsage>, foldhash::fast::FixedState>>>,
+    inner: Arc<MeterInner>,
+}
+
+#[derive(Debug, Default)]
+struct MeterInner {
+    tenants: RwLock<HashMap<TenantId, &'static TenantUsage, foldhash::fast::FixedState>>,
+}
+
+/// Per-thread entries of recently served tenants.
+const FRONT_SLOTS: usize = 64;
+
+struct FrontSlot {
+    meter: usize,
+    /// Holds the id's allocation, so its address names it while here.
+    tenant: TenantId,
+    usage: &'static TenantUsage,
+}
+
+thread_local! {
+    static FRONT: std::cell::RefCell<Vec<Option<FrontSlot>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl UsageMeter {
@@ -207,22 +233,74 @@ impl UsageMeter {
         Self::default()
     }
 
-    /// `tenant`'s counters (created on first use).
+    /// `tenant`'s counters (created on first use, kept for the life of
+    /// the process).
     #[inline]
-    pub fn tenant(&self, tenant: &TenantId) -> Arc<TenantUsage> {
-        if let Ok(tenants) = self.tenants.read() {
+    pub fn tenant(&self, tenant: &TenantId) -> &'static TenantUsage {
+        let meter = Arc::as_ptr(&self.inner) as usize;
+        let at = tenant.as_str().as_ptr() as usize;
+        let index = (at >> 4) % FRONT_SLOTS;
+        let hit = FRONT
+            .try_with(|front| {
+                let front = front.try_borrow().ok()?;
+                match front.get(index)? {
+                    Some(slot)
+                        if slot.meter == meter
+                            && std::ptr::eq(slot.tenant.as_str(), tenant.as_str()) =>
+                    {
+                        Some(slot.usage)
+                    }
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        if let Some(usage) = hit {
+            return usage;
+        }
+        let usage = self.lookup(tenant);
+        let _ = FRONT.try_with(|front| {
+            if let Ok(mut front) = front.try_borrow_mut() {
+                if front.is_empty() {
+                    front.resize_with(FRONT_SLOTS, || None);
+                }
+                if let Some(slot) = front.get_mut(index) {
+                    *slot = Some(FrontSlot {
+                        meter,
+                        tenant: tenant.clone(),
+                        usage,
+                    });
+                }
+            }
+        });
+        usage
+    }
+
+    /// The shared table's entry for `tenant`.
+    fn lookup(&self, tenant: &TenantId) -> &'static TenantUsage {
+        if let Ok(tenants) = self.inner.tenants.read() {
             if let Some(usage) = tenants.get(tenant) {
-                return usage.clone();
+                return usage;
             }
         }
         let mut tenants = self
+            .inner
             .tenants
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         tenants
             .entry(tenant.clone())
-            .or_insert_with(|| Arc::new(TenantUsage::new()))
-            .clone()
+            .or_insert_with(|| Box::leak(Box::new(TenantUsage::new())))
+    }
+
+    /// Every tenant's counters.
+    fn all(&self) -> Vec<(TenantId, &'static TenantUsage)> {
+        let tenants = self
+            .inner
+            .tenants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tenants.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Counts `n` rows created by `tenant`.
@@ -256,16 +334,8 @@ impl UsageMeter {
     /// requests taken stay in the month's count until
     /// [`UsageMeter::set_month_totals`] replaces it with the store's.
     pub fn take(&self) -> Vec<UsageDelta> {
-        let tenants: Vec<(TenantId, Arc<TenantUsage>)> = match self.tenants.read() {
-            Ok(t) => t.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
         let mut out = Vec::new();
-        for (tenant, usage) in tenants {
+        for (tenant, usage) in self.all() {
             let mut push = |metric, value: u64| {
                 if value > 0 {
                     out.push(UsageDelta {
@@ -345,19 +415,9 @@ impl UsageMeter {
     /// (every instance's, read after a flush); tenants missing from it
     /// have none this month.
     pub fn set_month_totals(&self, totals: &HashMap<TenantId, u64>) {
-        let Ok(tenants) = self.tenants.read() else {
-            return;
-        };
-        for (tenant, usage) in tenants.iter() {
-            let total = totals.get(tenant).copied().unwrap_or(0);
+        for (tenant, usage) in self.all() {
+            let total = totals.get(&tenant).copied().unwrap_or(0);
             usage.month_base.store(total, Ordering::SeqCst);
-        }
-    }
-
-    /// Forgets `tenant` (deleted).
-    pub fn forget(&self, tenant: &TenantId) {
-        if let Ok(mut tenants) = self.tenants.write() {
-            tenants.remove(tenant);
         }
     }
 }

@@ -174,7 +174,7 @@ pin_project_lite::pin_project! {
         // Metrics to record the latency into, and when the request began.
         timer: Option<(RequestMetrics, quanta::Instant)>,
         // The tenant's usage counters, for the answer's status class.
-        usage: Option<Arc<tenancy_core::usage::TenantUsage>>,
+        usage: Option<&'static tenancy_core::usage::TenantUsage>,
     }
 }
 
