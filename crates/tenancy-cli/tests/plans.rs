@@ -577,3 +577,61 @@ async fn a_trial_can_fall_back_to_a_plan() {
     let err = cli.fail(&["tenants", "list"]);
     assert!(err.contains("lifecycle.trial_fallback_plan"), "{err}");
 }
+
+/// Storage is sampled (`usage.storage_sample_secs`) under each strategy
+/// and reported as `storage_bytes`, the hour's largest sample.
+async fn storage_sampled(cli: Cli) -> String {
+    let mut cli = cli;
+    cli.env
+        .push(("TENANCY__USAGE__STORAGE_SAMPLE_SECS".into(), "1".into()));
+    let acme = cli.create("acme", "Acme");
+    let server = serve(&cli);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for i in 0..3 {
+        let (status, body) = create_note(
+            &http,
+            &server.base,
+            "acme",
+            &format!("a note of some length {i}"),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let id = acme["id"].as_str().unwrap().to_owned();
+    let mut bytes = 0;
+    eventually(15, "no storage sample was reported", async || {
+        let (status, report) = admin_call(
+            &http,
+            format!("{}/admin/tenants/acme/usage", server.base),
+            "GET",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{report}");
+        bytes = report["totals"][&id]["storage_bytes"].as_i64().unwrap_or(0);
+        bytes > 0
+    })
+    .await;
+    // Row level counts the rows' text (three titles of 24 characters and
+    // their other columns); the other strategies whole tables or files.
+    assert!(bytes >= 72, "{bytes}");
+    id
+}
+
+#[tokio::test]
+async fn storage_is_sampled_on_sqlite_row_level_and_files() {
+    storage_sampled(Cli::sqlite()).await;
+    storage_sampled(Cli::sqlite().strategy("database")).await;
+}
+
+#[tokio::test]
+async fn storage_is_sampled_on_postgres_row_level_schema_and_database() {
+    let db = PgTestDb::new().await;
+    storage_sampled(Cli::with_url(&db.url)).await;
+    let db = PgTestDb::new().await;
+    storage_sampled(Cli::with_url(&db.url).strategy("schema")).await;
+    let db = PgTestDb::new().await;
+    let id = storage_sampled(Cli::with_url(&db.url).strategy("database")).await;
+    // The tenant's database (and its role) go with the test's.
+    db.track_tenant(&id);
+}

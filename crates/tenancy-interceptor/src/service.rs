@@ -281,6 +281,21 @@ impl ScopedTable {
         Ok(plan)
     }
 
+    fn plan_text_bytes(&self, d: Dialect) -> Plan {
+        let mut plan = Plan::new(d);
+        let lengths = self
+            .columns
+            .iter()
+            .map(|c| format!("COALESCE(LENGTH(CAST(\"{c}\" AS TEXT)), 0)"))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        plan.sql = format!(
+            "SELECT CAST(COALESCE(SUM({lengths}), 0) AS BIGINT) AS n FROM \"{}\"",
+            self.table
+        );
+        plan
+    }
+
     fn plan_search(
         &self,
         text: &str,
@@ -521,6 +536,25 @@ impl ScopedTable {
     ) -> Result<i64, ServiceError> {
         let rows = self
             .run(conn, tenant, |d| self.plan_count(filters, d))
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("n"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0))
+    }
+
+    /// An estimate of the tenant's data in this table: the length of the
+    /// text of each exposed column, summed over its rows (what usage
+    /// metering samples as storage under row-level isolation, where
+    /// tenants share the table's pages).
+    pub async fn text_bytes<'c>(
+        &self,
+        conn: impl Into<Conn<'c>>,
+        tenant: &str,
+    ) -> Result<i64, ServiceError> {
+        let rows = self
+            .run(conn, tenant, |d| Ok(self.plan_text_bytes(d)))
             .await?;
         Ok(rows
             .first()

@@ -278,6 +278,16 @@ pub struct Server {
     _refill: Option<tenancy::pool::RefillTask>,
     _workers: Option<tenancy_sql::jobs::RunningWorkers>,
     flusher: Option<tenancy_sql::usage::RunningFlusher>,
+    _sampler: Option<AbortOnDrop>,
+}
+
+/// A background task stopped with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Server {
@@ -362,6 +372,22 @@ impl Server {
         let flusher = usage_flusher.clone().map(|flusher| {
             flusher.spawn(std::time::Duration::from_secs(app.config.usage.flush_secs))
         });
+        // Tenants' storage, sampled (usage.storage_sample_secs): the first
+        // time a few seconds after start, then at each interval.
+        let every = app.config.usage.storage_sample_secs;
+        let _sampler = (app.config.usage.enabled && every > 0).then(|| {
+            let app = app.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                let mut first = true;
+                loop {
+                    let wait = if first { every.min(5) } else { every };
+                    first = false;
+                    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                    let sampled = crate::ops::usage::sample_storage(&app).await;
+                    tracing::debug!(sampled, "tenants' storage sampled");
+                }
+            }))
+        });
         let _workers = jobs
             .clone()
             .map(|worker| worker.spawn(app.config.jobs.workers as usize));
@@ -395,6 +421,7 @@ impl Server {
             _refill,
             _workers,
             flusher,
+            _sampler,
         })
     }
 

@@ -137,6 +137,100 @@ pub async fn report(
     })
 }
 
+/// `tenant`'s storage in bytes, as its isolation allows measuring it:
+/// the tables of its schema (with indexes and TOAST), its database, its
+/// SQLite file (with its WAL), or, under row-level isolation where tenants
+/// share pages, the length of its rows' text in the served tables (an
+/// estimate).
+pub async fn tenant_storage(app: &App, tenant: &tenancy::TenantInfo) -> Result<u64, String> {
+    use crate::app::{ScopedDb, TenantMigrator};
+    let id = &tenant.id;
+    if let Some(TenantMigrator::SqliteFiles(files)) = &app.migrator {
+        let path = files.path_of(id).map_err(|e| e.to_string())?;
+        let mut bytes = 0;
+        for suffix in ["", "-wal"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            if let Ok(meta) = std::fs::metadata(&file) {
+                bytes += meta.len();
+            }
+        }
+        return Ok(bytes);
+    }
+    let t = id.as_str();
+    match &app.db {
+        ScopedDb::Postgres(db) => {
+            let mut tx = db.begin_for(id).await.map_err(|e| e.to_string())?;
+            let bytes: i64 = match app.tenancy.isolation().name() {
+                "schema" => sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(sum(pg_total_relation_size(c.oid)), 0) AS BIGINT)                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
+                )
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?,
+                "database" => sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                _ => {
+                    let mut sum = 0;
+                    for res in app.resources.iter() {
+                        sum += res
+                            .table
+                            .text_bytes(tenancy_interceptor::service::Conn::from(&mut *tx), t)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    sum
+                }
+            };
+            let _ = tx.rollback().await;
+            Ok(u64::try_from(bytes).unwrap_or(0))
+        }
+        _ => {
+            let Some(mut tx) = app.sqlite_tx(id).await.map_err(|e| e.to_string())? else {
+                return Ok(0);
+            };
+            let mut sum = 0;
+            for res in app.resources.iter() {
+                sum += res
+                    .table
+                    .text_bytes(tenancy_interceptor::service::Conn::from(&mut *tx), t)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let _ = tx.rollback().await;
+            Ok(u64::try_from(sum).unwrap_or(0))
+        }
+    }
+}
+
+/// Samples every active tenant's storage into the usage meter (flushed
+/// with the rest); returns how many were sampled. A tenant that cannot be
+/// measured is skipped (and logged).
+pub async fn sample_storage(app: &App) -> usize {
+    let tenants = match crate::ops::tenants::list_all(app, false).await {
+        Ok((tenants, _)) => tenants,
+        Err(e) => {
+            tracing::warn!(error = %e, "storage sampling: cannot list the tenants");
+            return 0;
+        }
+    };
+    let mut sampled = 0;
+    for tenant in &tenants {
+        match tenant_storage(app, tenant).await {
+            Ok(bytes) => {
+                app.tenancy.usage().storage_sampled(&tenant.id, bytes);
+                sampled += 1;
+            }
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant.id, error = %e, "storage sampling: cannot measure the tenant");
+            }
+        }
+    }
+    sampled
+}
+
 /// The report's rows as CSV: `tenant_id,hour,metric,value`, one per line,
 /// hours in RFC 3339 (UTC). Ids and metric names never need quoting.
 pub fn csv(report: &UsageReport) -> String {
