@@ -66,6 +66,13 @@ pub(super) async fn remove_everything(
         .await
         .map_err(PortabilityError::failed)?;
     deleted.push(("tenancy_jobs".to_owned(), jobs));
+    // Its metered usage.
+    let usage = app
+        .usage
+        .purge_tenant(&tenant.id)
+        .await
+        .map_err(PortabilityError::failed)?;
+    deleted.push(("tenancy_usage".to_owned(), usage));
     drop_archives(app, &tenant.id).await?;
     if let Some(domains) = app.tenancy.domain_store() {
         for d in domains
