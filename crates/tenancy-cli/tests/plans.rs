@@ -219,7 +219,7 @@ async fn quotas(cli: Cli) {
     // The CLI reads the same store.
     let csv = cli.ok(&["usage", "--csv", "--tenant", "acme"]);
     assert!(csv.starts_with("tenant_id,hour,metric,value\n"), "{csv}");
-    assert!(csv.contains(&format!(",rows_created,9\n")), "{csv}");
+    assert!(csv.contains(",rows_created,9\n"), "{csv}");
     let json = cli.json(&["--json", "usage", "--tenant", "small"]);
     assert_eq!(json["totals"].as_object().unwrap().len(), 1, "{json}");
     let refused = cli.fail(&["usage", "--from", "2026-12-02", "--to", "2026-12-01"]);

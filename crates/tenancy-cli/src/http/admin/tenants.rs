@@ -254,9 +254,9 @@ fn tenant_update(body: Value) -> Result<TenantUpdate, Response> {
     }
     if let Some(end) = fields.get("trial_ends_at")
         && !end.is_null()
-        && !end
+        && end
             .as_str()
-            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+            .is_none_or(|t| chrono::DateTime::parse_from_rfc3339(t).is_err())
     {
         return Err(bad_body(
             "`trial_ends_at` must be an RFC 3339 time (2026-12-31T00:00:00Z), or null to end the trial",
