@@ -359,7 +359,7 @@ impl Server {
             .metrics(metrics.clone());
         let app_resources = app.resources.clone();
         // Each tenant's plan limit of running jobs, where claims read it.
-        if let Err(e) = crate::ops::jobs::sync_job_limits(&app).await {
+        if let Err(e) = crate::ops::plans::sync_job_limits(&app).await {
             tracing::warn!(error = %e, "cannot write the tenants' jobs_concurrency to the queue");
         }
         // Background jobs: the toolkit's own (exports, trial ends), run here.

@@ -56,8 +56,8 @@ pub async fn set(
 /// What an override change moves elsewhere: `limits.jobs_concurrency` is
 /// written to the job queue, where every worker's claims read it.
 async fn follow_limits(app: &App, tenant: &TenantInfo, key: &str) {
-    if key.strip_prefix(tenancy::plans::LIMIT_PREFIX) == Some(crate::ops::jobs::JOBS_CONCURRENCY) {
-        crate::ops::jobs::apply_job_limit(app, tenant).await;
+    if key.strip_prefix(tenancy::plans::LIMIT_PREFIX) == Some(crate::ops::plans::JOBS_CONCURRENCY) {
+        crate::ops::plans::apply_job_limit(app, tenant).await;
     }
 }
 

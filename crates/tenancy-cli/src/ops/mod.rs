@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod domains;
 pub mod jobs;
 pub mod migrate;
+pub mod plans;
 pub mod pool;
 pub mod portability;
 pub mod table_export;

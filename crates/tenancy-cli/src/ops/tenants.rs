@@ -83,9 +83,9 @@ async fn record(
 pub async fn create(app: &App, actor: &str, new: NewTenant) -> Result<TenantInfo, TenantOpError> {
     let created = app.tenancy.lifecycle().create(new).await?;
     record(app, actor, "tenant.create", &created, None, Some(&created)).await;
-    crate::ops::jobs::schedule_trial_end(app, &created).await;
+    crate::ops::plans::schedule_trial_end(app, &created).await;
     if created.plan.is_some() {
-        crate::ops::jobs::apply_job_limit(app, &created).await;
+        crate::ops::plans::apply_job_limit(app, &created).await;
     }
     Ok(created)
 }
@@ -100,10 +100,10 @@ pub async fn update(
 ) -> Result<TenantInfo, TenantOpError> {
     let updated = app.tenancy.lifecycle().update(&current.id, update).await?;
     if updated.trial_ends_at != current.trial_ends_at {
-        crate::ops::jobs::schedule_trial_end(app, &updated).await;
+        crate::ops::plans::schedule_trial_end(app, &updated).await;
     }
     if updated.plan != current.plan {
-        crate::ops::jobs::apply_job_limit(app, &updated).await;
+        crate::ops::plans::apply_job_limit(app, &updated).await;
     }
     record(
         app,
