@@ -137,7 +137,8 @@ async function renderList(params) {
   });
 
   const body = el("tbody");
-  const table = el("table", { "aria-describedby": "tenant-count" },
+  // The query this list shows, for whoever waits for it (a test).
+  const table = el("table", { "aria-describedby": "tenant-count", "data-params": params.toString() },
     el("caption", { class: "muted", id: "tenant-count", text: "Loading…" }),
     el("thead", {}, el("tr", {},
       ["Slug", "Name", "Status", "Plan", "Created"].map((h) => el("th", { scope: "col", text: h })))),
