@@ -85,6 +85,8 @@ async fn the_document_covers_the_surface_and_the_server_conforms_to_it() {
 
     let out = Command::new(&st)
         .args([
+            "--config-file",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml"),
             "run",
             &format!("{}/openapi.json", server.base),
             "--header",
