@@ -31,16 +31,25 @@ pub type FeatureCheck =
 #[derive(Clone)]
 pub struct RequireFeatureLayer {
     feature: Arc<str>,
-    check: FeatureCheck,
+    gate: TenantGateLayer,
 }
 
 impl RequireFeatureLayer {
     /// Requires `feature`, as `check` tells.
     pub fn new(feature: impl Into<Arc<str>>, check: FeatureCheck) -> Self {
-        Self {
-            feature: feature.into(),
-            check,
-        }
+        let feature: Arc<str> = feature.into();
+        let required = feature.clone();
+        let gate = TenantGateLayer::new(Arc::new(move |tenant| {
+            let (check, feature) = (check.clone(), required.clone());
+            Box::pin(async move {
+                match check(tenant.clone(), feature.clone()).await {
+                    Ok(true) => None,
+                    Ok(false) => Some(not_in_plan(&tenant, &feature)),
+                    Err(problem) => Some(problem),
+                }
+            })
+        }));
+        Self { feature, gate }
     }
 }
 
@@ -53,30 +62,9 @@ impl std::fmt::Debug for RequireFeatureLayer {
 }
 
 impl<S> Layer<S> for RequireFeatureLayer {
-    type Service = RequireFeature<S>;
+    type Service = TenantGateService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequireFeature {
-            inner,
-            feature: self.feature.clone(),
-            check: self.check.clone(),
-        }
-    }
-}
-
-/// The service of [`RequireFeatureLayer`].
-#[derive(Clone)]
-pub struct RequireFeature<S> {
-    inner: S,
-    feature: Arc<str>,
-    check: FeatureCheck,
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for RequireFeature<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequireFeature")
-            .field("inner", &self.inner)
-            .field("feature", &self.feature)
-            .finish_non_exhaustive()
+        self.gate.layer(inner)
     }
 }
 
@@ -114,39 +102,6 @@ pub fn quota_exceeded(tenant: &TenantInfo, limit_name: &str, limit: u64, used: u
     .with("limit", limit)
     .with("used", used)
     .with("plan", tenant.plan.as_deref())
-}
-
-impl<S, B> Service<Request<B>> for RequireFeature<S>
-where
-    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (feature, check) = (self.feature.clone(), self.check.clone());
-        Box::pin(async move {
-            let tenant = match req.extensions().get::<TenantState>() {
-                Some(TenantState::Resolved(tenant)) => tenant.clone(),
-                Some(TenantState::Refused(error)) => return Ok(error.clone().into_response()),
-                None => return Ok(TenantError::LayerMissing.into_response()),
-            };
-            match check(tenant.clone(), feature.clone()).await {
-                Ok(true) => inner.call(req).await,
-                Ok(false) => Ok(not_in_plan(&tenant, &feature).into_response()),
-                Err(problem) => Ok(problem.into_response()),
-            }
-        })
-    }
 }
 
 /// Decides about a request's tenant: `None` lets the request through,

@@ -537,11 +537,7 @@ impl ScopedTable {
         let rows = self
             .run(conn, tenant, |d| self.plan_count(filters, d))
             .await?;
-        Ok(rows
-            .first()
-            .and_then(|r| r.get("n"))
-            .and_then(Value::as_i64)
-            .unwrap_or(0))
+        Ok(first_n(&rows))
     }
 
     /// An estimate of the tenant's data in this table: the length of the
@@ -556,11 +552,7 @@ impl ScopedTable {
         let rows = self
             .run(conn, tenant, |d| Ok(self.plan_text_bytes(d)))
             .await?;
-        Ok(rows
-            .first()
-            .and_then(|r| r.get("n"))
-            .and_then(Value::as_i64)
-            .unwrap_or(0))
+        Ok(first_n(&rows))
     }
 
     /// The tenant's rows whose given columns contain `text` (case-insensitive).
@@ -575,6 +567,14 @@ impl ScopedTable {
         self.run(conn, tenant, |d| self.plan_search(text, columns, limit, d))
             .await
     }
+}
+
+/// The `n` column of the first row (a count or a sum), 0 when absent.
+fn first_n(rows: &[Object]) -> i64 {
+    rows.first()
+        .and_then(|r| r.get("n"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
 }
 
 /// A row as a JSON object (integers, floats, text, booleans; other types as

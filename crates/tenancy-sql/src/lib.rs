@@ -55,6 +55,8 @@ pub mod ident;
 pub mod isolation;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub mod jobs;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod main_db;
 pub mod migrate;
 #[cfg(feature = "postgres")]
 pub mod notify;

@@ -74,27 +74,10 @@ pub const MAX_REPORT_ROWS: i64 = 100_000;
 /// Where usage is kept: the main database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct UsageStore {
-    backend: Backend,
+    backend: MainDb,
 }
 
-#[derive(Clone, Debug)]
-enum Backend {
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
-    #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::SqlitePool),
-}
-
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.backend {
-            #[cfg(feature = "postgres")]
-            Backend::Postgres($pool) => $body,
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite($pool) => $body,
-        }
-    };
-}
+use crate::main_db::{MainDb, on_pool};
 
 impl UsageStore {
     /// Usage in the PostgreSQL store's database (migrated by
@@ -102,7 +85,7 @@ impl UsageStore {
     #[cfg(feature = "postgres")]
     pub fn postgres(pool: sqlx::PgPool) -> Self {
         Self {
-            backend: Backend::Postgres(pool),
+            backend: MainDb::Postgres(pool),
         }
     }
 
@@ -111,7 +94,7 @@ impl UsageStore {
     #[cfg(feature = "sqlite")]
     pub fn sqlite(pool: sqlx::SqlitePool) -> Self {
         Self {
-            backend: Backend::Sqlite(pool),
+            backend: MainDb::Sqlite(pool),
         }
     }
 

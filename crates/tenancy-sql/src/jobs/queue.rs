@@ -50,28 +50,10 @@ pub enum JobsError {
 /// The durable job queue. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
 pub struct JobQueue {
-    pub(super) backend: Backend,
+    pub(super) backend: MainDb,
 }
 
-#[derive(Clone, Debug)]
-pub(super) enum Backend {
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
-    #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::SqlitePool),
-}
-
-/// Runs `$body` with `$pool` bound to the queue's pool, whichever it is.
-macro_rules! on_pool {
-    ($queue:expr, $pool:ident => $body:expr) => {
-        match &$queue.backend {
-            #[cfg(feature = "postgres")]
-            Backend::Postgres($pool) => $body,
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite($pool) => $body,
-        }
-    };
-}
+use crate::main_db::{MainDb, on_pool};
 
 const COLUMNS: &str = "id, tenant_id, kind, payload, state, attempts, max_attempts, run_at, \
     last_error, result, idempotency_key, created_at, started_at, finished_at";
@@ -216,7 +198,7 @@ impl JobQueue {
     #[cfg(feature = "postgres")]
     pub fn postgres(pool: sqlx::PgPool) -> Self {
         Self {
-            backend: Backend::Postgres(pool),
+            backend: MainDb::Postgres(pool),
         }
     }
 
@@ -224,7 +206,7 @@ impl JobQueue {
     #[cfg(feature = "sqlite")]
     pub fn sqlite(pool: sqlx::SqlitePool) -> Self {
         Self {
-            backend: Backend::Sqlite(pool),
+            backend: MainDb::Sqlite(pool),
         }
     }
 
@@ -232,7 +214,7 @@ impl JobQueue {
     pub async fn install(&self) -> Result<(), JobsError> {
         match &self.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => {
+            MainDb::Postgres(pool) => {
                 // One installer at a time (concurrent CREATE … IF NOT EXISTS
                 // can collide in the catalogs).
                 let mut tx = pool.begin().await?;
@@ -243,7 +225,7 @@ impl JobQueue {
                 tx.commit().await?;
             }
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => {
+            MainDb::Sqlite(pool) => {
                 sqlx::raw_sql(SQLITE_SCHEMA).execute(pool).await?;
             }
         }
@@ -294,7 +276,7 @@ impl JobQueue {
     ) -> Result<i64, JobsError> {
         match &self.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => {
+            MainDb::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let id =
                     insert_pg(&mut tx, tenant, kind, payload, options, default_attempts).await?;
@@ -302,7 +284,7 @@ impl JobQueue {
                 Ok(id)
             }
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => {
+            MainDb::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let id = insert_sqlite(&mut tx, tenant, kind, payload, options, default_attempts)
                     .await?;
@@ -373,7 +355,7 @@ impl JobQueue {
         let limit = i64::from(max_per_tenant);
         let row: Option<Row> = match &self.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => {
+            MainDb::Postgres(pool) => {
                 // Two statements: the tenant's queue row is locked first, so
                 // the second one's snapshot (READ COMMITTED: taken when it
                 // starts) sees every claim committed before the lock was
@@ -423,7 +405,7 @@ impl JobQueue {
                 row
             }
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => {
+            MainDb::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let tenant: Option<String> = sqlx::query_scalar(PICK_TENANT)
                     .bind(now)
@@ -727,7 +709,7 @@ impl JobQueue {
     /// workers poll).
     async fn wake_workers(&self) {
         #[cfg(feature = "postgres")]
-        if let Backend::Postgres(pool) = &self.backend
+        if let MainDb::Postgres(pool) = &self.backend
             && let Err(e) = sqlx::query("SELECT pg_notify('tenancy_jobs', '')")
                 .execute(pool)
                 .await

@@ -321,11 +321,11 @@ impl Worker {
         }));
         #[cfg(feature = "postgres")]
         let listener = match &self.queue.backend {
-            super::queue::Backend::Postgres(pool) => {
+            crate::main_db::MainDb::Postgres(pool) => {
                 Some(tokio::spawn(listen(pool.clone(), self.wake.clone())))
             }
             #[cfg(feature = "sqlite")]
-            super::queue::Backend::Sqlite(_) => None,
+            crate::main_db::MainDb::Sqlite(_) => None,
         };
         #[cfg(not(feature = "postgres"))]
         let listener = None;
