@@ -285,7 +285,17 @@ async fn quotas_and_usage_on_postgres() {
 #[tokio::test]
 async fn row_quotas_hold_per_schema() {
     let db = PgTestDb::new().await;
-    let cli = Cli::with_url(&db.url).strategy("schema");
+    row_quota_in_own_storage(Cli::with_url(&db.url).strategy("schema")).await;
+}
+
+#[tokio::test]
+async fn row_quotas_hold_per_sqlite_file() {
+    row_quota_in_own_storage(Cli::sqlite().strategy("database")).await;
+}
+
+/// 20 parallel creates against a quota of 7 in a tenant's own schema or
+/// file: exactly 7 are written.
+async fn row_quota_in_own_storage(cli: Cli) {
     with_plans(&cli);
     cli.ok(&[
         "tenants", "create", "--slug", "acme", "--name", "Acme", "--plan", "free",
