@@ -369,3 +369,65 @@ async fn a_down_sink_never_blocks_and_catches_up_in_order() {
     sorted.sort();
     assert_eq!(got, sorted, "delivered in order");
 }
+
+/// A trial that ended (SPEC E5): the validator refuses the tenant at once
+/// (or serves it when a fallback plan takes it over), and `end_trial`
+/// suspends it with reason `trial_expired` or moves it to the fallback
+/// plan, each with its event, once.
+#[tokio::test]
+async fn a_trial_ends_with_its_event_once() {
+    let (svc, store) = service(Recording::default(), DeprovisionPolicy::Keep);
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    let ended = svc
+        .create(new_tenant("ended", "Ended").trial_ends_at(past))
+        .await
+        .unwrap();
+    let running = svc
+        .create(new_tenant("running", "Running").trial_ends_at(future))
+        .await
+        .unwrap();
+    let strict = Validator::new(Arc::new(store.clone()), &Default::default());
+    let lenient = Validator::new(Arc::new(store.clone()), &Default::default()).trial_fallback(true);
+    let ended_ref = TenantRef::new("ended");
+    assert_eq!(
+        strict.validate(&ended_ref).await,
+        Err(Rejection::TrialExpired)
+    );
+    assert!(lenient.validate(&ended_ref).await.is_ok());
+    assert!(strict.validate(&TenantRef::new("running")).await.is_ok());
+
+    let mut rx = svc.event_bus().subscribe();
+    assert!(svc.end_trial(&running.id, None).await.unwrap().is_none());
+    let suspended = svc.end_trial(&ended.id, None).await.unwrap().unwrap();
+    assert_eq!(suspended.status, TenantStatus::Suspended);
+    assert_eq!(
+        suspended.status_reason.as_deref(),
+        Some(tenancy_core::tenant::TRIAL_EXPIRED)
+    );
+    assert!(
+        svc.end_trial(&ended.id, None).await.unwrap().is_none(),
+        "once"
+    );
+    assert_eq!(drain(&mut rx), ["suspended"]);
+    // Activated after choosing a plan: the ended trial is cleared.
+    let active = svc.activate(&ended.id).await.unwrap();
+    assert_eq!(active.trial_ends_at, None);
+
+    let other = svc
+        .create(new_tenant("other", "Other").trial_ends_at(past))
+        .await
+        .unwrap();
+    let mut rx = svc.event_bus().subscribe();
+    let moved = svc
+        .end_trial(&other.id, Some("free"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (moved.status, moved.plan.as_deref()),
+        (TenantStatus::Active, Some("free"))
+    );
+    assert_eq!(moved.trial_ends_at, None);
+    assert_eq!(drain(&mut rx), ["updated"]);
+}

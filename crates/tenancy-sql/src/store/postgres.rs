@@ -84,9 +84,18 @@ impl Dialect for PgStore {
     // first statement) so concurrent starts don't race.
     const JOBS: &'static str = crate::jobs::PG_SCHEMA;
     const USAGE: &'static str = crate::usage::PG_SCHEMA;
+    // Altered only when the column is missing: `ADD COLUMN IF NOT EXISTS`
+    // would take the table's exclusive lock at every start, stalling (or
+    // deadlocking with) the instances already serving from it.
     const ADDED_COLUMNS: &'static [&'static str] = &[
-        "ALTER TABLE tenancy_tenants ADD COLUMN IF NOT EXISTS trial_ends_at TIMESTAMPTZ",
-        "ALTER TABLE tenancy_job_queues ADD COLUMN IF NOT EXISTS max_running INT",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute \
+         WHERE attrelid = 'tenancy_tenants'::regclass AND attname = 'trial_ends_at' \
+         AND NOT attisdropped) THEN \
+         ALTER TABLE tenancy_tenants ADD COLUMN trial_ends_at TIMESTAMPTZ; END IF; END $$",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute \
+         WHERE attrelid = 'tenancy_job_queues'::regclass AND attname = 'max_running' \
+         AND NOT attisdropped) THEN \
+         ALTER TABLE tenancy_job_queues ADD COLUMN max_running INT; END IF; END $$",
     ];
     const MIGRATION: &'static str = concat!(
         "SELECT pg_advisory_xact_lock(7261636);",
