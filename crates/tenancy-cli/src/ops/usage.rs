@@ -158,12 +158,29 @@ pub async fn tenant_storage(app: &App, tenant: &tenancy::TenantInfo) -> Result<u
         return Ok(bytes);
     }
     let t = id.as_str();
-    match &app.db {
+    // Row level: the text of the tenant's rows in every served table, on
+    // the scoped transaction `$tx` (either database).
+    macro_rules! rows_text {
+        ($tx:expr) => {{
+            let mut sum = 0;
+            for res in app.resources.iter() {
+                sum += res
+                    .table
+                    .text_bytes(tenancy_interceptor::service::Conn::from(&mut *$tx), t)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            sum
+        }};
+    }
+    let bytes: i64 = match &app.db {
         ScopedDb::Postgres(db) => {
             let mut tx = db.begin_for(id).await.map_err(|e| e.to_string())?;
-            let bytes: i64 = match app.tenancy.isolation().name() {
+            let bytes = match app.tenancy.isolation().name() {
                 "schema" => sqlx::query_scalar(
-                    "SELECT CAST(COALESCE(sum(pg_total_relation_size(c.oid)), 0) AS BIGINT)                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
+                    "SELECT CAST(COALESCE(sum(pg_total_relation_size(c.oid)), 0) AS BIGINT) \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
                 )
                 .fetch_one(&mut *tx)
                 .await
@@ -172,37 +189,21 @@ pub async fn tenant_storage(app: &App, tenant: &tenancy::TenantInfo) -> Result<u
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| e.to_string())?,
-                _ => {
-                    let mut sum = 0;
-                    for res in app.resources.iter() {
-                        sum += res
-                            .table
-                            .text_bytes(tenancy_interceptor::service::Conn::from(&mut *tx), t)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                    sum
-                }
+                _ => rows_text!(tx),
             };
             let _ = tx.rollback().await;
-            Ok(u64::try_from(bytes).unwrap_or(0))
+            bytes
         }
         _ => {
             let Some(mut tx) = app.sqlite_tx(id).await.map_err(|e| e.to_string())? else {
                 return Ok(0);
             };
-            let mut sum = 0;
-            for res in app.resources.iter() {
-                sum += res
-                    .table
-                    .text_bytes(tenancy_interceptor::service::Conn::from(&mut *tx), t)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            let bytes = rows_text!(tx);
             let _ = tx.rollback().await;
-            Ok(u64::try_from(sum).unwrap_or(0))
+            bytes
         }
-    }
+    };
+    Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
 /// Samples every active tenant's storage into the usage meter (flushed
