@@ -81,6 +81,13 @@ pub enum Refusal {
     /// The statement's bind parameters cannot be numbered safely.
     #[error("refused: {0}")]
     Placeholders(String),
+    /// The rewritten statement does not parse back: the input used a form
+    /// the SQL printer cannot write out faithfully (a keyword such as
+    /// `not` as a bare column name, `0 .id`).
+    #[error(
+        "refused: the statement does not read back after scoping ({0}); quote identifiers that are SQL keywords (\"not\") and write it plainly"
+    )]
+    DoesNotReadBack(String),
     /// The rewriter hit a state it should never reach; treated as a refusal.
     #[error("refused: internal rewriter error ({0}); please report this statement")]
     Internal(String),

@@ -52,11 +52,7 @@ const DENIED_FUNCTIONS: &[&str] = &[
 
 /// Parse `sql`, scope it for `tables`, print it.
 pub(crate) fn rewrite(tables: &TenantTables, sql: &str, dialect: Dialect) -> R<Rewritten> {
-    let parsed = match dialect {
-        Dialect::Postgres => parse(&PostgreSqlDialect {}, sql),
-        Dialect::Sqlite => parse(&SQLiteDialect {}, sql),
-    };
-    let mut statements = parsed.map_err(|e| Refusal::Parse {
+    let mut statements = parse_as(dialect, sql).map_err(|e| Refusal::Parse {
         dialect: dialect.as_str(),
         message: e.to_string(),
     })?;
@@ -78,10 +74,21 @@ pub(crate) fn rewrite(tables: &TenantTables, sql: &str, dialect: Dialect) -> R<R
     };
     rewriter.statement(&mut stmt)?;
     // sqlparser's printer does not round-trip a few odd inputs (`0 .id`
-    // prints as `0.id`); such output fails to parse at the database, which
-    // refuses it: never a widened query. Re-parsing here would double the
-    // cost of every first rewrite, so it is left to the property tests.
+    // prints as `0.id`; a keyword taken as a bare column name, `= not`,
+    // prints unquoted). The output is parsed again, and refused unless it
+    // reads back as one statement: what the database runs is what was
+    // scoped (fail closed). A cache hit does not pay for it.
     let printed = stmt.to_string();
+    match parse_as(dialect, &printed) {
+        Ok(again) if again.len() == 1 => {}
+        Ok(again) => {
+            return Err(Refusal::DoesNotReadBack(format!(
+                "it prints as {} statements",
+                again.len()
+            )));
+        }
+        Err(e) => return Err(Refusal::DoesNotReadBack(e.to_string())),
+    }
     Ok(Rewritten {
         sql: Arc::from(printed),
         tenant_param: rewriter.used.then_some(param.index),
@@ -94,6 +101,14 @@ pub(crate) fn rewrite(tables: &TenantTables, sql: &str, dialect: Dialect) -> R<R
 const RECURSION_LIMIT: usize = 30;
 /// Nested queries (subqueries, CTEs, set-operation arms) the rewriter accepts.
 const MAX_QUERY_DEPTH: usize = 24;
+
+/// `sql`'s statements in `dialect`.
+fn parse_as(dialect: Dialect, sql: &str) -> Result<Vec<Statement>, sqlparser::parser::ParserError> {
+    match dialect {
+        Dialect::Postgres => parse(&PostgreSqlDialect {}, sql),
+        Dialect::Sqlite => parse(&SQLiteDialect {}, sql),
+    }
+}
 
 fn parse(
     dialect: &dyn sqlparser::dialect::Dialect,

@@ -372,3 +372,21 @@ fn cache_returns_same_result() {
     assert!(i.rewrite("TRUNCATE notes", Dialect::Postgres).is_err());
     assert!(i.rewrite("TRUNCATE notes", Dialect::Postgres).is_err());
 }
+
+/// A form the printer cannot write back faithfully (found by fuzzing: the
+/// keyword `not` taken as a bare column name prints unquoted, and the
+/// scoped statement no longer parses) is refused, never handed on.
+#[test]
+fn output_that_does_not_read_back_is_refused() {
+    let sql = "DELETE FROM orders USING notes WHERE orders.note_id = not\u{b}\u{b}";
+    for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+        match refused(sql, dialect) {
+            Refusal::DoesNotReadBack(_) | Refusal::Parse { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Quoted, it is an ordinary column.
+    assert!(
+        pg("DELETE FROM orders USING notes WHERE orders.note_id = \"not\"").contains("\"not\"")
+    );
+}
